@@ -1,0 +1,90 @@
+"""Measure the embedded shapes world: judge accuracy, generation accuracy, size, load and sample speed.
+
+    python benchmarks/world_quality.py [--seeds 8] [--json out.json]
+
+Prints one table and, with --json, writes the figures. Targets (issue 2): judge on held-out renders
+shape >= 97%, colour >= 99%, style >= 95%; generated colour x shape prompts (8 seeds, 25 DDIM steps)
+shape >= 90%, colour >= 98%; synonym and style prompts >= 85% each; weights <= 12 MB; load < 2 s;
+<= 0.2 s per image batched on 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=8)
+    parser.add_argument("--held-out", type=int, default=2000)
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args()
+
+    import torch
+    from PIL import Image
+
+    from erasectl.generation import SamplerSettings, generate
+    from erasectl.judge import ClipJudge
+    from erasectl.models import embedded_judge_dir, embedded_pipeline_dir, load_pipeline
+    from erasectl.provenance import versions
+    from erasectl.world.judging import read_attributes
+    from erasectl.world.render import render_dataset
+    from erasectl.world.vocabulary import COLOURS, SHAPES, SYNONYMS
+
+    figures: dict[str, object] = {"torch_threads": torch.get_num_threads(), "versions": versions()}
+    files = [p for d in (embedded_pipeline_dir(), embedded_judge_dir()) for p in d.rglob("*") if p.is_file()]
+    figures["weights_mb"] = round(sum(p.stat().st_size for p in files) / 2**20, 2)
+
+    judge = ClipJudge.load()
+    images, labels = render_dataset(args.held_out, seed=999)
+    read = read_attributes(judge, [Image.fromarray(a) for a in images])
+    for attribute in ("shape", "colour", "style"):
+        figures[f"judge_{attribute}_accuracy"] = float(np.mean([r[attribute] == getattr(l, attribute) for r, l in zip(read, labels)]))
+
+    started = time.perf_counter()
+    pipeline = load_pipeline()
+    figures["load_s"] = round(time.perf_counter() - started, 3)
+    seeds = list(range(args.seeds))
+    settings = SamplerSettings(steps=25)
+    generate(pipeline, ["a red circle"], seeds=[0], settings=settings)  # warm-up
+
+    def judged(prompts: list[str], truths: list[dict[str, str]]) -> tuple[dict[str, float], float]:
+        started = time.perf_counter()
+        items = generate(pipeline, prompts, seeds, settings)
+        seconds = (time.perf_counter() - started) / len(items)
+        attributes = read_attributes(judge, [i.image for i in items])
+        expected = [truth for truth in truths for _ in seeds]
+        rates = {
+            key: float(np.mean([a[key] == e[key] for a, e in zip(attributes, expected)]))
+            for key in expected[0]
+        }
+        return rates, seconds
+
+    pairs = [(c, s) for c in COLOURS for s in SHAPES]
+    rates, per_image = judged([f"a {c} {s}" for c, s in pairs], [{"shape": s, "colour": c} for c, s in pairs])
+    figures["generated_shape_accuracy"] = rates["shape"]
+    figures["generated_colour_accuracy"] = rates["colour"]
+    figures["seconds_per_image"] = round(per_image, 4)
+    rates, _ = judged([f"a {c} {SYNONYMS[s]}" for c, s in pairs], [{"shape": s, "colour": c} for c, s in pairs])
+    figures["synonym_shape_accuracy"] = rates["shape"]
+    figures["synonym_colour_accuracy"] = rates["colour"]
+    styled = [(c, st, s) for c in COLOURS for st in ("striped", "plain") for s in SHAPES]
+    rates, _ = judged([f"a {c} {st} {s}" for c, st, s in styled], [{"style": st, "shape": s} for c, st, s in styled])
+    figures["style_accuracy"] = rates["style"]
+    figures["style_prompt_shape_accuracy"] = rates["shape"]
+    figures["n_images_per_prompt_set"] = {"colour_x_shape": len(pairs) * len(seeds), "style": len(styled) * len(seeds)}
+
+    width = max(map(len, figures))
+    for key, value in figures.items():
+        print(f"{key:<{width}}  {value}")
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(figures, handle, indent=2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,3 @@
+from erasectl.cli import main
+
+main()

@@ -1,0 +1,38 @@
+"""The ``erasectl`` command line: a thin layer over the library that owns all printing."""
+
+from __future__ import annotations
+
+import typer
+
+import erasectl
+from erasectl.cli import generate as _generate
+from erasectl.cli import train_world as _train_world
+
+app = typer.Typer(
+    name="erasectl",
+    help="Erase a concept from a Stable Diffusion model, and prove what the erasure did and damaged.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"erasectl {erasectl.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", help="Print the version and exit.", callback=_print_version, is_eager=True),
+) -> None:
+    """Every command runs on the embedded shapes-world model by default, offline, on a CPU."""
+
+
+app.command("generate")(_generate.generate)
+app.command("train-world")(_train_world.train_world)
+
+
+def main() -> None:
+    app()

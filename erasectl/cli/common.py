@@ -1,0 +1,73 @@
+"""What every command shares: one-line errors with exit code 2, consoles, progress bars."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from contextlib import contextmanager
+
+import typer
+
+from erasectl.errors import UserError
+
+EXIT_USAGE = 2
+
+
+def user_errors(command: Callable) -> Callable:
+    """Turn a ``UserError`` (or a config's ``ValueError``) into one line on stderr and exit 2."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except (UserError, ValueError) as error:
+            typer.echo(f"error: {error}", err=True)
+            raise typer.Exit(EXIT_USAGE) from None
+
+    return wrapper
+
+
+def split_list(text: str | None) -> list[str]:
+    return [item.strip() for item in (text or "").split(",") if item.strip()]
+
+
+def read_prompts(prompts: str | None, prompts_file: str | None) -> list[str]:
+    """Prompts from ``--prompts a,b`` and/or ``--prompts-file`` (one per line; use it for prompts with commas)."""
+    from pathlib import Path
+
+    found = split_list(prompts)
+    if prompts_file is not None:
+        path = Path(prompts_file)
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as error:
+            raise UserError(f"cannot read prompts file {path}: {getattr(error, 'strerror', None) or error}; pass a readable UTF-8 text file") from None
+        from_file = [line.strip() for line in lines if line.strip()]
+        if not from_file:
+            raise UserError(f"prompts file {path} has no prompts; write one prompt per line")
+        found += from_file
+    if not found:
+        raise UserError("no prompts given; pass --prompts \"a red circle,a blue ring\" or --prompts-file FILE")
+    return found
+
+
+def stderr_console():
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+@contextmanager
+def progress_bar(description: str, total: int, enabled: bool = True, **fields):
+    """A rich progress bar on stderr; yields ``update(completed, **fields)``."""
+    if not enabled:
+        yield lambda completed, **_: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn()]
+    columns += [TextColumn(f"{name}: {{task.fields[{name}]}}") for name in fields]
+    with Progress(*columns, console=stderr_console(), transient=False, disable=not sys.stderr) as progress:
+        task = progress.add_task(description, total=total, **fields)
+        yield lambda completed, **values: progress.update(task, completed=completed, **values)

@@ -1,0 +1,101 @@
+"""Seeded, batched image generation with any diffusers Stable Diffusion pipeline."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from erasectl.files import safe_name, write_atomically
+from erasectl.provenance import versions
+
+
+@dataclass(frozen=True)
+class SamplerSettings:
+    steps: int = 25
+    guidance: float = 7.5
+    batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        if self.steps <= 0:
+            raise ValueError(f"steps must be at least 1, got {self.steps}")
+        if self.guidance < 0:
+            raise ValueError(f"guidance must be 0 or more, got {self.guidance}")
+        if self.batch_size <= 0:
+            raise ValueError(f"batch size must be at least 1, got {self.batch_size}")
+
+
+@dataclass
+class GeneratedImage:
+    prompt: str
+    seed: int
+    image: object  # PIL.Image.Image
+    settings: dict = field(default_factory=dict)
+
+
+def generate(
+    pipeline,
+    prompts: list[str],
+    seeds: list[int],
+    settings: SamplerSettings = SamplerSettings(),
+    progress: Callable[[int, int], None] | None = None,
+) -> list[GeneratedImage]:
+    """Every prompt with every seed. Each image has its own generator, so an image depends on its
+    prompt and seed only, never on the batch it was drawn in.
+    """
+    import torch
+
+    jobs = [(prompt, seed) for prompt in prompts for seed in seeds]
+    results: list[GeneratedImage] = []
+    scheduler_name = type(pipeline.scheduler).__name__
+    for start in range(0, len(jobs), settings.batch_size):
+        batch = jobs[start : start + settings.batch_size]
+        generators = [torch.Generator("cpu").manual_seed(seed) for _, seed in batch]
+        with torch.inference_mode():
+            images = pipeline(
+                prompt=[prompt for prompt, _ in batch],
+                generator=generators,
+                num_inference_steps=settings.steps,
+                guidance_scale=settings.guidance,
+            ).images
+        for (prompt, seed), image in zip(batch, images):
+            meta = {"steps": settings.steps, "guidance": settings.guidance, "scheduler": scheduler_name}
+            results.append(GeneratedImage(prompt, seed, image, meta))
+        if progress is not None:
+            progress(len(results), len(jobs))
+    return results
+
+
+def png_metadata(item: GeneratedImage, model_name: str):
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    fields = {
+        "prompt": item.prompt,
+        "seed": str(item.seed),
+        "model": model_name,
+        "steps": str(item.settings["steps"]),
+        "guidance": str(item.settings["guidance"]),
+        "scheduler": item.settings["scheduler"],
+        **{f"version.{k}": v for k, v in versions().items()},
+    }
+    for key, value in fields.items():
+        info.add_text(key, value)
+    # The line AUTOMATIC1111 and ComfyUI show as the image's generation parameters.
+    width, height = item.image.size
+    info.add_text(
+        "parameters",
+        f"{item.prompt}\nSteps: {item.settings['steps']}, Sampler: {item.settings['scheduler']}, "
+        f"CFG scale: {item.settings['guidance']}, Seed: {item.seed}, Size: {width}x{height}, Model: {model_name}",
+    )
+    return info
+
+
+def save_images(items: list[GeneratedImage], folder: Path, model_name: str) -> list[Path]:
+    paths = []
+    for index, item in enumerate(items):
+        path = folder / f"{index:04d}_{safe_name(item.prompt)}_seed{item.seed}.png"
+        info = png_metadata(item, model_name)
+        write_atomically(path, lambda tmp, item=item, info=info: item.image.save(tmp, format="PNG", pnginfo=info))
+        paths.append(path)
+    return paths

@@ -1,0 +1,76 @@
+"""Where models come from: the embedded shapes world by default, any diffusers SD pipeline otherwise."""
+
+from __future__ import annotations
+
+import os
+from importlib import resources
+from pathlib import Path
+
+from erasectl.errors import UserError
+
+EMBEDDED_NAME = "embedded:shapes-sd"
+EMBEDDED_JUDGE_NAME = "embedded:shapes-judge"
+
+
+def assets_dir() -> Path:
+    return Path(str(resources.files("erasectl") / "assets"))
+
+
+def embedded_pipeline_dir() -> Path:
+    return assets_dir() / "shapes-sd"
+
+
+def embedded_judge_dir() -> Path:
+    return assets_dir() / "shapes-judge"
+
+
+def resolve_model(model: str | None) -> tuple[str, str | Path]:
+    """``(name, source)``: a display name and what ``from_pretrained`` receives."""
+    if model is None or model in ("", EMBEDDED_NAME, "embedded"):
+        folder = embedded_pipeline_dir()
+        if not (folder / "model_index.json").exists():
+            raise UserError(
+                f"the embedded model is missing from {folder}; reinstall erasectl or run `erasectl train-world`"
+            )
+        return EMBEDDED_NAME, folder
+    path = Path(model).expanduser()
+    if path.exists():
+        if path.is_dir() and not (path / "model_index.json").exists():
+            raise UserError(f"{path} is a folder but not a diffusers pipeline (no model_index.json); pass a pipeline folder")
+        return str(path), path
+    if model.startswith((".", "/", "~")) or model.count("/") != 1:
+        raise UserError(f"model path {model} does not exist; pass an existing pipeline folder or a hub id like org/name")
+    return model, model
+
+
+def quiet_libraries() -> None:
+    """Loading bars and notices of diffusers and transformers would break our one-line contract."""
+    import diffusers
+    import transformers
+
+    diffusers.utils.logging.disable_progress_bar()
+    diffusers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+
+
+def load_pipeline(model: str | None = None, device: str = "cpu", torch_dtype=None):
+    """A ``StableDiffusionPipeline`` (or any diffusers pipeline of the family) ready to sample."""
+    from diffusers import DiffusionPipeline
+
+    quiet_libraries()
+    name, source = resolve_model(model)
+    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+    kwargs = {"torch_dtype": torch_dtype} if torch_dtype is not None else {}
+    try:
+        pipeline = DiffusionPipeline.from_pretrained(source, local_files_only=isinstance(source, Path) or offline, **kwargs)
+    except OSError as error:
+        if isinstance(source, Path):
+            raise UserError(f"cannot load the pipeline in {source}: {error}") from None
+        raise UserError(
+            f"model {name} is not in the local cache and the hub cannot be reached (HF_HUB_OFFLINE is "
+            f"{'set' if offline else 'unset'}); download it on a connected machine or pass a local folder"
+        ) from None
+    pipeline.set_progress_bar_config(disable=True)
+    pipeline.erasectl_model_name = name
+    return pipeline.to(device)
