@@ -11,7 +11,9 @@ def _font(size: int):
 
 def labelled_grid(rows: list[list], row_labels: list[str], column_labels: list[str] | None = None, cell: int = 128):
     """One image: ``rows[i][j]`` upscaled to ``cell`` pixels, ``row_labels`` on the left and
-    optional ``column_labels`` on top. Cells are laid out by diffusers' ``make_image_grid``.
+    optional ``column_labels`` on top. Fewer column labels than columns label equal groups of
+    columns (one model's seeds, say), with a line between groups. Cells are laid out by
+    diffusers' ``make_image_grid``.
     """
     from diffusers.utils import make_image_grid
     from PIL import Image, ImageDraw
@@ -37,4 +39,7 @@ def labelled_grid(rows: list[list], row_labels: list[str], column_labels: list[s
         per_column = body.width / len(column_labels)
         for j, label in enumerate(column_labels):
             draw.text((label_width + (j + 0.5) * per_column, header // 2), label, fill=(0, 0, 0), font=font, anchor="mm")
+            if j:
+                x = int(label_width + j * per_column)
+                draw.line([(x, 0), (x, canvas.height)], fill=(0, 0, 0), width=3)
     return canvas

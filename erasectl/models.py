@@ -74,3 +74,23 @@ def load_pipeline(model: str | None = None, device: str = "cpu", torch_dtype=Non
     pipeline.set_progress_bar_config(disable=True)
     pipeline.erasectl_model_name = name
     return pipeline.to(device)
+
+
+def load_erased_pipeline(checkpoint_path, model: str | None = None, device: str = "cpu"):
+    """The base named in the checkpoint (or ``model``), with the checkpoint applied."""
+    from erasectl.checkpoint import ErasedCheckpoint
+
+    checkpoint = ErasedCheckpoint.load(checkpoint_path)
+    pipeline = load_pipeline(model or checkpoint.base_model, device=device)
+    checkpoint.apply(pipeline)
+    pipeline.erasectl_model_name = Path(checkpoint_path).parent.name if Path(checkpoint_path).name == "erased.safetensors" else Path(checkpoint_path).stem
+    pipeline.erasectl_checkpoint = checkpoint
+    return pipeline
+
+
+def latest_checkpoint(runs_dir: Path = Path("runs")) -> Path:
+    """The most recently written erased checkpoint under ``runs_dir``."""
+    found = sorted(runs_dir.glob("*/erased.safetensors"), key=lambda p: p.stat().st_mtime) if runs_dir.is_dir() else []
+    if not found:
+        raise UserError(f"no erased checkpoint found in {runs_dir}/; run `erasectl erase` first or pass --checkpoint")
+    return found[-1]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import typer
 
 import erasectl
+from erasectl.cli import compare as _compare
+from erasectl.cli import erase as _erase
 from erasectl.cli import generate as _generate
 from erasectl.cli import train_world as _train_world
 
@@ -30,7 +32,9 @@ def _root(
     """Every command runs on the embedded shapes-world model by default, offline, on a CPU."""
 
 
+app.command("erase")(_erase.erase)
 app.command("generate")(_generate.generate)
+app.command("compare")(_compare.compare)
 app.command("train-world")(_train_world.train_world)
 
 

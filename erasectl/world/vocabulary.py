@@ -95,3 +95,20 @@ def all_captions() -> list[str]:
         words = [ARTICLE] + [w for w in (colour, style) if w] + [noun]
         captions.append(" ".join(words))
     return captions
+
+
+def erasure_templates(concept: str, method: str) -> list[str]:
+    """Prompt templates around a concept (``{}``) for the shapes world.
+
+    ESD samples under the concept itself; ablation pairs many prompts, so it also varies colour
+    and style, except for attributes the concept already fixes ("red circle" gets no colours).
+    """
+    if method == "esd":
+        return ["a {}"]
+    words = set(concept.lower().split())
+    templates = ["a {}"]
+    if not words & set(STYLES):
+        templates += [f"a {style} {{}}" for style in STYLES]
+    if not words & set(COLOURS):
+        templates += [f"a {colour} {{}}" for colour in COLOURS]
+    return templates

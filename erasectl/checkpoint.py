@@ -1,0 +1,136 @@
+"""Erased-weight checkpoints: one ``.safetensors`` file with only the changed tensors.
+
+Keys are diffusers state-dict names prefixed by their component (``unet.down_blocks...``). The
+metadata carries the recipe (method, concepts, every hyper-parameter, versions, wall time), the
+base model it was made from, and a fingerprint of the base tensors it replaces: applying it to
+another base is refused rather than silently producing a different model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from erasectl.errors import UserError
+from erasectl.files import write_atomically
+from erasectl.provenance import versions
+
+FORMAT = "erasectl.erased-weights"
+FORMAT_VERSION = "1"
+COMPONENTS = ("unet", "text_encoder", "text_encoder_2")
+
+
+def fingerprint(tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over names, shapes and float32 bytes, in name order."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().to("cpu", torch.float32).contiguous()
+        digest.update(name.encode())
+        digest.update(str(tuple(tensor.shape)).encode())
+        digest.update(tensor.numpy().tobytes())
+    return digest.hexdigest()
+
+
+def component_tensors(pipeline, keys: list[str]) -> dict[str, torch.Tensor]:
+    """The pipeline's current tensors for checkpoint ``keys`` (``component.name``)."""
+    found = {}
+    states = {}
+    for key in keys:
+        component, _, name = key.partition(".")
+        if component not in COMPONENTS or getattr(pipeline, component, None) is None:
+            raise UserError(f"checkpoint key {key!r} names no component of this pipeline; it was made for another model")
+        if component not in states:
+            states[component] = getattr(pipeline, component).state_dict()
+        if name not in states[component]:
+            raise UserError(f"checkpoint key {key!r} is not a parameter of this pipeline's {component}; it was made for another model")
+        found[key] = states[component][name]
+    return found
+
+
+@torch.no_grad()
+def assign_tensors(pipeline, tensors: dict[str, torch.Tensor]) -> None:
+    """Copy ``tensors`` (checkpoint keys) into the pipeline's parameters, in place."""
+    modules: dict[str, dict[str, torch.nn.Parameter]] = {}
+    for key, tensor in tensors.items():
+        component, _, name = key.partition(".")
+        if component not in modules:
+            modules[component] = dict(getattr(pipeline, component).named_parameters())
+        target = modules[component][name]
+        target.copy_(tensor.to(target.dtype))
+
+
+@dataclass
+class ErasedCheckpoint:
+    tensors: dict[str, torch.Tensor]
+    metadata: dict[str, str]
+
+    @property
+    def recipe(self) -> dict:
+        return json.loads(self.metadata.get("erasectl.recipe", "{}"))
+
+    @property
+    def base_model(self) -> str:
+        return self.metadata["erasectl.base_model"]
+
+    def save(self, path: Path) -> Path:
+        from safetensors.torch import save_file
+
+        tensors = {k: v.detach().to("cpu").contiguous() for k, v in self.tensors.items()}
+        return write_atomically(path, lambda tmp: save_file(tensors, str(tmp), metadata=self.metadata))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "ErasedCheckpoint":
+        from safetensors import SafetensorError
+        from safetensors import safe_open
+
+        path = Path(path)
+        if not path.is_file():
+            raise UserError(f"checkpoint {path} does not exist; pass the .safetensors file that `erasectl erase` wrote")
+        if path.suffix in (".ckpt", ".pt", ".bin", ".pth", ".pkl"):
+            raise UserError(f"{path} is a pickle file, which can run code when loaded; erasectl reads .safetensors checkpoints only")
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                metadata = handle.metadata() or {}
+                tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+        except (SafetensorError, OSError, ValueError, RuntimeError) as error:
+            raise UserError(f"{path} is not a readable safetensors file ({error}); it may be truncated or corrupt") from None
+        if metadata.get("erasectl.format") != FORMAT:
+            raise UserError(f"{path} is a safetensors file but not an erasectl checkpoint (no erasectl metadata)")
+        bad = [k for k in tensors if k.partition(".")[0] not in COMPONENTS]
+        if bad or not tensors:
+            raise UserError(f"{path} has unexpected keys ({', '.join(bad[:3]) or 'none at all'}); it is not an erasectl checkpoint")
+        return cls(tensors, metadata)
+
+    def apply(self, pipeline, check_base: bool = True) -> None:
+        """Replace the pipeline's tensors by the erased ones, after checking the base matches."""
+        base = component_tensors(pipeline, list(self.tensors))
+        for key, tensor in self.tensors.items():
+            if tuple(base[key].shape) != tuple(tensor.shape):
+                raise UserError(f"checkpoint tensor {key} has shape {tuple(tensor.shape)}, the model's has {tuple(base[key].shape)}; it was made for another model")
+        if check_base and fingerprint(base) != self.metadata.get("erasectl.base_fingerprint"):
+            raise UserError(
+                f"this checkpoint was made from {self.base_model}, and the model given has different weights "
+                "where it applies; pass the base it was made from with --model"
+            )
+        assign_tensors(pipeline, self.tensors)
+
+
+def make_checkpoint(pipeline, trained: dict[str, torch.Tensor], base_tensors: dict[str, torch.Tensor], recipe: dict, base_model: str) -> ErasedCheckpoint:
+    metadata = {
+        "erasectl.format": FORMAT,
+        "erasectl.format_version": FORMAT_VERSION,
+        "erasectl.base_model": base_model,
+        "erasectl.base_fingerprint": fingerprint(base_tensors),
+        "erasectl.method": recipe["method"],
+        "erasectl.concepts": json.dumps(recipe["concepts"]),
+        "erasectl.anchor": recipe.get("anchor") or "",
+        "erasectl.steps": str(recipe["steps"]),
+        "erasectl.wall_time_s": str(recipe["wall_time_s"]),
+        "erasectl.recipe": json.dumps(recipe),
+        "erasectl.versions": json.dumps(versions()),
+    }
+    return ErasedCheckpoint(dict(trained), metadata)

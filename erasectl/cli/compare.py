@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import typer
+
+from erasectl.cli.common import progress_bar, read_prompts, user_errors
+from erasectl.errors import UserError
+
+
+@user_errors
+def compare(
+    prompts: str = typer.Option(None, "--prompts", help="Comma-separated prompts, one row each, e.g. \"a ring,a disc\"."),
+    prompts_file: str = typer.Option(None, "--prompts-file", help="A text file with one prompt per line."),
+    checkpoint: list[Path] = typer.Option(None, "--checkpoint", help="An erased checkpoint; repeat for several. Default: the newest in runs/."),
+    model: str = typer.Option(None, "--model", help="The base model; default: the one named in the checkpoint."),
+    n: int = typer.Option(4, "--n", help="Seeds per prompt, the same in every model's columns."),
+    seed: int = typer.Option(0, "--seed", help="The first seed."),
+    steps: int = typer.Option(25, "--steps", help="Sampler steps."),
+    guidance: float = typer.Option(7.5, "--guidance", help="Classifier-free guidance scale."),
+    out: Path = typer.Option(None, "--out", help="The grid PNG; default: runs/compare-<time>.png."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing --out file."),
+    device: str = typer.Option("cpu", "--device", help="torch device."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
+) -> None:
+    """Base and erased models side by side: prompts as rows, the same seeds in each model's columns."""
+    from erasectl.checkpoint import ErasedCheckpoint, assign_tensors, component_tensors
+    from erasectl.files import write_atomically
+    from erasectl.generation import SamplerSettings, generate
+    from erasectl.grids import labelled_grid
+    from erasectl.models import latest_checkpoint, load_pipeline
+    from erasectl.provenance import versions
+
+    prompt_list = read_prompts(prompts, prompts_file)
+    if n <= 0:
+        raise UserError(f"--n must be at least 1, got {n}")
+    settings = SamplerSettings(steps=steps, guidance=guidance)
+    out = out or Path("runs") / time.strftime("compare-%Y%m%d-%H%M%S.png")
+    if out.suffix.lower() != ".png":
+        raise UserError(f"--out {out} must end in .png")
+    if out.exists() and not force:
+        raise UserError(f"{out} exists; choose another --out or pass --force")
+    paths = list(checkpoint) if checkpoint else [latest_checkpoint()]
+    checkpoints = [ErasedCheckpoint.load(p) for p in paths]
+    base_name = model or checkpoints[0].base_model
+    pipeline = load_pipeline(base_name, device=device)
+    seeds = list(range(seed, seed + n))
+    columns: list[tuple[str, list]] = []
+    total = len(prompt_list) * n * (len(checkpoints) + 1)
+    with progress_bar("generating", total, enabled=not (quiet or as_json)) as update:
+        done = 0
+
+        def run(name: str) -> None:
+            nonlocal done
+            items = generate(pipeline, prompt_list, seeds, settings, progress=lambda k, _: update(done + k))
+            done += len(items)
+            columns.append((name, items))
+
+        run("base")
+        for path, erased in zip(paths, checkpoints):
+            original = {k: v.clone() for k, v in component_tensors(pipeline, list(erased.tensors)).items()}
+            erased.apply(pipeline)
+            run(path.parent.name if path.name == "erased.safetensors" else path.stem)
+            assign_tensors(pipeline, original)
+    rows = [[img for _, items in columns for img in [it.image for it in items[i * n : (i + 1) * n]]] for i in range(len(prompt_list))]
+    grid = labelled_grid(rows, prompt_list, [name for name, _ in columns])
+    write_atomically(out, lambda tmp: grid.save(tmp, format="PNG"))
+    summary = {
+        "grid": str(out),
+        "prompts": prompt_list,
+        "seeds": seeds,
+        "base_model": base_name,
+        "models": [name for name, _ in columns],
+        "checkpoints": [str(p) for p in paths],
+        "steps": steps,
+        "guidance": guidance,
+        "versions": versions(),
+    }
+    write_atomically(out.with_suffix(".json"), lambda tmp: tmp.write_text(json.dumps(summary, indent=2) + "\n"))
+    if as_json:
+        typer.echo(json.dumps(summary))
+    elif not quiet:
+        typer.echo(f"wrote {out}")

@@ -1,0 +1,100 @@
+"""What every erasure method shares: configs, prompt encoding, the trained/frozen UNet pair."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+
+import torch
+
+Progress = Callable[[int, int, dict], None]
+LOSSES = ("l2", "l1")
+
+
+@dataclass
+class MethodConfig:
+    """Fields every method has. Each field's ``metadata["help"]`` is its CLI help text."""
+
+    steps: int = field(default=200, metadata={"help": "Training iterations."})
+    lr: float = field(default=1e-4, metadata={"help": "Adam learning rate."})
+    loss: str = field(default="l2", metadata={"help": "Distance between prediction and target: l2 or l1."})
+    seed: int = field(default=0, metadata={"help": "Seeds noise, timesteps and every random draw."})
+    parameter_group: str = field(default="", metadata={"help": "Which UNet parameters are trained."})
+
+    def __post_init__(self) -> None:
+        if self.steps <= 0:
+            raise ValueError(f"steps must be at least 1, got {self.steps}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def field_help(cls) -> dict[str, tuple[object, str]]:
+        return {f.name: (f.default, f.metadata.get("help", "")) for f in fields(cls)}
+
+
+def distance(prediction: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:
+    if kind == "l1":
+        return torch.nn.functional.l1_loss(prediction, target)
+    return torch.nn.functional.mse_loss(prediction, target)
+
+
+@torch.no_grad()
+def encode_prompts(pipeline, prompts: list[str]) -> torch.Tensor:
+    """Text-encoder hidden states as the pipeline itself feeds them to its UNet."""
+    embeds, _ = pipeline.encode_prompt(prompts, pipeline.device, 1, False)
+    return embeds
+
+
+class TrainedUNet:
+    """The pipeline's UNet, trained in place, plus the frozen originals of exactly the trained
+    tensors. Frozen predictions reuse the same module with the original tensors swapped in by
+    ``torch.func.functional_call``, so no second UNet is held in memory.
+    """
+
+    def __init__(self, unet: torch.nn.Module, trained: dict[str, torch.nn.Parameter]):
+        self.unet = unet
+        self.trained = trained
+        self.original = {name: p.detach().clone() for name, p in trained.items()}
+
+    def __call__(self, latents, timesteps, hidden_states) -> torch.Tensor:
+        return self.unet(latents, timesteps, encoder_hidden_states=hidden_states).sample
+
+    @torch.no_grad()
+    def frozen(self, latents, timesteps, hidden_states) -> torch.Tensor:
+        return torch.func.functional_call(
+            self.unet, self.original, (latents, timesteps), {"encoder_hidden_states": hidden_states}, strict=False
+        ).sample
+
+    def checkpoint_tensors(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """``(erased, base)`` tensors under checkpoint keys."""
+        erased = {f"unet.{n}": p.detach().clone() for n, p in self.trained.items()}
+        base = {f"unet.{n}": t for n, t in self.original.items()}
+        return erased, base
+
+    def restore(self) -> None:
+        with torch.no_grad():
+            for name, parameter in self.trained.items():
+                parameter.copy_(self.original[name])
+
+
+@dataclass
+class ErasureResult:
+    erased: dict[str, torch.Tensor]
+    base: dict[str, torch.Tensor]
+    losses: list[float]
+    wall_time_s: float
+    extra: dict = field(default_factory=dict)
+
+
+class Stopwatch:
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+
+    def seconds(self) -> float:
+        return round(time.perf_counter() - self.started, 2)
