@@ -105,8 +105,8 @@ class ErasedCheckpoint:
             raise UserError(f"{path} has unexpected keys ({', '.join(bad[:3]) or 'none at all'}); it is not an erasectl checkpoint")
         return cls(tensors, metadata)
 
-    def apply(self, pipeline, check_base: bool = True) -> None:
-        """Replace the pipeline's tensors by the erased ones, after checking the base matches."""
+    def check(self, pipeline, check_base: bool = True) -> None:
+        """Refuse a pipeline this checkpoint was not made from: missing keys, shapes, fingerprint."""
         base = component_tensors(pipeline, list(self.tensors))
         for key, tensor in self.tensors.items():
             if tuple(base[key].shape) != tuple(tensor.shape):
@@ -116,6 +116,10 @@ class ErasedCheckpoint:
                 f"this checkpoint was made from {self.base_model}, and the model given has different weights "
                 "where it applies; pass the base it was made from with --model"
             )
+
+    def apply(self, pipeline, check_base: bool = True) -> None:
+        """Replace the pipeline's tensors by the erased ones, after checking the base matches."""
+        self.check(pipeline, check_base)
         assign_tensors(pipeline, self.tensors)
 
 

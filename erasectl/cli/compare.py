@@ -47,6 +47,8 @@ def compare(
     checkpoints = [ErasedCheckpoint.load(p) for p in paths]
     base_name = model or checkpoints[0].base_model
     pipeline = load_pipeline(base_name, device=device)
+    for erased in checkpoints:
+        erased.check(pipeline)
     seeds = list(range(seed, seed + n))
     columns: list[tuple[str, list]] = []
     total = len(prompt_list) * n * (len(checkpoints) + 1)

@@ -18,3 +18,33 @@ def read_attributes(judge, images: list) -> list[dict[str, str]]:
     return [
         {"shape": SHAPES[s], "colour": COLOURS[c], "style": STYLES[t]} for s, c, t in zip(shapes, colours, styles)
     ]
+
+
+def shape_report(pipeline, judge, seeds: list[int], steps: int = 25, guidance: float = 7.5, nouns: dict[str, str] | None = None) -> dict:
+    """Generate ``a <colour> <noun>`` for every colour and shape and read them back.
+
+    ``nouns`` maps each shape to the word used in its prompts (default: the shape itself; pass
+    ``SYNONYMS`` for paraphrases). Returns per shape the share judged as that shape, the share
+    with the prompted colour, and the share judged as each shape.
+    """
+    from erasectl.generation import SamplerSettings, generate
+
+    nouns = nouns or {shape: shape for shape in SHAPES}
+    prompts = [(shape, colour, f"a {colour} {nouns[shape]}") for shape in SHAPES for colour in COLOURS]
+    items = generate(pipeline, [p for _, _, p in prompts], seeds, SamplerSettings(steps=steps, guidance=guidance))
+    read = read_attributes(judge, [item.image for item in items])
+    report: dict[str, dict] = {}
+    for shape in SHAPES:
+        rows = [r for (s, c, _), chunk in zip(prompts, _chunks(read, len(seeds))) if s == shape for r in chunk]
+        colours = [c for (s, c, _) in prompts if s == shape for _ in seeds]
+        report[shape] = {
+            "accuracy": sum(r["shape"] == shape for r in rows) / len(rows),
+            "colour_accuracy": sum(r["colour"] == c for r, c in zip(rows, colours)) / len(rows),
+            "judged_as": {other: sum(r["shape"] == other for r in rows) / len(rows) for other in SHAPES},
+            "n": len(rows),
+        }
+    return report
+
+
+def _chunks(items: list, size: int) -> list[list]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
