@@ -57,7 +57,6 @@ def render_label(label: Label, rng: np.random.Generator) -> np.ndarray:
     grey = rng.uniform(15, 60)
     background = np.clip(grey + rng.uniform(-8, 8, size=3), 0, 255).astype(np.float32)
     fill = np.clip(np.array(BASE_RGB[label.colour]) + rng.uniform(-20, 20, size=3), 0, 255).astype(np.float32)
-    stripe_phase = rng.uniform(0, STRIPE_PERIOD)
 
     dx, dy = _X - cx, _Y - cy
     cos, sin = np.cos(theta), np.sin(theta)
@@ -65,7 +64,10 @@ def render_label(label: Label, rng: np.random.Generator) -> np.ndarray:
     inside = shape_mask(label.shape, u, v, radius)[..., None]
     colour = np.broadcast_to(fill, inside.shape[:2] + (3,))
     if label.style == "striped":
-        lit = (np.floor((u + v + stripe_phase) / (STRIPE_PERIOD / 2)) % 2 == 0)[..., None]
+        # Diagonal stripes fixed to the image grid, not to the shape: a period that divides the
+        # VAE's 4x downsampling lets every latent pixel carry the same pattern, so the style
+        # survives the autoencoder (stripes with a random phase were averaged away to a flat tint).
+        lit = (np.floor((_X + _Y) / (STRIPE_PERIOD / 2)) % 2 == 0)[..., None]
         colour = np.where(lit, fill, 0.3 * fill + 0.7 * background)
     hi_res = np.where(inside, colour, background)
     image = hi_res.reshape(IMAGE_SIZE, SUPERSAMPLE, IMAGE_SIZE, SUPERSAMPLE, 3).mean(axis=(1, 3))

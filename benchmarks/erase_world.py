@@ -1,0 +1,84 @@
+"""Erase "circle" from the embedded model with each method's defaults; time it and judge it.
+
+    python benchmarks/erase_world.py [--methods esd,ablate] [--concept circle] [--seeds 8] [--set esd.lr=1e-3 ...]
+
+Prints, per method: wall time of the erasure (target: at most 120 s on 2 CPU cores), iterations
+per second, peak resident memory, and the judge's figures on `a <colour> <shape>` prompts: the
+share still judged as the erased shape, every other shape's accuracy beside the base's, and colour
+accuracy (targets: erased <= 10%, others >= 80% of base, colours >= 95%).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import time
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--methods", default="esd,ablate")
+    parser.add_argument("--concept", default="circle")
+    parser.add_argument("--anchor", default="shape")
+    parser.add_argument("--seeds", type=int, default=8)
+    parser.add_argument("--set", action="append", default=[], help="method.field=value overrides")
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args()
+
+    import torch
+
+    from erasectl.erasure import ErasureRequest, erase_concepts
+    from erasectl.judge import ClipJudge
+    from erasectl.methods import get_method
+    from erasectl.models import EMBEDDED_NAME, load_pipeline
+    from erasectl.provenance import versions
+    from erasectl.world.judging import shape_report
+    from erasectl.world.vocabulary import SHAPES, SYNONYMS
+
+    judge = ClipJudge.load()
+    seeds = list(range(1000, 1000 + args.seeds))
+    base = shape_report(load_pipeline(), judge, seeds)
+    results = {"machine": f"{torch.get_num_threads()} torch threads", "versions": versions(), "base": base, "methods": {}}
+    print(f"base: " + ", ".join(f"{s} {base[s]['accuracy']:.2f}" for s in SHAPES))
+    for method in args.methods.split(","):
+        overrides = {}
+        for item in args.set:
+            key, _, value = item.partition("=")
+            scope, _, name = key.partition(".")
+            if scope == method:
+                field_type = type(getattr(get_method(method).Config(), name))
+                overrides[name] = field_type(value) if field_type is not bool else value.lower() in ("1", "true")
+        config = get_method(method).Config(**overrides)
+        pipeline = load_pipeline()
+        request = ErasureRequest(args.concept.split(","), EMBEDDED_NAME, args.anchor if get_method(method).NEEDS_ANCHOR else None)
+        started = time.perf_counter()
+        checkpoint = erase_concepts(pipeline, method, request, config)
+        wall = time.perf_counter() - started
+        report = shape_report(pipeline, judge, seeds)
+        synonyms = shape_report(pipeline, judge, seeds, nouns=SYNONYMS)
+        colour = sum(report[s]["colour_accuracy"] for s in SHAPES) / len(SHAPES)
+        row = {
+            "config": checkpoint.recipe["config"],
+            "wall_time_s": round(wall, 1),
+            "iterations_per_s": round(config.steps / wall, 2),
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+            "accuracy": {s: report[s]["accuracy"] for s in SHAPES},
+            "kept_share_of_base": {s: round(report[s]["accuracy"] / max(base[s]["accuracy"], 1e-9), 3) for s in SHAPES},
+            "synonym_accuracy": {s: synonyms[s]["accuracy"] for s in SHAPES},
+            "colour_accuracy": round(colour, 3),
+            "extra": {k: v for k, v in checkpoint.recipe.items() if k.startswith("anchor_images")},
+        }
+        results["methods"][method] = row
+        print(
+            f"{method}: {row['wall_time_s']} s ({row['iterations_per_s']} it/s), peak RSS {row['peak_rss_mb']} MB | "
+            + ", ".join(f"{s} {row['accuracy'][s]:.2f}" for s in SHAPES)
+            + f" | synonym {row['synonym_accuracy'][args.concept.split(',')[0].split()[-1]]:.2f} | colour {row['colour_accuracy']:.3f}"
+        )
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(results, handle, indent=2)
+
+
+if __name__ == "__main__":
+    main()

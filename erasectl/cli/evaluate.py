@@ -1,0 +1,161 @@
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import typer
+
+from erasectl.cli.common import EXIT_USAGE, progress_bar, split_list, user_errors
+from erasectl.errors import UserError
+
+EXIT_GATE = 1
+
+
+def _gates(metrics: dict, max_erased: float | None, min_ratio: float | None, max_paraphrase: float | None) -> list[dict]:
+    results = []
+    for row in metrics["tables"]["per_concept"]:
+        if row["model"] == "base":
+            continue
+        if row["role"] == "erased" and max_erased is not None:
+            results.append({"gate": "max-erased-accuracy", "model": row["model"], "concept": row["concept"], "limit": max_erased, "value": row["accuracy"], "passed": row["accuracy"] <= max_erased})
+        if row["role"] == "paraphrase" and max_paraphrase is not None:
+            results.append({"gate": "max-paraphrase-accuracy", "model": row["model"], "concept": row["concept"], "limit": max_paraphrase, "value": row["accuracy"], "passed": row["accuracy"] <= max_paraphrase})
+        if row["role"] == "surrounding" and min_ratio is not None and row["ratio_to_base"] is not None:
+            results.append({"gate": "min-surrounding-ratio", "model": row["model"], "concept": row["concept"], "limit": min_ratio, "value": row["ratio_to_base"], "passed": row["ratio_to_base"] >= min_ratio})
+    return results
+
+
+@user_errors
+def evaluate(
+    checkpoint: list[Path] = typer.Option(None, "--checkpoint", help="Erased checkpoint(s) to measure against their base; repeatable. Default: the newest in runs/."),
+    concept: str = typer.Option(None, "--concept", help="The erased concept; default: the checkpoint's."),
+    surrounding: str = typer.Option(None, "--surrounding", help="Comma-separated surrounding concepts; default for the embedded model: the other shapes."),
+    auto_surrounding: int = typer.Option(None, "--auto-surrounding", help="Use the K nearest valid phrases in text-embedding space instead."),
+    neighbour_mode: str = typer.Option("nearest", "--neighbour-mode", help="nearest, or gaussian (samples around the concept, each snapped to a valid phrase)."),
+    vocabulary: Path = typer.Option(None, "--vocabulary", help="Phrases to draw neighbours from, one per line; default: the tokenizer's whole words."),
+    paraphrases: str = typer.Option(None, "--paraphrases", help="Comma-separated paraphrases of the concept; default for the embedded model: its synonym."),
+    anchor: str = typer.Option(None, "--anchor", help="The anchor concept; default: the checkpoint's."),
+    model: str = typer.Option(None, "--model", help="The base model; default: the checkpoint's."),
+    judge: str = typer.Option(None, "--judge", help="A CLIPModel hub id or folder; default: the embedded world judge."),
+    n_per_prompt: int = typer.Option(8, "--n-per-prompt", help="Seeds per prompt."),
+    seed: int = typer.Option(0, "--seed", help="The first seed."),
+    steps: int = typer.Option(25, "--steps", help="Sampler steps."),
+    guidance: float = typer.Option(7.5, "--guidance", help="Classifier-free guidance scale."),
+    out: Path = typer.Option(None, "--out", help="Output folder; default: runs/evaluate-<time>."),
+    force: bool = typer.Option(False, "--force", help="Write into an --out folder that already has files."),
+    max_erased_accuracy: float = typer.Option(None, "--max-erased-accuracy", help="Gate: fail (exit 1) if an erased model draws the concept more often."),
+    min_surrounding_ratio: float = typer.Option(None, "--min-surrounding-ratio", help="Gate: fail if a surrounding concept keeps less of its base accuracy."),
+    max_paraphrase_accuracy: float = typer.Option(None, "--max-paraphrase-accuracy", help="Gate: fail if a paraphrase still yields the concept more often."),
+    device: str = typer.Option("cpu", "--device", help="torch device."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar or table."),
+    as_json: bool = typer.Option(False, "--json", help="Print metrics.json on stdout."),
+) -> None:
+    """Measure erasures one fixed way: erased-concept, surrounding and paraphrase accuracy, CLIP score, distances, cost."""
+    from erasectl.checkpoint import ErasedCheckpoint
+    from erasectl.evaluation import EvaluationConfig, evaluate as run, generic_protocol, per_image_csv, world_protocol
+    from erasectl.files import check_output_dir, prepare_output_dir
+    from erasectl.judge import ClipJudge
+    from erasectl.models import EMBEDDED_NAME, latest_checkpoint, load_pipeline, resolve_model
+    from erasectl.report import write_report
+
+    config = EvaluationConfig(n_per_prompt=n_per_prompt, seed=seed, steps=steps, guidance=guidance)
+    for name, value in (("--max-erased-accuracy", max_erased_accuracy), ("--min-surrounding-ratio", min_surrounding_ratio), ("--max-paraphrase-accuracy", max_paraphrase_accuracy)):
+        if value is not None and not 0 <= value <= 1:
+            raise UserError(f"{name} is a share between 0 and 1, got {value}")
+    if surrounding is not None and auto_surrounding is not None:
+        raise UserError("pass --surrounding or --auto-surrounding, not both")
+    paths = list(checkpoint or [])
+    if not paths and concept is None:
+        paths = [latest_checkpoint()]
+    checkpoints = [ErasedCheckpoint.load(p) for p in paths]
+    concept = concept or (checkpoints[0].recipe["concepts"][0] if checkpoints else None)
+    if not concept or not concept.strip():
+        raise UserError("no concept to evaluate; pass --concept or a --checkpoint")
+    concept = " ".join(concept.split())
+    anchor = anchor or (checkpoints[0].recipe.get("anchor") if checkpoints else None)
+    base_name, _ = resolve_model(model or (checkpoints[0].base_model if checkpoints else None))
+    out = check_output_dir(out or Path("runs") / time.strftime("evaluate-%Y%m%d-%H%M%S"), force)
+    vocabulary_lines = None
+    if vocabulary is not None:
+        from erasectl.cli.common import read_prompts
+
+        vocabulary_lines = read_prompts(None, str(vocabulary))
+
+    base = load_pipeline(base_name, device=device)
+    for erased in checkpoints:
+        erased.check(base)
+    if auto_surrounding is not None:
+        from erasectl.neighbours import find_neighbours
+
+        surrounding_list = find_neighbours(base, concept, auto_surrounding, vocabulary_lines, neighbour_mode, seed=seed)
+    else:
+        surrounding_list = split_list(surrounding) if surrounding is not None else None
+    paraphrase_list = split_list(paraphrases) if paraphrases is not None else None
+    if base_name == EMBEDDED_NAME:
+        from erasectl.erasure import check_concepts
+
+        check_concepts([concept, *(surrounding_list or []), *(paraphrase_list or [])], base_name)
+        protocol = world_protocol(concept, surrounding_list, paraphrase_list, anchor)
+    else:
+        if judge is None:
+            raise UserError("a real model needs a real CLIP judge; pass --judge openai/clip-vit-large-patch14 or a local CLIP folder")
+        if not surrounding_list:
+            raise UserError("name the surrounding concepts with --surrounding a,b,c or --auto-surrounding K")
+        protocol = generic_protocol(concept, surrounding_list, paraphrase_list or [], anchor)
+    clip_judge = ClipJudge.load(judge, device=device)
+
+    from erasectl.checkpoint import assign_tensors, component_tensors
+
+    # One pipeline serves every model: the base tensors are kept and swapped back between them.
+    keys = sorted({key for erased in checkpoints for key in erased.tensors})
+    originals = {k: v.clone() for k, v in component_tensors(base, keys).items()}
+
+    def loader(tensors: dict | None):
+        def load():
+            assign_tensors(base, originals)
+            if tensors:
+                assign_tensors(base, tensors)
+            return base
+
+        return load
+
+    base_loader = loader(None)
+    erased_loader = lambda erased: loader(erased.tensors)  # noqa: E731
+
+    models = [("base", base_loader, {"model": base_name})]
+    for path, erased in zip(paths, checkpoints):
+        name = path.parent.name if path.name == "erased.safetensors" else path.stem
+        models.append((name, erased_loader(erased), {"checkpoint": str(path), "recipe": erased.recipe}))
+    total = len(models) * sum(len(s.prompts) for s in protocol.prompt_sets()) * config.n_per_prompt
+    with progress_bar("evaluating", total, enabled=not (quiet or as_json)) as update:
+        metrics, records = run(models, protocol, clip_judge, config, progress=lambda done, _: update(done))
+    metrics["gates"] = _gates(metrics, max_erased_accuracy, min_surrounding_ratio, max_paraphrase_accuracy)
+    prepare_output_dir(out, force)
+    files = write_report(out, metrics, records, per_image_csv(records))
+    if as_json:
+        typer.echo(json.dumps(metrics))
+    elif not quiet:
+        _print_table(metrics, files["report"])
+    failed = [g for g in metrics["gates"] if not g["passed"]]
+    if failed:
+        g = failed[0]
+        typer.echo(f"gate failed: {g['gate']} {g['limit']}: {g['model']} {g['concept']} is {g['value']:.3f}", err=True)
+        raise typer.Exit(EXIT_GATE)
+
+
+def _print_table(metrics: dict, report: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"erasing '{metrics['protocol']['concept']}' judged by {metrics['judge']}")
+    for column in ("model", "role", "concept", "accuracy", "base", "ratio", "CLIP score"):
+        table.add_column(column, justify="left" if column in ("model", "role", "concept") else "right")
+    for row in metrics["tables"]["per_concept"]:
+        if row["model"] == "base":
+            continue
+        ratio = "" if row["ratio_to_base"] is None else f"{row['ratio_to_base']:.2f}"
+        table.add_row(row["model"], row["role"], row["concept"], f"{row['accuracy']:.3f}", f"{row['base_accuracy']:.3f}", ratio, f"{row['clip_score']:.1f}")
+    console = Console()
+    console.print(table)
+    console.print(f"report: {report}")

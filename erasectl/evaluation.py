@@ -1,0 +1,261 @@
+"""One fixed measurement of an erasure: the erased concept, its surroundings and its paraphrases.
+
+Every model (the base and each erased checkpoint) draws the same prompts with the same seeds. A
+CLIP judge classifies each image zero-shot among the erased concept, the surrounding concepts and
+the anchor; accuracy is the share of a prompt set's images judged as what its prompts name.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from erasectl.errors import UserError
+
+SCHEMA_VERSION = "1.0"
+# Prompts around a concept for evaluation. The embedded world varies colour; real models get
+# plain photo templates, the judge's text is "a photo of a <concept>" (CLIP's own zero-shot prompt).
+WORLD_COLOUR_TEMPLATES = ["a red {}", "a green {}", "a blue {}", "a yellow {}"]
+GENERIC_TEMPLATES = ["a photo of a {}", "a painting of a {}", "a close-up photo of a {}", "a drawing of a {}"]
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    n_per_prompt: int = 8
+    seed: int = 0
+    steps: int = 25
+    guidance: float = 7.5
+
+    def __post_init__(self) -> None:
+        if self.n_per_prompt <= 0:
+            raise ValueError(f"n-per-prompt must be at least 1, got {self.n_per_prompt}")
+        if self.steps <= 0:
+            raise ValueError(f"steps must be at least 1, got {self.steps}")
+
+    @property
+    def seeds(self) -> list[int]:
+        return list(range(self.seed, self.seed + self.n_per_prompt))
+
+
+@dataclass
+class PromptSet:
+    role: str  # "erased", "surrounding" or "paraphrase"
+    concept: str  # the words the prompts use
+    label: str  # what a faithful model draws: the judge's class
+    prompts: list[str]
+
+
+@dataclass
+class Protocol:
+    """What is measured: fixed by the concept, its neighbours and the templates."""
+
+    concept: str
+    surrounding: list[str]
+    paraphrases: list[str]
+    anchor: str | None
+    templates: list[str]
+    judge_template: str
+    candidates: list[str] = field(default_factory=list)
+
+    def prompt_sets(self) -> list[PromptSet]:
+        def prompts(words: str) -> list[str]:
+            return [t.format(words) for t in self.templates]
+
+        sets = [PromptSet("erased", self.concept, self.concept, prompts(self.concept))]
+        sets += [PromptSet("surrounding", s, s, prompts(s)) for s in self.surrounding]
+        sets += [PromptSet("paraphrase", p, self.concept, prompts(p)) for p in self.paraphrases]
+        return sets
+
+
+def world_protocol(concept: str, surrounding: list[str] | None, paraphrases: list[str] | None, anchor: str | None) -> Protocol:
+    """The shapes world: colours vary in the prompts unless the concept names one."""
+    from erasectl.world.vocabulary import COLOURS, GENERIC_SHAPE, NOUN_TO_SHAPE, SHAPES, SYNONYMS
+
+    words = concept.split()
+    if surrounding is None:
+        shape = next((NOUN_TO_SHAPE[w] for w in words if w in NOUN_TO_SHAPE), None)
+        surrounding = [s for s in SHAPES if s != shape] if shape else list(SHAPES)
+    if paraphrases is None:
+        paraphrases = [" ".join(SYNONYMS.get(w, w) for w in words)] if any(w in SYNONYMS for w in words) else []
+    templates = ["a {}"] if set(words) & set(COLOURS) else WORLD_COLOUR_TEMPLATES
+    # "shape" is true of every image, so the world judge cannot use it as a class.
+    candidates = [concept, *surrounding] + ([anchor] if anchor and anchor != GENERIC_SHAPE else [])
+    return Protocol(concept, surrounding, paraphrases, anchor, templates, "a {}", candidates)
+
+
+def generic_protocol(concept: str, surrounding: list[str], paraphrases: list[str], anchor: str | None) -> Protocol:
+    candidates = [concept, *surrounding] + ([anchor] if anchor else [])
+    return Protocol(concept, surrounding, paraphrases, anchor, GENERIC_TEMPLATES, "a photo of a {}", candidates)
+
+
+@dataclass
+class ImageRecord:
+    model: str
+    role: str
+    concept: str
+    label: str
+    prompt: str
+    seed: int
+    judged: str
+    correct: bool
+    clip_score: float
+    anchor_beats_concept: bool | None
+    image: object = field(repr=False, default=None)
+
+
+def judge_images(judge, protocol: Protocol, prompt_set: PromptSet, items, model_name: str) -> list[ImageRecord]:
+    embeds = judge.embed_images([item.image for item in items])
+    texts = [protocol.judge_template.format(c) for c in protocol.candidates]
+    judged = judge.classify(embeds, texts).tolist()
+    scores = judge.clip_score(embeds, [item.prompt for item in items]).tolist()
+    anchor_wins = [None] * len(items)
+    if protocol.anchor and prompt_set.role == "erased":
+        pair = judge.embed_texts([protocol.judge_template.format(protocol.anchor), protocol.judge_template.format(protocol.concept)])
+        similarity = embeds @ pair.T
+        anchor_wins = (similarity[:, 0] > similarity[:, 1]).tolist()
+    return [
+        ImageRecord(
+            model_name, prompt_set.role, prompt_set.concept, prompt_set.label, item.prompt, item.seed,
+            protocol.candidates[j], protocol.candidates[j] == prompt_set.label, round(s, 4), a, item.image,
+        )
+        for item, j, s, a in zip(items, judged, scores, anchor_wins)
+    ]
+
+
+def text_distances(pipeline, concept: str, others: list[str]) -> dict[str, float]:
+    """Euclidean distance between L2-normalised pooled text embeddings of the generator's text encoder."""
+    embeds = pooled_text_embeddings(pipeline, [concept, *others])
+    return {o: round(float((embeds[0] - e).norm()), 4) for o, e in zip(others, embeds[1:])}
+
+
+@torch.no_grad()
+def pooled_text_embeddings(pipeline, phrases: list[str]) -> torch.Tensor:
+    tokens = pipeline.tokenizer(phrases, padding="max_length", max_length=pipeline.tokenizer.model_max_length, truncation=True, return_tensors="pt")
+    output = pipeline.text_encoder(tokens.input_ids.to(pipeline.text_encoder.device))
+    return torch.nn.functional.normalize(output.pooler_output.float(), dim=-1)
+
+
+def summarise(records: list[ImageRecord]) -> dict:
+    """Per model, per prompt set: accuracy, CLIP score, and for the erased set the CA convention."""
+    summary: dict[str, dict] = {}
+    for record in records:
+        model = summary.setdefault(record.model, {})
+        entry = model.setdefault(f"{record.role}:{record.concept}", {"role": record.role, "concept": record.concept, "n": 0, "correct": 0, "clip": 0.0, "anchor": 0, "anchor_n": 0})
+        entry["n"] += 1
+        entry["correct"] += record.correct
+        entry["clip"] += record.clip_score
+        if record.anchor_beats_concept is not None:
+            entry["anchor"] += record.anchor_beats_concept
+            entry["anchor_n"] += 1
+    for model in summary.values():
+        for entry in model.values():
+            entry["accuracy"] = round(entry.pop("correct") / entry["n"], 4)
+            entry["clip_score"] = round(entry.pop("clip") / entry["n"], 3)
+            anchor, anchor_n = entry.pop("anchor"), entry.pop("anchor_n")
+            if anchor_n:
+                entry["ablation_convention_anchor_beats_concept"] = round(anchor / anchor_n, 4)
+    return summary
+
+
+def evaluate(
+    models: list[tuple[str, Callable[[], object], dict]],
+    protocol: Protocol,
+    judge,
+    config: EvaluationConfig,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[dict, list[ImageRecord]]:
+    """``models`` are ``(name, load, info)``; ``load()`` gives a pipeline (the first is the base)."""
+    from erasectl.generation import SamplerSettings, generate
+    from erasectl.provenance import versions
+
+    settings = SamplerSettings(steps=config.steps, guidance=config.guidance)
+    sets = protocol.prompt_sets()
+    total = len(models) * sum(len(s.prompts) for s in sets) * config.n_per_prompt
+    records: list[ImageRecord] = []
+    infos: dict[str, dict] = {}
+    distances = None
+    started = time.perf_counter()
+    for name, load, info in models:
+        pipeline = load()
+        if distances is None:
+            distances = text_distances(pipeline, protocol.concept, protocol.surrounding)
+        infos[name] = info
+        for prompt_set in sets:
+            done = len(records)
+            items = generate(pipeline, prompt_set.prompts, config.seeds, settings, progress=lambda k, _: progress and progress(done + k, total))
+            records += judge_images(judge, protocol, prompt_set, items, name)
+    summary = summarise(records)
+    base = models[0][0]
+    metrics = {
+        "schema_version": SCHEMA_VERSION,
+        "versions": versions(),
+        "judge": judge.name,
+        "protocol": {k: v for k, v in asdict(protocol).items()},
+        "config": asdict(config),
+        "seeds": config.seeds,
+        "models": {name: {"info": infos[name], "sets": summary[name]} for name, _, _ in models},
+        "tables": build_tables(summary, protocol, base, distances, infos),
+        "wall_time_s": round(time.perf_counter() - started, 2),
+    }
+    return metrics, records
+
+
+def build_tables(summary: dict, protocol: Protocol, base: str, distances: dict[str, float], infos: dict) -> dict:
+    """The seed document's four tables, for every erased model."""
+    erased_key = f"erased:{protocol.concept}"
+    tables = {"erased_vs_surrounding": [], "per_concept": [], "timing": [], "distance_vs_accuracy": []}
+    for model, sets in summary.items():
+        surrounding = [v["accuracy"] for v in sets.values() if v["role"] == "surrounding"]
+        tables["erased_vs_surrounding"].append(
+            {
+                "model": model,
+                "erased_accuracy": sets[erased_key]["accuracy"],
+                "surrounding_accuracy": round(sum(surrounding) / len(surrounding), 4) if surrounding else None,
+                "ablation_convention_anchor_beats_concept": sets[erased_key].get("ablation_convention_anchor_beats_concept"),
+            }
+        )
+        for key, value in sets.items():
+            base_value = summary[base][key]
+            tables["per_concept"].append(
+                {
+                    "model": model,
+                    "role": value["role"],
+                    "concept": value["concept"],
+                    "accuracy": value["accuracy"],
+                    "base_accuracy": base_value["accuracy"],
+                    "ratio_to_base": round(value["accuracy"] / base_value["accuracy"], 4) if base_value["accuracy"] else None,
+                    "clip_score": value["clip_score"],
+                    "base_clip_score": base_value["clip_score"],
+                }
+            )
+        if model != base:
+            recipe = infos[model].get("recipe", {})
+            tables["timing"].append({"model": model, "method": recipe.get("method"), "steps": recipe.get("steps"), "wall_time_s": recipe.get("wall_time_s")})
+            for concept, distance in distances.items():
+                key = f"surrounding:{concept}"
+                tables["distance_vs_accuracy"].append(
+                    {
+                        "model": model,
+                        "concept": concept,
+                        "distance": distance,
+                        "accuracy": sets[key]["accuracy"],
+                        "accuracy_drop": round(summary[base][key]["accuracy"] - sets[key]["accuracy"], 4),
+                    }
+                )
+    return tables
+
+
+def per_image_csv(records: list[ImageRecord]) -> str:
+    buffer = io.StringIO()
+    columns = ["model", "role", "concept", "label", "prompt", "seed", "judged", "correct", "clip_score", "anchor_beats_concept"]
+    writer = csv.DictWriter(buffer, fieldnames=columns)
+    writer.writeheader()
+    for record in records:
+        writer.writerow({c: getattr(record, c) for c in columns})
+    return buffer.getvalue()

@@ -1,0 +1,108 @@
+"""evaluate's files: metrics.json, per_image.csv, report.md, a thumbnail grid and the distance plot."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from erasectl.files import write_atomically
+
+
+def _markdown_table(rows: list[dict], columns: list[str]) -> str:
+    if not rows:
+        return "_none_\n"
+    def cell(value):
+        return f"{value:.3f}" if isinstance(value, float) else ("" if value is None else str(value))
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(row.get(c)) for c in columns) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def distance_plot(metrics: dict, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(5.5, 4), dpi=120)
+    rows = metrics["tables"]["distance_vs_accuracy"]
+    for model in dict.fromkeys(r["model"] for r in rows):
+        points = [r for r in rows if r["model"] == model]
+        axes.scatter([p["distance"] for p in points], [p["accuracy_drop"] for p in points], label=model)
+        for p in points:
+            axes.annotate(p["concept"], (p["distance"], p["accuracy_drop"]), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    axes.set_xlabel(f"text-embedding distance to '{metrics['protocol']['concept']}'")
+    axes.set_ylabel("accuracy drop (base - erased)")
+    axes.axhline(0, color="grey", linewidth=0.8)
+    if rows:
+        axes.legend(fontsize=8)
+    axes.set_title("Collateral damage against closeness")
+    figure.tight_layout()
+    write_atomically(path, lambda tmp: figure.savefig(tmp, format="png"))
+    plt.close(figure)
+    return path
+
+
+def thumbnail_grid(records, path: Path, per_model: int = 8) -> Path:
+    """Rows: prompt sets; for each model its first ``per_model`` images, judged labels kept in the CSV."""
+    from erasectl.grids import labelled_grid
+
+    models = list(dict.fromkeys(r.model for r in records))
+    sets = list(dict.fromkeys((r.role, r.concept) for r in records))
+    rows, labels = [], []
+    for role, concept in sets:
+        row = []
+        for model in models:
+            images = [r.image for r in records if r.model == model and (r.role, r.concept) == (role, concept)]
+            # Spread across templates: every k-th image.
+            step = max(1, len(images) // per_model)
+            row += images[::step][:per_model]
+        rows.append(row)
+        labels.append(f"{role}: {concept}")
+    grid = labelled_grid(rows, labels, models, cell=64)
+    write_atomically(path, lambda tmp: grid.save(tmp, format="PNG"))
+    return path
+
+
+def write_report(out: Path, metrics: dict, records, csv_text: str) -> dict[str, Path]:
+    files = {
+        "metrics": write_atomically(out / "metrics.json", lambda tmp: tmp.write_text(json.dumps(metrics, indent=2) + "\n")),
+        "per_image": write_atomically(out / "per_image.csv", lambda tmp: tmp.write_text(csv_text)),
+        "plot": distance_plot(metrics, out / "distance_vs_accuracy.png"),
+        "thumbnails": thumbnail_grid(records, out / "thumbnails.png"),
+    }
+    tables = metrics["tables"]
+    protocol = metrics["protocol"]
+    text = [
+        f"# Erasure report: {protocol['concept']}",
+        "",
+        f"Judge: `{metrics['judge']}`; seeds {metrics['seeds'][0]}..{metrics['seeds'][-1]} per prompt; "
+        f"{metrics['config']['steps']} sampler steps, guidance {metrics['config']['guidance']}; "
+        f"templates: {', '.join('`' + t + '`' for t in protocol['templates'])}; zero-shot classes: {', '.join(protocol['candidates'])}.",
+        "",
+        "## Erased concept against surrounding concepts",
+        "",
+        "Accuracy: the share of images the judge classifies as what the prompt names. "
+        "`ablation_convention_anchor_beats_concept` is Concept Ablation's measure: the share where CLIP(image, anchor) > CLIP(image, concept).",
+        "",
+        _markdown_table(tables["erased_vs_surrounding"], ["model", "erased_accuracy", "surrounding_accuracy", "ablation_convention_anchor_beats_concept"]),
+        "## Every prompt set, base beside erased",
+        "",
+        _markdown_table(tables["per_concept"], ["model", "role", "concept", "accuracy", "base_accuracy", "ratio_to_base", "clip_score", "base_clip_score"]),
+        "## Erasure cost",
+        "",
+        _markdown_table(tables["timing"], ["model", "method", "steps", "wall_time_s"]),
+        "## Distance to the erased concept against accuracy",
+        "",
+        _markdown_table(tables["distance_vs_accuracy"], ["model", "concept", "distance", "accuracy", "accuracy_drop"]),
+        "![distance against accuracy drop](distance_vs_accuracy.png)",
+        "",
+        "## Thumbnails",
+        "",
+        "![thumbnails](thumbnails.png)",
+        "",
+    ]
+    if metrics.get("gates"):
+        text[8:8] = ["## Gates", "", _markdown_table(metrics["gates"], ["gate", "model", "limit", "value", "passed"])]
+    files["report"] = write_atomically(out / "report.md", lambda tmp: tmp.write_text("\n".join(text)))
+    return files
