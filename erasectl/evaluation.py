@@ -259,3 +259,40 @@ def per_image_csv(records: list[ImageRecord]) -> str:
     for record in records:
         writer.writerow({c: getattr(record, c) for c in columns})
     return buffer.getvalue()
+
+
+def evaluate_nudity(models, rows: list[dict], judge, config: EvaluationConfig, progress=None) -> tuple[dict, list[dict]]:
+    """Prompt-set evaluation with the NudeNet judge: each CSV row drawn with its own seed and
+    guidance (I2P's ``evaluation_seed`` / ``evaluation_guidance``), under every convention."""
+    from erasectl.generation import SamplerSettings, generate
+    from erasectl.nudity import count_conventions
+    from erasectl.provenance import versions
+
+    started = time.perf_counter()
+    per_image: list[dict] = []
+    result = {}
+    total = len(models) * len(rows)
+    for name, load, info in models:
+        pipeline = load()
+        detections = []
+        for index, row in enumerate(rows):
+            seed = int(row["evaluation_seed"]) if row.get("evaluation_seed") not in (None, "") else config.seed + index
+            guidance = float(row["evaluation_guidance"]) if row.get("evaluation_guidance") not in (None, "") else config.guidance
+            item = generate(pipeline, [row["prompt"]], [seed], SamplerSettings(steps=config.steps, guidance=guidance))[0]
+            found = judge.detect([item.image])[0]
+            detections.append(found)
+            per_image.append({"model": name, "prompt": row["prompt"], "seed": seed, "guidance": guidance, "detections": json.dumps(found)})
+            if progress:
+                progress(len(per_image), total)
+        result[name] = {"info": info, "conventions": count_conventions(detections)}
+    metrics = {
+        "schema_version": SCHEMA_VERSION,
+        "kind": "nudity",
+        "versions": versions(),
+        "judge": judge.name,
+        "config": asdict(config),
+        "prompts": len(rows),
+        "models": result,
+        "wall_time_s": round(time.perf_counter() - started, 2),
+    }
+    return metrics, per_image

@@ -25,3 +25,26 @@ def world_judge():
     from erasectl.judge import ClipJudge
 
     return ClipJudge.load()
+
+
+def _erase_circle(method: str, tmp_path_factory, **request):
+    from erasectl.erasure import ErasureRequest, erase_concepts
+    from erasectl.methods import get_method
+    from erasectl.models import EMBEDDED_NAME, load_pipeline
+
+    pipeline = load_pipeline()
+    checkpoint = erase_concepts(pipeline, method, ErasureRequest(["circle"], EMBEDDED_NAME, **request), get_method(method).Config())
+    path = checkpoint.save(tmp_path_factory.mktemp(f"circle-{method}") / "erased.safetensors")
+    return pipeline, checkpoint, path
+
+
+@pytest.fixture(scope="session")
+def esd_circle(tmp_path_factory):
+    """ESD with its defaults on "circle": (erased pipeline, checkpoint, checkpoint path)."""
+    return _erase_circle("esd", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def ablate_circle(tmp_path_factory):
+    """Concept Ablation with its defaults, "circle" onto "shape"."""
+    return _erase_circle("ablate", tmp_path_factory, anchor="shape")

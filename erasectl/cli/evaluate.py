@@ -37,7 +37,8 @@ def evaluate(
     paraphrases: str = typer.Option(None, "--paraphrases", help="Comma-separated paraphrases of the concept; default for the embedded model: its synonym."),
     anchor: str = typer.Option(None, "--anchor", help="The anchor concept; default: the checkpoint's."),
     model: str = typer.Option(None, "--model", help="The base model; default: the checkpoint's."),
-    judge: str = typer.Option(None, "--judge", help="A CLIPModel hub id or folder; default: the embedded world judge."),
+    judge: str = typer.Option(None, "--judge", help="A CLIPModel hub id or folder, or nudenet (with --prompts-csv); default: the embedded world judge."),
+    prompts_csv: Path = typer.Option(None, "--prompts-csv", help="nudenet: prompts in the I2P CSV layout (prompt, evaluation_seed, evaluation_guidance)."),
     n_per_prompt: int = typer.Option(8, "--n-per-prompt", help="Seeds per prompt."),
     seed: int = typer.Option(0, "--seed", help="The first seed."),
     steps: int = typer.Option(25, "--steps", help="Sampler steps."),
@@ -65,14 +66,22 @@ def evaluate(
             raise UserError(f"{name} is a share between 0 and 1, got {value}")
     if surrounding is not None and auto_surrounding is not None:
         raise UserError("pass --surrounding or --auto-surrounding, not both")
+    if (judge == "nudenet") != (prompts_csv is not None):
+        raise UserError("--judge nudenet and --prompts-csv go together: NudeNet judges a prompt set such as I2P")
+    csv_rows = None
+    if prompts_csv is not None:
+        from erasectl.nudity import NudityJudge, read_prompt_csv
+
+        csv_rows = read_prompt_csv(prompts_csv)
+        nudity_judge = NudityJudge()
     paths = list(checkpoint or [])
-    if not paths and concept is None:
+    if not paths and concept is None and csv_rows is None:
         paths = [latest_checkpoint()]
     checkpoints = [ErasedCheckpoint.load(p) for p in paths]
     concept = concept or (checkpoints[0].recipe["concepts"][0] if checkpoints else None)
-    if not concept or not concept.strip():
+    if csv_rows is None and (not concept or not concept.strip()):
         raise UserError("no concept to evaluate; pass --concept or a --checkpoint")
-    concept = " ".join(concept.split())
+    concept = " ".join((concept or "").split())
     anchor = anchor or (checkpoints[0].recipe.get("anchor") if checkpoints else None)
     base_name, _ = resolve_model(model or (checkpoints[0].base_model if checkpoints else None))
     out = check_output_dir(out or Path("runs") / time.strftime("evaluate-%Y%m%d-%H%M%S"), force)
@@ -85,6 +94,10 @@ def evaluate(
     base = load_pipeline(base_name, device=device)
     for erased in checkpoints:
         erased.check(base)
+    models = _model_loaders(base, base_name, paths, checkpoints)
+    if csv_rows is not None:
+        _evaluate_nudity(models, csv_rows, nudity_judge, config, out, force, quiet, as_json)
+        return
     if auto_surrounding is not None:
         from erasectl.neighbours import find_neighbours
 
@@ -105,28 +118,6 @@ def evaluate(
         protocol = generic_protocol(concept, surrounding_list, paraphrase_list or [], anchor)
     clip_judge = ClipJudge.load(judge, device=device)
 
-    from erasectl.checkpoint import assign_tensors, component_tensors
-
-    # One pipeline serves every model: the base tensors are kept and swapped back between them.
-    keys = sorted({key for erased in checkpoints for key in erased.tensors})
-    originals = {k: v.clone() for k, v in component_tensors(base, keys).items()}
-
-    def loader(tensors: dict | None):
-        def load():
-            assign_tensors(base, originals)
-            if tensors:
-                assign_tensors(base, tensors)
-            return base
-
-        return load
-
-    base_loader = loader(None)
-    erased_loader = lambda erased: loader(erased.tensors)  # noqa: E731
-
-    models = [("base", base_loader, {"model": base_name})]
-    for path, erased in zip(paths, checkpoints):
-        name = path.parent.name if path.name == "erased.safetensors" else path.stem
-        models.append((name, erased_loader(erased), {"checkpoint": str(path), "recipe": erased.recipe}))
     total = len(models) * sum(len(s.prompts) for s in protocol.prompt_sets()) * config.n_per_prompt
     with progress_bar("evaluating", total, enabled=not (quiet or as_json)) as update:
         metrics, records = run(models, protocol, clip_judge, config, progress=lambda done, _: update(done))
@@ -142,6 +133,61 @@ def evaluate(
         g = failed[0]
         typer.echo(f"gate failed: {g['gate']} {g['limit']}: {g['model']} {g['concept']} is {g['value']:.3f}", err=True)
         raise typer.Exit(EXIT_GATE)
+
+
+def _model_loaders(base, base_name: str, paths: list[Path], checkpoints: list) -> list[tuple]:
+    """``(name, load, info)`` for the base and each checkpoint. One pipeline serves them all: the
+    base tensors are kept and swapped back in between models."""
+    from erasectl.checkpoint import assign_tensors, component_tensors
+
+    keys = sorted({key for erased in checkpoints for key in erased.tensors})
+    originals = {k: v.clone() for k, v in component_tensors(base, keys).items()}
+
+    def loader(tensors: dict | None):
+        def load():
+            assign_tensors(base, originals)
+            if tensors:
+                assign_tensors(base, tensors)
+            return base
+
+        return load
+
+    models = [("base", loader(None), {"model": base_name})]
+    for path, erased in zip(paths, checkpoints):
+        name = path.parent.name if path.name == "erased.safetensors" else path.stem
+        models.append((name, loader(erased.tensors), {"checkpoint": str(path), "recipe": erased.recipe}))
+    return models
+
+
+def _evaluate_nudity(models, rows, judge, config, out: Path, force: bool, quiet: bool, as_json: bool) -> None:
+    import csv
+    import io
+
+    from erasectl.evaluation import evaluate_nudity
+    from erasectl.files import prepare_output_dir, write_atomically
+
+    with progress_bar("evaluating (nudenet)", len(models) * len(rows), enabled=not (quiet or as_json)) as update:
+        metrics, per_image = evaluate_nudity(models, rows, judge, config, progress=lambda done, _: update(done))
+    prepare_output_dir(out, force)
+    write_atomically(out / "metrics.json", lambda tmp: tmp.write_text(json.dumps(metrics, indent=2) + "\n"))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(per_image[0]))
+    writer.writeheader()
+    writer.writerows(per_image)
+    write_atomically(out / "per_image.csv", lambda tmp: tmp.write_text(buffer.getvalue()))
+    if as_json:
+        typer.echo(json.dumps(metrics))
+    elif not quiet:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title="NudeNet: images flagged, by convention")
+        table.add_column("convention")
+        for name in metrics["models"]:
+            table.add_column(name, justify="right")
+        for convention in next(iter(metrics["models"].values()))["conventions"]:
+            table.add_row(convention, *[str(m["conventions"][convention]["flagged_images"]) for m in metrics["models"].values()])
+        Console().print(table)
 
 
 def _print_table(metrics: dict, report: Path) -> None:

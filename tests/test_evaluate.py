@@ -1,0 +1,114 @@
+"""evaluate: the fixed protocol, its files, its gates and its neighbours."""
+
+import csv
+import json
+import shutil
+from importlib import resources
+
+import jsonschema
+import pytest
+from typer.testing import CliRunner
+
+from erasectl.cli import app
+from erasectl.judge import ClipJudge
+from erasectl.models import embedded_judge_dir, load_pipeline
+from erasectl.neighbours import find_neighbours, tokenizer_words
+
+runner = CliRunner()
+SCHEMA = json.loads((resources.files("erasectl") / "schemas" / "metrics.schema.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def weak_checkpoint(tmp_path_factory):
+    out = tmp_path_factory.mktemp("weak") / "run"
+    result = runner.invoke(app, ["erase", "--concept", "circle", "--steps", "2", "--out", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    return out / "erased.safetensors"
+
+
+def test_base_model_draws_every_concept(tmp_path):
+    result = runner.invoke(app, ["evaluate", "--concept", "circle", "--n-per-prompt", "6", "--out", str(tmp_path / "ev"), "--json"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.stdout)
+    jsonschema.validate(metrics, SCHEMA)
+    sets = metrics["models"]["base"]["sets"]
+    assert set(sets) == {"erased:circle", "surrounding:square", "surrounding:triangle", "surrounding:cross", "surrounding:ring", "paraphrase:disc"}
+    for key, value in sets.items():
+        assert value["accuracy"] >= 0.9, f"base {key}: {value['accuracy']:.3f} of {value['n']}"
+
+
+def test_report_of_an_erasure_passes_its_gates(esd_circle, tmp_path):
+    _, _, path = esd_circle
+    out = tmp_path / "ev"
+    result = runner.invoke(
+        app,
+        ["evaluate", "--checkpoint", str(path), "--n-per-prompt", "4", "--out", str(out), "--json",
+         "--max-erased-accuracy", "0.1", "--min-surrounding-ratio", "0.8"],
+    )
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.stdout)
+    jsonschema.validate(metrics, SCHEMA)
+    assert metrics == json.loads((out / "metrics.json").read_text())
+    assert {g["gate"] for g in metrics["gates"]} == {"max-erased-accuracy", "min-surrounding-ratio"}
+    assert all(g["passed"] for g in metrics["gates"])
+    erased_row = next(r for r in metrics["tables"]["erased_vs_surrounding"] if r["model"] != "base")
+    assert erased_row["erased_accuracy"] <= 0.1
+    assert [r["concept"] for r in metrics["tables"]["distance_vs_accuracy"]] == ["square", "triangle", "cross", "ring"]
+    assert metrics["tables"]["timing"][0]["method"] == "esd" and metrics["tables"]["timing"][0]["wall_time_s"] > 0
+    rows = list(csv.DictReader((out / "per_image.csv").open()))
+    assert len(rows) == 2 * 6 * 4 * 4  # models x prompt sets x colour templates x seeds
+    report = (out / "report.md").read_text()
+    assert "| circle |" in report and "thumbnails.png" in report
+    for name in ("distance_vs_accuracy.png", "thumbnails.png"):
+        assert (out / name).stat().st_size > 1000
+
+
+def test_gate_fails_with_exit_1_naming_gate_and_figure(weak_checkpoint, tmp_path):
+    result = runner.invoke(app, ["evaluate", "--checkpoint", str(weak_checkpoint), "--n-per-prompt", "2", "--out", str(tmp_path / "ev"), "--quiet", "--max-erased-accuracy", "0.1"])
+    assert result.exit_code == 1, result.output
+    line = result.stderr.strip()
+    assert line.startswith("gate failed: max-erased-accuracy 0.1:") and "circle is 0." in line, line
+    assert (tmp_path / "ev" / "metrics.json").exists()  # the evidence is kept
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--concept", "circle", "--max-erased-accuracy", "2"], "between 0 and 1"),
+        (["--concept", "circle", "--surrounding", "ring", "--auto-surrounding", "2"], "not both"),
+        (["--concept", "grumpy"], "does not know 'grumpy'"),
+        (["--concept", "circle", "--n-per-prompt", "0"], "n-per-prompt"),
+        (["--concept", "circle", "--judge", "/nonexistent/judge"], "cannot load the judge"),
+    ],
+)
+def test_bad_evaluate_inputs_exit_2(args, needle, tmp_path):
+    result = runner.invoke(app, ["evaluate", "--out", str(tmp_path / "ev"), *args])
+    assert result.exit_code == 2, result.output
+    assert needle in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert not (tmp_path / "ev").exists()
+
+
+@pytest.mark.parametrize("mode", ["nearest", "gaussian"])
+def test_auto_surrounding_returns_valid_phrases_only(mode):
+    pipeline = load_pipeline()
+    words = tokenizer_words(pipeline.tokenizer)
+    found = find_neighbours(pipeline, "circle", 5, mode=mode)
+    assert len(found) == 5 == len(set(found))
+    assert all(phrase in words and phrase != "circle" for phrase in found), found
+    listed = ["a blue ring", "a red square", "a yellow plus", "a green disc", "a striped hoop"]
+    chosen = find_neighbours(pipeline, "circle", 2, vocabulary=listed, mode=mode)
+    assert set(chosen) <= set(listed) and len(chosen) == 2
+
+
+def test_a_judge_from_a_local_path_loads_and_agrees(tmp_path):
+    from PIL import Image
+
+    from erasectl.world.judging import read_attributes
+    from erasectl.world.render import render_dataset
+
+    copy = tmp_path / "my-clip"
+    shutil.copytree(embedded_judge_dir(), copy)
+    judge = ClipJudge.load(str(copy))
+    assert judge.name == str(copy)
+    images = [Image.fromarray(a) for a in render_dataset(20, seed=5)[0]]
+    assert read_attributes(judge, images) == read_attributes(ClipJudge.load(), images)
