@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from erasectl.checkpoint import ErasedCheckpoint, make_checkpoint
 from erasectl.errors import UserError
@@ -24,6 +24,7 @@ GENERIC_TEMPLATES = {
         "a blurry photo of a {}",
         "a rendering of a {}",
     ],
+    "uce": ["{}", "a photo of a {}", "a painting of a {}", "a picture of a {}"],
 }
 
 
@@ -50,6 +51,7 @@ class ErasureRequest:
     anchor: str | None = None
     anchor_prompt_lines: list[str] | None = None
     keep_anchor: Callable | None = None
+    preserve: list[str] = field(default_factory=list)
 
     def templates(self, concept: str, method: str) -> list[str]:
         if self.model_name == EMBEDDED_NAME:

@@ -9,6 +9,7 @@ import importlib
 METHODS = {
     "esd": "erasectl.methods.esd",
     "ablate": "erasectl.methods.ablate",
+    "uce": "erasectl.methods.uce",
 }
 
 

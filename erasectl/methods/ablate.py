@@ -132,6 +132,7 @@ def erase(
 
 
 Config = AblateConfig
+ACCEPTS_ANCHOR = True
 NEEDS_ANCHOR = True
 
 

@@ -166,6 +166,7 @@ def erase(pipeline, concepts: list[str], config: ESDConfig, prompts: list[str], 
 
 
 Config = ESDConfig
+ACCEPTS_ANCHOR = False
 NEEDS_ANCHOR = False
 
 
