@@ -27,7 +27,7 @@ def erase(
     concept: str = typer.Option(..., "--concept", help="The concept to erase, e.g. circle or \"grumpy cat\"; several: \"circle,red square\"."),
     method: str = typer.Option("esd", "--method", help="esd, ablate or uce."),
     anchor: str = typer.Option(None, "--anchor", help="ablate (required): the concept to map onto, e.g. shape for circle; uce: the guide [default: the empty prompt]."),
-    preserve: str = typer.Option(None, "--preserve", help="Comma-separated concepts to keep unchanged (uce)."),
+    preserve: str = typer.Option(None, "--preserve", help="Comma-separated concepts whose predictions are kept unchanged (every method)."),
     anchor_prompts_file: Path = typer.Option(None, "--anchor-prompts-file", help="ablate: anchor prompts, one per line, each naming the anchor."),
     model: str = typer.Option(None, "--model", help="Hub id or local diffusers folder; default: the embedded shapes model."),
     out: Path = typer.Option(None, "--out", help="Output folder; default: runs/<concept>-<method>/ (never overwritten)."),

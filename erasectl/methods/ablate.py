@@ -36,6 +36,7 @@ class AblateConfig(MethodConfig):
     anchor_steps: int = field(default=25, metadata={"help": "Sampler steps of the anchor images."})
     anchor_guidance: float = field(default=7.5, metadata={"help": "Guidance scale of the anchor images."})
     batch_size: int = field(default=16, metadata={"help": "Noised anchor latents per iteration."})
+    preserve_weight: float = field(default=1.0, metadata={"help": "Weight of the term keeping the --preserve concepts' predictions unchanged."})
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -46,6 +47,8 @@ class AblateConfig(MethodConfig):
         for name in ("anchor_images", "anchor_steps", "batch_size"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.preserve_weight < 0:
+            raise ValueError(f"preserve_weight must be 0 or more, got {self.preserve_weight}")
 
 
 @torch.no_grad()
@@ -75,6 +78,7 @@ def erase(
     config: AblateConfig,
     progress: Progress | None = None,
     keep_anchor: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    preserve_prompts: list[str] | None = None,
 ) -> ErasureResult:
     """``concept_prompts[i]`` is mapped onto ``anchor_prompts[i]``.
 
@@ -102,6 +106,7 @@ def erase(
     optimizer = torch.optim.Adam(model.trained.values(), lr=config.lr)
     concept_embeds = encode_prompts(pipeline, concept_prompts)
     anchor_embeds = encode_prompts(pipeline, anchor_prompts)
+    preserved = encode_prompts(pipeline, preserve_prompts) if preserve_prompts else None
     train_steps = pipeline.scheduler.config.num_train_timesteps
     losses: list[float] = []
     for step in range(config.steps):
@@ -120,6 +125,9 @@ def erase(
                 torch.cat([noisy, noisy]), torch.cat([timesteps, timesteps]), torch.cat([concept_hidden, anchor_hidden])
             ).chunk(2)
             loss = distance(prediction, noise, config.loss) + distance(anchor_prediction, noise, config.loss)
+        if preserved is not None:
+            kept = preserved[torch.randint(0, len(preserved), (len(pick),), generator=generator)]
+            loss = loss + config.preserve_weight * distance(model(noisy, timesteps, kept), model.frozen(noisy, timesteps, kept), config.loss)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -142,4 +150,5 @@ def run(pipeline, request, config: AblateConfig, progress: Progress | None = Non
         for anchor_prompt in request.anchor_prompts(concept):
             anchor_prompts.append(anchor_prompt)
             concept_prompts.append(anchor_prompt.replace(request.anchor, concept))
-    return erase(pipeline, concept_prompts, anchor_prompts, config, progress, request.keep_anchor)
+    kept = [t.format(concept) for concept in request.preserve for t in request.templates(concept, "ablate")]
+    return erase(pipeline, concept_prompts, anchor_prompts, config, progress, request.keep_anchor, kept)

@@ -54,6 +54,7 @@ class ESDConfig(MethodConfig):
     batch_size: int = field(default=8, metadata={"help": "x_t samples per iteration (the paper: 1)."})
     trajectory_reuse: int = field(default=10, metadata={"help": "Iterations each bank of sampled trajectories serves (1: sample anew every iteration)."})
     preserve_unconditional: float = field(default=1.0, metadata={"help": "Weight of the term keeping the unconditional prediction unchanged (0: off)."})
+    preserve_weight: float = field(default=1.0, metadata={"help": "Weight of the term keeping the --preserve concepts' predictions unchanged."})
     mode: str = field(default="fast", metadata={"help": "fast, or faithful: the paper's reference loop and hyper-parameters."})
 
     def __post_init__(self) -> None:
@@ -67,8 +68,8 @@ class ESDConfig(MethodConfig):
         for name in ("ddim_steps", "batch_size", "trajectory_reuse"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.preserve_unconditional < 0 or self.start_guidance < 0:
-            raise ValueError("preserve_unconditional and start_guidance must be 0 or more")
+        if min(self.preserve_unconditional, self.preserve_weight, self.start_guidance) < 0:
+            raise ValueError("preserve_unconditional, preserve_weight and start_guidance must be 0 or more")
 
 
 def faithful_config(**overrides) -> ESDConfig:
@@ -87,8 +88,24 @@ def reference_timestep(step_index: int, ddim_steps: int, generator: torch.Genera
     return int(torch.randint(low, high, (1,), generator=generator))
 
 
-def erase(pipeline, concepts: list[str], config: ESDConfig, prompts: list[str], progress: Progress | None = None) -> ErasureResult:
-    """Erase ``concepts``; ``prompts`` are the concept prompts x_t is sampled under (one or more per concept)."""
+def _calls(unet_fn, latents, timesteps, conditions: list[torch.Tensor], batched: bool) -> list[torch.Tensor]:
+    """The UNet under each text condition at the same x_t: one batched call, or one call each."""
+    if not batched:
+        return [unet_fn(latents, timesteps, c) for c in conditions]
+    n = len(conditions)
+    return list(unet_fn(latents.repeat(n, 1, 1, 1), timesteps.repeat(n), torch.cat(conditions)).chunk(n))
+
+
+def erase(
+    pipeline,
+    concepts: list[str],
+    config: ESDConfig,
+    prompts: list[str],
+    progress: Progress | None = None,
+    preserve_prompts: list[str] | None = None,
+) -> ErasureResult:
+    """Erase ``concepts``; ``prompts`` are the concept prompts x_t is sampled under (one or more per
+    concept); the predictions for ``preserve_prompts`` are kept at the frozen model's."""
     watch = Stopwatch()
     torch.manual_seed(config.seed)
     generator = torch.Generator("cpu").manual_seed(config.seed)
@@ -99,6 +116,7 @@ def erase(pipeline, concepts: list[str], config: ESDConfig, prompts: list[str], 
     optimizer = torch.optim.Adam(model.trained.values(), lr=config.lr)
     conditional = encode_prompts(pipeline, prompts)
     unconditional = encode_prompts(pipeline, [""])
+    preserved = encode_prompts(pipeline, preserve_prompts) if preserve_prompts else None
     scheduler = ddim_scheduler(pipeline, config.ddim_steps)
     latent_shape = (
         unet.config.in_channels,
@@ -133,27 +151,21 @@ def erase(pipeline, concepts: list[str], config: ESDConfig, prompts: list[str], 
             hidden = conditional[bank_prompts[pick_traj]]
         batch = latents.shape[0]
         uncond = unconditional.expand(batch, -1, -1)
-        if config.mode == "faithful":
-            # The reference loop: three separate UNet calls.
-            frozen_uncond = model.frozen(latents, timesteps, uncond)
-            frozen_concept = model.frozen(latents, timesteps, hidden)
-            prediction = model(latents, timesteps, hidden)
-        else:
-            frozen_concept, frozen_uncond = model.frozen(
-                torch.cat([latents, latents]), torch.cat([timesteps, timesteps]), torch.cat([hidden, uncond])
-            ).chunk(2)
-        target = frozen_uncond - config.negative_guidance * (frozen_concept - frozen_uncond)
-        if config.mode != "faithful" and config.preserve_unconditional > 0:
-            prediction, prediction_uncond = model(
-                torch.cat([latents, latents]), torch.cat([timesteps, timesteps]), torch.cat([hidden, uncond])
-            ).chunk(2)
-            loss = distance(prediction, target, config.loss) + config.preserve_unconditional * distance(
-                prediction_uncond, frozen_uncond, config.loss
-            )
-        else:
-            if config.mode != "faithful":
-                prediction = model(latents, timesteps, hidden)
-            loss = distance(prediction, target, config.loss)
+        # Terms that keep the frozen model's prediction: (weight, text condition).
+        keep = []
+        if config.preserve_unconditional > 0:
+            keep.append((config.preserve_unconditional, uncond))
+        if preserved is not None:
+            pick = torch.randint(0, len(preserved), (batch,), generator=generator)
+            keep.append((config.preserve_weight, preserved[pick]))
+        # The faithful loop makes separate UNet calls, as the reference does; fast mode batches them.
+        batched = config.mode != "faithful"
+        frozen = _calls(model.frozen, latents, timesteps, [hidden, uncond] + [h for _, h in keep], batched)
+        target = frozen[1] - config.negative_guidance * (frozen[0] - frozen[1])
+        trained = _calls(model, latents, timesteps, [hidden] + [h for _, h in keep], batched)
+        loss = distance(trained[0], target, config.loss)
+        for (weight, _), prediction, reference in zip(keep, trained[1:], frozen[2:]):
+            loss = loss + weight * distance(prediction, reference, config.loss)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -172,4 +184,5 @@ NEEDS_ANCHOR = False
 
 def run(pipeline, request, config: ESDConfig, progress: Progress | None = None) -> ErasureResult:
     prompts = [template.format(concept) for concept in request.concepts for template in request.templates(concept, "esd")]
-    return erase(pipeline, request.concepts, config, prompts, progress)
+    kept = [template.format(concept) for concept in request.preserve for template in request.templates(concept, "esd")]
+    return erase(pipeline, request.concepts, config, prompts, progress, kept)
