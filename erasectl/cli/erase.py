@@ -24,10 +24,12 @@ def _default_out(concepts: list[str], method: str) -> Path:
 
 @user_errors
 def erase(
-    concept: str = typer.Option(..., "--concept", help="The concept to erase, e.g. circle or \"grumpy cat\"; several: \"circle,red square\"."),
+    concept: str = typer.Option(None, "--concept", help="The concept to erase, e.g. circle or \"grumpy cat\"; several: \"circle,red square\"."),
     method: str = typer.Option("esd", "--method", help="esd, ablate or uce."),
     anchor: str = typer.Option(None, "--anchor", help="ablate (required): the concept to map onto, e.g. shape for circle; uce: the guide [default: the empty prompt]."),
     preserve: str = typer.Option(None, "--preserve", help="Comma-separated concepts whose predictions are kept unchanged (every method)."),
+    auto_preserve: int = typer.Option(None, "--auto-preserve", help="Preserve the K nearest valid phrases to each concept in text-embedding space."),
+    concepts_file: Path = typer.Option(None, "--concepts-file", help="More concepts to erase, one per line."),
     anchor_prompts_file: Path = typer.Option(None, "--anchor-prompts-file", help="ablate: anchor prompts, one per line, each naming the anchor."),
     model: str = typer.Option(None, "--model", help="Hub id or local diffusers folder; default: the embedded shapes model."),
     out: Path = typer.Option(None, "--out", help="Output folder; default: runs/<concept>-<method>/ (never overwritten)."),
@@ -82,7 +84,20 @@ def erase(
     else:
         config = method_module.Config(**options)
     model_name, _ = resolve_model(model)
-    concepts = check_concepts(split_list(concept) or [concept], model_name)
+    named = split_list(concept) if concept is not None else []
+    if concept is not None and not named:
+        named = [concept]  # an empty or blank concept: check_concepts says what is wrong
+    if concepts_file is not None:
+        from erasectl.cli.common import read_prompts
+
+        named += read_prompts(None, str(concepts_file))
+    if not named:
+        raise UserError("no concept given; pass --concept circle (or --concepts-file FILE)")
+    concepts = check_concepts(named, model_name)
+    if preserve and auto_preserve is not None:
+        raise UserError("pass --preserve or --auto-preserve, not both")
+    if auto_preserve is not None and auto_preserve <= 0:
+        raise UserError(f"--auto-preserve must be at least 1, got {auto_preserve}")
     anchor_lines = None
     if anchor_prompts_file is not None:
         from erasectl.cli.common import read_prompts
@@ -102,6 +117,12 @@ def erase(
     out = check_output_dir(out, force) if out is not None else _default_out(concepts, method)
 
     pipeline = load_pipeline(model, device=device)
+    if auto_preserve is not None:
+        from erasectl.neighbours import find_neighbours
+
+        concept_words = {w for c in concepts for w in c.lower().split()}
+        found = [n for c in concepts for n in find_neighbours(pipeline, c, auto_preserve)]
+        preserved = [n for n in dict.fromkeys(found) if n.lower() not in concept_words]
     request = ErasureRequest(concepts, model_name, anchor, anchor_lines, preserve=preserved)
     with progress_bar(f"erasing {', '.join(concepts)} ({method})", config.steps, enabled=not (quiet or as_json), loss="-") as update:
         checkpoint = erase_concepts(

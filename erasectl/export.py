@@ -1,0 +1,126 @@
+"""Erasures in the files other tools open: a diffusers folder, a PEFT/diffusers LoRA, a kohya LoRA.
+
+A LoRA is extracted from each changed weight's delta by SVD. Its rank is the smallest that keeps
+``energy`` of the delta's squared singular values (the share of its Frobenius norm), unless a rank
+is given; the kept share is reported per module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from erasectl.checkpoint import ErasedCheckpoint, component_tensors
+from erasectl.errors import UserError
+
+FORMATS = ("diffusers", "lora", "kohya")
+LORA_FILE = "pytorch_lora_weights.safetensors"
+
+
+@dataclass
+class LowRankFactor:
+    down: torch.Tensor  # (rank, in) or (rank, in, k, k): lora_A / lora_down
+    up: torch.Tensor  # (out, rank) or (out, rank, 1, 1): lora_B / lora_up
+    kept_energy: float
+
+
+def low_rank(delta: torch.Tensor, rank: int | None, energy: float) -> LowRankFactor:
+    """``up @ down`` approximates ``delta`` (a Linear or Conv2d weight delta)."""
+    matrix = delta.double().reshape(delta.shape[0], -1)
+    u, s, vh = torch.linalg.svd(matrix, full_matrices=False)
+    squares = s**2
+    total = float(squares.sum())
+    if rank is None:
+        if total == 0:
+            rank = 1
+        else:
+            cumulative = torch.cumsum(squares, 0) / total
+            rank = int((cumulative < energy).sum()) + 1
+    rank = max(1, min(rank, len(s)))
+    root = s[:rank].sqrt()
+    down = (root[:, None] * vh[:rank]).float()
+    up = (u[:, :rank] * root[None, :]).float()
+    if delta.dim() == 4:
+        down = down.reshape(rank, *delta.shape[1:])
+        up = up.reshape(delta.shape[0], rank, 1, 1)
+    kept = float(squares[:rank].sum() / total) if total else 1.0
+    return LowRankFactor(down.contiguous(), up.contiguous(), kept)
+
+
+def lora_factors(pipeline, checkpoint: ErasedCheckpoint, rank: int | None, energy: float) -> dict[str, LowRankFactor]:
+    """Per checkpoint key (``unet.<module>.weight``), the low-rank factors of erased - base."""
+    base = component_tensors(pipeline, list(checkpoint.tensors))
+    factors = {}
+    for key, erased in checkpoint.tensors.items():
+        if not key.endswith(".weight") or erased.dim() not in (2, 4):
+            raise UserError(f"{key} is not a Linear or Conv2d weight, which a LoRA cannot carry; export --format diffusers instead")
+        factors[key] = low_rank(erased.float() - base[key].float(), rank, energy)
+    return factors
+
+
+def peft_state_dict(factors: dict[str, LowRankFactor]) -> dict[str, dict[str, torch.Tensor]]:
+    """Per component, ``<module>.lora_A.weight`` / ``lora_B.weight`` as diffusers' LoRA writer takes them."""
+    layers: dict[str, dict[str, torch.Tensor]] = {}
+    for key, factor in factors.items():
+        component, _, name = key.partition(".")
+        module = name[: -len(".weight")]
+        layers.setdefault(component, {})[f"{module}.lora_A.weight"] = factor.down
+        layers[component][f"{module}.lora_B.weight"] = factor.up
+    return layers
+
+
+def kohya_state_dict(factors: dict[str, LowRankFactor]) -> dict[str, torch.Tensor]:
+    """kohya-ss names (``lora_unet_<module_with_underscores>.lora_down.weight``), with ``alpha`` equal
+    to the rank so that the scale alpha/rank is 1, as AUTOMATIC1111 and ComfyUI apply it."""
+    prefixes = {"unet": "lora_unet", "text_encoder": "lora_te", "text_encoder_2": "lora_te2"}
+    state = {}
+    for key, factor in factors.items():
+        component, _, name = key.partition(".")
+        stem = f"{prefixes[component]}_{name[: -len('.weight')].replace('.', '_')}"
+        state[f"{stem}.lora_down.weight"] = factor.down
+        state[f"{stem}.lora_up.weight"] = factor.up
+        state[f"{stem}.alpha"] = torch.tensor(float(factor.down.shape[0]))
+    return state
+
+
+def modelspec_metadata(checkpoint: ErasedCheckpoint, pipeline, title: str, kind: str) -> dict[str, str]:
+    """Stability AI's ``modelspec`` keys (read by A1111 and ComfyUI model browsers) and erasectl's own."""
+    import json
+
+    architecture = {"StableDiffusionXLPipeline": "stable-diffusion-xl-v1-base"}.get(type(pipeline).__name__, "stable-diffusion-v1")
+    size = pipeline.unet.config.sample_size * pipeline.vae_scale_factor
+    metadata = {
+        "modelspec.sai_model_spec": "1.0.0",
+        "modelspec.architecture": f"{architecture}/{kind}" if kind != "checkpoint" else architecture,
+        "modelspec.implementation": "https://github.com/huggingface/diffusers",
+        "modelspec.title": title,
+        "modelspec.resolution": f"{size}x{size}",
+        "modelspec.description": f"{checkpoint.recipe['method']} erasure of {', '.join(checkpoint.recipe['concepts'])}",
+    }
+    metadata.update({k: v for k, v in checkpoint.metadata.items() if k.startswith("erasectl.")})
+    metadata["erasectl.exported_as"] = json.dumps(kind)
+    return metadata
+
+
+def export_lora(checkpoint: ErasedCheckpoint, pipeline, out: Path, kind: str, rank: int | None, energy: float) -> dict:
+    from safetensors.torch import save_file
+
+    from erasectl.files import write_atomically
+
+    factors = lora_factors(pipeline, checkpoint, rank, energy)
+    if kind == "lora":
+        state = {f"{component}.{name}": t for component, layers in peft_state_dict(factors).items() for name, t in layers.items()}
+        path = out / LORA_FILE
+    else:
+        state = kohya_state_dict(factors)
+        path = out / f"{out.name}.safetensors"
+    metadata = modelspec_metadata(checkpoint, pipeline, out.name, "lora")
+    write_atomically(path, lambda tmp: save_file(state, str(tmp), metadata=metadata))
+    ranks = {k: int(f.down.shape[0]) for k, f in factors.items()}
+    return {
+        "file": str(path),
+        "ranks": sorted(set(ranks.values())),
+        "min_kept_energy": round(min(f.kept_energy for f in factors.values()), 6),
+    }
