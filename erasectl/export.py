@@ -54,10 +54,19 @@ def lora_factors(pipeline, checkpoint: ErasedCheckpoint, rank: int | None, energ
     base = component_tensors(pipeline, list(checkpoint.tensors))
     factors = {}
     for key, erased in checkpoint.tensors.items():
+        if key.endswith(".bias"):
+            continue  # carried beside the factors, see bias_deltas
         if not key.endswith(".weight") or erased.dim() not in (2, 4):
             raise UserError(f"{key} is not a Linear or Conv2d weight, which a LoRA cannot carry; export --format diffusers instead")
         factors[key] = low_rank(erased.float() - base[key].float(), rank, energy)
     return factors
+
+
+def bias_deltas(pipeline, checkpoint: ErasedCheckpoint) -> dict[str, torch.Tensor]:
+    """erased - base for the checkpoint's bias vectors (ESD-x trains the output projection's bias)."""
+    keys = [k for k in checkpoint.tensors if k.endswith(".bias")]
+    base = component_tensors(pipeline, keys)
+    return {k: (checkpoint.tensors[k].float() - base[k].float()).contiguous() for k in keys}
 
 
 def peft_state_dict(factors: dict[str, LowRankFactor]) -> dict[str, dict[str, torch.Tensor]]:
@@ -110,6 +119,10 @@ def export_lora(checkpoint: ErasedCheckpoint, pipeline, out: Path, kind: str, ra
     from erasectl.files import write_atomically
 
     factors = lora_factors(pipeline, checkpoint, rank, energy)
+    if kind == "kohya" and rank is None:
+        # One rank for every module, so that alpha = rank gives scale 1 in every reader; diffusers'
+        # kohya reader, for one, drops per-module alphas (measured: images off by up to 17 levels).
+        factors = lora_factors(pipeline, checkpoint, max(int(f.down.shape[0]) for f in factors.values()), energy)
     if kind == "lora":
         state = {f"{component}.{name}": t for component, layers in peft_state_dict(factors).items() for name, t in layers.items()}
         path = out / LORA_FILE
@@ -119,8 +132,65 @@ def export_lora(checkpoint: ErasedCheckpoint, pipeline, out: Path, kind: str, ra
     metadata = modelspec_metadata(checkpoint, pipeline, out.name, "lora")
     write_atomically(path, lambda tmp: save_file(state, str(tmp), metadata=metadata))
     ranks = {k: int(f.down.shape[0]) for k, f in factors.items()}
+    biases = bias_deltas(pipeline, checkpoint)
     return {
         "file": str(path),
         "ranks": sorted(set(ranks.values())),
         "min_kept_energy": round(min(f.kept_energy for f in factors.values()), 6),
+        # A LoRA carries weight deltas only; what it leaves out is said, never hidden.
+        "dropped_bias_deltas": {"count": len(biases), "max_abs": round(max((float(b.abs().max()) for b in biases.values()), default=0.0), 6)},
     }
+
+
+def export_diffusers(pipeline, out: Path) -> dict:
+    pipeline.save_pretrained(out, safe_serialization=True)
+    return {"folder": str(out)}
+
+
+def export_single_file(checkpoint: ErasedCheckpoint, pipeline, out: Path) -> dict:
+    from safetensors.torch import save_file
+
+    from erasectl.files import write_atomically
+    from erasectl.ldm_layout import pipeline_to_ldm
+
+    if type(pipeline).__name__ != "StableDiffusionPipeline":
+        raise UserError(f"single-file export supports SD 1.x/2.x pipelines; this is a {type(pipeline).__name__}: export --format diffusers")
+    path = out / f"{out.name}.safetensors"
+    state = pipeline_to_ldm(pipeline)
+    metadata = modelspec_metadata(checkpoint, pipeline, out.name, "checkpoint")
+    write_atomically(path, lambda tmp: save_file(state, str(tmp), metadata=metadata))
+    return {"file": str(path)}
+
+
+def verify_export(kind: str, result: dict, erased_pipeline, base_source, seeds: list[int], prompts: list[str], steps: int) -> dict:
+    """Load the export with its consumer's loader and draw the same images as erasectl's own path."""
+    import numpy as np
+    from diffusers import StableDiffusionPipeline
+
+    from erasectl.generation import SamplerSettings, generate
+
+    if kind == "diffusers":
+        reloaded = StableDiffusionPipeline.from_pretrained(result["folder"], local_files_only=True)
+    elif kind == "single-file":
+        reloaded = StableDiffusionPipeline.from_single_file(result["file"], config=str(base_source), local_files_only=True)
+    else:
+        reloaded = StableDiffusionPipeline.from_pretrained(base_source, local_files_only=True)
+        folder, name = Path(result["file"]).parent, Path(result["file"]).name
+        reloaded.load_lora_weights(str(folder), weight_name=name, adapter_name="erasure")
+    reloaded.set_progress_bar_config(disable=True)
+    if kind in ("diffusers", "single-file"):
+        mismatched = [
+            f"{component}.{name}"
+            for component in ("unet", "vae", "text_encoder")
+            for name, tensor in getattr(erased_pipeline, component).state_dict().items()
+            if not torch.equal(tensor, getattr(reloaded, component).state_dict()[name])
+        ]
+        if mismatched:
+            raise RuntimeError(f"{kind} export does not reload bit-identically: {mismatched[:3]}")
+    settings = SamplerSettings(steps=steps)
+    ours = generate(erased_pipeline, prompts, seeds, settings)
+    theirs = generate(reloaded, prompts, seeds, settings)
+    difference = max(
+        int(np.abs(np.asarray(a.image, dtype=np.int16) - np.asarray(b.image, dtype=np.int16)).max()) for a, b in zip(ours, theirs)
+    )
+    return {"loader": {"diffusers": "from_pretrained", "single-file": "from_single_file", "lora": "load_lora_weights", "kohya": "load_lora_weights"}[kind], "max_pixel_difference": difference, "images_compared": len(ours)}

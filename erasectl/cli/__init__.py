@@ -8,6 +8,7 @@ import erasectl
 from erasectl.cli import compare as _compare
 from erasectl.cli import erase as _erase
 from erasectl.cli import evaluate as _evaluate
+from erasectl.cli import export as _export
 from erasectl.cli import generate as _generate
 from erasectl.cli import train_world as _train_world
 
@@ -37,6 +38,7 @@ app.command("erase")(_erase.erase)
 app.command("generate")(_generate.generate)
 app.command("compare")(_compare.compare)
 app.command("evaluate")(_evaluate.evaluate)
+app.command("export")(_export.export)
 app.command("train-world")(_train_world.train_world)
 
 
