@@ -3,3 +3,8 @@ class UserError(Exception):
 
     The message says what is wrong and how to fix it.
     """
+
+
+class TrainingDiverged(Exception):
+    """The loss became NaN or infinite. The CLI prints one line naming the step and the
+    hyper-parameters, writes no checkpoint of the broken weights and exits 1."""

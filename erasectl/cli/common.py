@@ -9,9 +9,10 @@ from contextlib import contextmanager
 
 import typer
 
-from erasectl.errors import UserError
+from erasectl.errors import TrainingDiverged, UserError
 
 EXIT_USAGE = 2
+EXIT_FAILED = 1
 
 
 def user_errors(command: Callable) -> Callable:
@@ -24,6 +25,9 @@ def user_errors(command: Callable) -> Callable:
         except (UserError, ValueError) as error:
             typer.echo(f"error: {error}", err=True)
             raise typer.Exit(EXIT_USAGE) from None
+        except TrainingDiverged as error:
+            typer.echo(f"error: {error}", err=True)
+            raise typer.Exit(EXIT_FAILED) from None
 
     return wrapper
 

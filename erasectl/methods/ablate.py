@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from erasectl.methods.common import ErasureResult, MethodConfig, Progress, Stopwatch, TrainedUNet, distance, encode_prompts
+from erasectl.methods.common import ErasureResult, MethodConfig, Progress, Stopwatch, TrainedUNet, check_finite, distance, encode_prompts
 from erasectl.parameter_groups import select_parameters
 
 PARAMETER_GROUPS = ("kv", "xattn", "full")
@@ -128,10 +128,10 @@ def erase(
         if preserved is not None:
             kept = preserved[torch.randint(0, len(preserved), (len(pick),), generator=generator)]
             loss = loss + config.preserve_weight * distance(model(noisy, timesteps, kept), model.frozen(noisy, timesteps, kept), config.loss)
+        losses.append(check_finite(loss, step, config))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        losses.append(loss.item())
         if progress is not None:
             progress(step + 1, config.steps, {"loss": losses[-1]})
     unet.eval()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
@@ -36,6 +37,17 @@ class MethodConfig:
     @classmethod
     def field_help(cls) -> dict[str, tuple[object, str]]:
         return {f.name: (f.default, f.metadata.get("help", "")) for f in fields(cls)}
+
+
+def check_finite(loss: torch.Tensor, step: int, config: MethodConfig) -> float:
+    """The loss as a float, or ``TrainingDiverged`` naming the step and the hyper-parameters."""
+    from erasectl.errors import TrainingDiverged
+
+    value = loss.item()
+    if not math.isfinite(value):
+        settings = ", ".join(f"{k}={v}" for k, v in asdict(config).items())
+        raise TrainingDiverged(f"the loss became {value} at step {step + 1} ({settings}); lower --lr and run again")
+    return value
 
 
 def distance(prediction: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:

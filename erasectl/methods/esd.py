@@ -32,6 +32,7 @@ from erasectl.methods.common import (
     Progress,
     Stopwatch,
     TrainedUNet,
+    check_finite,
     distance,
     encode_prompts,
 )
@@ -166,10 +167,10 @@ def erase(
         loss = distance(trained[0], target, config.loss)
         for (weight, _), prediction, reference in zip(keep, trained[1:], frozen[2:]):
             loss = loss + weight * distance(prediction, reference, config.loss)
+        losses.append(check_finite(loss, step, config))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        losses.append(loss.item())
         if progress is not None:
             progress(step + 1, config.steps, {"loss": losses[-1]})
     unet.eval()
