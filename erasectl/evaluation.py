@@ -78,8 +78,12 @@ def world_protocol(concept: str, surrounding: list[str] | None, paraphrases: lis
     from erasectl.world.vocabulary import COLOURS, GENERIC_SHAPE, NOUN_TO_SHAPE, SHAPES, SYNONYMS
 
     words = concept.split()
-    if surrounding is None:
-        shape = next((NOUN_TO_SHAPE[w] for w in words if w in NOUN_TO_SHAPE), None)
+    shape = next((NOUN_TO_SHAPE[w] for w in words if w in NOUN_TO_SHAPE), None)
+    colour = next((w for w in words if w in COLOURS), None)
+    if surrounding is None and shape and colour:
+        # "red circle": circles of other colours and red shapes of other kinds.
+        surrounding = [f"{c} {shape}" for c in COLOURS if c != colour] + [f"{colour} {s}" for s in SHAPES if s != shape]
+    elif surrounding is None:
         surrounding = [s for s in SHAPES if s != shape] if shape else list(SHAPES)
     if paraphrases is None:
         paraphrases = [" ".join(SYNONYMS.get(w, w) for w in words)] if any(w in SYNONYMS for w in words) else []
