@@ -69,14 +69,14 @@ class ErasureRequest:
         return [template.format(self.anchor) for template in self.templates(concept, "ablate")]
 
 
-def erase_concepts(pipeline, method_name: str, request: ErasureRequest, config, progress=None) -> ErasedCheckpoint:
+def erase_concepts(pipeline, method_name: str, request: ErasureRequest, config, progress=None, control=None) -> ErasedCheckpoint:
     """Train the erasure in place on ``pipeline`` and return its checkpoint."""
     method = get_method(method_name)
     if method.NEEDS_ANCHOR and not request.anchor:
         raise UserError(f"--method {method_name} needs --anchor, the concept to map onto (e.g. --anchor shape for circle)")
     if request.anchor is not None and not request.anchor.strip():
         raise UserError("the anchor is empty; pass --anchor with a concept, e.g. --anchor shape")
-    result = method.run(pipeline, request, config, progress)
+    result = method.run(pipeline, request, config, progress, control)
     recipe = {
         "method": method_name,
         "concepts": request.concepts,

@@ -75,3 +75,26 @@ def progress_bar(description: str, total: int, enabled: bool = True, **fields):
     with Progress(*columns, console=stderr_console(), transient=False, disable=not sys.stderr) as progress:
         task = progress.add_task(description, total=total, **fields)
         yield lambda completed, **values: progress.update(task, completed=completed, **values)
+
+
+@contextmanager
+def stop_signals():
+    """While inside, Ctrl-C and SIGTERM ask the running job to stop at its next step (it saves
+    its state first); yields the function that tells whether a stop was asked."""
+    import signal
+    import threading
+
+    asked = {"stop": False}
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: asked["stop"]
+        return
+
+    def ask(signum, frame):
+        asked["stop"] = True
+
+    previous = {s: signal.signal(s, ask) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield lambda: asked["stop"]
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)

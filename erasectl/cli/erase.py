@@ -6,8 +6,10 @@ from pathlib import Path
 
 import typer
 
-from erasectl.cli.common import progress_bar, split_list, user_errors
+from erasectl.cli.common import progress_bar, split_list, stop_signals, user_errors
 from erasectl.errors import UserError
+
+EXIT_INTERRUPTED = 130
 
 
 def _default_out(concepts: list[str], method: str) -> Path:
@@ -52,6 +54,8 @@ def erase(
     preserve_scale: float = typer.Option(None, "--preserve-scale", help="uce: weight of the preserved concepts [default 1.0]."),
     lamb: float = typer.Option(None, "--lamb", help="uce: pull toward the original weights [default 0.1]."),
     token_positions: str = typer.Option(None, "--token-positions", help="uce: concept, or through-eos [default through-eos]."),
+    checkpointing_steps: int = typer.Option(None, "--checkpointing_steps", help="Save a resumable state every N steps (in <out>/states)."),
+    resume_from_checkpoint: str = typer.Option(None, "--resume_from_checkpoint", help="Continue an interrupted run: latest, or a state file; pass the run's --out."),
     device: str = typer.Option("cpu", "--device", help="torch device."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
@@ -114,7 +118,25 @@ def erase(
         anchor = " ".join(anchor.split())
         check_concepts([anchor], model_name)
     preserved = check_concepts(split_list(preserve), model_name) if preserve else []
-    out = check_output_dir(out, force) if out is not None else _default_out(concepts, method)
+    if resume_from_checkpoint is not None:
+        if out is None:
+            raise UserError("--resume_from_checkpoint needs the --out of the interrupted run")
+        if (out / "erased.safetensors").exists() and not force:
+            raise UserError(f"{out} already holds a finished erasure; choose another --out or pass --force")
+    elif out is not None:
+        check_output_dir(out, force)
+    out = out or _default_out(concepts, method)
+    if checkpointing_steps is not None and checkpointing_steps <= 0:
+        raise UserError(f"--checkpointing_steps must be at least 1, got {checkpointing_steps}")
+    from erasectl.run_state import RunControl
+
+    control = RunControl(state_dir=out / "states", checkpointing_steps=checkpointing_steps)
+    if resume_from_checkpoint == "latest":
+        control.resume_from = control.latest()
+    elif resume_from_checkpoint is not None:
+        control.resume_from = Path(resume_from_checkpoint)
+        if not control.resume_from.is_file():
+            raise UserError(f"state {control.resume_from} does not exist; pass latest or a state-*.safetensors file")
 
     pipeline = load_pipeline(model, device=device)
     if auto_preserve is not None:
@@ -124,11 +146,18 @@ def erase(
         found = [n for c in concepts for n in find_neighbours(pipeline, c, auto_preserve)]
         preserved = [n for n in dict.fromkeys(found) if n.lower() not in concept_words]
     request = ErasureRequest(concepts, model_name, anchor, anchor_lines, preserve=preserved)
-    with progress_bar(f"erasing {', '.join(concepts)} ({method})", config.steps, enabled=not (quiet or as_json), loss="-") as update:
-        checkpoint = erase_concepts(
-            pipeline, method, request, config, progress=lambda done, total, logs: update(done, loss=f"{logs['loss']:.4g}")
-        )
-    prepare_output_dir(out, force)
+    from erasectl.run_state import Interrupted
+
+    with stop_signals() as stop_requested, progress_bar(f"erasing {', '.join(concepts)} ({method})", config.steps, enabled=not (quiet or as_json), loss="-") as update:
+        control.stop_requested = stop_requested
+        try:
+            checkpoint = erase_concepts(
+                pipeline, method, request, config, progress=lambda done, total, logs: update(done, loss=f"{logs['loss']:.4g}"), control=control
+            )
+        except Interrupted as stopped:
+            typer.echo(f"interrupted at step {stopped.step}; state saved to {stopped.path}; resume with the same command plus --out {out} --resume_from_checkpoint latest", err=True)
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+    prepare_output_dir(out, force or resume_from_checkpoint is not None or control.states() != [])
     path = checkpoint.save(out / "erased.safetensors")
     summary = {
         "checkpoint": str(path),

@@ -19,6 +19,7 @@ def generate(
     steps: int = typer.Option(25, "--steps", help="Sampler steps (DDIM for the embedded model)."),
     guidance: float = typer.Option(7.5, "--guidance", help="Classifier-free guidance scale."),
     model: str = typer.Option(None, "--model", help="Hub id or local diffusers folder; default: the embedded shapes model."),
+    checkpoint: Path = typer.Option(None, "--checkpoint", help="An erased checkpoint, applied to its base (or --model)."),
     out: Path = typer.Option(None, "--out", help="Output folder; default: runs/generate-<time>."),
     force: bool = typer.Option(False, "--force", help="Write into an output folder that already has files."),
     batch_size: int = typer.Option(64, "--batch-size", help="Images per pipeline call."),
@@ -31,7 +32,7 @@ def generate(
     from erasectl.generation import SamplerSettings, save_images
     from erasectl.generation import generate as run_generation
     from erasectl.grids import labelled_grid
-    from erasectl.models import load_pipeline
+    from erasectl.models import load_erased_pipeline, load_pipeline
     from erasectl.provenance import versions
 
     prompt_list = read_prompts(prompts, prompts_file)
@@ -39,7 +40,10 @@ def generate(
         raise UserError(f"--n must be at least 1, got {n}")
     settings = SamplerSettings(steps=steps, guidance=guidance, batch_size=batch_size)
     out = check_output_dir(out or Path("runs") / time.strftime("generate-%Y%m%d-%H%M%S"), force)
-    pipeline = load_pipeline(model, device=device)
+    if checkpoint is not None:
+        pipeline = load_erased_pipeline(checkpoint, model, device=device)
+    else:
+        pipeline = load_pipeline(model, device=device)
     prepare_output_dir(out, force)
     seeds = list(range(seed, seed + n))
     started = time.time()

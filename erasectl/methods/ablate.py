@@ -21,6 +21,7 @@ import torch
 
 from erasectl.methods.common import ErasureResult, MethodConfig, Progress, Stopwatch, TrainedUNet, check_finite, distance, encode_prompts
 from erasectl.parameter_groups import select_parameters
+from erasectl.run_state import RunControl, StepHook
 
 PARAMETER_GROUPS = ("kv", "xattn", "full")
 TARGETS = ("model", "noise")
@@ -79,6 +80,7 @@ def erase(
     progress: Progress | None = None,
     keep_anchor: Callable[[torch.Tensor], torch.Tensor] | None = None,
     preserve_prompts: list[str] | None = None,
+    control: RunControl | None = None,
 ) -> ErasureResult:
     """``concept_prompts[i]`` is mapped onto ``anchor_prompts[i]``.
 
@@ -90,27 +92,33 @@ def erase(
     watch = Stopwatch()
     torch.manual_seed(config.seed)
     generator = torch.Generator("cpu").manual_seed(config.seed)
-    anchor_latents, which = generate_anchor_latents(pipeline, anchor_prompts, config)
-    extra = {"anchor_images": len(which)}
-    if keep_anchor is not None:
-        mask = keep_anchor(anchor_latents)
-        if int(mask.sum()) == 0:
-            raise ValueError("every anchor image shows the concept; choose another anchor")
-        anchor_latents = anchor_latents[mask]
-        which = [w for w, keep in zip(which, mask.tolist()) if keep]
-        extra["anchor_images_kept"] = len(which)
-    which_t = torch.tensor(which)
     unet = pipeline.unet
     model = TrainedUNet(unet, select_parameters(unet, config.parameter_group, PARAMETER_GROUPS))
-    unet.train()
     optimizer = torch.optim.Adam(model.trained.values(), lr=config.lr)
+    hook = StepHook(control, config, model.trained, optimizer, generator)
+    start, losses, extras = hook.resume()
+    if "anchor_latents" in extras:
+        anchor_latents, which_t = extras["anchor_latents"], extras["anchor_prompt_index"]
+        kept_info = {"anchor_images": config.anchor_images, "anchor_images_kept": len(which_t)}
+    else:
+        unet.eval()
+        anchor_latents, which = generate_anchor_latents(pipeline, anchor_prompts, config)
+        kept_info = {"anchor_images": len(which)}
+        if keep_anchor is not None:
+            mask = keep_anchor(anchor_latents)
+            if int(mask.sum()) == 0:
+                raise ValueError("every anchor image shows the concept; choose another anchor")
+            anchor_latents = anchor_latents[mask]
+            which = [w for w, keep in zip(which, mask.tolist()) if keep]
+            kept_info["anchor_images_kept"] = len(which)
+        which_t = torch.tensor(which)
+    unet.train()
     concept_embeds = encode_prompts(pipeline, concept_prompts)
     anchor_embeds = encode_prompts(pipeline, anchor_prompts)
     preserved = encode_prompts(pipeline, preserve_prompts) if preserve_prompts else None
     train_steps = pipeline.scheduler.config.num_train_timesteps
-    losses: list[float] = []
-    for step in range(config.steps):
-        pick = torch.randint(0, len(which), (config.batch_size,), generator=generator)
+    for step in range(start, config.steps):
+        pick = torch.randint(0, len(which_t), (config.batch_size,), generator=generator)
         clean = anchor_latents[pick]
         noise = torch.randn(clean.shape, generator=generator).to(clean.device)
         timesteps = torch.randint(0, train_steps, (len(pick),), generator=generator).to(clean.device)
@@ -134,9 +142,10 @@ def erase(
         optimizer.step()
         if progress is not None:
             progress(step + 1, config.steps, {"loss": losses[-1]})
+        hook(step + 1, losses, {"anchor_latents": anchor_latents, "anchor_prompt_index": which_t})
     unet.eval()
     erased, base = model.checkpoint_tensors()
-    return ErasureResult(erased, base, losses, watch.seconds(), extra)
+    return ErasureResult(erased, base, losses, watch.seconds(), kept_info)
 
 
 Config = AblateConfig
@@ -144,11 +153,11 @@ ACCEPTS_ANCHOR = True
 NEEDS_ANCHOR = True
 
 
-def run(pipeline, request, config: AblateConfig, progress: Progress | None = None) -> ErasureResult:
+def run(pipeline, request, config: AblateConfig, progress: Progress | None = None, control: RunControl | None = None) -> ErasureResult:
     concept_prompts, anchor_prompts = [], []
     for concept in request.concepts:
         for anchor_prompt in request.anchor_prompts(concept):
             anchor_prompts.append(anchor_prompt)
             concept_prompts.append(anchor_prompt.replace(request.anchor, concept))
     kept = [t.format(concept) for concept in request.preserve for t in request.templates(concept, "ablate")]
-    return erase(pipeline, concept_prompts, anchor_prompts, config, progress, request.keep_anchor, kept)
+    return erase(pipeline, concept_prompts, anchor_prompts, config, progress, request.keep_anchor, kept, control)

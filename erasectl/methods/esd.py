@@ -37,6 +37,7 @@ from erasectl.methods.common import (
     encode_prompts,
 )
 from erasectl.parameter_groups import select_parameters
+from erasectl.run_state import RunControl, StepHook
 from erasectl.sampling import ddim_scheduler, sample_trajectory
 
 PARAMETER_GROUPS = ("esd-x", "esd-u", "esd-all", "esd-x-strict")
@@ -104,6 +105,7 @@ def erase(
     prompts: list[str],
     progress: Progress | None = None,
     preserve_prompts: list[str] | None = None,
+    control: RunControl | None = None,
 ) -> ErasureResult:
     """Erase ``concepts``; ``prompts`` are the concept prompts x_t is sampled under (one or more per
     concept); the predictions for ``preserve_prompts`` are kept at the frozen model's."""
@@ -124,9 +126,10 @@ def erase(
         unet.config.sample_size,
         unet.config.sample_size,
     )
-    bank_states = bank_prompts = None
-    losses: list[float] = []
-    for step in range(config.steps):
+    hook = StepHook(control, config, model.trained, optimizer, generator)
+    start, losses, extras = hook.resume()
+    bank_states, bank_prompts = extras.get("bank_states"), extras.get("bank_prompts")
+    for step in range(start, config.steps):
         if config.mode == "faithful":
             which = torch.randint(0, len(prompts), (1,), generator=generator)
             stop = int(torch.randint(0, config.ddim_steps, (1,), generator=generator))
@@ -173,6 +176,7 @@ def erase(
         optimizer.step()
         if progress is not None:
             progress(step + 1, config.steps, {"loss": losses[-1]})
+        hook(step + 1, losses, {"bank_states": bank_states, "bank_prompts": bank_prompts})
     unet.eval()
     erased, base = model.checkpoint_tensors()
     return ErasureResult(erased, base, losses, watch.seconds())
@@ -183,7 +187,7 @@ ACCEPTS_ANCHOR = False
 NEEDS_ANCHOR = False
 
 
-def run(pipeline, request, config: ESDConfig, progress: Progress | None = None) -> ErasureResult:
+def run(pipeline, request, config: ESDConfig, progress: Progress | None = None, control: RunControl | None = None) -> ErasureResult:
     prompts = [template.format(concept) for concept in request.concepts for template in request.templates(concept, "esd")]
     kept = [template.format(concept) for concept in request.preserve for template in request.templates(concept, "esd")]
-    return erase(pipeline, request.concepts, config, prompts, progress, kept)
+    return erase(pipeline, request.concepts, config, prompts, progress, kept, control)

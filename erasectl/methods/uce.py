@@ -120,7 +120,8 @@ def erase(pipeline, concept_prompts: list[tuple[str, str]], guide_prompts: list[
     return ErasureResult(erased, base, [0.0], watch.seconds(), {"erased_rows": len(erase_rows), "preserved_rows": 0 if preserve_rows is None else len(preserve_rows)})
 
 
-def run(pipeline, request, config: UCEConfig, progress: Progress | None = None) -> ErasureResult:
+def run(pipeline, request, config: UCEConfig, progress: Progress | None = None, control=None) -> ErasureResult:
+    """A closed form has nothing to resume; ``control`` is accepted for a uniform interface."""
     guide = request.anchor or ""
     concept_prompts, guide_prompts = [], []
     for concept in request.concepts:

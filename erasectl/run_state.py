@@ -1,0 +1,121 @@
+"""Resumable training: periodic and on-interrupt states, and continuing from them bit-identically.
+
+A state is one safetensors file (never a pickle): the trained tensors, the optimizer's moments,
+the random generators' states and the method's own tensors (ESD's trajectory bank, ablation's
+anchor latents), with the step, the losses so far and the run's settings as JSON metadata.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from erasectl.errors import UserError
+
+STATE_FORMAT = "erasectl.training-state"
+
+
+class Interrupted(Exception):
+    def __init__(self, path: Path, step: int):
+        super().__init__(f"interrupted at step {step}; state saved to {path}")
+        self.path = path
+        self.step = step
+
+
+@dataclass
+class RunControl:
+    state_dir: Path | None = None
+    checkpointing_steps: int | None = None
+    resume_from: Path | None = None
+    stop_requested: Callable[[], bool] = field(default=lambda: False)
+
+    def states(self) -> list[Path]:
+        if self.state_dir is None or not self.state_dir.is_dir():
+            return []
+        return sorted(self.state_dir.glob("state-*.safetensors"))
+
+    def latest(self) -> Path:
+        found = self.states()
+        if not found:
+            raise UserError(f"no saved state in {self.state_dir}; run without --resume_from_checkpoint")
+        return found[-1]
+
+
+def save_state(path: Path, step: int, config, trained: dict[str, torch.nn.Parameter], optimizer, generator: torch.Generator, losses: list[float], extras: dict[str, torch.Tensor]) -> Path:
+    from safetensors.torch import save_file
+
+    from erasectl.files import write_atomically
+
+    tensors = {f"trained.{name}": p.detach().cpu().contiguous() for name, p in trained.items()}
+    optimizer_state = optimizer.state_dict()
+    for index, moments in optimizer_state["state"].items():
+        for key, value in moments.items():
+            tensors[f"optimizer.{index}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
+    tensors["rng.generator"] = generator.get_state()
+    tensors["rng.torch"] = torch.get_rng_state()
+    tensors.update({f"extra.{k}": v.detach().cpu().contiguous() for k, v in extras.items() if v is not None})
+    metadata = {
+        "erasectl.format": STATE_FORMAT,
+        "step": str(step),
+        "losses": json.dumps(losses),
+        "config": json.dumps(asdict(config)),
+        "param_groups": json.dumps(optimizer_state["param_groups"]),
+    }
+    return write_atomically(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+
+
+def load_state(path: Path, config, trained: dict[str, torch.nn.Parameter], optimizer, generator: torch.Generator) -> tuple[int, list[float], dict[str, torch.Tensor]]:
+    """Restore a state into the run; returns ``(step, losses, extras)``."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+            tensors = {k: handle.get_tensor(k) for k in handle.keys()}
+    except (SafetensorError, OSError) as error:
+        raise UserError(f"cannot read the saved state {path} ({error}); it may be truncated") from None
+    if metadata.get("erasectl.format") != STATE_FORMAT:
+        raise UserError(f"{path} is not an erasectl training state")
+    if json.loads(metadata["config"]) != asdict(config):
+        raise UserError(f"the state in {path} was saved with other settings; resume with the same options, or start a new --out")
+    with torch.no_grad():
+        for name, parameter in trained.items():
+            parameter.copy_(tensors[f"trained.{name}"])
+    optimizer_state = {"state": {}, "param_groups": json.loads(metadata["param_groups"])}
+    for key, value in tensors.items():
+        if key.startswith("optimizer."):
+            _, index, name = key.split(".", 2)
+            optimizer_state["state"].setdefault(int(index), {})[name] = value
+    optimizer.load_state_dict(optimizer_state)
+    generator.set_state(tensors["rng.generator"])
+    torch.set_rng_state(tensors["rng.torch"])
+    extras = {k[len("extra.") :]: v for k, v in tensors.items() if k.startswith("extra.")}
+    return int(metadata["step"]), json.loads(metadata["losses"]), extras
+
+
+class StepHook:
+    """Called by a training loop after each step: saves periodic states, and on a stop request
+    saves one and raises ``Interrupted``."""
+
+    def __init__(self, control: RunControl | None, config, trained, optimizer, generator):
+        self.control = control or RunControl()
+        self.config, self.trained, self.optimizer, self.generator = config, trained, optimizer, generator
+
+    def resume(self) -> tuple[int, list[float], dict[str, torch.Tensor]]:
+        if self.control.resume_from is None:
+            return 0, [], {}
+        return load_state(self.control.resume_from, self.config, self.trained, self.optimizer, self.generator)
+
+    def __call__(self, step: int, losses: list[float], extras: dict[str, torch.Tensor]) -> None:
+        control = self.control
+        every = control.checkpointing_steps
+        stop = control.stop_requested()
+        if control.state_dir is None or not (stop or (every and step % every == 0 and step < self.config.steps)):
+            return
+        path = save_state(control.state_dir / f"state-{step:06d}.safetensors", step, self.config, self.trained, self.optimizer, self.generator, losses, extras)
+        if stop:
+            raise Interrupted(path, step)
