@@ -9,6 +9,7 @@ from pathlib import Path
 from erasectl.errors import UserError
 
 EMBEDDED_NAME = "embedded:shapes-sd"
+PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl")
 EMBEDDED_JUDGE_NAME = "embedded:shapes-judge"
 
 
@@ -54,16 +55,30 @@ def quiet_libraries() -> None:
     transformers.utils.logging.set_verbosity_error()
 
 
-def load_pipeline(model: str | None = None, device: str = "cpu", torch_dtype=None):
-    """A ``StableDiffusionPipeline`` (or any diffusers pipeline of the family) ready to sample."""
+def load_pipeline(model: str | None = None, device: str = "cpu", torch_dtype=None, allow_pickle: bool = False):
+    """A ``StableDiffusionPipeline`` (or any diffusers pipeline of the family) ready to sample.
+
+    Only safetensors weights load unless ``allow_pickle``: a pickle can run code when loaded.
+    Remote code is never trusted.
+    """
     from diffusers import DiffusionPipeline
 
     quiet_libraries()
     name, source = resolve_model(model)
     offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
     kwargs = {"torch_dtype": torch_dtype} if torch_dtype is not None else {}
+    if isinstance(source, Path) and not allow_pickle:
+        for folder in [source, *(p for p in source.iterdir() if p.is_dir())]:
+            pickles = [p for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES]
+            if pickles and not any(folder.glob("*.safetensors")):
+                raise UserError(
+                    f"{folder} has only pickle weights ({pickles[0].name}), which can run code when loaded; "
+                    "pass --allow-pickle if you trust them"
+                )
     try:
-        pipeline = DiffusionPipeline.from_pretrained(source, local_files_only=isinstance(source, Path) or offline, **kwargs)
+        pipeline = DiffusionPipeline.from_pretrained(
+            source, local_files_only=isinstance(source, Path) or offline, use_safetensors=None if allow_pickle else True, **kwargs
+        )
     except OSError as error:
         if isinstance(source, Path):
             raise UserError(f"cannot load the pipeline in {source}: {error}") from None
@@ -76,12 +91,12 @@ def load_pipeline(model: str | None = None, device: str = "cpu", torch_dtype=Non
     return pipeline.to(device)
 
 
-def load_erased_pipeline(checkpoint_path, model: str | None = None, device: str = "cpu"):
+def load_erased_pipeline(checkpoint_path, model: str | None = None, device: str = "cpu", allow_pickle: bool = False):
     """The base named in the checkpoint (or ``model``), with the checkpoint applied."""
     from erasectl.checkpoint import ErasedCheckpoint
 
     checkpoint = ErasedCheckpoint.load(checkpoint_path)
-    pipeline = load_pipeline(model or checkpoint.base_model, device=device)
+    pipeline = load_pipeline(model or checkpoint.base_model, device=device, allow_pickle=allow_pickle)
     checkpoint.apply(pipeline)
     pipeline.erasectl_model_name = Path(checkpoint_path).parent.name if Path(checkpoint_path).name == "erased.safetensors" else Path(checkpoint_path).stem
     pipeline.erasectl_checkpoint = checkpoint

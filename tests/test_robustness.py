@@ -43,3 +43,28 @@ def test_diverging_loss_stops_naming_the_step_and_writes_nothing(tmp_path):
 def test_bad_erase_inputs_exit_2(args, needle, tmp_path):
     _fails(["erase", "--out", str(tmp_path / "run"), *args], 2, needle)
     assert not (tmp_path / "run").exists()
+
+
+def test_pickle_weights_need_allow_pickle(tmp_path):
+    from erasectl.models import load_pipeline
+
+    folder = tmp_path / "pickled"
+    load_pipeline().save_pretrained(folder, safe_serialization=False)
+    assert list((folder / "unet").glob("*.bin")) and not list((folder / "unet").glob("*.safetensors"))
+    args = ["generate", "--model", str(folder), "--prompts", "a ring", "--n", "1", "--steps", "2"]
+    _fails([*args, "--out", str(tmp_path / "refused")], 2, "--allow-pickle")
+    assert not (tmp_path / "refused").exists()
+    result = runner.invoke(app, [*args, "--out", str(tmp_path / "allowed"), "--allow-pickle", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "pickle" in result.stderr  # the warning
+
+
+def test_prompts_cannot_write_outside_the_output_folder(tmp_path):
+    out = tmp_path / "out"
+    prompt = "../../" + "x/" * 50 + "..\\evil"
+    result = runner.invoke(app, ["generate", "--prompts", prompt, "--n", "1", "--steps", "2", "--out", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert written and all(out in p.parents for p in written)
+    names = [p.name for p in out.glob("0*.png")]
+    assert len(names) == 1 and ".." not in names[0] and "/" not in names[0] and len(names[0]) < 100

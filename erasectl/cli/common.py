@@ -12,6 +12,7 @@ import typer
 from erasectl.errors import TrainingDiverged, UserError
 
 EXIT_USAGE = 2
+ALLOW_PICKLE = typer.Option(False, "--allow-pickle", help="Also load pickle weights (.bin/.ckpt), which can run code: only for files you trust.")
 EXIT_FAILED = 1
 
 
@@ -20,6 +21,8 @@ def user_errors(command: Callable) -> Callable:
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
+        if kwargs.get("allow_pickle"):
+            typer.echo("warning: --allow-pickle: pickle weights can run code when loaded; use it only for files you trust", err=True)
         try:
             return command(*args, **kwargs)
         except (UserError, ValueError) as error:

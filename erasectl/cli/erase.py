@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from erasectl.cli.common import progress_bar, split_list, stop_signals, user_errors
+from erasectl.cli.common import ALLOW_PICKLE, progress_bar, split_list, stop_signals, user_errors
 from erasectl.errors import UserError
 
 EXIT_INTERRUPTED = 130
@@ -57,6 +57,7 @@ def erase(
     checkpointing_steps: int = typer.Option(None, "--checkpointing_steps", help="Save a resumable state every N steps (in <out>/states)."),
     resume_from_checkpoint: str = typer.Option(None, "--resume_from_checkpoint", help="Continue an interrupted run: latest, or a state file; pass the run's --out."),
     device: str = typer.Option("cpu", "--device", help="torch device."),
+    allow_pickle: bool = ALLOW_PICKLE,
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
 ) -> None:
@@ -138,7 +139,7 @@ def erase(
         if not control.resume_from.is_file():
             raise UserError(f"state {control.resume_from} does not exist; pass latest or a state-*.safetensors file")
 
-    pipeline = load_pipeline(model, device=device)
+    pipeline = load_pipeline(model, device=device, allow_pickle=allow_pickle)
     if auto_preserve is not None:
         from erasectl.neighbours import find_neighbours
 

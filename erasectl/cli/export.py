@@ -5,7 +5,7 @@ from pathlib import Path
 
 import typer
 
-from erasectl.cli.common import user_errors
+from erasectl.cli.common import ALLOW_PICKLE, user_errors
 from erasectl.errors import UserError
 
 FORMATS = ("diffusers", "lora", "kohya", "single-file")
@@ -21,6 +21,7 @@ def export(
     rank: int = typer.Option(None, "--rank", help="lora/kohya: a fixed rank for every module."),
     energy: float = typer.Option(0.999, "--energy", help="lora/kohya: otherwise the smallest rank keeping this share of each delta's squared singular values."),
     verify: bool = typer.Option(True, "--verify/--no-verify", help="Reload the export with its consumer's loader and compare images."),
+    allow_pickle: bool = ALLOW_PICKLE,
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
 ) -> None:
     """Export an erasure as a diffusers folder, a LoRA (diffusers or kohya names) or a single LDM checkpoint."""
@@ -38,9 +39,9 @@ def export(
     erased = ErasedCheckpoint.load(checkpoint)
     out = check_output_dir(out or checkpoint.parent / f"export-{format}", force)
     name, source = resolve_model(model or erased.base_model)
-    pipeline = load_pipeline(name)
+    pipeline = load_pipeline(name, allow_pickle=allow_pickle)
     if format in ("lora", "kohya"):
-        base = load_pipeline(name)
+        base = load_pipeline(name, allow_pickle=allow_pickle)
         erased.check(base)
     erased.apply(pipeline)
     prepare_output_dir(out, force)
