@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import torch
 
 from erasectl.methods.common import ErasureResult, MethodConfig, Progress, Stopwatch, TrainedUNet, check_finite, distance, encode_prompts
+from erasectl.models import EMBEDDED_NAME
 from erasectl.parameter_groups import select_parameters
 from erasectl.run_state import RunControl, StepHook
 
@@ -38,6 +39,7 @@ class AblateConfig(MethodConfig):
     anchor_guidance: float = field(default=7.5, metadata={"help": "Guidance scale of the anchor images."})
     batch_size: int = field(default=16, metadata={"help": "Noised anchor latents per iteration."})
     preserve_weight: float = field(default=1.0, metadata={"help": "Weight of the term keeping the --preserve concepts' predictions unchanged."})
+    filter_anchor_images: bool = field(default=True, metadata={"help": "Embedded model: drop anchor images the world judge reads as the concept."})
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -160,4 +162,10 @@ def run(pipeline, request, config: AblateConfig, progress: Progress | None = Non
             anchor_prompts.append(anchor_prompt)
             concept_prompts.append(anchor_prompt.replace(request.anchor, concept))
     kept = [t.format(concept) for concept in request.preserve for t in request.templates(concept, "ablate")]
-    return erase(pipeline, concept_prompts, anchor_prompts, config, progress, request.keep_anchor, kept, control)
+    keep_anchor = request.keep_anchor
+    if keep_anchor is None and config.filter_anchor_images and request.model_name == EMBEDDED_NAME:
+        from erasectl.erasure import world_anchor_filter
+        from erasectl.judge import ClipJudge
+
+        keep_anchor = world_anchor_filter(pipeline, ClipJudge.load(), request.concepts)
+    return erase(pipeline, concept_prompts, anchor_prompts, config, progress, keep_anchor, kept, control)
