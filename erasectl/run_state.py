@@ -98,8 +98,8 @@ def load_state(path: Path, config, trained: dict[str, torch.nn.Parameter], optim
 
 
 class StepHook:
-    """Called by a training loop after each step: saves periodic states, and on a stop request
-    saves one and raises ``Interrupted``."""
+    """The end of every training step, shared by the methods: check the loss, step the optimizer,
+    report progress, save periodic states, and on a stop request save one and raise ``Interrupted``."""
 
     def __init__(self, control: RunControl | None, config, trained, optimizer, generator):
         self.control = control or RunControl()
@@ -109,6 +109,17 @@ class StepHook:
         if self.control.resume_from is None:
             return 0, [], {}
         return load_state(self.control.resume_from, self.config, self.trained, self.optimizer, self.generator)
+
+    def finish_step(self, loss: torch.Tensor, step: int, losses: list[float], progress, extras: dict[str, torch.Tensor]) -> None:
+        from erasectl.methods.common import check_finite
+
+        losses.append(check_finite(loss, step, self.config))
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        if progress is not None:
+            progress(step + 1, self.config.steps, {"loss": losses[-1]})
+        self(step + 1, losses, extras)
 
     def __call__(self, step: int, losses: list[float], extras: dict[str, torch.Tensor]) -> None:
         control = self.control

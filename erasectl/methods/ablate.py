@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from erasectl.methods.common import ErasureResult, MethodConfig, Progress, Stopwatch, TrainedUNet, check_finite, distance, encode_prompts
+from erasectl.methods.common import ErasureResult, MethodConfig, Progress, Stopwatch, TrainedUNet, distance, encode_prompts
 from erasectl.models import EMBEDDED_NAME
 from erasectl.parameter_groups import select_parameters
 from erasectl.run_state import RunControl, StepHook
@@ -138,13 +138,7 @@ def erase(
         if preserved is not None:
             kept = preserved[torch.randint(0, len(preserved), (len(pick),), generator=generator)]
             loss = loss + config.preserve_weight * distance(model(noisy, timesteps, kept), model.frozen(noisy, timesteps, kept), config.loss)
-        losses.append(check_finite(loss, step, config))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if progress is not None:
-            progress(step + 1, config.steps, {"loss": losses[-1]})
-        hook(step + 1, losses, {"anchor_latents": anchor_latents, "anchor_prompt_index": which_t})
+        hook.finish_step(loss, step, losses, progress, {"anchor_latents": anchor_latents, "anchor_prompt_index": which_t})
     unet.eval()
     erased, base = model.checkpoint_tensors()
     return ErasureResult(erased, base, losses, watch.seconds(), kept_info)

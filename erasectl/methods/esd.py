@@ -32,7 +32,6 @@ from erasectl.methods.common import (
     Progress,
     Stopwatch,
     TrainedUNet,
-    check_finite,
     distance,
     encode_prompts,
 )
@@ -170,13 +169,7 @@ def erase(
         loss = distance(trained[0], target, config.loss)
         for (weight, _), prediction, reference in zip(keep, trained[1:], frozen[2:]):
             loss = loss + weight * distance(prediction, reference, config.loss)
-        losses.append(check_finite(loss, step, config))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if progress is not None:
-            progress(step + 1, config.steps, {"loss": losses[-1]})
-        hook(step + 1, losses, {"bank_states": bank_states, "bank_prompts": bank_prompts})
+        hook.finish_step(loss, step, losses, progress, {"bank_states": bank_states, "bank_prompts": bank_prompts})
     unet.eval()
     erased, base = model.checkpoint_tensors()
     return ErasureResult(erased, base, losses, watch.seconds())
