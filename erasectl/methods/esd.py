@@ -41,7 +41,7 @@ from erasectl.sampling import ddim_scheduler, sample_trajectory
 
 PARAMETER_GROUPS = ("esd-x", "esd-u", "esd-all", "esd-x-strict")
 MODES = ("fast", "faithful")
-FAITHFUL = dict(batch_size=1, trajectory_reuse=1, ddim_steps=50, start_guidance=3.0, lr=1e-5, steps=1000)
+FAITHFUL = dict(batch_size=1, trajectory_reuse=1, ddim_steps=50, start_guidance=3.0, lr=1e-5, steps=1000, negative_guidance=1.0)
 
 
 @dataclass
@@ -49,7 +49,7 @@ class ESDConfig(MethodConfig):
     steps: int = field(default=200, metadata={"help": "Training iterations (the paper: 1000)."})
     lr: float = field(default=1e-4, metadata={"help": "Adam learning rate (the paper: 1e-5)."})
     parameter_group: str = field(default="esd-x", metadata={"help": "esd-x (cross-attention), esd-u (all but cross-attention), esd-all, esd-x-strict (cross-attention K/V)."})
-    negative_guidance: float = field(default=1.0, metadata={"help": "eta, the strength of the negative guidance target."})
+    negative_guidance: float = field(default=0.5, metadata={"help": "eta, the strength of the negative guidance target (the paper: 1.0)."})
     start_guidance: float = field(default=3.0, metadata={"help": "Guidance scale when sampling x_t under the concept."})
     ddim_steps: int = field(default=25, metadata={"help": "DDIM steps of the x_t trajectories (the paper: 50)."})
     batch_size: int = field(default=8, metadata={"help": "x_t samples per iteration (the paper: 1)."})

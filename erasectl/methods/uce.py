@@ -11,7 +11,8 @@ whose outputs the edit keeps. ``es``/``ps`` are the erase and preserve scales.
 
 Which token positions enter matters: ``concept`` takes only the concept's own tokens;
 ``through-eos`` also takes the tokens after them up to and including the first end token, which
-in a causal text encoder carry the concept too (the pooled token does).
+in a causal text encoder carry the concept too (the pooled token does); ``to-end`` takes every
+position after the concept, padding included, since cross-attention reads those as well.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import torch
 
 from erasectl.methods.common import ErasureResult, MethodConfig, Progress, Stopwatch
 
-POSITIONS = ("concept", "through-eos")
+POSITIONS = ("concept", "through-eos", "to-end")
 
 
 @dataclass
@@ -33,7 +34,7 @@ class UCEConfig(MethodConfig):
     erase_scale: float = field(default=1.0, metadata={"help": "es: weight of the erased concepts' rows."})
     preserve_scale: float = field(default=1.0, metadata={"help": "ps: weight of the preserved concepts' rows."})
     lamb: float = field(default=0.1, metadata={"help": "lam: pull toward the original weights W0."})
-    token_positions: str = field(default="through-eos", metadata={"help": "concept, or through-eos (the concept's tokens through the first end token)."})
+    token_positions: str = field(default="through-eos", metadata={"help": "concept, through-eos (the concept's tokens through the first end token) or to-end (through the last padding position)."})
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -75,6 +76,8 @@ def concept_rows(pipeline, prompts: list[str], concepts: list[str], positions: s
         end = start + len(concept_ids)
         if positions == "through-eos":
             end = prompt_ids.index(tokenizer.eos_token_id, end) + 1
+        elif positions == "to-end":
+            end = len(prompt_ids)
         rows.append(hidden[index, start:end])
         if guide is not None:
             guide_rows.append(guide[index, start:end])
