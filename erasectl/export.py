@@ -49,6 +49,15 @@ def low_rank(delta: torch.Tensor, rank: int | None, energy: float) -> LowRankFac
     return LowRankFactor(down.contiguous(), up.contiguous(), kept)
 
 
+def _pad(factor: LowRankFactor, rank: int) -> LowRankFactor:
+    extra = rank - factor.down.shape[0]
+    if extra == 0:
+        return factor
+    down = torch.cat([factor.down, factor.down.new_zeros((extra, *factor.down.shape[1:]))])
+    up = torch.cat([factor.up, factor.up.new_zeros((factor.up.shape[0], extra, *factor.up.shape[2:]))], dim=1)
+    return LowRankFactor(down, up, factor.kept_energy)
+
+
 def lora_factors(pipeline, checkpoint: ErasedCheckpoint, rank: int | None, energy: float) -> dict[str, LowRankFactor]:
     """Per checkpoint key (``unet.<module>.weight``), the low-rank factors of erased - base."""
     base = component_tensors(pipeline, list(checkpoint.tensors))
@@ -119,10 +128,12 @@ def export_lora(checkpoint: ErasedCheckpoint, pipeline, out: Path, kind: str, ra
     from erasectl.files import write_atomically
 
     factors = lora_factors(pipeline, checkpoint, rank, energy)
-    if kind == "kohya" and rank is None:
-        # One rank for every module, so that alpha = rank gives scale 1 in every reader; diffusers'
-        # kohya reader, for one, drops per-module alphas (measured: images off by up to 17 levels).
-        factors = lora_factors(pipeline, checkpoint, max(int(f.down.shape[0]) for f in factors.values()), energy)
+    if kind == "kohya":
+        # One rank and one alpha for every module, so that alpha / rank = 1 in every reader:
+        # diffusers' kohya reader drops per-module alphas (measured: images off by up to 17
+        # levels). Smaller factors are padded with zeros, which changes nothing they compute.
+        width = max(int(f.down.shape[0]) for f in factors.values())
+        factors = {k: _pad(f, width) for k, f in factors.items()}
     if kind == "lora":
         state = {f"{component}.{name}": t for component, layers in peft_state_dict(factors).items() for name, t in layers.items()}
         path = out / LORA_FILE

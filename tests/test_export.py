@@ -19,19 +19,31 @@ def ablate_checkpoint(tmp_path_factory):
     return out / "erased.safetensors"
 
 
-@pytest.mark.parametrize("kind, exact", [("diffusers", True), ("single-file", True), ("lora", False), ("kohya", False)])
-def test_export_round_trip(kind, exact, ablate_checkpoint, tmp_path):
+@pytest.mark.parametrize(
+    "kind, extra, max_difference",
+    [
+        ("diffusers", [], 0),
+        ("single-file", [], 0),
+        # A LoRA at full rank reproduces the delta up to float rounding.
+        ("lora", ["--rank", "64"], 1),
+        ("kohya", ["--rank", "64"], 1),
+        # At the default 99.9% energy it is lossy: measured 6 levels of 255 on this erasure. A
+        # wrong alpha or a dropped module shows up as tens of levels (91 was seen with per-module
+        # alphas in a kohya file).
+        ("lora", [], 10),
+        ("kohya", [], 10),
+    ],
+)
+def test_export_round_trip(kind, extra, max_difference, ablate_checkpoint, tmp_path):
     out = tmp_path / kind
-    result = runner.invoke(app, ["export", str(ablate_checkpoint), "--format", kind, "--out", str(out), "--json"])
+    result = runner.invoke(app, ["export", str(ablate_checkpoint), "--format", kind, "--out", str(out), "--json", *extra])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     verification = summary["verification"]
     assert verification["images_compared"] == 4
-    if exact:
-        assert verification["max_pixel_difference"] == 0
-    else:
-        assert verification["max_pixel_difference"] <= 2, verification
-        assert summary["min_kept_energy"] >= 0.999
+    assert verification["max_pixel_difference"] <= max_difference, verification
+    if kind in ("lora", "kohya"):
+        assert summary["min_kept_energy"] >= (1.0 - 1e-9 if extra else 0.999)
     if kind != "diffusers":
         with safe_open(summary["file"], framework="pt") as handle:
             metadata = handle.metadata()

@@ -57,7 +57,7 @@ def erase(
     erase_scale: float = typer.Option(None, "--erase-scale", help="uce: weight of the erased concepts [default 1.0]."),
     preserve_scale: float = typer.Option(None, "--preserve-scale", help="uce: weight of the preserved concepts [default 1.0]."),
     lamb: float = typer.Option(None, "--lamb", help="uce: pull toward the original weights [default 0.1]."),
-    token_positions: str = typer.Option(None, "--token-positions", help="uce: concept, or through-eos [default through-eos]."),
+    token_positions: str = typer.Option(None, "--token-positions", help="uce: concept, through-eos or to-end [default to-end]."),
     checkpointing_steps: int = typer.Option(None, "--checkpointing_steps", help="Save a resumable state every N steps (in <out>/states)."),
     resume_from_checkpoint: str = typer.Option(None, "--resume_from_checkpoint", help="Continue an interrupted run: latest, or a state file; pass the run's --out."),
     device: str = typer.Option("cpu", "--device", help="torch device."),

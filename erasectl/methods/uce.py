@@ -34,7 +34,7 @@ class UCEConfig(MethodConfig):
     erase_scale: float = field(default=1.0, metadata={"help": "es: weight of the erased concepts' rows."})
     preserve_scale: float = field(default=1.0, metadata={"help": "ps: weight of the preserved concepts' rows."})
     lamb: float = field(default=0.1, metadata={"help": "lam: pull toward the original weights W0."})
-    token_positions: str = field(default="through-eos", metadata={"help": "concept, through-eos (the concept's tokens through the first end token) or to-end (through the last padding position)."})
+    token_positions: str = field(default="to-end", metadata={"help": "concept, through-eos (the concept's tokens through the first end token) or to-end (through the last padding position)."})
 
     def __post_init__(self) -> None:
         super().__post_init__()
