@@ -91,6 +91,12 @@ def load_pipeline(model: str | None = None, device: str = "cpu", torch_dtype=Non
     return pipeline.to(device)
 
 
+def checkpoint_name(path) -> str:
+    """How grids and reports name an erased model: its run folder, or the file's stem."""
+    path = Path(path)
+    return path.parent.name if path.name == "erased.safetensors" else path.stem
+
+
 def load_erased_pipeline(checkpoint_path, model: str | None = None, device: str = "cpu", allow_pickle: bool = False):
     """The base named in the checkpoint (or ``model``), with the checkpoint applied."""
     from erasectl.checkpoint import ErasedCheckpoint
@@ -98,7 +104,7 @@ def load_erased_pipeline(checkpoint_path, model: str | None = None, device: str 
     checkpoint = ErasedCheckpoint.load(checkpoint_path)
     pipeline = load_pipeline(model or checkpoint.base_model, device=device, allow_pickle=allow_pickle)
     checkpoint.apply(pipeline)
-    pipeline.erasectl_model_name = Path(checkpoint_path).parent.name if Path(checkpoint_path).name == "erased.safetensors" else Path(checkpoint_path).stem
+    pipeline.erasectl_model_name = checkpoint_name(checkpoint_path)
     pipeline.erasectl_checkpoint = checkpoint
     return pipeline
 

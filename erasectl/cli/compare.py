@@ -32,7 +32,7 @@ def compare(
     from erasectl.files import write_atomically
     from erasectl.generation import SamplerSettings, generate
     from erasectl.grids import labelled_grid
-    from erasectl.models import latest_checkpoint, load_pipeline
+    from erasectl.models import checkpoint_name, latest_checkpoint, load_pipeline
     from erasectl.provenance import versions
 
     prompt_list = read_prompts(prompts, prompts_file)
@@ -66,7 +66,7 @@ def compare(
         for path, erased in zip(paths, checkpoints):
             original = {k: v.clone() for k, v in component_tensors(pipeline, list(erased.tensors)).items()}
             erased.apply(pipeline)
-            run(path.parent.name if path.name == "erased.safetensors" else path.stem)
+            run(checkpoint_name(path))
             assign_tensors(pipeline, original)
     rows = [[img for _, items in columns for img in [it.image for it in items[i * n : (i + 1) * n]]] for i in range(len(prompt_list))]
     grid = labelled_grid(rows, prompt_list, [name for name, _ in columns])

@@ -140,6 +140,7 @@ def _model_loaders(base, base_name: str, paths: list[Path], checkpoints: list) -
     """``(name, load, info)`` for the base and each checkpoint. One pipeline serves them all: the
     base tensors are kept and swapped back in between models."""
     from erasectl.checkpoint import assign_tensors, component_tensors
+    from erasectl.models import checkpoint_name
 
     keys = sorted({key for erased in checkpoints for key in erased.tensors})
     originals = {k: v.clone() for k, v in component_tensors(base, keys).items()}
@@ -155,7 +156,7 @@ def _model_loaders(base, base_name: str, paths: list[Path], checkpoints: list) -
 
     models = [("base", loader(None), {"model": base_name})]
     for path, erased in zip(paths, checkpoints):
-        name = path.parent.name if path.name == "erased.safetensors" else path.stem
+        name = checkpoint_name(path)
         models.append((name, loader(erased.tensors), {"checkpoint": str(path), "recipe": erased.recipe}))
     return models
 
