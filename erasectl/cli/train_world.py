@@ -27,8 +27,7 @@ def train_world(
 
     config = WorldTrainingConfig(seed=seed)
     if unet_steps is not None:
-        config = replace(config, unet_steps=unet_steps)
-        config.__post_init__()
+        config = replace(config, unet_steps=unet_steps)  # replace() validates through __post_init__
     console = stderr_console()
     from rich.progress import Progress
 
