@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from erasectl.cli.common import ALLOW_PICKLE, progress_bar, split_list, stop_signals, user_errors
+from erasectl.cli.common import ALLOW_PICKLE, progress_bar, read_prompts, split_list, stop_signals, user_errors
 from erasectl.errors import UserError
 
 EXIT_INTERRUPTED = 130
@@ -98,8 +98,6 @@ def erase(
     if concept is not None and not named:
         named = [concept]  # an empty or blank concept: check_concepts says what is wrong
     if concepts_file is not None:
-        from erasectl.cli.common import read_prompts
-
         named += read_prompts(None, str(concepts_file))
     if not named:
         raise UserError("no concept given; pass --concept circle (or --concepts-file FILE)")
@@ -110,8 +108,6 @@ def erase(
         raise UserError(f"--auto-preserve must be at least 1, got {auto_preserve}")
     anchor_lines = None
     if anchor_prompts_file is not None:
-        from erasectl.cli.common import read_prompts
-
         anchor_lines = read_prompts(None, str(anchor_prompts_file))
     if method_module.NEEDS_ANCHOR:
         if not anchor or not anchor.strip():

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from erasectl.cli.common import ALLOW_PICKLE, EXIT_USAGE, progress_bar, split_list, user_errors
+from erasectl.cli.common import ALLOW_PICKLE, progress_bar, read_prompts, split_list, user_errors
 from erasectl.errors import UserError
 
 EXIT_GATE = 1
@@ -88,8 +88,6 @@ def evaluate(
     out = check_output_dir(out or Path("runs") / time.strftime("evaluate-%Y%m%d-%H%M%S"), force)
     vocabulary_lines = None
     if vocabulary is not None:
-        from erasectl.cli.common import read_prompts
-
         vocabulary_lines = read_prompts(None, str(vocabulary))
 
     base = load_pipeline(base_name, device=device, allow_pickle=allow_pickle)
