@@ -1,6 +1,6 @@
 """Erase "circle" from the embedded model with each method's defaults; time it and judge it.
 
-    python benchmarks/erase_world.py [--methods esd,ablate] [--concept circle] [--seeds 8] [--set esd.lr=1e-3 ...]
+    python benchmarks/erase_world.py [--methods esd,ablate] [--concept circle] [--seeds 8] [--first-seed 1000] [--set esd.lr=1e-3 ...]
 
 Prints, per method: wall time of the erasure (target: at most 120 s on 2 CPU cores), iterations
 per second, peak resident memory, and the judge's figures on `a <colour> <shape>` prompts: the
@@ -21,7 +21,8 @@ def main() -> None:
     parser.add_argument("--methods", default="esd,ablate")
     parser.add_argument("--concept", default="circle")
     parser.add_argument("--anchor", default="shape")
-    parser.add_argument("--seeds", type=int, default=8)
+    parser.add_argument("--seeds", type=int, default=8, help="seeds per prompt")
+    parser.add_argument("--first-seed", type=int, default=1000)
     parser.add_argument("--set", action="append", default=[], help="method.field=value overrides")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
@@ -37,7 +38,7 @@ def main() -> None:
     from erasectl.world.vocabulary import SHAPES, SYNONYMS
 
     judge = ClipJudge.load()
-    seeds = list(range(1000, 1000 + args.seeds))
+    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     base = shape_report(load_pipeline(), judge, seeds)
     results = {"machine": f"{torch.get_num_threads()} torch threads", "versions": versions(), "base": base, "methods": {}}
     print(f"base: " + ", ".join(f"{s} {base[s]['accuracy']:.2f}" for s in SHAPES))

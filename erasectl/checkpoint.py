@@ -76,6 +76,11 @@ class ErasedCheckpoint:
     def base_model(self) -> str:
         return self.metadata["erasectl.base_model"]
 
+    @property
+    def base_config(self) -> str | None:
+        """The local config folder a single-file base was loaded with, if any."""
+        return self.metadata.get("erasectl.base_model_config") or None
+
     def save(self, path: Path) -> Path:
         from safetensors.torch import save_file
 
@@ -129,6 +134,7 @@ def make_checkpoint(pipeline, trained: dict[str, torch.Tensor], base_tensors: di
         "erasectl.format_version": FORMAT_VERSION,
         "erasectl.base_model": base_model,
         "erasectl.base_fingerprint": fingerprint(base_tensors),
+        "erasectl.base_model_config": getattr(pipeline, "erasectl_model_config", ""),
         "erasectl.method": recipe["method"],
         "erasectl.concepts": json.dumps(recipe["concepts"]),
         "erasectl.anchor": recipe.get("anchor") or "",

@@ -173,19 +173,19 @@ def export_single_file(checkpoint: ErasedCheckpoint, pipeline, out: Path) -> dic
     return {"file": str(path)}
 
 
-def verify_export(kind: str, result: dict, erased_pipeline, base_source, seeds: list[int], prompts: list[str], steps: int) -> dict:
+def verify_export(kind: str, result: dict, erased_pipeline, config_folder, load_base, seeds: list[int], prompts: list[str], steps: int) -> dict:
     """Load the export with its consumer's loader and draw the same images as erasectl's own path."""
     import numpy as np
-    from diffusers import StableDiffusionPipeline
 
     from erasectl.generation import SamplerSettings, generate
 
+    pipeline_class = type(erased_pipeline)
     if kind == "diffusers":
-        reloaded = StableDiffusionPipeline.from_pretrained(result["folder"], local_files_only=True)
+        reloaded = pipeline_class.from_pretrained(result["folder"], local_files_only=True)
     elif kind == "single-file":
-        reloaded = StableDiffusionPipeline.from_single_file(result["file"], config=str(base_source), local_files_only=True)
+        reloaded = pipeline_class.from_single_file(result["file"], config=str(config_folder), local_files_only=True)
     else:
-        reloaded = StableDiffusionPipeline.from_pretrained(base_source, local_files_only=True)
+        reloaded = load_base()
         folder, name = Path(result["file"]).parent, Path(result["file"]).name
         reloaded.load_lora_weights(str(folder), weight_name=name, adapter_name="erasure")
     reloaded.set_progress_bar_config(disable=True)

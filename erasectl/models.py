@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from importlib import resources
 from pathlib import Path
@@ -26,7 +27,7 @@ def embedded_judge_dir() -> Path:
 
 
 def resolve_model(model: str | None) -> tuple[str, str | Path]:
-    """``(name, source)``: a display name and what ``from_pretrained`` receives."""
+    """``(name, source)``: a display name and what the loader receives (a folder, a single file or a hub id)."""
     if model is None or model in ("", EMBEDDED_NAME, "embedded"):
         folder = embedded_pipeline_dir()
         if not (folder / "model_index.json").exists():
@@ -38,9 +39,11 @@ def resolve_model(model: str | None) -> tuple[str, str | Path]:
     if path.exists():
         if path.is_dir() and not (path / "model_index.json").exists():
             raise UserError(f"{path} is a folder but not a diffusers pipeline (no model_index.json); pass a pipeline folder")
+        if path.is_file() and path.suffix not in (".safetensors", *PICKLE_SUFFIXES):
+            raise UserError(f"{path} is neither a pipeline folder nor a single-file checkpoint (.safetensors); pass one of those")
         return str(path), path
-    if model.startswith((".", "/", "~")) or model.count("/") != 1:
-        raise UserError(f"model path {model} does not exist; pass an existing pipeline folder or a hub id like org/name")
+    if model.startswith((".", "/", "~")) or model.count("/") != 1 or model.endswith(".safetensors"):
+        raise UserError(f"model path {model} does not exist; pass an existing pipeline folder, a .safetensors file or a hub id like org/name")
     return model, model
 
 
@@ -55,11 +58,13 @@ def quiet_libraries() -> None:
     transformers.utils.logging.set_verbosity_error()
 
 
-def load_pipeline(model: str | None = None, device: str = "cpu", torch_dtype=None, allow_pickle: bool = False):
+def load_pipeline(model: str | None = None, device: str = "cpu", torch_dtype=None, allow_pickle: bool = False, config: str | Path | None = None):
     """A ``StableDiffusionPipeline`` (or any diffusers pipeline of the family) ready to sample.
 
-    Only safetensors weights load unless ``allow_pickle``: a pickle can run code when loaded.
-    Remote code is never trusted.
+    ``model`` is a diffusers folder, a hub id or a single-file checkpoint; a single file needs
+    ``config``, a local diffusers folder of the same family (its configs and tokenizer are read,
+    not its weights), so that nothing is fetched from the hub. Only safetensors weights load
+    unless ``allow_pickle``: a pickle can run code when loaded. Remote code is never trusted.
     """
     from diffusers import DiffusionPipeline
 
@@ -67,6 +72,12 @@ def load_pipeline(model: str | None = None, device: str = "cpu", torch_dtype=Non
     name, source = resolve_model(model)
     offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
     kwargs = {"torch_dtype": torch_dtype} if torch_dtype is not None else {}
+    if isinstance(source, Path) and source.is_file():
+        pipeline = _load_single_file(source, config, allow_pickle, kwargs)
+        pipeline.set_progress_bar_config(disable=True)
+        pipeline.erasectl_model_name = name
+        pipeline.erasectl_model_config = str(Path(config).expanduser())
+        return pipeline.to(device)
     if isinstance(source, Path) and not allow_pickle:
         for folder in [source, *(p for p in source.iterdir() if p.is_dir())]:
             pickles = [p for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES]
@@ -91,18 +102,44 @@ def load_pipeline(model: str | None = None, device: str = "cpu", torch_dtype=Non
     return pipeline.to(device)
 
 
+def _load_single_file(path: Path, config, allow_pickle: bool, kwargs: dict):
+    """An SD 1.x, 2.x or SDXL single-file checkpoint, read offline with the configs of ``config``."""
+    import diffusers
+
+    if path.suffix != ".safetensors" and not allow_pickle:
+        raise UserError(f"{path} is a pickle checkpoint, which can run code when loaded; convert it to .safetensors or pass --allow-pickle if you trust it")
+    if config is None:
+        raise UserError(
+            f"{path} is a single-file checkpoint: pass --model-config with a local diffusers folder of the same family "
+            "(SD 1.x, 2.x or SDXL; configs and tokenizer are enough) so that it loads without the hub"
+        )
+    config = Path(config).expanduser()
+    index = config / "model_index.json"
+    if not index.is_file():
+        raise UserError(f"--model-config {config} is not a diffusers pipeline folder (no model_index.json); pass one of the checkpoint's family")
+    class_name = json.loads(index.read_text()).get("_class_name", "")
+    pipeline_class = getattr(diffusers, class_name, None)
+    if pipeline_class is None or not hasattr(pipeline_class, "from_single_file"):
+        raise UserError(f"--model-config {config} describes a {class_name or 'unknown'} pipeline, which cannot load a single file; use an SD 1.x, 2.x or SDXL folder")
+    try:
+        return pipeline_class.from_single_file(str(path), config=str(config), local_files_only=True, **kwargs)
+    except Exception as error:  # diffusers raises many types for a file of another family or a broken file
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserError(f"cannot load {path} as a {class_name} with the configs of {config}: {first_line}") from None
+
+
 def checkpoint_name(path) -> str:
     """How grids and reports name an erased model: its run folder, or the file's stem."""
     path = Path(path)
     return path.parent.name if path.name == "erased.safetensors" else path.stem
 
 
-def load_erased_pipeline(checkpoint_path, model: str | None = None, device: str = "cpu", allow_pickle: bool = False):
+def load_erased_pipeline(checkpoint_path, model: str | None = None, device: str = "cpu", allow_pickle: bool = False, config=None):
     """The base named in the checkpoint (or ``model``), with the checkpoint applied."""
     from erasectl.checkpoint import ErasedCheckpoint
 
     checkpoint = ErasedCheckpoint.load(checkpoint_path)
-    pipeline = load_pipeline(model or checkpoint.base_model, device=device, allow_pickle=allow_pickle)
+    pipeline = load_pipeline(model or checkpoint.base_model, device=device, allow_pickle=allow_pickle, config=config or checkpoint.base_config)
     checkpoint.apply(pipeline)
     pipeline.erasectl_model_name = checkpoint_name(checkpoint_path)
     pipeline.erasectl_checkpoint = checkpoint

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import torch
 
+from erasectl.architecture import predict_noise
+
 
 def ddim_scheduler(pipeline, num_steps: int):
     from diffusers import DDIMScheduler
@@ -20,11 +22,12 @@ def ddim_scheduler(pipeline, num_steps: int):
 def guided_noise(unet, latents, timesteps, conditional, unconditional, guidance: float) -> torch.Tensor:
     """Classifier-free guided noise prediction, both branches in one batched UNet call."""
     batch = latents.shape[0]
-    both = unet(
+    both = predict_noise(
+        unet,
         torch.cat([latents, latents]),
         torch.cat([timesteps, timesteps]),
-        encoder_hidden_states=torch.cat([conditional.expand(batch, -1, -1), unconditional.expand(batch, -1, -1)]),
-    ).sample
+        torch.cat([conditional.expand(batch, -1, -1), unconditional.expand(batch, -1, -1)]),
+    )
     with_concept, without = both.chunk(2)
     return without + guidance * (with_concept - without)
 

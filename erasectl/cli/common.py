@@ -13,6 +13,10 @@ from erasectl.errors import TrainingDiverged, UserError
 
 EXIT_USAGE = 2
 ALLOW_PICKLE = typer.Option(False, "--allow-pickle", help="Also load pickle weights (.bin/.ckpt), which can run code: only for files you trust.")
+MODEL_CONFIG = typer.Option(
+    None, "--model-config",
+    help="With a single-file --model (.safetensors): a local diffusers folder of the same family whose configs and tokenizer it loads with.",
+)
 EXIT_FAILED = 1
 
 

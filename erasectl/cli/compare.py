@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from erasectl.cli.common import ALLOW_PICKLE, progress_bar, read_prompts, user_errors
+from erasectl.cli.common import ALLOW_PICKLE, MODEL_CONFIG, progress_bar, read_prompts, user_errors
 from erasectl.errors import UserError
 
 
@@ -23,6 +23,7 @@ def compare(
     out: Path = typer.Option(None, "--out", help="The grid PNG; default: runs/compare-<time>.png."),
     force: bool = typer.Option(False, "--force", help="Replace an existing --out file."),
     device: str = typer.Option("cpu", "--device", help="torch device."),
+    model_config: Path = MODEL_CONFIG,
     allow_pickle: bool = ALLOW_PICKLE,
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
@@ -47,7 +48,7 @@ def compare(
     paths = list(checkpoint) if checkpoint else [latest_checkpoint()]
     checkpoints = [ErasedCheckpoint.load(p) for p in paths]
     base_name = model or checkpoints[0].base_model
-    pipeline = load_pipeline(base_name, device=device, allow_pickle=allow_pickle)
+    pipeline = load_pipeline(base_name, device=device, allow_pickle=allow_pickle, config=model_config or checkpoints[0].base_config)
     for erased in checkpoints:
         erased.check(pipeline)
     seeds = list(range(seed, seed + n))

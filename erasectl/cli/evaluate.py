@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from erasectl.cli.common import ALLOW_PICKLE, progress_bar, read_prompts, split_list, user_errors
+from erasectl.cli.common import ALLOW_PICKLE, MODEL_CONFIG, progress_bar, read_prompts, split_list, user_errors
 from erasectl.errors import UserError
 
 EXIT_GATE = 1
@@ -49,6 +49,7 @@ def evaluate(
     min_surrounding_ratio: float = typer.Option(None, "--min-surrounding-ratio", help="Gate: fail if a surrounding concept keeps less of its base accuracy."),
     max_paraphrase_accuracy: float = typer.Option(None, "--max-paraphrase-accuracy", help="Gate: fail if a paraphrase still yields the concept more often."),
     device: str = typer.Option("cpu", "--device", help="torch device."),
+    model_config: Path = MODEL_CONFIG,
     allow_pickle: bool = ALLOW_PICKLE,
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar or table."),
     as_json: bool = typer.Option(False, "--json", help="Print metrics.json on stdout."),
@@ -90,7 +91,7 @@ def evaluate(
     if vocabulary is not None:
         vocabulary_lines = read_prompts(None, str(vocabulary))
 
-    base = load_pipeline(base_name, device=device, allow_pickle=allow_pickle)
+    base = load_pipeline(base_name, device=device, allow_pickle=allow_pickle, config=model_config or (checkpoints[0].base_config if checkpoints else None))
     for erased in checkpoints:
         erased.check(base)
     models = _model_loaders(base, base_name, paths, checkpoints)

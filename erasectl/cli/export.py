@@ -5,7 +5,7 @@ from pathlib import Path
 
 import typer
 
-from erasectl.cli.common import ALLOW_PICKLE, user_errors
+from erasectl.cli.common import ALLOW_PICKLE, MODEL_CONFIG, user_errors
 from erasectl.errors import UserError
 
 FORMATS = ("diffusers", "lora", "kohya", "single-file")
@@ -21,6 +21,7 @@ def export(
     rank: int = typer.Option(None, "--rank", help="lora/kohya: a fixed rank for every module."),
     energy: float = typer.Option(0.999, "--energy", help="lora/kohya: otherwise the smallest rank keeping this share of each delta's squared singular values."),
     verify: bool = typer.Option(True, "--verify/--no-verify", help="Reload the export with its consumer's loader and compare images."),
+    model_config: Path = MODEL_CONFIG,
     allow_pickle: bool = ALLOW_PICKLE,
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
 ) -> None:
@@ -39,9 +40,14 @@ def export(
     erased = ErasedCheckpoint.load(checkpoint)
     out = check_output_dir(out or checkpoint.parent / f"export-{format}", force)
     name, source = resolve_model(model or erased.base_model)
-    pipeline = load_pipeline(name, allow_pickle=allow_pickle)
+    model_config = model_config or erased.base_config
+
+    def load_base():
+        return load_pipeline(name, allow_pickle=allow_pickle, config=model_config)
+
+    pipeline = load_base()
     if format in ("lora", "kohya"):
-        base = load_pipeline(name, allow_pickle=allow_pickle)
+        base = load_base()
         erased.check(base)
     erased.apply(pipeline)
     prepare_output_dir(out, force)
@@ -53,7 +59,7 @@ def export(
         result = export_lora(erased, base, out, format, rank, energy)
     result["format"] = format
     if verify:
-        result["verification"] = verify_export(format, result, pipeline, source, seeds=[0, 1], prompts=["a red circle", "a blue ring"], steps=25)
+        result["verification"] = verify_export(format, result, pipeline, model_config or source, load_base, seeds=[0, 1], prompts=["a red circle", "a blue ring"], steps=25)
     if as_json:
         typer.echo(json.dumps(result))
     else:

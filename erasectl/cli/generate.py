@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from erasectl.cli.common import ALLOW_PICKLE, progress_bar, read_prompts, user_errors
+from erasectl.cli.common import ALLOW_PICKLE, MODEL_CONFIG, progress_bar, read_prompts, user_errors
 from erasectl.errors import UserError
 
 
@@ -24,6 +24,7 @@ def generate(
     force: bool = typer.Option(False, "--force", help="Write into an output folder that already has files."),
     batch_size: int = typer.Option(64, "--batch-size", help="Images per pipeline call."),
     device: str = typer.Option("cpu", "--device", help="torch device, e.g. cpu or cuda."),
+    model_config: Path = MODEL_CONFIG,
     allow_pickle: bool = ALLOW_PICKLE,
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
@@ -42,9 +43,9 @@ def generate(
     settings = SamplerSettings(steps=steps, guidance=guidance, batch_size=batch_size)
     out = check_output_dir(out or Path("runs") / time.strftime("generate-%Y%m%d-%H%M%S"), force)
     if checkpoint is not None:
-        pipeline = load_erased_pipeline(checkpoint, model, device=device, allow_pickle=allow_pickle)
+        pipeline = load_erased_pipeline(checkpoint, model, device=device, allow_pickle=allow_pickle, config=model_config)
     else:
-        pipeline = load_pipeline(model, device=device, allow_pickle=allow_pickle)
+        pipeline = load_pipeline(model, device=device, allow_pickle=allow_pickle, config=model_config)
     prepare_output_dir(out, force)
     seeds = list(range(seed, seed + n))
     started = time.time()

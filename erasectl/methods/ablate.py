@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from erasectl.methods.common import ErasureResult, MethodConfig, Progress, Stopwatch, TrainedUNet, distance, encode_prompts
+from erasectl.architecture import encode_prompts
+from erasectl.methods.common import ErasureResult, MethodConfig, Progress, Stopwatch, TrainedUNet, distance
 from erasectl.models import EMBEDDED_NAME
 from erasectl.parameter_groups import select_parameters
 from erasectl.run_state import RunControl, StepHook
@@ -38,6 +39,7 @@ class AblateConfig(MethodConfig):
     anchor_steps: int = field(default=25, metadata={"help": "Sampler steps of the anchor images."})
     anchor_guidance: float = field(default=7.5, metadata={"help": "Guidance scale of the anchor images."})
     batch_size: int = field(default=16, metadata={"help": "Noised anchor latents per iteration."})
+    away: float = field(default=0.0, metadata={"help": "model target only: push the anchor's prediction away from the concept's by this much (0 = the paper)."})
     preserve_weight: float = field(default=1.0, metadata={"help": "Weight of the term keeping the --preserve concepts' predictions unchanged."})
     filter_anchor_images: bool = field(default=True, metadata={"help": "Embedded model: drop anchor images the world judge reads as the concept."})
 
@@ -50,6 +52,8 @@ class AblateConfig(MethodConfig):
         for name in ("anchor_images", "anchor_steps", "batch_size"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.away < 0:
+            raise ValueError(f"away must be 0 or more, got {self.away}")
         if self.preserve_weight < 0:
             raise ValueError(f"preserve_weight must be 0 or more, got {self.preserve_weight}")
 
@@ -128,7 +132,13 @@ def erase(
         concept_hidden = concept_embeds[which_t[pick]]
         anchor_hidden = anchor_embeds[which_t[pick]]
         if config.target == "model":
-            target = model.frozen(noisy, timesteps, anchor_hidden)
+            if config.away:
+                anchor_eps, concept_eps = model.frozen(
+                    torch.cat([noisy, noisy]), torch.cat([timesteps, timesteps]), torch.cat([anchor_hidden, concept_hidden])
+                ).chunk(2)
+                target = anchor_eps + config.away * (anchor_eps - concept_eps)
+            else:
+                target = model.frozen(noisy, timesteps, anchor_hidden)
             loss = distance(model(noisy, timesteps, concept_hidden), target, config.loss)
         else:
             prediction, anchor_prediction = model(

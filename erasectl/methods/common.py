@@ -9,6 +9,8 @@ from dataclasses import asdict, dataclass, field, fields
 
 import torch
 
+from erasectl.architecture import predict_noise, unet_inputs
+
 Progress = Callable[[int, int, dict], None]
 LOSSES = ("l2", "l1")
 
@@ -56,13 +58,6 @@ def distance(prediction: torch.Tensor, target: torch.Tensor, kind: str) -> torch
     return torch.nn.functional.mse_loss(prediction, target)
 
 
-@torch.no_grad()
-def encode_prompts(pipeline, prompts: list[str]) -> torch.Tensor:
-    """Text-encoder hidden states as the pipeline itself feeds them to its UNet."""
-    embeds, _ = pipeline.encode_prompt(prompts, pipeline.device, 1, False)
-    return embeds
-
-
 class TrainedUNet:
     """The pipeline's UNet, trained in place, plus the frozen originals of exactly the trained
     tensors. Frozen predictions reuse the same module with the original tensors swapped in by
@@ -75,12 +70,12 @@ class TrainedUNet:
         self.original = {name: p.detach().clone() for name, p in trained.items()}
 
     def __call__(self, latents, timesteps, hidden_states) -> torch.Tensor:
-        return self.unet(latents, timesteps, encoder_hidden_states=hidden_states).sample
+        return predict_noise(self.unet, latents, timesteps, hidden_states)
 
     @torch.no_grad()
     def frozen(self, latents, timesteps, hidden_states) -> torch.Tensor:
         return torch.func.functional_call(
-            self.unet, self.original, (latents, timesteps), {"encoder_hidden_states": hidden_states}, strict=False
+            self.unet, self.original, (latents, timesteps), unet_inputs(self.unet, hidden_states), strict=False
         ).sample
 
     def checkpoint_tensors(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:

@@ -26,15 +26,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from erasectl.methods.common import (
-    ErasureResult,
-    MethodConfig,
-    Progress,
-    Stopwatch,
-    TrainedUNet,
-    distance,
-    encode_prompts,
-)
+from erasectl.architecture import encode_prompts
+from erasectl.methods.common import ErasureResult, MethodConfig, Progress, Stopwatch, TrainedUNet, distance
 from erasectl.parameter_groups import select_parameters
 from erasectl.run_state import RunControl, StepHook
 from erasectl.sampling import ddim_scheduler, sample_trajectory

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from erasectl.architecture import encode_prompts, token_rows
 from erasectl.methods.common import ErasureResult, MethodConfig, Progress, Stopwatch
 
 POSITIONS = ("concept", "through-eos", "to-end")
@@ -63,12 +64,9 @@ def concept_rows(pipeline, prompts: list[str], concepts: list[str], positions: s
     """Embeddings at the concept's token positions of each prompt (and the guide's at the same places)."""
     tokenizer = pipeline.tokenizer
     tokens = tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt")
-    device = pipeline.text_encoder.device
-    hidden = pipeline.text_encoder(tokens.input_ids.to(device))[0].float()
-    guide = None
-    if guide_prompts is not None:
-        guide_tokens = tokenizer(guide_prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt")
-        guide = pipeline.text_encoder(guide_tokens.input_ids.to(device))[0].float()
+    unet = pipeline.unet
+    hidden = token_rows(unet, encode_prompts(pipeline, prompts)).float()
+    guide = token_rows(unet, encode_prompts(pipeline, guide_prompts)).float() if guide_prompts is not None else None
     rows, guide_rows = [], []
     for index, (prompt_ids, concept) in enumerate(zip(tokens.input_ids.tolist(), concepts)):
         concept_ids = tokenizer(concept, add_special_tokens=False).input_ids
