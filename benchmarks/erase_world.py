@@ -23,6 +23,7 @@ def main() -> None:
     parser.add_argument("--anchor", default="shape")
     parser.add_argument("--seeds", type=int, default=8, help="seeds per prompt")
     parser.add_argument("--first-seed", type=int, default=1000)
+    parser.add_argument("--preserve", default="", help="comma-separated concepts to preserve (every method)")
     parser.add_argument("--set", action="append", default=[], help="method.field=value overrides")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
@@ -52,7 +53,8 @@ def main() -> None:
                 overrides[name] = field_type(value) if field_type is not bool else value.lower() in ("1", "true")
         config = get_method(method).Config(**overrides)
         pipeline = load_pipeline()
-        request = ErasureRequest(args.concept.split(","), EMBEDDED_NAME, args.anchor if get_method(method).NEEDS_ANCHOR else None)
+        preserve = [p for p in args.preserve.split(",") if p]
+        request = ErasureRequest(args.concept.split(","), EMBEDDED_NAME, args.anchor if get_method(method).NEEDS_ANCHOR else None, preserve=preserve)
         started = time.perf_counter()
         checkpoint = erase_concepts(pipeline, method, request, config)
         wall = time.perf_counter() - started
@@ -68,7 +70,9 @@ def main() -> None:
             "kept_share_of_base": {s: round(report[s]["accuracy"] / max(base[s]["accuracy"], 1e-9), 3) for s in SHAPES},
             "synonym_accuracy": {s: synonyms[s]["accuracy"] for s in SHAPES},
             "colour_accuracy": round(colour, 3),
-            "extra": {k: v for k, v in checkpoint.recipe.items() if k.startswith("anchor_images")},
+            "colour_accuracy_by_shape": {s: report[s]["colour_accuracy"] for s in SHAPES},
+            "judged_as": {s: report[s]["judged_as"] for s in SHAPES},
+            "extra": {k: v for k, v in checkpoint.recipe.items() if k.startswith("anchor_images") or k in ("guides", "preserved", "preserve")},
         }
         results["methods"][method] = row
         print(

@@ -68,3 +68,32 @@ def test_prompts_cannot_write_outside_the_output_folder(tmp_path):
     assert written and all(out in p.parents for p in written)
     names = [p.name for p in out.glob("0*.png")]
     assert len(names) == 1 and ".." not in names[0] and "/" not in names[0] and len(names[0]) < 100
+
+
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["erase", "--steps", "abc"], "Invalid value for '--steps'"),
+        (["evaluate", "--no-such-option", "0"], "No such option"),
+        (["nope"], "No such command 'nope'"),
+    ],
+)
+def test_mistyped_command_lines_are_one_line_and_exit_2(argv, needle, monkeypatch, capsys):
+    """What the parser itself rejects goes through the installed entry point, not CliRunner."""
+    import sys
+
+    from erasectl.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["erasectl", *argv])
+    with pytest.raises(SystemExit) as exited:
+        main()
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert needle in err and "--help" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_an_output_that_cannot_be_written_is_one_line(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("mine")
+    _fails(["generate", "--prompts", "a ring", "--n", "1", "--out", str(blocker / "images")], 2, "cannot create output folder")
+    assert blocker.read_text() == "mine"

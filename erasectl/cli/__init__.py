@@ -43,4 +43,26 @@ app.command("train-world")(_train_world.train_world)
 
 
 def main() -> None:
-    app()
+    """Run the CLI; a mistyped option or value is one line and exit 2, like every user error."""
+    import sys
+
+    try:
+        from typer._click import exceptions as click  # typer 0.2x carries its own click
+    except ImportError:
+        from click import exceptions as click
+
+    try:
+        code = app(standalone_mode=False)
+    except click.NoArgsIsHelpError as error:
+        typer.echo(error.ctx.get_help() if error.ctx else str(error), err=True)
+        sys.exit(2)
+    except click.UsageError as error:
+        where = error.ctx.command_path if error.ctx else "erasectl"
+        typer.echo(f"error: {error.format_message().rstrip('.')}; see `{where} --help`", err=True)
+        sys.exit(2)
+    except click.ClickException as error:
+        typer.echo(f"error: {error.format_message()}", err=True)
+        sys.exit(error.exit_code)
+    except typer.Abort:
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -14,6 +14,9 @@ Two modes:
   trajectories with the current model, refreshed every ``trajectory_reuse`` iterations, trains on
   ``batch_size`` (trajectory, step) pairs per iteration with the timestep the state truly has, and
   computes both frozen predictions in one UNet call.
+- ``straightforward`` learns exactly what ``fast`` learns, computed the plain way, as a baseline
+  for ``benchmarks/esd_speed.py``: fresh x_t sampled for every iteration, one UNet call per text
+  condition, gradients for every UNet parameter, the explicit (non-fused) attention.
 
 On small models the concept's strongest attribute can absorb the negative guidance (the shapes
 world loses *colour* rather than *circle*); ``preserve_unconditional`` keeps the trained model's
@@ -33,7 +36,7 @@ from erasectl.run_state import RunControl, StepHook
 from erasectl.sampling import ddim_scheduler, sample_trajectory
 
 PARAMETER_GROUPS = ("esd-x", "esd-u", "esd-all", "esd-x-strict")
-MODES = ("fast", "faithful")
+MODES = ("fast", "faithful", "straightforward")
 FAITHFUL = dict(batch_size=1, trajectory_reuse=1, ddim_steps=50, start_guidance=3.0, lr=1e-5, steps=1000, negative_guidance=1.0)
 
 
@@ -49,7 +52,7 @@ class ESDConfig(MethodConfig):
     trajectory_reuse: int = field(default=10, metadata={"help": "Iterations each bank of sampled trajectories serves (1: sample anew every iteration)."})
     preserve_unconditional: float = field(default=1.0, metadata={"help": "Weight of the term keeping the unconditional prediction unchanged (0: off)."})
     preserve_weight: float = field(default=1.0, metadata={"help": "Weight of the term keeping the --preserve concepts' predictions unchanged."})
-    mode: str = field(default="fast", metadata={"help": "fast, or faithful: the paper's reference loop and hyper-parameters."})
+    mode: str = field(default="fast", metadata={"help": "fast; faithful (the paper's loop and hyper-parameters); straightforward (fast's target, computed the plain way: a benchmark baseline)."})
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -82,6 +85,31 @@ def reference_timestep(step_index: int, ddim_steps: int, generator: torch.Genera
     return int(torch.randint(low, high, (1,), generator=generator))
 
 
+@dataclass(frozen=True)
+class Shortcuts:
+    """fast mode's savings, each of which leaves the learned target unchanged (switchable one by
+    one so that the benchmark can measure each)."""
+
+    reuse_trajectories: bool = True  # a bank of trajectories serves trajectory_reuse iterations
+    batched_calls: bool = True  # one UNet call for all text conditions at the same x_t
+    group_gradients_only: bool = True  # autograd only for the trained parameter group
+    fused_attention: bool = True  # PyTorch's scaled_dot_product_attention
+
+    @classmethod
+    def for_mode(cls, mode: str) -> "Shortcuts":
+        if mode == "fast":
+            return cls()
+        # faithful keeps the reference's separate calls; straightforward drops every saving.
+        return cls(False, False, mode == "faithful", mode == "faithful")
+
+
+def _sample_states(unet, scheduler, noise, conditional, unconditional, guidance, stops: torch.Tensor) -> torch.Tensor:
+    """Fresh x_t for each sample: its trajectory stopped after ``stops[i]`` DDIM steps."""
+    states, _ = sample_trajectory(unet, scheduler, noise, conditional, unconditional, guidance, stop=int(stops.max()) + 1)
+    stacked = torch.stack(states)
+    return stacked[stops, torch.arange(len(stops))]
+
+
 def _calls(unet_fn, latents, timesteps, conditions: list[torch.Tensor], batched: bool) -> list[torch.Tensor]:
     """The UNet under each text condition at the same x_t: one batched call, or one call each."""
     if not batched:
@@ -98,15 +126,24 @@ def erase(
     progress: Progress | None = None,
     preserve_prompts: list[str] | None = None,
     control: RunControl | None = None,
+    shortcuts: Shortcuts | None = None,
 ) -> ErasureResult:
     """Erase ``concepts``; ``prompts`` are the concept prompts x_t is sampled under (one or more per
     concept); the predictions for ``preserve_prompts`` are kept at the frozen model's."""
     watch = Stopwatch()
+    shortcuts = shortcuts or Shortcuts.for_mode(config.mode)
     torch.manual_seed(config.seed)
     generator = torch.Generator("cpu").manual_seed(config.seed)
     unet = pipeline.unet
     device = unet.device
     model = TrainedUNet(unet, select_parameters(unet, config.parameter_group, PARAMETER_GROUPS))
+    if not shortcuts.group_gradients_only:
+        unet.requires_grad_(True)  # autograd through every weight; only the group is stepped
+    if not shortcuts.fused_attention:
+        from diffusers.models.attention_processor import AttnProcessor
+
+        previous_processors = unet.attn_processors
+        unet.set_attn_processor(AttnProcessor())
     unet.train()
     optimizer = torch.optim.Adam(model.trained.values(), lr=config.lr)
     conditional = encode_prompts(pipeline, prompts)
@@ -132,6 +169,15 @@ def erase(
             latents = states[-1]
             timesteps = torch.tensor([reference_timestep(stop, config.ddim_steps, generator)], device=device)
             hidden = conditional[which]
+        elif not shortcuts.reuse_trajectories:
+            which = torch.randint(0, len(prompts), (config.batch_size,), generator=generator)
+            stops = torch.randint(0, config.ddim_steps, (config.batch_size,), generator=generator)
+            noise = torch.randn((config.batch_size, *latent_shape), generator=generator).to(device)
+            unet.eval()
+            latents = _sample_states(unet, scheduler, noise, conditional[which], unconditional, config.start_guidance, stops)
+            unet.train()
+            timesteps = scheduler.timesteps[stops].to(device)
+            hidden = conditional[which]
         else:
             if step % config.trajectory_reuse == 0:
                 bank_prompts = torch.randint(0, len(prompts), (config.batch_size,), generator=generator)
@@ -154,8 +200,7 @@ def erase(
         if preserved is not None:
             pick = torch.randint(0, len(preserved), (batch,), generator=generator)
             keep.append((config.preserve_weight, preserved[pick]))
-        # The faithful loop makes separate UNet calls, as the reference does; fast mode batches them.
-        batched = config.mode != "faithful"
+        batched = shortcuts.batched_calls
         frozen = _calls(model.frozen, latents, timesteps, [hidden, uncond] + [h for _, h in keep], batched)
         target = frozen[1] - config.negative_guidance * (frozen[0] - frozen[1])
         trained = _calls(model, latents, timesteps, [hidden] + [h for _, h in keep], batched)
@@ -164,6 +209,13 @@ def erase(
             loss = loss + weight * distance(prediction, reference, config.loss)
         hook.finish_step(loss, step, losses, progress, {"bank_states": bank_states, "bank_prompts": bank_prompts})
     unet.eval()
+    if not shortcuts.group_gradients_only:
+        unet.zero_grad(set_to_none=True)
+        unet.requires_grad_(False)
+        for parameter in model.trained.values():
+            parameter.requires_grad_(True)
+    if not shortcuts.fused_attention:
+        unet.set_attn_processor(previous_processors)
     erased, base = model.checkpoint_tensors()
     return ErasureResult(erased, base, losses, watch.seconds())
 
