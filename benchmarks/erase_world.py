@@ -51,6 +51,10 @@ def main() -> None:
             if scope == method:
                 field_type = type(getattr(get_method(method).Config(), name))
                 overrides[name] = field_type(value) if field_type is not bool else value.lower() in ("1", "true")
+        if method == "esd":  # as `erasectl erase` does for several concepts
+            from erasectl.methods.esd import several_concepts_defaults
+
+            overrides = {**several_concepts_defaults(len(args.concept.split(","))), **overrides}
         config = get_method(method).Config(**overrides)
         pipeline = load_pipeline()
         preserve = [p for p in args.preserve.split(",") if p]

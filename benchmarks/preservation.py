@@ -24,6 +24,7 @@ def main() -> None:
     parser.add_argument("--methods", default="esd,ablate")
     parser.add_argument("--anchor", default="shape")
     parser.add_argument("--preserve", default="auto")
+    parser.add_argument("--with-options", default="", help="more erase options for the preserving run, e.g. \"--preserve-weight 10\"")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
 
@@ -35,12 +36,12 @@ def main() -> None:
 
     runner = CliRunner()
     preserve = ",".join(world_protocol(args.concept, None, None, None).surrounding) if args.preserve == "auto" else args.preserve
-    results = {"concept": args.concept, "preserve": preserve, "versions": versions(), "methods": {}}
+    results = {"concept": args.concept, "preserve": preserve, "with_options": args.with_options, "versions": versions(), "methods": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for method in args.methods.split(","):
             anchor = ["--anchor", args.anchor] if method == "ablate" else []
             runs = {}
-            for label, extra in (("without", []), ("with --preserve", ["--preserve", preserve])):
+            for label, extra in (("without", []), ("with --preserve", ["--preserve", preserve, *args.with_options.split()])):
                 out = Path(tmp) / f"{method}-{'plain' if not extra else 'preserve'}"
                 done = runner.invoke(app, ["erase", "--concept", args.concept, "--method", method, *anchor, *extra, "--out", str(out), "--quiet", "--json"])
                 assert done.exit_code == 0, done.output

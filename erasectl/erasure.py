@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
+from erasectl.architecture import family
 from erasectl.checkpoint import ErasedCheckpoint, make_checkpoint
 from erasectl.errors import UserError
 from erasectl.methods import get_method
@@ -87,6 +88,7 @@ def erase_concepts(pipeline, method_name: str, request: ErasureRequest, config, 
         "wall_time_s": result.wall_time_s,
         "final_loss": result.losses[-1],
         "base_model": request.model_name,
+        "family": family(pipeline),
         **result.extra,
     }
     return make_checkpoint(pipeline, result.erased, result.base, recipe, request.model_name)

@@ -88,8 +88,9 @@ def world_protocol(concept: str, surrounding: list[str] | None, paraphrases: lis
     if paraphrases is None:
         paraphrases = [" ".join(SYNONYMS.get(w, w) for w in words)] if any(w in SYNONYMS for w in words) else []
     templates = ["a {}"] if set(words) & set(COLOURS) else WORLD_COLOUR_TEMPLATES
-    # "shape" is true of every image, so the world judge cannot use it as a class.
-    candidates = [concept, *surrounding] + ([anchor] if anchor and anchor != GENERIC_SHAPE else [])
+    # "shape" is true of every image, so the world judge cannot use it as a class (nor "red shape",
+    # true of every red image).
+    candidates = [concept, *surrounding] + ([anchor] if anchor and GENERIC_SHAPE not in anchor.split() else [])
     return Protocol(concept, surrounding, paraphrases, anchor, templates, "a {}", candidates)
 
 
@@ -190,10 +191,13 @@ def evaluate(
         if distances is None:
             distances = text_distances(pipeline, protocol.concept, protocol.surrounding)
         infos[name] = info
+        # One call per model, so that its batches can be shared among processes.
+        done = len(records)
+        items = generate(pipeline, [p for s in sets for p in s.prompts], config.seeds, settings, progress=lambda k, _: progress and progress(done + k, total))
         for prompt_set in sets:
-            done = len(records)
-            items = generate(pipeline, prompt_set.prompts, config.seeds, settings, progress=lambda k, _: progress and progress(done + k, total))
-            records += judge_images(judge, protocol, prompt_set, items, name)
+            count = len(prompt_set.prompts) * len(config.seeds)
+            records += judge_images(judge, protocol, prompt_set, items[:count], name)
+            items = items[count:]
     summary = summarise(records)
     base = models[0][0]
     metrics = {

@@ -41,15 +41,21 @@ def generate(
     progress: Callable[[int, int], None] | None = None,
 ) -> list[GeneratedImage]:
     """Every prompt with every seed. Each image has its own generator, so an image depends on its
-    prompt and seed only, never on the batch it was drawn in.
+    prompt and seed only, never on the batch it was drawn in. Under ``accelerate launch`` the
+    batches are shared among the processes and every process gets all images back.
     """
     import torch
 
+    from erasectl.distributed import gather_in_order, my_share
+
     jobs = [(prompt, seed) for prompt in prompts for seed in seeds]
-    results: list[GeneratedImage] = []
+    batches = [jobs[start : start + settings.batch_size] for start in range(0, len(jobs), settings.batch_size)]
     scheduler_name = type(pipeline.scheduler).__name__
-    for start in range(0, len(jobs), settings.batch_size):
-        batch = jobs[start : start + settings.batch_size]
+    meta = {"steps": settings.steps, "guidance": settings.guidance, "scheduler": scheduler_name}
+    done: dict[int, list[GeneratedImage]] = {}
+    drawn = 0
+    for index in my_share(len(batches)):
+        batch = batches[index]
         generators = [torch.Generator("cpu").manual_seed(seed) for _, seed in batch]
         with torch.inference_mode():
             images = pipeline(
@@ -58,12 +64,11 @@ def generate(
                 num_inference_steps=settings.steps,
                 guidance_scale=settings.guidance,
             ).images
-        for (prompt, seed), image in zip(batch, images):
-            meta = {"steps": settings.steps, "guidance": settings.guidance, "scheduler": scheduler_name}
-            results.append(GeneratedImage(prompt, seed, image, meta))
+        done[index] = [GeneratedImage(prompt, seed, image, dict(meta)) for (prompt, seed), image in zip(batch, images)]
+        drawn += len(batch)
         if progress is not None:
-            progress(len(results), len(jobs))
-    return results
+            progress(drawn, len(jobs))
+    return [item for batch in gather_in_order(done, len(batches)) for item in batch]
 
 
 def png_metadata(item: GeneratedImage, model_name: str):

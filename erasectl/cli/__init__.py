@@ -52,7 +52,7 @@ def main() -> None:
         from click import exceptions as click
 
     try:
-        code = app(standalone_mode=False)
+        code = app(standalone_mode=False, prog_name="erasectl")
     except click.NoArgsIsHelpError as error:
         typer.echo(error.ctx.get_help() if error.ctx else str(error), err=True)
         sys.exit(2)

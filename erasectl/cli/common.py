@@ -71,8 +71,10 @@ def stderr_console():
 
 @contextmanager
 def progress_bar(description: str, total: int, enabled: bool = True, **fields):
-    """A rich progress bar on stderr; yields ``update(completed, **fields)``."""
-    if not enabled:
+    """A rich progress bar on stderr (the main process's only); yields ``update(completed, **fields)``."""
+    from erasectl.distributed import is_main_process
+
+    if not enabled or not is_main_process():
         yield lambda completed, **_: None
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn

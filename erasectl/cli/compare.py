@@ -31,6 +31,7 @@ def compare(
     """Base and erased models side by side: prompts as rows, the same seeds in each model's columns."""
     from erasectl.checkpoint import ErasedCheckpoint, assign_tensors, component_tensors
     from erasectl.files import write_atomically
+    from erasectl.distributed import is_main_process
     from erasectl.generation import SamplerSettings, generate
     from erasectl.grids import labelled_grid
     from erasectl.models import checkpoint_name, latest_checkpoint, load_pipeline
@@ -69,6 +70,8 @@ def compare(
             erased.apply(pipeline)
             run(checkpoint_name(path))
             assign_tensors(pipeline, original)
+    if not is_main_process():
+        return
     rows = [[img for _, items in columns for img in [it.image for it in items[i * n : (i + 1) * n]]] for i in range(len(prompt_list))]
     grid = labelled_grid(rows, prompt_list, [name for name, _ in columns])
     write_atomically(out, lambda tmp: grid.save(tmp, format="PNG"))

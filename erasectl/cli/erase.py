@@ -36,8 +36,8 @@ def erase(
     model: str = typer.Option(None, "--model", help="Hub id or local diffusers folder; default: the embedded shapes model."),
     out: Path = typer.Option(None, "--out", help="Output folder; default: runs/<concept>-<method>/ (never overwritten)."),
     force: bool = typer.Option(False, "--force", help="Write into an --out folder that already has files."),
-    steps: int = typer.Option(None, "--steps", help="Training iterations [default: esd 200, ablate 300]."),
-    lr: float = typer.Option(None, "--lr", help="Adam learning rate [default: esd 1e-4, ablate 1e-2]."),
+    steps: int = typer.Option(None, "--steps", help="Training iterations [default: esd 200 per concept, ablate 300]."),
+    lr: float = typer.Option(None, "--lr", help="Adam learning rate [default: esd 1e-4, 2e-4 for several concepts; ablate 1e-2]."),
     seed: int = typer.Option(0, "--seed", help="Seeds every random draw."),
     loss: str = typer.Option("l2", "--loss", help="l2 or l1."),
     parameter_group: str = typer.Option(None, "--parameter-group", help="esd: esd-x, esd-u, esd-all, esd-x-strict [default esd-x]; ablate: kv, xattn, full [default kv]."),
@@ -104,6 +104,13 @@ def erase(
     if not named:
         raise UserError("no concept given; pass --concept circle (or --concepts-file FILE)")
     concepts = check_concepts(named, model_name)
+    if method == "esd" and config.mode == "fast" and len(concepts) > 1:
+        from dataclasses import replace
+
+        from erasectl.methods.esd import several_concepts_defaults
+
+        scaled = {k: v for k, v in several_concepts_defaults(len(concepts)).items() if given[k] is None}
+        config = replace(config, **scaled)
     if preserve and auto_preserve is not None:
         raise UserError("pass --preserve or --auto-preserve, not both")
     if auto_preserve is not None and auto_preserve <= 0:

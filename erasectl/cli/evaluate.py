@@ -56,6 +56,7 @@ def evaluate(
 ) -> None:
     """Measure erasures one fixed way: erased-concept, surrounding and paraphrase accuracy, CLIP score, distances, cost."""
     from erasectl.checkpoint import ErasedCheckpoint
+    from erasectl.distributed import is_main_process
     from erasectl.evaluation import EvaluationConfig, evaluate as run, generic_protocol, per_image_csv, world_protocol
     from erasectl.files import check_output_dir, prepare_output_dir
     from erasectl.judge import ClipJudge
@@ -121,6 +122,8 @@ def evaluate(
     total = len(models) * sum(len(s.prompts) for s in protocol.prompt_sets()) * config.n_per_prompt
     with progress_bar("evaluating", total, enabled=not (quiet or as_json)) as update:
         metrics, records = run(models, protocol, clip_judge, config, progress=lambda done, _: update(done))
+    if not is_main_process():
+        return
     metrics["gates"] = _gates(metrics, max_erased_accuracy, min_surrounding_ratio, max_paraphrase_accuracy)
     prepare_output_dir(out, force)
     files = write_report(out, metrics, records, per_image_csv(records))

@@ -32,6 +32,7 @@ def generate(
     """Generate images, each PNG carrying its prompt, seed, model and sampler settings, plus a labelled grid."""
     from erasectl.files import check_output_dir, prepare_output_dir, write_atomically
     from erasectl.generation import SamplerSettings, save_images
+    from erasectl.distributed import is_main_process
     from erasectl.generation import generate as run_generation
     from erasectl.grids import labelled_grid
     from erasectl.models import load_erased_pipeline, load_pipeline
@@ -46,11 +47,14 @@ def generate(
         pipeline = load_erased_pipeline(checkpoint, model, device=device, allow_pickle=allow_pickle, config=model_config)
     else:
         pipeline = load_pipeline(model, device=device, allow_pickle=allow_pickle, config=model_config)
-    prepare_output_dir(out, force)
+    if is_main_process():
+        prepare_output_dir(out, force)
     seeds = list(range(seed, seed + n))
     started = time.time()
     with progress_bar("generating", len(prompt_list) * n, enabled=not (quiet or as_json)) as update:
         items = run_generation(pipeline, prompt_list, seeds, settings, progress=lambda done, total: update(done))
+    if not is_main_process():
+        return
     paths = save_images(items, out, pipeline.erasectl_model_name)
     rows = [[item.image for item in items[i * n : (i + 1) * n]] for i in range(len(prompt_list))]
     grid = labelled_grid(rows, prompt_list, [f"seed {s}" for s in seeds])

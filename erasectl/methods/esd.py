@@ -69,6 +69,16 @@ class ESDConfig(MethodConfig):
             raise ValueError("preserve_unconditional, preserve_weight and start_guidance must be 0 or more")
 
 
+def several_concepts_defaults(count: int) -> dict:
+    """Fast mode's defaults for ``count`` concepts at once: 200 iterations per concept at lr 2e-4.
+
+    Measured on the embedded model (circle and triangle, 32 images per shape): 200 iterations at
+    lr 1e-4 left 22% circles and 100% triangles; 400 at lr 1e-4 left 22% triangles; 400 at lr 2e-4
+    left none of either, other shapes at 88% or more.
+    """
+    return {} if count <= 1 else {"steps": 200 * count, "lr": 2e-4}
+
+
 def faithful_config(**overrides) -> ESDConfig:
     return ESDConfig(**{**FAITHFUL, "preserve_unconditional": 0.0, "mode": "faithful", **overrides})
 
