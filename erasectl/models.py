@@ -66,18 +66,24 @@ def load_pipeline(model: str | None = None, device: str = "cpu", torch_dtype=Non
     not its weights), so that nothing is fetched from the hub. Only safetensors weights load
     unless ``allow_pickle``: a pickle can run code when loaded. Remote code is never trusted.
     """
-    from diffusers import DiffusionPipeline
-
     quiet_libraries()
     name, source = resolve_model(model)
-    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
     kwargs = {"torch_dtype": torch_dtype} if torch_dtype is not None else {}
     if isinstance(source, Path) and source.is_file():
         pipeline = _load_single_file(source, config, allow_pickle, kwargs)
-        pipeline.set_progress_bar_config(disable=True)
-        pipeline.erasectl_model_name = name
         pipeline.erasectl_model_config = str(Path(config).expanduser())
-        return pipeline.to(device)
+    else:
+        pipeline = _load_pretrained(name, source, allow_pickle, kwargs)
+    pipeline.set_progress_bar_config(disable=True)
+    pipeline.erasectl_model_name = name
+    return pipeline.to(device)
+
+
+def _load_pretrained(name: str, source: str | Path, allow_pickle: bool, kwargs: dict):
+    """A diffusers folder, or a hub id from the cache (or the hub when it is reachable)."""
+    from diffusers import DiffusionPipeline
+
+    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
     if isinstance(source, Path) and not allow_pickle:
         for folder in [source, *(p for p in source.iterdir() if p.is_dir())]:
             pickles = [p for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES]
@@ -87,7 +93,7 @@ def load_pipeline(model: str | None = None, device: str = "cpu", torch_dtype=Non
                     "pass --allow-pickle if you trust them"
                 )
     try:
-        pipeline = DiffusionPipeline.from_pretrained(
+        return DiffusionPipeline.from_pretrained(
             source, local_files_only=isinstance(source, Path) or offline, use_safetensors=None if allow_pickle else True, **kwargs
         )
     except OSError as error:
@@ -97,9 +103,6 @@ def load_pipeline(model: str | None = None, device: str = "cpu", torch_dtype=Non
             f"model {name} is not in the local cache and the hub cannot be reached (HF_HUB_OFFLINE is "
             f"{'set' if offline else 'unset'}); download it on a connected machine or pass a local folder"
         ) from None
-    pipeline.set_progress_bar_config(disable=True)
-    pipeline.erasectl_model_name = name
-    return pipeline.to(device)
 
 
 def _load_single_file(path: Path, config, allow_pickle: bool, kwargs: dict):
