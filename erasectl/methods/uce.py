@@ -148,14 +148,9 @@ def choose_guides(pipeline, concepts: list[str], anchor: str | None, preserve: l
         return {concept: anchor for concept in concepts}
     if not preserve:
         return {concept: "" for concept in concepts}
-    from erasectl.evaluation import pooled_text_embeddings
+    from erasectl.neighbours import find_neighbours
 
-    table = pooled_text_embeddings(pipeline, preserve)
-    guides = {}
-    for concept in concepts:
-        centre = pooled_text_embeddings(pipeline, [concept])[0]
-        guides[concept] = preserve[int((table - centre).norm(dim=1).argmin())]
-    return guides
+    return {concept: find_neighbours(pipeline, concept, 1, vocabulary=preserve)[0] for concept in concepts}
 
 
 def run(pipeline, request, config: UCEConfig, progress: Progress | None = None, control=None) -> ErasureResult:
