@@ -51,11 +51,11 @@ def main() -> None:
             if scope == method:
                 field_type = type(getattr(get_method(method).Config(), name))
                 overrides[name] = field_type(value) if field_type is not bool else value.lower() in ("1", "true")
-        if method == "esd":  # as `erasectl erase` does for several concepts
-            from erasectl.methods.esd import several_concepts_defaults
-
-            overrides = {**several_concepts_defaults(len(args.concept.split(","))), **overrides}
         config = get_method(method).Config(**overrides)
+        if method == "esd":  # as `erasectl erase` does for several concepts
+            from erasectl.methods.esd import for_several_concepts
+
+            config = for_several_concepts(config, len(args.concept.split(",")), set(overrides))
         pipeline = load_pipeline()
         preserve = [p for p in args.preserve.split(",") if p]
         request = ErasureRequest(args.concept.split(","), EMBEDDED_NAME, args.anchor if get_method(method).NEEDS_ANCHOR else None, preserve=preserve)

@@ -104,13 +104,10 @@ def erase(
     if not named:
         raise UserError("no concept given; pass --concept circle (or --concepts-file FILE)")
     concepts = check_concepts(named, model_name)
-    if method == "esd" and config.mode == "fast" and len(concepts) > 1:
-        from dataclasses import replace
+    if method == "esd":
+        from erasectl.methods.esd import for_several_concepts
 
-        from erasectl.methods.esd import several_concepts_defaults
-
-        scaled = {k: v for k, v in several_concepts_defaults(len(concepts)).items() if given[k] is None}
-        config = replace(config, **scaled)
+        config = for_several_concepts(config, len(concepts), {name for name, value in given.items() if value is not None})
     if preserve and auto_preserve is not None:
         raise UserError("pass --preserve or --auto-preserve, not both")
     if auto_preserve is not None and auto_preserve <= 0:
