@@ -30,8 +30,8 @@ def compare(
 ) -> None:
     """Base and erased models side by side: prompts as rows, the same seeds in each model's columns."""
     from erasectl.checkpoint import ErasedCheckpoint, assign_tensors, component_tensors
-    from erasectl.files import write_atomically
     from erasectl.distributed import is_main_process
+    from erasectl.files import write_atomically
     from erasectl.generation import SamplerSettings, generate
     from erasectl.grids import labelled_grid
     from erasectl.models import checkpoint_name, latest_checkpoint, load_pipeline

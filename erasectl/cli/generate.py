@@ -30,9 +30,9 @@ def generate(
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
 ) -> None:
     """Generate images, each PNG carrying its prompt, seed, model and sampler settings, plus a labelled grid."""
+    from erasectl.distributed import is_main_process
     from erasectl.files import check_output_dir, prepare_output_dir, write_atomically
     from erasectl.generation import SamplerSettings, save_images
-    from erasectl.distributed import is_main_process
     from erasectl.generation import generate as run_generation
     from erasectl.grids import labelled_grid
     from erasectl.models import load_erased_pipeline, load_pipeline
