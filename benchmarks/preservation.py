@@ -36,7 +36,7 @@ def main() -> None:
 
     runner = CliRunner()
     preserve = ",".join(world_protocol(args.concept, None, None, None).surrounding) if args.preserve == "auto" else args.preserve
-    results = {"concept": args.concept, "preserve": preserve, "with_options": args.with_options, "versions": versions(), "methods": {}}
+    results = {"concept": args.concept, "anchor": args.anchor, "preserve": preserve, "with_options": args.with_options, "versions": versions(), "methods": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for method in args.methods.split(","):
             anchor = ["--anchor", args.anchor] if method == "ablate" else []
