@@ -103,11 +103,23 @@ def kohya_state_dict(factors: dict[str, LowRankFactor]) -> dict[str, torch.Tenso
     return state
 
 
+def modelspec_architecture(pipeline) -> str:
+    """The modelspec architecture id of the pipeline's family (SD 2.x: by resolution and prediction)."""
+    from erasectl.architecture import family
+
+    kind = family(pipeline)
+    if kind == "sdxl":
+        return "stable-diffusion-xl-v1-base"
+    if kind == "sd2":
+        return "stable-diffusion-v2-768-v" if pipeline.scheduler.config.prediction_type == "v_prediction" else "stable-diffusion-v2-512"
+    return "stable-diffusion-v1"
+
+
 def modelspec_metadata(checkpoint: ErasedCheckpoint, pipeline, title: str, kind: str) -> dict[str, str]:
     """Stability AI's ``modelspec`` keys (read by A1111 and ComfyUI model browsers) and erasectl's own."""
     import json
 
-    architecture = {"StableDiffusionXLPipeline": "stable-diffusion-xl-v1-base"}.get(type(pipeline).__name__, "stable-diffusion-v1")
+    architecture = modelspec_architecture(pipeline)
     size = pipeline.unet.config.sample_size * pipeline.vae_scale_factor
     metadata = {
         "modelspec.sai_model_spec": "1.0.0",
@@ -164,8 +176,8 @@ def export_single_file(checkpoint: ErasedCheckpoint, pipeline, out: Path) -> dic
     from erasectl.files import write_atomically
     from erasectl.ldm_layout import pipeline_to_ldm
 
-    if type(pipeline).__name__ != "StableDiffusionPipeline":
-        raise UserError(f"single-file export supports SD 1.x/2.x pipelines; this is a {type(pipeline).__name__}: export --format diffusers")
+    if type(pipeline).__name__ not in ("StableDiffusionPipeline", "StableDiffusionXLPipeline"):
+        raise UserError(f"single-file export supports SD 1.x, 2.x and SDXL pipelines; this is a {type(pipeline).__name__}: export --format diffusers")
     path = out / f"{out.name}.safetensors"
     state = pipeline_to_ldm(pipeline)
     metadata = modelspec_metadata(checkpoint, pipeline, out.name, "checkpoint")
@@ -192,7 +204,8 @@ def verify_export(kind: str, result: dict, erased_pipeline, config_folder, load_
     if kind in ("diffusers", "single-file"):
         mismatched = [
             f"{component}.{name}"
-            for component in ("unet", "vae", "text_encoder")
+            for component in ("unet", "vae", "text_encoder", "text_encoder_2")
+            if getattr(erased_pipeline, component, None) is not None
             for name, tensor in getattr(erased_pipeline, component).state_dict().items()
             if not torch.equal(tensor, getattr(reloaded, component).state_dict()[name])
         ]
