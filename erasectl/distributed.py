@@ -4,6 +4,13 @@ Generation is the expensive part of generate, compare and evaluate. Each process
 ``world``-th batch; the batches are the same as in one process and every image has its own seeded
 generator, so the gathered images are bit-identical to a one-process run and everything computed
 from them (grids, judge figures) is the same. Only the main process writes files and prints.
+
+Erasure is data parallel over the batch: every process draws the whole batch from the same seeded
+generator (so they agree on it without talking), computes the loss on its contiguous part
+(``batch_part``), and the gradients, weighted by each part's share, are summed over the processes
+before every optimizer step, so that every process holds the same weights and takes the step one
+process would take (up to the order of floating-point sums). Sampling that feeds the training
+(ESD's trajectory banks, ablation's anchor images) is split the same way and gathered.
 """
 
 from __future__ import annotations
@@ -11,15 +18,21 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 
+import torch
+
 
 @lru_cache(maxsize=1)
 def world() -> tuple[int, int]:
-    """``(rank, processes)``; ``(0, 1)`` outside a multi-process launch."""
+    """``(rank, processes)``; ``(0, 1)`` outside a multi-process launch.
+
+    On a machine without CUDA the processes talk over gloo: accelerate picks that only when told
+    the run is on the CPU, which its torchrun launcher (``--multi_gpu``) does not say.
+    """
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return 0, 1
     from accelerate import PartialState
 
-    state = PartialState()
+    state = PartialState(cpu=not torch.cuda.is_available())
     return state.process_index, state.num_processes
 
 
@@ -31,6 +44,53 @@ def my_share(count: int) -> list[int]:
     """Indices of the items (batches) this process handles, round robin."""
     rank, processes = world()
     return list(range(rank, count, processes))
+
+
+def process_device(requested: str) -> str:
+    """``cuda`` means this process's own GPU under a multi-process launch."""
+    rank, processes = world()
+    if processes > 1 and requested == "cuda":
+        from accelerate import PartialState
+
+        return str(PartialState().device)
+    return requested
+
+
+def batch_part(size: int) -> slice:
+    """This process's contiguous part of a batch of ``size``; the whole batch in one process."""
+    rank, processes = world()
+    per = -(-size // processes)
+    return slice(min(rank * per, size), min((rank + 1) * per, size))
+
+
+def check_batch(size: int, what: str) -> None:
+    processes = world()[1]
+    if size < processes:
+        from erasectl.errors import UserError
+
+        raise UserError(f"{what} is {size}, fewer than the {processes} processes: raise it to at least {processes} or launch fewer processes")
+
+
+def gather_parts(local: torch.Tensor, dim: int = 0) -> torch.Tensor:
+    """Every process's ``batch_part`` of a tensor, joined in rank order along ``dim``, on every process."""
+    if world()[1] == 1:
+        return local
+    from accelerate.utils import gather_object
+
+    return torch.cat([part.to(local.device) for part in gather_object([local.cpu()])], dim)
+
+
+def sum_over_processes(tensors: list[torch.Tensor]) -> None:
+    """Replace each tensor by its sum over the processes (one all-reduce for all of them)."""
+    if world()[1] == 1 or not tensors:
+        return
+    from accelerate.utils import reduce
+
+    total = reduce(torch.cat([t.reshape(-1) for t in tensors]), "sum")
+    offset = 0
+    for tensor in tensors:
+        tensor.copy_(total[offset : offset + tensor.numel()].view_as(tensor))
+        offset += tensor.numel()
 
 
 def gather_in_order(local: dict[int, object], count: int) -> list:

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 
 from erasectl.architecture import family
 from erasectl.checkpoint import ErasedCheckpoint, make_checkpoint
+from erasectl.distributed import world
 from erasectl.errors import UserError
 from erasectl.methods import get_method
 from erasectl.models import EMBEDDED_NAME
@@ -89,6 +90,7 @@ def erase_concepts(pipeline, method_name: str, request: ErasureRequest, config, 
         "final_loss": result.losses[-1],
         "base_model": request.model_name,
         "family": family(pipeline),
+        "processes": world()[1],
         **result.extra,
     }
     return make_checkpoint(pipeline, result.erased, result.base, recipe, request.model_name)

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
+from erasectl.distributed import world
 from erasectl.errors import UserError
 
 SCHEMA_VERSION = "1.0"
@@ -209,6 +210,7 @@ def evaluate(
         "seeds": config.seeds,
         "models": {name: {"info": infos[name], "sets": summary[name]} for name, _, _ in models},
         "tables": build_tables(summary, protocol, base, distances, infos),
+        "processes": world()[1],
         "wall_time_s": round(time.perf_counter() - started, 2),
     }
     return metrics, records

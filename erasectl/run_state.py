@@ -110,12 +110,16 @@ class StepHook:
             return 0, [], {}
         return load_state(self.control.resume_from, self.config, self.trained, self.optimizer, self.generator)
 
-    def finish_step(self, loss: torch.Tensor, step: int, losses: list[float], progress, extras: dict[str, torch.Tensor]) -> None:
+    def finish_step(self, loss: torch.Tensor, step: int, losses: list[float], progress, extras: dict[str, torch.Tensor], share: float = 1.0) -> None:
+        """``share``: this process's part of the batch, under data parallelism (see distributed)."""
+        from erasectl.distributed import sum_over_processes
         from erasectl.methods.common import check_finite
 
-        losses.append(check_finite(loss, step, self.config))
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss * share).backward()
+        value = (loss.detach() * share).reshape(1)
+        sum_over_processes([value, *(p.grad for p in self.trained.values() if p.grad is not None)])
+        losses.append(check_finite(value, step, self.config))
         self.optimizer.step()
         if progress is not None:
             progress(step + 1, self.config.steps, {"loss": losses[-1]})
@@ -127,6 +131,10 @@ class StepHook:
         stop = control.stop_requested()
         if control.state_dir is None or not (stop or (every and step % every == 0 and step < self.config.steps)):
             return
-        path = save_state(control.state_dir / f"state-{step:06d}.safetensors", step, self.config, self.trained, self.optimizer, self.generator, losses, extras)
+        from erasectl.distributed import is_main_process
+
+        path = control.state_dir / f"state-{step:06d}.safetensors"
+        if is_main_process():  # every process holds the same state
+            save_state(path, step, self.config, self.trained, self.optimizer, self.generator, losses, extras)
         if stop:
             raise Interrupted(path, step)

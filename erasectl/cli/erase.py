@@ -61,7 +61,7 @@ def erase(
     token_positions: str = typer.Option(None, "--token-positions", help="uce: concept, through-eos or to-end [default to-end]."),
     checkpointing_steps: int = typer.Option(None, "--checkpointing_steps", help="Save a resumable state every N steps (in <out>/states)."),
     resume_from_checkpoint: str = typer.Option(None, "--resume_from_checkpoint", help="Continue an interrupted run: latest, or a state file; pass the run's --out."),
-    device: str = typer.Option("cpu", "--device", help="torch device."),
+    device: str = typer.Option("cpu", "--device", help="torch device (under accelerate launch, cuda is each process's own GPU)."),
     model_config: Path = MODEL_CONFIG,
     allow_pickle: bool = ALLOW_PICKLE,
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
@@ -146,7 +146,9 @@ def erase(
         if not control.resume_from.is_file():
             raise UserError(f"state {control.resume_from} does not exist; pass latest or a state-*.safetensors file")
 
-    pipeline = load_pipeline(model, device=device, allow_pickle=allow_pickle, config=model_config)
+    from erasectl.distributed import is_main_process, process_device
+
+    pipeline = load_pipeline(model, device=process_device(device), allow_pickle=allow_pickle, config=model_config)
     if auto_preserve is not None:
         from erasectl.neighbours import find_neighbours
 
@@ -165,6 +167,8 @@ def erase(
         except Interrupted as stopped:
             typer.echo(f"interrupted at step {stopped.step}; state saved to {stopped.path}; resume with the same command plus --out {out} --resume_from_checkpoint latest", err=True)
             raise typer.Exit(EXIT_INTERRUPTED) from None
+    if not is_main_process():  # under accelerate launch every process holds the same erasure
+        return
     prepare_output_dir(out, force or resume_from_checkpoint is not None or control.states() != [])
     path = checkpoint.save(out / "erased.safetensors")
     summary = {

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 import torch
 
 from erasectl.architecture import encode_prompts
+from erasectl.distributed import batch_part, check_batch, gather_parts
 from erasectl.methods.common import ErasureResult, MethodConfig, Progress, Stopwatch, TrainedUNet, distance
 from erasectl.models import EMBEDDED_NAME
 from erasectl.parameter_groups import select_parameters
@@ -77,12 +78,14 @@ class AblateConfig(MethodConfig):
 
 @torch.no_grad()
 def generate_anchor_latents(pipeline, anchor_prompts: list[str], config: AblateConfig) -> tuple[torch.Tensor, list[int]]:
-    """Clean latents of anchor images and the index of the anchor prompt of each."""
+    """Clean latents of anchor images and the index of the anchor prompt of each (each process
+    draws its part; every image has its own seeded generator)."""
     which = [i % len(anchor_prompts) for i in range(config.anchor_images)]
     generators = [torch.Generator("cpu").manual_seed(config.seed * 100_003 + i) for i in range(config.anchor_images)]
+    mine = range(config.anchor_images)[batch_part(config.anchor_images)]
     latents = []
-    for start in range(0, config.anchor_images, 64):
-        chunk = range(start, min(start + 64, config.anchor_images))
+    for start in range(mine.start, mine.stop, 64):
+        chunk = range(start, min(start + 64, mine.stop))
         latents.append(
             pipeline(
                 prompt=[anchor_prompts[which[i]] for i in chunk],
@@ -92,7 +95,7 @@ def generate_anchor_latents(pipeline, anchor_prompts: list[str], config: AblateC
                 output_type="latent",
             ).images
         )
-    return torch.cat(latents), which
+    return gather_parts(torch.cat(latents)), which
 
 
 def erase(
@@ -113,6 +116,7 @@ def erase(
     if len(concept_prompts) != len(anchor_prompts):
         raise ValueError("every concept prompt needs its anchor prompt")
     watch = Stopwatch()
+    check_batch(min(config.batch_size, config.anchor_images), "--batch-size or --anchor-images")
     torch.manual_seed(config.seed)
     generator = torch.Generator("cpu").manual_seed(config.seed)
     unet = pipeline.unet
@@ -146,9 +150,11 @@ def erase(
         clean = anchor_latents[pick]
         noise = torch.randn(clean.shape, generator=generator).to(clean.device)
         timesteps = torch.randint(0, train_steps, (len(pick),), generator=generator).to(clean.device)
-        noisy = pipeline.scheduler.add_noise(clean, noise, timesteps)
-        concept_hidden = concept_embeds[which_t[pick]]
-        anchor_hidden = anchor_embeds[which_t[pick]]
+        part = batch_part(len(pick))  # this process's part under data parallelism; all of it in one process
+        noise, timesteps = noise[part], timesteps[part]
+        noisy = pipeline.scheduler.add_noise(clean[part], noise, timesteps)
+        concept_hidden = concept_embeds[which_t[pick[part]]]
+        anchor_hidden = anchor_embeds[which_t[pick[part]]]
         if config.target == "model":
             if config.away:
                 anchor_eps, concept_eps = model.frozen(
@@ -164,16 +170,16 @@ def erase(
             ).chunk(2)
             loss = distance(prediction, noise, config.loss) + distance(anchor_prediction, noise, config.loss)
         if preserved is not None:
-            keep = [(config.preserve_weight, preserved[torch.randint(0, len(preserved), (len(pick),), generator=generator)])]
+            keep = [(config.preserve_weight, preserved[torch.randint(0, len(preserved), (len(pick),), generator=generator)][part])]
             if config.preserve_unconditional > 0:
-                keep.append((config.preserve_unconditional, unconditional.expand(len(pick), -1, -1)))
+                keep.append((config.preserve_unconditional, unconditional.expand(len(noisy), -1, -1)))
             conditions = torch.cat([h for _, h in keep])
             n = len(keep)
             kept = model(noisy.repeat(n, 1, 1, 1), timesteps.repeat(n), conditions).chunk(n)
             reference = model.frozen(noisy.repeat(n, 1, 1, 1), timesteps.repeat(n), conditions).chunk(n)
             for (weight, _), prediction, frozen in zip(keep, kept, reference):
                 loss = loss + weight * distance(prediction, frozen, config.loss)
-        hook.finish_step(loss, step, losses, progress, {"anchor_latents": anchor_latents, "anchor_prompt_index": which_t})
+        hook.finish_step(loss, step, losses, progress, {"anchor_latents": anchor_latents, "anchor_prompt_index": which_t}, share=len(noisy) / len(pick))
     unet.eval()
     erased, base = model.checkpoint_tensors()
     return ErasureResult(erased, base, losses, watch.seconds(), kept_info)

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from erasectl.architecture import encode_prompts
+from erasectl.distributed import batch_part, check_batch, gather_parts, world
 from erasectl.methods.common import ErasureResult, MethodConfig, Progress, Stopwatch, TrainedUNet, distance
 from erasectl.parameter_groups import select_parameters
 from erasectl.run_state import RunControl, StepHook
@@ -146,6 +147,10 @@ def erase(
     concept); the predictions for ``preserve_prompts`` are kept at the frozen model's."""
     watch = Stopwatch()
     shortcuts = shortcuts or Shortcuts.for_mode(config.mode)
+    if world()[1] > 1:
+        if config.mode == "faithful":
+            raise ValueError("faithful mode trains on one sample per iteration, which cannot be split over processes; run it in one process")
+        check_batch(config.batch_size, "--batch-size")
     torch.manual_seed(config.seed)
     generator = torch.Generator("cpu").manual_seed(config.seed)
     unet = pipeline.unet
@@ -196,32 +201,38 @@ def erase(
             if step % config.trajectory_reuse == 0:
                 bank_prompts = torch.randint(0, len(prompts), (config.batch_size,), generator=generator)
                 noise = torch.randn((config.batch_size, *latent_shape), generator=generator).to(device)
+                part = batch_part(config.batch_size)  # each process samples its part of the bank
                 unet.eval()
-                states, _ = sample_trajectory(unet, scheduler, noise, conditional[bank_prompts], unconditional, config.start_guidance)
+                states, _ = sample_trajectory(unet, scheduler, noise[part], conditional[bank_prompts[part]], unconditional, config.start_guidance)
                 unet.train()
-                bank_states = torch.stack(states[:-1])  # (steps, batch, ...): the state entering each step
+                bank_states = gather_parts(torch.stack(states[:-1]), dim=1)  # (steps, batch, ...): the state entering each step
             pick_step = torch.randint(0, config.ddim_steps, (config.batch_size,), generator=generator)
             pick_traj = torch.randint(0, config.batch_size, (config.batch_size,), generator=generator)
             latents = bank_states[pick_step, pick_traj]
             timesteps = scheduler.timesteps[pick_step].to(device)
             hidden = conditional[bank_prompts[pick_traj]]
         batch = latents.shape[0]
-        uncond = unconditional.expand(batch, -1, -1)
-        # Terms that keep the frozen model's prediction: (weight, text condition).
-        keep = []
+        part = batch_part(batch)  # this process's part under data parallelism; all of it in one process
+        latents, timesteps, hidden = latents[part], timesteps[part], hidden[part]
+        uncond = unconditional.expand(len(latents), -1, -1)
+        # Frozen predictions: the concept's and the unconditional one (the target's), then the
+        # preserved prompts'. Each kept term: (weight, trained condition, its frozen prediction's
+        # index); the unconditional one reuses the target's, computed once.
+        conditions, keep = [hidden, uncond], []
         if config.preserve_unconditional > 0:
-            keep.append((config.preserve_unconditional, uncond))
+            keep.append((config.preserve_unconditional, uncond, 1))
         if preserved is not None:
             pick = torch.randint(0, len(preserved), (batch,), generator=generator)
-            keep.append((config.preserve_weight, preserved[pick]))
+            keep.append((config.preserve_weight, preserved[pick][part], len(conditions)))
+            conditions.append(keep[-1][1])
         batched = shortcuts.batched_calls
-        frozen = _calls(model.frozen, latents, timesteps, [hidden, uncond] + [h for _, h in keep], batched)
+        frozen = _calls(model.frozen, latents, timesteps, conditions, batched)
         target = frozen[1] - config.negative_guidance * (frozen[0] - frozen[1])
-        trained = _calls(model, latents, timesteps, [hidden] + [h for _, h in keep], batched)
+        trained = _calls(model, latents, timesteps, [hidden] + [h for _, h, _ in keep], batched)
         loss = distance(trained[0], target, config.loss)
-        for (weight, _), prediction, reference in zip(keep, trained[1:], frozen[2:]):
-            loss = loss + weight * distance(prediction, reference, config.loss)
-        hook.finish_step(loss, step, losses, progress, {"bank_states": bank_states, "bank_prompts": bank_prompts})
+        for (weight, _, index), prediction in zip(keep, trained[1:]):
+            loss = loss + weight * distance(prediction, frozen[index], config.loss)
+        hook.finish_step(loss, step, losses, progress, {"bank_states": bank_states, "bank_prompts": bank_prompts}, share=len(latents) / batch)
     unet.eval()
     if not shortcuts.group_gradients_only:
         unet.zero_grad(set_to_none=True)
