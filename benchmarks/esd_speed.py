@@ -1,7 +1,7 @@
 """Where an ESD iteration's time goes, and what each of fast mode's shortcuts saves.
 
     python benchmarks/esd_speed.py [--model embedded|sd15] [--device cpu|cuda] [--mixed_precision no|fp16|bf16]
-                                   [--iterations 4] [--erase] [--json out.json]
+                                   [--iterations 4] [--variants all|ends] [--erase] [--json out.json]
 
 Runs ESD's training loop (erasectl.methods.esd.erase, the code `erasectl erase` runs) with the
 shortcuts switched on one at a time, from the straightforward iteration (fresh x_t sampled for
@@ -129,6 +129,7 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=4, help="timed iterations per variant (at least 2)")
     parser.add_argument("--sample-size", type=int, default=None, help="sd15 latent size [cpu 32, cuda 64]")
     parser.add_argument("--config", default=None, help="JSON overrides of ESDConfig [sd15 on cpu: batch 2, 10 DDIM steps]")
+    parser.add_argument("--variants", choices=("all", "ends"), default="all", help="ends: only straightforward and fast (for slow runs)")
     parser.add_argument("--erase", action="store_true", help="embedded: full erasures, straightforward vs fast, judged")
     parser.add_argument("--json", default=None)
     parser.add_argument("--variant", default=None, help=argparse.SUPPRESS)
@@ -151,7 +152,8 @@ def main() -> None:
     print(f"ESD iteration on {args.model}{f' (latents {args.sample_size}x{args.sample_size})' if args.model == 'sd15' else ''}, {machine}, "
           f"mixed precision {args.mixed_precision}; batch {config['batch_size']}, {config['ddim_steps']} DDIM steps, bank reused {config['trajectory_reuse']} iterations")
     rows = []
-    for variant in VARIANTS:
+    chosen = list(VARIANTS) if args.variants == "all" else [next(iter(VARIANTS)), list(VARIANTS)[-1]]
+    for variant in chosen:
         command = [sys.executable, __file__, "--variant", variant, *sys.argv[1:]]
         done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode != 0:
