@@ -13,6 +13,15 @@ from erasectl.errors import TrainingDiverged, UserError
 
 EXIT_USAGE = 2
 ALLOW_PICKLE = typer.Option(False, "--allow-pickle", help="Also load pickle weights (.bin/.ckpt), which can run code: only for files you trust.")
+
+
+def _process_device(value: str) -> str:
+    from erasectl.distributed import process_device
+
+    return process_device(value)
+
+
+DEVICE = typer.Option("cpu", "--device", callback=_process_device, help="torch device, e.g. cpu or cuda (under accelerate launch, cuda is each process's own GPU).")
 MODEL_CONFIG = typer.Option(
     None, "--model-config",
     help="With a single-file --model (.safetensors): a local diffusers folder of the same family whose configs and tokenizer it loads with.",

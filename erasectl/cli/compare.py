@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from erasectl.cli.common import ALLOW_PICKLE, MODEL_CONFIG, progress_bar, read_prompts, user_errors
+from erasectl.cli.common import ALLOW_PICKLE, DEVICE, MODEL_CONFIG, progress_bar, read_prompts, user_errors
 from erasectl.errors import UserError
 
 
@@ -22,7 +22,7 @@ def compare(
     guidance: float = typer.Option(7.5, "--guidance", help="Classifier-free guidance scale."),
     out: Path = typer.Option(None, "--out", help="The grid PNG; default: runs/compare-<time>.png."),
     force: bool = typer.Option(False, "--force", help="Replace an existing --out file."),
-    device: str = typer.Option("cpu", "--device", help="torch device."),
+    device: str = DEVICE,
     model_config: Path = MODEL_CONFIG,
     allow_pickle: bool = ALLOW_PICKLE,
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),

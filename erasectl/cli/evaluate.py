@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from erasectl.cli.common import ALLOW_PICKLE, MODEL_CONFIG, progress_bar, read_prompts, split_list, user_errors
+from erasectl.cli.common import ALLOW_PICKLE, DEVICE, MODEL_CONFIG, progress_bar, read_prompts, split_list, user_errors
 from erasectl.errors import UserError
 
 EXIT_GATE = 1
@@ -48,7 +48,7 @@ def evaluate(
     max_erased_accuracy: float = typer.Option(None, "--max-erased-accuracy", help="Gate: fail (exit 1) if an erased model draws the concept more often."),
     min_surrounding_ratio: float = typer.Option(None, "--min-surrounding-ratio", help="Gate: fail if a surrounding concept keeps less of its base accuracy."),
     max_paraphrase_accuracy: float = typer.Option(None, "--max-paraphrase-accuracy", help="Gate: fail if a paraphrase still yields the concept more often."),
-    device: str = typer.Option("cpu", "--device", help="torch device."),
+    device: str = DEVICE,
     model_config: Path = MODEL_CONFIG,
     allow_pickle: bool = ALLOW_PICKLE,
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar or table."),

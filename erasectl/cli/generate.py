@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from erasectl.cli.common import ALLOW_PICKLE, MODEL_CONFIG, progress_bar, read_prompts, user_errors
+from erasectl.cli.common import ALLOW_PICKLE, DEVICE, MODEL_CONFIG, progress_bar, read_prompts, user_errors
 from erasectl.errors import UserError
 
 
@@ -23,7 +23,7 @@ def generate(
     out: Path = typer.Option(None, "--out", help="Output folder; default: runs/generate-<time>."),
     force: bool = typer.Option(False, "--force", help="Write into an output folder that already has files."),
     batch_size: int = typer.Option(64, "--batch-size", help="Images per pipeline call."),
-    device: str = typer.Option("cpu", "--device", help="torch device, e.g. cpu or cuda."),
+    device: str = DEVICE,
     model_config: Path = MODEL_CONFIG,
     allow_pickle: bool = ALLOW_PICKLE,
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),

@@ -177,70 +177,72 @@ def erase(
     hook = StepHook(control, config, model.trained, optimizer, generator)
     start, losses, extras = hook.resume()
     bank_states, bank_prompts = extras.get("bank_states"), extras.get("bank_prompts")
-    for step in range(start, config.steps):
-        if config.mode == "faithful":
-            which = torch.randint(0, len(prompts), (1,), generator=generator)
-            stop = int(torch.randint(0, config.ddim_steps, (1,), generator=generator))
-            noise = torch.randn((1, *latent_shape), generator=generator).to(device)
-            unet.eval()
-            states, _ = sample_trajectory(unet, scheduler, noise, conditional[which], unconditional, config.start_guidance, stop=stop)
-            unet.train()
-            latents = states[-1]
-            timesteps = torch.tensor([reference_timestep(stop, config.ddim_steps, generator)], device=device)
-            hidden = conditional[which]
-        elif not shortcuts.reuse_trajectories:
-            which = torch.randint(0, len(prompts), (config.batch_size,), generator=generator)
-            stops = torch.randint(0, config.ddim_steps, (config.batch_size,), generator=generator)
-            noise = torch.randn((config.batch_size, *latent_shape), generator=generator).to(device)
-            unet.eval()
-            latents = _sample_states(unet, scheduler, noise, conditional[which], unconditional, config.start_guidance, stops)
-            unet.train()
-            timesteps = scheduler.timesteps[stops].to(device)
-            hidden = conditional[which]
-        else:
-            if step % config.trajectory_reuse == 0:
-                bank_prompts = torch.randint(0, len(prompts), (config.batch_size,), generator=generator)
-                noise = torch.randn((config.batch_size, *latent_shape), generator=generator).to(device)
-                part = batch_part(config.batch_size)  # each process samples its part of the bank
+    try:
+        for step in range(start, config.steps):
+            if config.mode == "faithful":
+                which = torch.randint(0, len(prompts), (1,), generator=generator)
+                stop = int(torch.randint(0, config.ddim_steps, (1,), generator=generator))
+                noise = torch.randn((1, *latent_shape), generator=generator).to(device)
                 unet.eval()
-                states, _ = sample_trajectory(unet, scheduler, noise[part], conditional[bank_prompts[part]], unconditional, config.start_guidance)
+                states, _ = sample_trajectory(unet, scheduler, noise, conditional[which], unconditional, config.start_guidance, stop=stop)
                 unet.train()
-                bank_states = gather_parts(torch.stack(states[:-1]), dim=1)  # (steps, batch, ...): the state entering each step
-            pick_step = torch.randint(0, config.ddim_steps, (config.batch_size,), generator=generator)
-            pick_traj = torch.randint(0, config.batch_size, (config.batch_size,), generator=generator)
-            latents = bank_states[pick_step, pick_traj]
-            timesteps = scheduler.timesteps[pick_step].to(device)
-            hidden = conditional[bank_prompts[pick_traj]]
-        batch = latents.shape[0]
-        part = batch_part(batch)  # this process's part under data parallelism; all of it in one process
-        latents, timesteps, hidden = latents[part], timesteps[part], hidden[part]
-        uncond = unconditional.expand(len(latents), -1, -1)
-        # Frozen predictions: the concept's and the unconditional one (the target's), then the
-        # preserved prompts'. Each kept term: (weight, trained condition, its frozen prediction's
-        # index); the unconditional one reuses the target's, computed once.
-        conditions, keep = [hidden, uncond], []
-        if config.preserve_unconditional > 0:
-            keep.append((config.preserve_unconditional, uncond, 1))
-        if preserved is not None:
-            pick = torch.randint(0, len(preserved), (batch,), generator=generator)
-            keep.append((config.preserve_weight, preserved[pick][part], len(conditions)))
-            conditions.append(keep[-1][1])
-        batched = shortcuts.batched_calls
-        frozen = _calls(model.frozen, latents, timesteps, conditions, batched)
-        target = frozen[1] - config.negative_guidance * (frozen[0] - frozen[1])
-        trained = _calls(model, latents, timesteps, [hidden] + [h for _, h, _ in keep], batched)
-        loss = distance(trained[0], target, config.loss)
-        for (weight, _, index), prediction in zip(keep, trained[1:]):
-            loss = loss + weight * distance(prediction, frozen[index], config.loss)
-        hook.finish_step(loss, step, losses, progress, {"bank_states": bank_states, "bank_prompts": bank_prompts}, share=len(latents) / batch)
-    unet.eval()
-    if not shortcuts.group_gradients_only:
-        unet.zero_grad(set_to_none=True)
-        unet.requires_grad_(False)
-        for parameter in model.trained.values():
-            parameter.requires_grad_(True)
-    if not shortcuts.fused_attention:
-        unet.set_attn_processor(previous_processors)
+                latents = states[-1]
+                timesteps = torch.tensor([reference_timestep(stop, config.ddim_steps, generator)], device=device)
+                hidden = conditional[which]
+            elif not shortcuts.reuse_trajectories:
+                which = torch.randint(0, len(prompts), (config.batch_size,), generator=generator)
+                stops = torch.randint(0, config.ddim_steps, (config.batch_size,), generator=generator)
+                noise = torch.randn((config.batch_size, *latent_shape), generator=generator).to(device)
+                unet.eval()
+                latents = _sample_states(unet, scheduler, noise, conditional[which], unconditional, config.start_guidance, stops)
+                unet.train()
+                timesteps = scheduler.timesteps[stops].to(device)
+                hidden = conditional[which]
+            else:
+                if step % config.trajectory_reuse == 0:
+                    bank_prompts = torch.randint(0, len(prompts), (config.batch_size,), generator=generator)
+                    noise = torch.randn((config.batch_size, *latent_shape), generator=generator).to(device)
+                    part = batch_part(config.batch_size)  # each process samples its part of the bank
+                    unet.eval()
+                    states, _ = sample_trajectory(unet, scheduler, noise[part], conditional[bank_prompts[part]], unconditional, config.start_guidance)
+                    unet.train()
+                    bank_states = gather_parts(torch.stack(states[:-1]), dim=1)  # (steps, batch, ...): the state entering each step
+                pick_step = torch.randint(0, config.ddim_steps, (config.batch_size,), generator=generator)
+                pick_traj = torch.randint(0, config.batch_size, (config.batch_size,), generator=generator)
+                latents = bank_states[pick_step, pick_traj]
+                timesteps = scheduler.timesteps[pick_step].to(device)
+                hidden = conditional[bank_prompts[pick_traj]]
+            batch = latents.shape[0]
+            part = batch_part(batch)  # this process's part under data parallelism; all of it in one process
+            latents, timesteps, hidden = latents[part], timesteps[part], hidden[part]
+            uncond = unconditional.expand(len(latents), -1, -1)
+            # Frozen predictions: the concept's and the unconditional one (the target's), then the
+            # preserved prompts'. Each kept term: (weight, trained condition, its frozen prediction's
+            # index); the unconditional one reuses the target's, computed once.
+            conditions, keep = [hidden, uncond], []
+            if config.preserve_unconditional > 0:
+                keep.append((config.preserve_unconditional, uncond, 1))
+            if preserved is not None:
+                pick = torch.randint(0, len(preserved), (batch,), generator=generator)
+                keep.append((config.preserve_weight, preserved[pick][part], len(conditions)))
+                conditions.append(keep[-1][1])
+            batched = shortcuts.batched_calls
+            frozen = _calls(model.frozen, latents, timesteps, conditions, batched)
+            target = frozen[1] - config.negative_guidance * (frozen[0] - frozen[1])
+            trained = _calls(model, latents, timesteps, [hidden] + [h for _, h, _ in keep], batched)
+            loss = distance(trained[0], target, config.loss)
+            for (weight, _, index), prediction in zip(keep, trained[1:]):
+                loss = loss + weight * distance(prediction, frozen[index], config.loss)
+            hook.finish_step(loss, step, losses, progress, {"bank_states": bank_states, "bank_prompts": bank_prompts}, share=len(latents) / batch)
+    finally:  # the pipeline is the caller's: leave it as it came, also when a step raises
+        unet.eval()
+        if not shortcuts.group_gradients_only:
+            unet.zero_grad(set_to_none=True)
+            unet.requires_grad_(False)
+            for parameter in model.trained.values():
+                parameter.requires_grad_(True)
+        if not shortcuts.fused_attention:
+            unet.set_attn_processor(previous_processors)
     erased, base = model.checkpoint_tensors()
     return ErasureResult(erased, base, losses, watch.seconds())
 
