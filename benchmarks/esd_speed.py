@@ -67,12 +67,29 @@ def peak_memory_mb(device: str) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_variant(args) -> dict:
-    """One variant in this process (so that its peak memory is its own)."""
+def timed_run(device: str, mixed_precision: str, run) -> tuple[float, list[float]]:
+    """``run(progress)`` under the chosen autocast: its start time and the end of each iteration."""
     import contextlib
 
     import torch
 
+    stamps = []
+    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(mixed_precision)
+    autocast = torch.autocast(device, dtype=dtype) if dtype else contextlib.nullcontext()
+
+    def progress(done, total, info):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        stamps.append(time.perf_counter())
+
+    started = time.perf_counter()
+    with autocast:
+        run(progress)
+    return started, stamps
+
+
+def run_variant(args) -> dict:
+    """One variant in this process (so that its peak memory is its own)."""
     from erasectl.methods import esd
     from erasectl.models import load_pipeline
 
@@ -82,18 +99,7 @@ def run_variant(args) -> dict:
         pipeline = load_pipeline(device=args.device)
     config = replace(esd.ESDConfig(), steps=args.iterations, **json.loads(args.config))
     shortcuts = esd.Shortcuts(**VARIANTS[args.variant])
-    stamps = []
-    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(args.mixed_precision)
-    autocast = torch.autocast(args.device, dtype=dtype) if dtype else contextlib.nullcontext()
-
-    def progress(done, total, info):
-        if args.device == "cuda":
-            torch.cuda.synchronize()
-        stamps.append(time.perf_counter())
-
-    started = time.perf_counter()
-    with autocast:
-        esd.erase(pipeline, ["circle"], config, ["a circle"], progress=progress, shortcuts=shortcuts)
+    started, stamps = timed_run(args.device, args.mixed_precision, lambda progress: esd.erase(pipeline, ["circle"], config, ["a circle"], progress=progress, shortcuts=shortcuts))
     times = [b - a for a, b in zip([started, *stamps[:-1]], stamps)]
     if shortcuts.reuse_trajectories:
         # Iteration 1 sampled the bank; later ones only train. A bank serves trajectory_reuse iterations.

@@ -25,16 +25,12 @@ import sys
 import time
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
-from esd_speed import peak_memory_mb, sd15_pipeline  # noqa: E402
+from esd_speed import peak_memory_mb, sd15_pipeline, timed_run  # noqa: E402
 
 PRESERVE = ["ring", "square"]
 
 
 def run_method(args) -> dict:
-    import contextlib
-
-    import torch
-
     from erasectl.erasure import ErasureRequest, erase_concepts
     from erasectl.methods import get_method
 
@@ -43,18 +39,7 @@ def run_method(args) -> dict:
     overrides = {"uce": {}, "esd": {"steps": args.iterations}, "ablate": {"steps": args.iterations, "anchor_images": args.anchor_images}}[args.method]
     config = method.Config(**overrides)
     request = ErasureRequest(["circle"], "sd15-random", anchor="shape" if args.method == "ablate" else None, preserve=PRESERVE)
-    stamps = []
-    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(args.mixed_precision)
-    autocast = torch.autocast(args.device, dtype=dtype) if dtype else contextlib.nullcontext()
-
-    def progress(done, total, info):
-        if args.device == "cuda":
-            torch.cuda.synchronize()
-        stamps.append(time.perf_counter())
-
-    started = time.perf_counter()
-    with autocast:
-        erase_concepts(pipeline, args.method, request, config, progress=progress)
+    started, stamps = timed_run(args.device, args.mixed_precision, lambda progress: erase_concepts(pipeline, args.method, request, config, progress=progress))
     ended = time.perf_counter()
     row = {"method": args.method, "config": overrides, "peak_memory_mb": round(peak_memory_mb(args.device))}
     if args.method == "uce":

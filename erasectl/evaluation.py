@@ -17,7 +17,6 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from erasectl.distributed import world
-from erasectl.errors import UserError
 
 SCHEMA_VERSION = "1.0"
 # Prompts around a concept for evaluation. The embedded world varies colour; real models get
