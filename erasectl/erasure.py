@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 
 from erasectl.architecture import family
@@ -71,14 +72,41 @@ class ErasureRequest:
         return [template.format(self.anchor) for template in self.templates(concept, "ablate")]
 
 
-def erase_concepts(pipeline, method_name: str, request: ErasureRequest, config, progress=None, control=None) -> ErasedCheckpoint:
+MIXED_PRECISION = ("no", "bf16")
+
+
+@contextmanager
+def execution(pipeline, mixed_precision: str = "no", gradient_checkpointing: bool = False):
+    """How the erasure runs, not what it learns: bf16 autocast (the weights, their gradients and
+    the optimizer stay in fp32) and the UNet's gradient checkpointing (activations recomputed in
+    the backward pass instead of stored). fp16 would need loss scaling, which erasectl does not do."""
+    import torch
+
+    if mixed_precision not in MIXED_PRECISION:
+        raise UserError(f"mixed precision {mixed_precision!r} is not supported; choose one of {', '.join(MIXED_PRECISION)} (fp16 needs loss scaling; use bf16)")
+    unet = pipeline.unet
+    if gradient_checkpointing:
+        unet.enable_gradient_checkpointing()
+    autocast = torch.autocast(unet.device.type, dtype=torch.bfloat16) if mixed_precision == "bf16" else nullcontext()
+    try:
+        with autocast:
+            yield
+    finally:
+        if gradient_checkpointing:
+            unet.disable_gradient_checkpointing()
+
+
+def erase_concepts(
+    pipeline, method_name: str, request: ErasureRequest, config, progress=None, control=None, mixed_precision: str = "no", gradient_checkpointing: bool = False
+) -> ErasedCheckpoint:
     """Train the erasure in place on ``pipeline`` and return its checkpoint."""
     method = get_method(method_name)
     if method.NEEDS_ANCHOR and not request.anchor:
         raise UserError(f"--method {method_name} needs --anchor, the concept to map onto (e.g. --anchor shape for circle)")
     if request.anchor is not None and not request.anchor.strip():
         raise UserError("the anchor is empty; pass --anchor with a concept, e.g. --anchor shape")
-    result = method.run(pipeline, request, config, progress, control)
+    with execution(pipeline, mixed_precision, gradient_checkpointing):
+        result = method.run(pipeline, request, config, progress, control)
     recipe = {
         "method": method_name,
         "concepts": request.concepts,
@@ -91,6 +119,8 @@ def erase_concepts(pipeline, method_name: str, request: ErasureRequest, config, 
         "base_model": request.model_name,
         "family": family(pipeline),
         "processes": world()[1],
+        "mixed_precision": mixed_precision,
+        "gradient_checkpointing": gradient_checkpointing,
         **result.extra,
     }
     return make_checkpoint(pipeline, result.erased, result.base, recipe, request.model_name)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import typer
@@ -58,6 +59,8 @@ def erase(
     preserve_scale: float = typer.Option(None, "--preserve-scale", help="uce: weight of the preserved concepts [default 1.0]."),
     lamb: float = typer.Option(None, "--lamb", help="uce: pull toward the original weights [default 0.1]."),
     token_positions: str = typer.Option(None, "--token-positions", help="uce: concept, through-eos or to-end [default to-end]."),
+    mixed_precision: str = typer.Option(None, "--mixed-precision", help="no or bf16 (autocast; weights, gradients and optimizer stay fp32) [default: accelerate launch's --mixed_precision, else no]."),
+    gradient_checkpointing: bool = typer.Option(False, "--gradient-checkpointing", help="Recompute the UNet's activations in the backward pass instead of storing them: less memory, more time."),
     checkpointing_steps: int = typer.Option(None, "--checkpointing_steps", help="Save a resumable state every N steps (in <out>/states)."),
     resume_from_checkpoint: str = typer.Option(None, "--resume_from_checkpoint", help="Continue an interrupted run: latest, or a state file; pass the run's --out."),
     device: str = DEVICE,
@@ -94,6 +97,11 @@ def erase(
         config = faithful_config(**{k: v for k, v in options.items() if k != "mode"})
     else:
         config = method_module.Config(**options)
+    from erasectl.erasure import MIXED_PRECISION
+
+    mixed_precision = mixed_precision or os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
+    if mixed_precision not in MIXED_PRECISION:
+        raise UserError(f"--mixed-precision {mixed_precision} is not supported; choose one of {', '.join(MIXED_PRECISION)} (fp16 needs loss scaling; use bf16)")
     model_name, _ = resolve_model(model)
     named = split_list(concept) if concept is not None else []
     if concept is not None and not named:
@@ -161,7 +169,8 @@ def erase(
         control.stop_requested = stop_requested
         try:
             checkpoint = erase_concepts(
-                pipeline, method, request, config, progress=lambda done, total, logs: update(done, loss=f"{logs['loss']:.4g}"), control=control
+                pipeline, method, request, config, progress=lambda done, total, logs: update(done, loss=f"{logs['loss']:.4g}"), control=control,
+                mixed_precision=mixed_precision, gradient_checkpointing=gradient_checkpointing,
             )
         except Interrupted as stopped:
             typer.echo(f"interrupted at step {stopped.step}; state saved to {stopped.path}; resume with the same command plus --out {out} --resume_from_checkpoint latest", err=True)
