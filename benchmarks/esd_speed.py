@@ -1,7 +1,8 @@
 """Where an ESD iteration's time goes, and what each of fast mode's shortcuts saves.
 
     python benchmarks/esd_speed.py [--model embedded|sd15] [--device cpu|cuda] [--mixed_precision no|fp16|bf16]
-                                   [--iterations 4] [--variants all|ends] [--erase] [--json out.json]
+                                   [--iterations 4] [--variants all|ends|fast] [--gradient-checkpointing]
+                                   [--erase] [--json out.json]
 
 Runs ESD's training loop (erasectl.methods.esd.erase, the code `erasectl erase` runs) with the
 shortcuts switched on one at a time, from the straightforward iteration (fresh x_t sampled for
@@ -97,6 +98,8 @@ def run_variant(args) -> dict:
         pipeline = sd15_pipeline(args.sample_size).to(args.device)
     else:
         pipeline = load_pipeline(device=args.device)
+    if args.gradient_checkpointing:
+        pipeline.unet.enable_gradient_checkpointing()
     config = replace(esd.ESDConfig(), steps=args.iterations, **json.loads(args.config))
     shortcuts = esd.Shortcuts(**VARIANTS[args.variant])
     started, stamps = timed_run(args.device, args.mixed_precision, lambda progress: esd.erase(pipeline, ["circle"], config, ["a circle"], progress=progress, shortcuts=shortcuts))
@@ -135,7 +138,8 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=4, help="timed iterations per variant (at least 2)")
     parser.add_argument("--sample-size", type=int, default=None, help="sd15 latent size [cpu 32, cuda 64]")
     parser.add_argument("--config", default=None, help="JSON overrides of ESDConfig [sd15 on cpu: batch 2, 10 DDIM steps]")
-    parser.add_argument("--variants", choices=("all", "ends"), default="all", help="ends: only straightforward and fast (for slow runs)")
+    parser.add_argument("--variants", choices=("all", "ends", "fast"), default="all", help="ends: only straightforward and fast; fast: only fast (for slow runs)")
+    parser.add_argument("--gradient-checkpointing", action="store_true", help="recompute the UNet's activations in the backward pass (as erase --gradient-checkpointing)")
     parser.add_argument("--erase", action="store_true", help="embedded: full erasures, straightforward vs fast, judged")
     parser.add_argument("--json", default=None)
     parser.add_argument("--variant", default=None, help=argparse.SUPPRESS)
@@ -156,9 +160,9 @@ def main() -> None:
     config = {**asdict(ESDConfig()), **json.loads(args.config)}
     machine = torch.cuda.get_device_name() if args.device == "cuda" else f"CPU, {torch.get_num_threads()} torch threads"
     print(f"ESD iteration on {args.model}{f' (latents {args.sample_size}x{args.sample_size})' if args.model == 'sd15' else ''}, {machine}, "
-          f"mixed precision {args.mixed_precision}; batch {config['batch_size']}, {config['ddim_steps']} DDIM steps, bank reused {config['trajectory_reuse']} iterations")
+          f"mixed precision {args.mixed_precision}{', gradient checkpointing' if args.gradient_checkpointing else ''}; batch {config['batch_size']}, {config['ddim_steps']} DDIM steps, bank reused {config['trajectory_reuse']} iterations")
     rows = []
-    chosen = list(VARIANTS) if args.variants == "all" else [next(iter(VARIANTS)), list(VARIANTS)[-1]]
+    chosen = {"all": list(VARIANTS), "ends": [list(VARIANTS)[0], list(VARIANTS)[-1]], "fast": [list(VARIANTS)[-1]]}[args.variants]
     for variant in chosen:
         command = [sys.executable, __file__, "--variant", variant, *sys.argv[1:]]
         done = subprocess.run(command, capture_output=True, text=True)
@@ -166,11 +170,12 @@ def main() -> None:
             sys.exit(f"{variant} failed:\n{done.stderr[-2000:]}")
         row = json.loads(done.stdout.strip().splitlines()[-1])
         rows.append(row)
-        base = rows[0]["iteration_s"]
-        print(f"  {variant:34s} {row['iteration_s']:8.3f} s/iteration  x{base / row['iteration_s']:5.2f} vs straightforward   peak {row['peak_memory_mb']} MB")
-    results = {"model": args.model, "device": args.device, "machine": machine, "mixed_precision": args.mixed_precision, "config": config,
+        versus = f"x{rows[0]['iteration_s'] / row['iteration_s']:5.2f} vs straightforward" if chosen[0] == "straightforward" else " " * 25
+        print(f"  {variant:34s} {row['iteration_s']:8.3f} s/iteration  {versus}   peak {row['peak_memory_mb']} MB")
+    results = {"model": args.model, "device": args.device, "machine": machine, "mixed_precision": args.mixed_precision,
+               "gradient_checkpointing": args.gradient_checkpointing, "config": config,
                "sample_size": args.sample_size if args.model == "sd15" else None, "versions": versions(), "variants": rows,
-               "speedup": round(rows[0]["iteration_s"] / rows[-1]["iteration_s"], 2)}
+               "speedup": round(rows[0]["iteration_s"] / rows[-1]["iteration_s"], 2) if chosen[0] == "straightforward" and len(rows) > 1 else None}
     if args.erase:
         results["erasures"] = [judged_erasure(mode) for mode in ("straightforward", "fast")]
         for row in results["erasures"]:
