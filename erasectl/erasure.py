@@ -75,6 +75,12 @@ class ErasureRequest:
 MIXED_PRECISION = ("no", "bf16")
 
 
+def check_mixed_precision(value: str) -> str:
+    if value not in MIXED_PRECISION:
+        raise UserError(f"--mixed-precision {value} is not supported; choose one of {', '.join(MIXED_PRECISION)} (fp16 needs loss scaling; use bf16)")
+    return value
+
+
 @contextmanager
 def execution(pipeline, mixed_precision: str = "no", gradient_checkpointing: bool = False):
     """How the erasure runs, not what it learns: bf16 autocast (the weights, their gradients and
@@ -82,8 +88,7 @@ def execution(pipeline, mixed_precision: str = "no", gradient_checkpointing: boo
     the backward pass instead of stored). fp16 would need loss scaling, which erasectl does not do."""
     import torch
 
-    if mixed_precision not in MIXED_PRECISION:
-        raise UserError(f"mixed precision {mixed_precision!r} is not supported; choose one of {', '.join(MIXED_PRECISION)} (fp16 needs loss scaling; use bf16)")
+    check_mixed_precision(mixed_precision)
     unet = pipeline.unet
     if gradient_checkpointing:
         unet.enable_gradient_checkpointing()

@@ -97,11 +97,9 @@ def erase(
         config = faithful_config(**{k: v for k, v in options.items() if k != "mode"})
     else:
         config = method_module.Config(**options)
-    from erasectl.erasure import MIXED_PRECISION
+    from erasectl.erasure import check_mixed_precision
 
-    mixed_precision = mixed_precision or os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
-    if mixed_precision not in MIXED_PRECISION:
-        raise UserError(f"--mixed-precision {mixed_precision} is not supported; choose one of {', '.join(MIXED_PRECISION)} (fp16 needs loss scaling; use bf16)")
+    mixed_precision = check_mixed_precision(mixed_precision or os.environ.get("ACCELERATE_MIXED_PRECISION", "no"))
     model_name, _ = resolve_model(model)
     named = split_list(concept) if concept is not None else []
     if concept is not None and not named:

@@ -37,7 +37,7 @@ import torch
 
 from erasectl.architecture import encode_prompts
 from erasectl.distributed import batch_part, check_batch, gather_parts
-from erasectl.methods.common import ErasureResult, MethodConfig, Progress, Stopwatch, TrainedUNet, distance
+from erasectl.methods.common import ErasureResult, MethodConfig, Progress, Stopwatch, TrainedUNet, distance, unet_calls
 from erasectl.models import EMBEDDED_NAME
 from erasectl.parameter_groups import select_parameters
 from erasectl.run_state import RunControl, StepHook
@@ -157,26 +157,20 @@ def erase(
         anchor_hidden = anchor_embeds[which_t[pick[part]]]
         if config.target == "model":
             if config.away:
-                anchor_eps, concept_eps = model.frozen(
-                    torch.cat([noisy, noisy]), torch.cat([timesteps, timesteps]), torch.cat([anchor_hidden, concept_hidden])
-                ).chunk(2)
+                anchor_eps, concept_eps = unet_calls(model.frozen, noisy, timesteps, [anchor_hidden, concept_hidden])
                 target = anchor_eps + config.away * (anchor_eps - concept_eps)
             else:
                 target = model.frozen(noisy, timesteps, anchor_hidden)
             loss = distance(model(noisy, timesteps, concept_hidden), target, config.loss)
         else:
-            prediction, anchor_prediction = model(
-                torch.cat([noisy, noisy]), torch.cat([timesteps, timesteps]), torch.cat([concept_hidden, anchor_hidden])
-            ).chunk(2)
+            prediction, anchor_prediction = unet_calls(model, noisy, timesteps, [concept_hidden, anchor_hidden])
             loss = distance(prediction, noise, config.loss) + distance(anchor_prediction, noise, config.loss)
         if preserved is not None:
             keep = [(config.preserve_weight, preserved[torch.randint(0, len(preserved), (len(pick),), generator=generator)][part])]
             if config.preserve_unconditional > 0:
                 keep.append((config.preserve_unconditional, unconditional.expand(len(noisy), -1, -1)))
-            conditions = torch.cat([h for _, h in keep])
-            n = len(keep)
-            kept = model(noisy.repeat(n, 1, 1, 1), timesteps.repeat(n), conditions).chunk(n)
-            reference = model.frozen(noisy.repeat(n, 1, 1, 1), timesteps.repeat(n), conditions).chunk(n)
+            conditions = [h for _, h in keep]
+            kept, reference = unet_calls(model, noisy, timesteps, conditions), unet_calls(model.frozen, noisy, timesteps, conditions)
             for (weight, _), prediction, frozen in zip(keep, kept, reference):
                 loss = loss + weight * distance(prediction, frozen, config.loss)
         hook.finish_step(loss, step, losses, progress, {"anchor_latents": anchor_latents, "anchor_prompt_index": which_t}, share=len(noisy) / len(pick))

@@ -58,6 +58,14 @@ def distance(prediction: torch.Tensor, target: torch.Tensor, kind: str) -> torch
     return torch.nn.functional.mse_loss(prediction, target)
 
 
+def unet_calls(unet_fn, latents, timesteps, conditions: list[torch.Tensor], batched: bool = True) -> list[torch.Tensor]:
+    """The UNet under each text condition at the same x_t: one batched call, or one call each."""
+    if not batched:
+        return [unet_fn(latents, timesteps, c) for c in conditions]
+    n = len(conditions)
+    return list(unet_fn(latents.repeat(n, 1, 1, 1), timesteps.repeat(n), torch.cat(conditions)).chunk(n))
+
+
 class TrainedUNet:
     """The pipeline's UNet, trained in place, plus the frozen originals of exactly the trained
     tensors. Frozen predictions reuse the same module with the original tensors swapped in by

@@ -31,7 +31,7 @@ import torch
 
 from erasectl.architecture import encode_prompts
 from erasectl.distributed import batch_part, check_batch, gather_parts, world
-from erasectl.methods.common import ErasureResult, MethodConfig, Progress, Stopwatch, TrainedUNet, distance
+from erasectl.methods.common import ErasureResult, MethodConfig, Progress, Stopwatch, TrainedUNet, distance, unet_calls
 from erasectl.parameter_groups import select_parameters
 from erasectl.run_state import RunControl, StepHook
 from erasectl.sampling import ddim_scheduler, sample_trajectory
@@ -123,14 +123,6 @@ def _sample_states(unet, scheduler, noise, conditional, unconditional, guidance,
     states, _ = sample_trajectory(unet, scheduler, noise, conditional, unconditional, guidance, stop=int(stops.max()) + 1)
     stacked = torch.stack(states)
     return stacked[stops, torch.arange(len(stops))]
-
-
-def _calls(unet_fn, latents, timesteps, conditions: list[torch.Tensor], batched: bool) -> list[torch.Tensor]:
-    """The UNet under each text condition at the same x_t: one batched call, or one call each."""
-    if not batched:
-        return [unet_fn(latents, timesteps, c) for c in conditions]
-    n = len(conditions)
-    return list(unet_fn(latents.repeat(n, 1, 1, 1), timesteps.repeat(n), torch.cat(conditions)).chunk(n))
 
 
 def erase(
@@ -227,9 +219,9 @@ def erase(
                 keep.append((config.preserve_weight, preserved[pick][part], len(conditions)))
                 conditions.append(keep[-1][1])
             batched = shortcuts.batched_calls
-            frozen = _calls(model.frozen, latents, timesteps, conditions, batched)
+            frozen = unet_calls(model.frozen, latents, timesteps, conditions, batched)
             target = frozen[1] - config.negative_guidance * (frozen[0] - frozen[1])
-            trained = _calls(model, latents, timesteps, [hidden] + [h for _, h, _ in keep], batched)
+            trained = unet_calls(model, latents, timesteps, [hidden] + [h for _, h, _ in keep], batched)
             loss = distance(trained[0], target, config.loss)
             for (weight, _, index), prediction in zip(keep, trained[1:]):
                 loss = loss + weight * distance(prediction, frozen[index], config.loss)

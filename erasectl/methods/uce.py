@@ -101,12 +101,12 @@ def closed_form(w0: torch.Tensor, erase: torch.Tensor, targets: torch.Tensor, pr
 def erase(pipeline, concept_prompts: list[tuple[str, str]], guide_prompts: list[str], preserve_prompts: list[tuple[str, str]], config: UCEConfig, progress: Progress | None = None) -> ErasureResult:
     """``concept_prompts``/``preserve_prompts`` are ``(prompt, concept words)``; ``guide_prompts[i]``
     is ``concept_prompts[i]`` with the concept replaced by the guide."""
-    watch = Stopwatch()
     with torch.autocast(pipeline.unet.device.type, enabled=False):  # a closed form gains nothing from bf16
-        return _erase(pipeline, concept_prompts, guide_prompts, preserve_prompts, config, progress, watch)
+        return _edit(pipeline, concept_prompts, guide_prompts, preserve_prompts, config, progress)
 
 
-def _erase(pipeline, concept_prompts, guide_prompts, preserve_prompts, config: UCEConfig, progress, watch: Stopwatch) -> ErasureResult:
+def _edit(pipeline, concept_prompts, guide_prompts, preserve_prompts, config: UCEConfig, progress) -> ErasureResult:
+    watch = Stopwatch()
     erase_rows, guide_rows = concept_rows(
         pipeline, [p for p, _ in concept_prompts], [c for _, c in concept_prompts], config.token_positions, guide_prompts
     )
