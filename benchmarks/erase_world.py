@@ -54,7 +54,7 @@ def main() -> None:
 
     import torch
 
-    from erasectl.erasure import ErasureRequest, erase_concepts
+    from erasectl.erasure import ErasureRequest, build_config, erase_concepts
     from erasectl.judge import ClipJudge
     from erasectl.methods import get_method
     from erasectl.models import EMBEDDED_NAME, load_pipeline

@@ -115,7 +115,7 @@ def run_variant(args) -> dict:
 
 def judged_erasure(mode: str) -> dict:
     """A full default ESD erasure of circle in ``mode``, judged on 8 seeds x 4 colours per shape."""
-    from erasectl.erasure import ErasureRequest, erase_concepts
+    from erasectl.erasure import ErasureRequest, build_config, erase_concepts
     from erasectl.judge import ClipJudge
     from erasectl.methods import get_method
     from erasectl.models import EMBEDDED_NAME, load_pipeline

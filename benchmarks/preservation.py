@@ -31,7 +31,7 @@ def main() -> None:
     from typer.testing import CliRunner
 
     from erasectl.cli import app
-    from erasectl.evaluation import world_protocol
+    from erasectl.world.protocol import world_protocol
     from erasectl.provenance import versions
 
     runner = CliRunner()

@@ -81,3 +81,27 @@ def unet_inputs(unet, conditioning: torch.Tensor) -> dict:
 
 def predict_noise(unet, latents: torch.Tensor, timesteps: torch.Tensor, conditioning: torch.Tensor) -> torch.Tensor:
     return unet(latents, timesteps, **unet_inputs(unet, conditioning)).sample
+
+
+def prompt_length(text_encoder, tokenizer) -> int:
+    """Tokens per prompt: the text encoder's position embeddings bound it, whatever the tokenizer
+    config says (some say 8192, or 1e30 when the field is missing)."""
+    return min(int(tokenizer.model_max_length), int(text_encoder.config.max_position_embeddings))
+
+
+@torch.no_grad()
+def pooled_text_embeddings(pipeline, phrases: list[str], batch_size: int = 256) -> torch.Tensor:
+    """The first text encoder's pooled embedding of each phrase, L2-normalised, in batches.
+
+    Each batch is padded to its longest phrase, not to the prompt length: the encoder is causal,
+    so the end token's state does not see the padding after it, and short phrases cost a few
+    positions instead of 77.
+    """
+    tokenizer, encoder = pipeline.tokenizer, pipeline.text_encoder
+    length = prompt_length(encoder, tokenizer)
+    found = []
+    for start in range(0, len(phrases), batch_size):
+        tokens = tokenizer(phrases[start : start + batch_size], padding="longest", max_length=length, truncation=True, return_tensors="pt")
+        pooled = encoder(tokens.input_ids.to(encoder.device)).pooler_output
+        found.append(torch.nn.functional.normalize(pooled.float(), dim=-1).cpu())
+    return torch.cat(found) if found else torch.zeros(0)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 
@@ -11,65 +10,73 @@ from erasectl.checkpoint import ErasedCheckpoint, make_checkpoint
 from erasectl.distributed import world
 from erasectl.errors import UserError
 from erasectl.methods import get_method
-from erasectl.models import EMBEDDED_NAME
-
-# Prompts around a concept for real SD models. ESD samples under the bare concept, as the paper
-# does; ablation pairs varied captions, in the spirit of the paper's generated anchor captions.
-GENERIC_TEMPLATES = {
-    "esd": ["{}"],
-    "ablate": [
-        "a photo of a {}",
-        "a painting of a {}",
-        "a close-up photo of a {}",
-        "a drawing of a {}",
-        "a picture of a {} outdoors",
-        "a photo of a {} in a room",
-        "a blurry photo of a {}",
-        "a rendering of a {}",
-    ],
-    "uce": ["{}", "a photo of a {}", "a painting of a {}", "a picture of a {}"],
-}
+from erasectl.profiles import PaperProfile
 
 
-def check_concepts(concepts: list[str], model_name: str) -> list[str]:
-    from erasectl.world.vocabulary import WORLD_WORDS
-
+def check_concepts(concepts: list[str], profile: PaperProfile) -> list[str]:
     cleaned = [" ".join(c.split()) for c in concepts]
     if not cleaned or any(not c for c in cleaned):
         raise UserError("the concept is empty; pass --concept with the words to erase, e.g. --concept circle")
-    if model_name == EMBEDDED_NAME:
-        for concept in cleaned:
-            unknown = [w for w in concept.lower().split() if w not in WORLD_WORDS]
-            if unknown:
-                raise UserError(
-                    f"the embedded shapes model does not know {unknown[0]!r}; its words are {', '.join(WORLD_WORDS)}"
-                )
+    profile.check_concepts(cleaned)
     return cleaned
 
 
 @dataclass
 class ErasureRequest:
+    """What to erase and the model's policies (its profile) that the methods are handed: they read
+    prompts, default preservation and the anchor filter from here, never from the profile's module."""
+
     concepts: list[str]
-    model_name: str
+    profile: PaperProfile
     anchor: str | None = None
     anchor_prompt_lines: list[str] | None = None
-    keep_anchor: Callable | None = None
     preserve: list[str] = field(default_factory=list)
+    model_name: str = ""
 
     def templates(self, concept: str, method: str) -> list[str]:
-        if self.model_name == EMBEDDED_NAME:
-            from erasectl.world.vocabulary import erasure_templates
-
-            return erasure_templates(concept, method)
-        return GENERIC_TEMPLATES[method]
+        return self.profile.templates(concept, method)
 
     def anchor_prompts(self, concept: str) -> list[str]:
         if self.anchor_prompt_lines:
-            found = [line for line in self.anchor_prompt_lines if self.anchor in line]
+            from erasectl.methods.ablate import names_anchor
+
+            found = [line for line in self.anchor_prompt_lines if names_anchor(line, self.anchor)]
             if not found:
-                raise UserError(f"no line of the anchor prompts file contains the anchor {self.anchor!r}; each prompt must name it")
+                raise UserError(f"no line of the anchor prompts file names the anchor {self.anchor!r} as a word; each prompt must name it")
             return found
         return [template.format(self.anchor) for template in self.templates(concept, "ablate")]
+
+    def preserved(self) -> list[str]:
+        """``--preserve``, else the profile's default preservation (none on real models)."""
+        return list(self.preserve) or self.profile.default_preserve(self.concepts)
+
+    def anchor_filter(self, pipeline):
+        """A function marking the anchor latents to train on, or None where the profile has none."""
+        return self.profile.anchor_filter(pipeline, self.concepts)
+
+
+def resolve_defaults(method_name: str, profile: PaperProfile, given: dict) -> dict[str, tuple[object, str]]:
+    """Every hyper-parameter of ``method_name`` for this profile: ``(value, source)``, the user's
+    ``given`` options (None = not given) winning over the profile's defaults."""
+    found = profile.defaults(method_name, {k: v for k, v in given.items() if v is not None})
+    for name, value in given.items():
+        if value is not None:
+            if name not in found:
+                raise UserError(f"--{name.replace('_', '-')} is not an option of --method {method_name}; see erasectl erase --help")
+            found[name] = (value, "given")
+    return found
+
+
+def build_config(method_name: str, profile: PaperProfile, given: dict, concept_count: int = 1):
+    """The method's config: the user's options over the profile's defaults, adjusted for several
+    concepts where the profile says so."""
+    method = get_method(method_name)
+    values = {name: value for name, (value, _) in resolve_defaults(method_name, profile, given).items()}
+    try:
+        config = method.Config(**values)
+    except ValueError as error:  # a config's own check of the user's values
+        raise UserError(f"{error}; see erasectl erase --help") from None
+    return profile.for_concept_count(method_name, config, concept_count, {k for k, v in given.items() if v is not None})
 
 
 MIXED_PRECISION = ("no", "bf16")
@@ -114,6 +121,7 @@ def erase_concepts(
         result = method.run(pipeline, request, config, progress, control)
     recipe = {
         "method": method_name,
+        "profile": request.profile.name,
         "concepts": request.concepts,
         "anchor": request.anchor,
         "preserve": request.preserve,
@@ -129,36 +137,3 @@ def erase_concepts(
         **result.extra,
     }
     return make_checkpoint(pipeline, result.erased, result.base, recipe, request.model_name)
-
-
-def world_anchor_filter(pipeline, judge, concepts: list[str]):
-    """For ablation on the shapes world: drop anchor images the judge reads as an erased concept.
-
-    "a red shape" draws circles a fifth of the time; mapping "circle" onto those would teach the
-    model to keep drawing circles. The paper's anchor captions have the same flaw, less visibly.
-    """
-    import torch
-
-    from erasectl.world.judging import read_attributes
-    from erasectl.world.vocabulary import COLOURS, NOUN_TO_SHAPE, STYLES
-
-    wanted = []
-    for concept in concepts:
-        words = concept.lower().split()
-        wanted.append(
-            {
-                "shape": next((NOUN_TO_SHAPE[w] for w in words if w in NOUN_TO_SHAPE), None),
-                "colour": next((w for w in words if w in COLOURS), None),
-                "style": next((w for w in words if w in STYLES), None),
-            }
-        )
-
-    @torch.no_grad()
-    def keep(latents: torch.Tensor) -> torch.Tensor:
-        decoded = pipeline.vae.decode(latents / pipeline.vae.config.scaling_factor).sample
-        images = pipeline.image_processor.postprocess(decoded, output_type="pil")
-        read = read_attributes(judge, images)
-        shows = [any(all(v is None or r[k] == v for k, v in w.items()) for w in wanted) for r in read]
-        return torch.tensor([not s for s in shows])
-
-    return keep

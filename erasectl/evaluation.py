@@ -16,12 +16,14 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
+from erasectl.errors import ConfigError
+
+from erasectl.architecture import pooled_text_embeddings
 from erasectl.distributed import world
 
 SCHEMA_VERSION = "1.0"
-# Prompts around a concept for evaluation. The embedded world varies colour; real models get
-# plain photo templates, the judge's text is "a photo of a <concept>" (CLIP's own zero-shot prompt).
-WORLD_COLOUR_TEMPLATES = ["a red {}", "a green {}", "a blue {}", "a yellow {}"]
+# Prompts around a concept for evaluating a real model: plain photo templates; the judge's text is
+# "a photo of a <concept>" (CLIP's own zero-shot prompt). The embedded world's are erasectl.world.protocol.
 GENERIC_TEMPLATES = ["a photo of a {}", "a painting of a {}", "a close-up photo of a {}", "a drawing of a {}"]
 
 
@@ -34,9 +36,9 @@ class EvaluationConfig:
 
     def __post_init__(self) -> None:
         if self.n_per_prompt <= 0:
-            raise ValueError(f"n-per-prompt must be at least 1, got {self.n_per_prompt}")
+            raise ConfigError(f"n-per-prompt must be at least 1, got {self.n_per_prompt}")
         if self.steps <= 0:
-            raise ValueError(f"steps must be at least 1, got {self.steps}")
+            raise ConfigError(f"steps must be at least 1, got {self.steps}")
 
     @property
     def seeds(self) -> list[int]:
@@ -71,27 +73,6 @@ class Protocol:
         sets += [PromptSet("surrounding", s, s, prompts(s)) for s in self.surrounding]
         sets += [PromptSet("paraphrase", p, self.concept, prompts(p)) for p in self.paraphrases]
         return sets
-
-
-def world_protocol(concept: str, surrounding: list[str] | None, paraphrases: list[str] | None, anchor: str | None) -> Protocol:
-    """The shapes world: colours vary in the prompts unless the concept names one."""
-    from erasectl.world.vocabulary import COLOURS, GENERIC_SHAPE, NOUN_TO_SHAPE, SHAPES, SYNONYMS
-
-    words = concept.split()
-    shape = next((NOUN_TO_SHAPE[w] for w in words if w in NOUN_TO_SHAPE), None)
-    colour = next((w for w in words if w in COLOURS), None)
-    if surrounding is None and shape and colour:
-        # "red circle": circles of other colours and red shapes of other kinds.
-        surrounding = [f"{c} {shape}" for c in COLOURS if c != colour] + [f"{colour} {s}" for s in SHAPES if s != shape]
-    elif surrounding is None:
-        surrounding = [s for s in SHAPES if s != shape] if shape else list(SHAPES)
-    if paraphrases is None:
-        paraphrases = [" ".join(SYNONYMS.get(w, w) for w in words)] if any(w in SYNONYMS for w in words) else []
-    templates = ["a {}"] if set(words) & set(COLOURS) else WORLD_COLOUR_TEMPLATES
-    # "shape" is true of every image, so the world judge cannot use it as a class (nor "red shape",
-    # true of every red image).
-    candidates = [concept, *surrounding] + ([anchor] if anchor and GENERIC_SHAPE not in anchor.split() else [])
-    return Protocol(concept, surrounding, paraphrases, anchor, templates, "a {}", candidates)
 
 
 def generic_protocol(concept: str, surrounding: list[str], paraphrases: list[str], anchor: str | None) -> Protocol:
@@ -140,12 +121,6 @@ def text_distances(pipeline, concept: str, others: list[str]) -> dict[str, float
 
 
 @torch.no_grad()
-def pooled_text_embeddings(pipeline, phrases: list[str]) -> torch.Tensor:
-    tokens = pipeline.tokenizer(phrases, padding="max_length", max_length=pipeline.tokenizer.model_max_length, truncation=True, return_tensors="pt")
-    output = pipeline.text_encoder(tokens.input_ids.to(pipeline.text_encoder.device))
-    return torch.nn.functional.normalize(output.pooler_output.float(), dim=-1)
-
-
 def summarise(records: list[ImageRecord]) -> dict:
     """Per model, per prompt set: accuracy, CLIP score, and for the erased set the CA convention."""
     summary: dict[str, dict] = {}

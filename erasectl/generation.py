@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from erasectl.errors import ConfigError
 from erasectl.files import safe_name, write_atomically
 from erasectl.provenance import versions
 
@@ -18,11 +19,11 @@ class SamplerSettings:
 
     def __post_init__(self) -> None:
         if self.steps <= 0:
-            raise ValueError(f"steps must be at least 1, got {self.steps}")
+            raise ConfigError(f"steps must be at least 1, got {self.steps}")
         if self.guidance < 0:
-            raise ValueError(f"guidance must be 0 or more, got {self.guidance}")
+            raise ConfigError(f"guidance must be 0 or more, got {self.guidance}")
         if self.batch_size <= 0:
-            raise ValueError(f"batch size must be at least 1, got {self.batch_size}")
+            raise ConfigError(f"batch size must be at least 1, got {self.batch_size}")
 
 
 @dataclass

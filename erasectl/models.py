@@ -75,8 +75,31 @@ def load_pipeline(model: str | None = None, device: str = "cpu", torch_dtype=Non
     else:
         pipeline = _load_pretrained(name, source, allow_pickle, kwargs)
     pipeline.set_progress_bar_config(disable=True)
+    _bound_prompt_length(pipeline)
     pipeline.erasectl_model_name = name
     return pipeline.to(device)
+
+
+def _bound_prompt_length(pipeline) -> None:
+    """A tokenizer config may say 8192 tokens (or 1e30 when the field is missing); diffusers pads
+    prompts to that and the text encoder's 77 position embeddings then fail. The encoder decides."""
+    from erasectl.architecture import prompt_length
+
+    for tokenizer_name, encoder_name in (("tokenizer", "text_encoder"), ("tokenizer_2", "text_encoder_2")):
+        tokenizer, encoder = getattr(pipeline, tokenizer_name, None), getattr(pipeline, encoder_name, None)
+        if tokenizer is not None and encoder is not None:
+            tokenizer.model_max_length = prompt_length(encoder, tokenizer)
+
+
+def model_profile(model: str | None = None, config=None):
+    """The erasectl profile of what ``--model`` (and ``--model-config``) loads: read from the
+    model folder's marker (a single file's from its config folder), never from its name."""
+    from erasectl.profiles import profile_of
+
+    _, source = resolve_model(model)
+    if isinstance(source, Path) and source.is_file():
+        return profile_of(Path(config).expanduser() if config is not None else None)
+    return profile_of(source if isinstance(source, Path) else None)
 
 
 def _load_pretrained(name: str, source: str | Path, allow_pickle: bool, kwargs: dict):

@@ -2,6 +2,14 @@
 
 Stable Diffusion's UNets name cross-attention ``attn2`` (its key/value projections ``attn2.to_k``,
 ``attn2.to_v`` read the text embeddings) and self-attention ``attn1``, in SD 1.x, 2.x and SDXL alike.
+
+ESD's groups follow the authors' diffusers script (``esd_sd.py``, ``get_esd_trainable_parameters``):
+only the weights and biases of ``Linear`` and ``Conv2d`` modules are candidates, never a norm.
+ESD-u also leaves out what the paper-era CompVis script's ``noxattn`` rule left out: the time
+embedding (``time_embed``; SDXL's added-conditioning embedding with it) and the output head
+(``out.``: ``conv_out``; ``conv_norm_out`` is a norm). Concept Ablation's groups follow its
+``create_custom_diffusion``: ``kv`` is its ``cross-attn``, ``full`` its ``full-weight``; ``xattn``
+(all of cross-attention) is erasectl's own.
 """
 
 from __future__ import annotations
@@ -9,6 +17,12 @@ from __future__ import annotations
 import torch
 
 from erasectl.errors import UserError
+
+_OUTSIDE_ESD_U = ("time_embedding.", "add_embedding.", "conv_out.")
+
+
+def _projection(module: torch.nn.Module) -> bool:
+    return isinstance(module, (torch.nn.Linear, torch.nn.Conv2d))
 
 
 def _cross_attention(name: str) -> bool:
@@ -19,29 +33,38 @@ def _cross_attention_key_value(name: str) -> bool:
     return ".attn2.to_k." in name or ".attn2.to_v." in name
 
 
+# Each rule: (parameter's full name, the module that owns it) -> trained?
 PARAMETER_GROUPS = {
-    # ESD (Gandikota et al. 2023), section 3.3 and the reference code's train_method values.
-    "esd-x": _cross_attention,
-    "esd-x-strict": _cross_attention_key_value,
-    "esd-u": lambda name: not _cross_attention(name),
-    "esd-all": lambda name: True,
-    # Concept Ablation (Kumari et al. 2023): cross-attention K/V (their default), all of it, or everything.
-    "kv": _cross_attention_key_value,
-    "xattn": _cross_attention,
-    "full": lambda name: True,
+    "esd-x": lambda name, module: _projection(module) and _cross_attention(name),
+    "esd-x-strict": lambda name, module: _projection(module) and _cross_attention_key_value(name),
+    "esd-u": lambda name, module: _projection(module) and not _cross_attention(name) and not name.startswith(_OUTSIDE_ESD_U),
+    "esd-all": lambda name, module: _projection(module),
+    "kv": lambda name, module: _cross_attention_key_value(name),
+    "xattn": lambda name, module: _cross_attention(name),
+    "full": lambda name, module: True,
 }
+
+
+def group_members(unet: torch.nn.Module, group: str) -> list[str]:
+    """Names of the parameters ``group`` trains, in ``named_parameters`` order."""
+    rule = PARAMETER_GROUPS[group]
+    owners = {}
+    for module_name, module in unet.named_modules():
+        for parameter_name, _ in module.named_parameters(recurse=False):
+            owners[f"{module_name}.{parameter_name}" if module_name else parameter_name] = module
+    return [name for name, _ in unet.named_parameters() if rule(name, owners[name])]
 
 
 def select_parameters(unet: torch.nn.Module, group: str, allowed: tuple[str, ...]) -> dict[str, torch.nn.Parameter]:
     """Mark the group's parameters trainable (all others frozen) and return them by name."""
     if group not in allowed:
         raise UserError(f"unknown parameter group {group!r}; choose one of {', '.join(allowed)}")
+    members = set(group_members(unet, group))
+    if not members:
+        raise UserError(f"parameter group {group!r} matches no parameter of this UNet")
     chosen = {}
     for name, parameter in unet.named_parameters():
-        keep = PARAMETER_GROUPS[group](name)
-        parameter.requires_grad_(keep)
-        if keep:
+        parameter.requires_grad_(name in members)
+        if name in members:
             chosen[name] = parameter
-    if not chosen:
-        raise UserError(f"parameter group {group!r} matches no parameter of this UNet")
     return chosen

@@ -1,49 +1,47 @@
-"""Our own small DDIM loop over the pipeline's scheduler: partial sampling to an intermediate x_t.
+"""Our own small sampling loop over a scheduler: partial sampling to an intermediate x_t.
 
 ESD needs x_t drawn by sampling *under the concept* and stopped part-way. diffusers pipelines give
-only final images (or latents), so, rather than patching them, we step the scheduler ourselves.
+only final images (or latents), so, rather than patching them, we step the scheduler ourselves,
+with the same arithmetic as ``StableDiffusionPipeline.__call__`` (unconditional rows first,
+``scale_model_input`` before every UNet call), so a state is the one the pipeline would reach.
 """
 
 from __future__ import annotations
 
 import torch
 
-from erasectl.architecture import predict_noise
 
-
-def ddim_scheduler(pipeline, num_steps: int):
-    from diffusers import DDIMScheduler
-
-    scheduler = DDIMScheduler.from_config(pipeline.scheduler.config)
-    scheduler.set_timesteps(num_steps)
-    return scheduler
-
-
-def guided_noise(unet, latents, timesteps, conditional, unconditional, guidance: float) -> torch.Tensor:
-    """Classifier-free guided noise prediction, both branches in one batched UNet call."""
-    batch = latents.shape[0]
-    both = predict_noise(
-        unet,
-        torch.cat([latents, latents]),
-        torch.cat([timesteps, timesteps]),
-        torch.cat([conditional.expand(batch, -1, -1), unconditional.expand(batch, -1, -1)]),
+def guided_noise(predict, model_input, t, conditional, unconditional, guidance: float) -> torch.Tensor:
+    """Classifier-free guided prediction, both branches in one batched call, in the pipeline's order."""
+    batch = model_input.shape[0]
+    both = predict(
+        torch.cat([model_input, model_input]),
+        t.reshape(1).to(model_input.device).expand(2 * batch),
+        torch.cat([unconditional.expand(batch, -1, -1), conditional.expand(batch, -1, -1)]),
     )
-    with_concept, without = both.chunk(2)
+    without, with_concept = both.chunk(2)
     return without + guidance * (with_concept - without)
 
 
 @torch.no_grad()
-def sample_trajectory(unet, scheduler, latents, conditional, unconditional, guidance: float, stop: int | None = None):
-    """Run DDIM from ``latents`` for ``stop`` steps (all by default).
+def sample_trajectory(predict, scheduler, noise, conditional, unconditional, guidance: float, stop: int | None = None):
+    """Sample from ``noise`` (standard normal; scaled by the scheduler's ``init_noise_sigma``) for
+    ``stop`` steps (all by default). ``predict(model_input, timesteps, conditioning)`` is the UNet.
 
-    Returns ``(states, timesteps)``: ``states[i]`` is the latent *entering* step ``i``, whose
-    noise level is ``timesteps[i]``; ``states`` has ``stop + 1`` entries, the last being the final one.
+    Returns ``(states, timesteps)``: ``states[i]`` is the UNet's input at step ``i`` (the latent
+    after ``scale_model_input``, which is the latent itself for DDIM and PNDM) and ``timesteps[i]``
+    its timestep, for every step up to and including ``stop`` that the schedule has.
     """
-    stop = len(scheduler.timesteps) if stop is None else stop
-    states = [latents]
-    for t in scheduler.timesteps[:stop]:
-        t_batch = torch.full((latents.shape[0],), int(t), dtype=torch.long, device=latents.device)
-        noise = guided_noise(unet, latents, t_batch, conditional, unconditional, guidance)
-        latents = scheduler.step(noise, t, latents).prev_sample
-        states.append(latents)
-    return states, scheduler.timesteps[:stop]
+    scheduler.set_timesteps(scheduler.num_inference_steps)  # multistep samplers keep state: start afresh
+    schedule = scheduler.timesteps
+    stop = len(schedule) if stop is None else stop
+    latents = noise * scheduler.init_noise_sigma
+    states = []
+    for index, t in enumerate(schedule[: stop + 1]):
+        model_input = scheduler.scale_model_input(latents, t)
+        states.append(model_input)
+        if index == stop:
+            break
+        prediction = guided_noise(predict, model_input, t, conditional, unconditional, guidance)
+        latents = scheduler.step(prediction, t, latents).prev_sample
+    return states, schedule[: len(states)]

@@ -28,12 +28,12 @@ def world_judge():
 
 
 def _erase_circle(method: str, tmp_path_factory, **request):
-    from erasectl.erasure import ErasureRequest, erase_concepts
-    from erasectl.methods import get_method
-    from erasectl.models import EMBEDDED_NAME, load_pipeline
+    from erasectl.erasure import ErasureRequest, build_config, erase_concepts
+    from erasectl.models import load_pipeline
+    from erasectl.world.profile import WorldProfile
 
     pipeline = load_pipeline()
-    checkpoint = erase_concepts(pipeline, method, ErasureRequest(["circle"], EMBEDDED_NAME, **request), get_method(method).Config())
+    checkpoint = erase_concepts(pipeline, method, ErasureRequest(["circle"], WorldProfile(), **request), build_config(method, WorldProfile(), {}))
     path = checkpoint.save(tmp_path_factory.mktemp(f"circle-{method}") / "erased.safetensors")
     return pipeline, checkpoint, path
 

@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from erasectl.cli import app
-from erasectl.evaluation import world_protocol
+from erasectl.world.protocol import world_protocol
 from erasectl.world.judging import shape_report
 
 runner = CliRunner()

@@ -12,10 +12,10 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from erasectl.cli import app
-from erasectl.erasure import ErasureRequest, erase_concepts
-from erasectl.methods import get_method
-from erasectl.models import EMBEDDED_NAME, load_pipeline
+from erasectl.erasure import ErasureRequest, build_config, erase_concepts
+from erasectl.models import load_pipeline
 from erasectl.run_state import Interrupted, RunControl
+from erasectl.world.profile import WorldProfile
 
 runner = CliRunner()
 METHODS = {
@@ -26,8 +26,8 @@ METHODS = {
 
 def _run(method, control=None):
     request_args, config_args = METHODS[method]
-    request = ErasureRequest(["circle"], EMBEDDED_NAME, **request_args)
-    config = get_method(method).Config(**config_args)
+    request = ErasureRequest(["circle"], WorldProfile(), **request_args)
+    config = build_config(method, WorldProfile(), config_args)
     return erase_concepts(load_pipeline(), method, request, config, control=control)
 
 

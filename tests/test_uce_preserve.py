@@ -4,10 +4,10 @@ import time
 
 import pytest
 
-from erasectl.erasure import ErasureRequest, erase_concepts
-from erasectl.methods import get_method
-from erasectl.models import EMBEDDED_NAME, load_pipeline
+from erasectl.erasure import ErasureRequest, build_config, erase_concepts
+from erasectl.models import load_pipeline
 from erasectl.world.judging import shape_report
+from erasectl.world.profile import WorldProfile
 from erasectl.world.vocabulary import SHAPES
 
 SEEDS = list(range(200, 204))
@@ -21,7 +21,7 @@ def uce_base_report(world_judge):
 def _uce(concepts, **config):
     pipeline = load_pipeline()
     started = time.perf_counter()
-    checkpoint = erase_concepts(pipeline, "uce", ErasureRequest(concepts, EMBEDDED_NAME), get_method("uce").Config(**config))
+    checkpoint = erase_concepts(pipeline, "uce", ErasureRequest(concepts, WorldProfile()), build_config("uce", WorldProfile(), config))
     return pipeline, checkpoint, time.perf_counter() - started
 
 

@@ -6,11 +6,14 @@ import typer
 
 import erasectl
 from erasectl.cli import compare as _compare
+from erasectl.cli import defaults as _defaults
 from erasectl.cli import erase as _erase
 from erasectl.cli import evaluate as _evaluate
 from erasectl.cli import export as _export
 from erasectl.cli import generate as _generate
 from erasectl.cli import train_world as _train_world
+
+EXIT_INTERNAL = 1
 
 app = typer.Typer(
     name="erasectl",
@@ -40,6 +43,7 @@ app.command("compare")(_compare.compare)
 app.command("evaluate")(_evaluate.evaluate)
 app.command("export")(_export.export)
 app.command("train-world")(_train_world.train_world)
+app.command("defaults")(_defaults.defaults)
 
 
 def main() -> None:
@@ -65,4 +69,10 @@ def main() -> None:
         sys.exit(error.exit_code)
     except typer.Abort:
         sys.exit(130)
+    except Exception:  # not the user's mistake: say so, with the traceback to report
+        import traceback
+
+        traceback.print_exc()
+        typer.echo(f"erasectl {erasectl.__version__}: internal error (above); this is a bug in erasectl or a library it uses, not in your command. Please report it with the traceback.", err=True)
+        sys.exit(EXIT_INTERNAL)
     sys.exit(code if isinstance(code, int) else 0)

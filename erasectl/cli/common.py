@@ -30,7 +30,9 @@ EXIT_FAILED = 1
 
 
 def user_errors(command: Callable) -> Callable:
-    """Turn a ``UserError`` (or a config's ``ValueError``) into one line on stderr and exit 2."""
+    """Turn a ``UserError`` (a config's ``ConfigError`` too) into one line on stderr and exit 2,
+    and a diverged training into one line and exit 1. Anything else is erasectl's or a library's
+    fault, not the user's: it propagates, and ``main`` prints it with its traceback, exit 1."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
@@ -38,7 +40,7 @@ def user_errors(command: Callable) -> Callable:
             typer.echo("warning: --allow-pickle: pickle weights can run code when loaded; use it only for files you trust", err=True)
         try:
             return command(*args, **kwargs)
-        except (UserError, ValueError) as error:
+        except UserError as error:
             typer.echo(f"error: {error}", err=True)
             raise typer.Exit(EXIT_USAGE) from None
         except TrainingDiverged as error:

@@ -57,10 +57,10 @@ def evaluate(
     """Measure erasures one fixed way: erased-concept, surrounding and paraphrase accuracy, CLIP score, distances, cost."""
     from erasectl.checkpoint import ErasedCheckpoint
     from erasectl.distributed import is_main_process
-    from erasectl.evaluation import EvaluationConfig, evaluate as run, generic_protocol, per_image_csv, world_protocol
+    from erasectl.evaluation import EvaluationConfig, evaluate as run, per_image_csv
     from erasectl.files import check_output_dir, prepare_output_dir
     from erasectl.judge import ClipJudge
-    from erasectl.models import EMBEDDED_NAME, latest_checkpoint, load_pipeline, resolve_model
+    from erasectl.models import latest_checkpoint, load_pipeline, model_profile, resolve_model
     from erasectl.report import write_report
 
     config = EvaluationConfig(n_per_prompt=n_per_prompt, seed=seed, steps=steps, guidance=guidance)
@@ -92,7 +92,9 @@ def evaluate(
     if vocabulary is not None:
         vocabulary_lines = read_prompts(None, str(vocabulary))
 
-    base = load_pipeline(base_name, device=device, allow_pickle=allow_pickle, config=model_config or (checkpoints[0].base_config if checkpoints else None))
+    base_config = model_config or (checkpoints[0].base_config if checkpoints else None)
+    profile = model_profile(base_name, base_config)
+    base = load_pipeline(base_name, device=device, allow_pickle=allow_pickle, config=base_config)
     for erased in checkpoints:
         erased.check(base)
     models = _model_loaders(base, base_name, paths, checkpoints)
@@ -106,17 +108,7 @@ def evaluate(
     else:
         surrounding_list = split_list(surrounding) if surrounding is not None else None
     paraphrase_list = split_list(paraphrases) if paraphrases is not None else None
-    if base_name == EMBEDDED_NAME:
-        from erasectl.erasure import check_concepts
-
-        check_concepts([concept, *(surrounding_list or []), *(paraphrase_list or [])], base_name)
-        protocol = world_protocol(concept, surrounding_list, paraphrase_list, anchor)
-    else:
-        if judge is None:
-            raise UserError("a real model needs a real CLIP judge; pass --judge openai/clip-vit-large-patch14 or a local CLIP folder")
-        if not surrounding_list:
-            raise UserError("name the surrounding concepts with --surrounding a,b,c or --auto-surrounding K")
-        protocol = generic_protocol(concept, surrounding_list, paraphrase_list or [], anchor)
+    protocol = profile.protocol(concept, surrounding_list, paraphrase_list, anchor, judge)
     clip_judge = ClipJudge.load(judge, device=device)
 
     total = len(models) * sum(len(s.prompts) for s in protocol.prompt_sets()) * config.n_per_prompt

@@ -5,11 +5,13 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 
 import torch
 
 from erasectl.architecture import predict_noise, unet_inputs
+from erasectl.errors import ConfigError
 
 Progress = Callable[[int, int, dict], None]
 LOSSES = ("l2", "l1")
@@ -21,17 +23,17 @@ class MethodConfig:
 
     steps: int = field(default=200, metadata={"help": "Training iterations."})
     lr: float = field(default=1e-4, metadata={"help": "Adam learning rate."})
-    loss: str = field(default="l2", metadata={"help": "Distance between prediction and target: l2 or l1."})
-    seed: int = field(default=0, metadata={"help": "Seeds noise, timesteps and every random draw."})
+    loss: str = field(default="l2", metadata={"help": "Distance between prediction and target: l2 or l1.", "source": "every paper's loss: mean squared error"})
+    seed: int = field(default=0, metadata={"help": "Seeds noise, timesteps and every random draw.", "source": "erasectl"})
     parameter_group: str = field(default="", metadata={"help": "Which UNet parameters are trained."})
 
     def __post_init__(self) -> None:
         if self.steps <= 0:
-            raise ValueError(f"steps must be at least 1, got {self.steps}")
+            raise ConfigError(f"steps must be at least 1, got {self.steps}")
         if not self.lr > 0:
-            raise ValueError(f"lr must be positive, got {self.lr}")
+            raise ConfigError(f"lr must be positive, got {self.lr}")
         if self.loss not in LOSSES:
-            raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
+            raise ConfigError(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -43,7 +45,7 @@ class MethodConfig:
 
 def check_finite(loss: torch.Tensor, step: int, config: MethodConfig) -> float:
     """The loss as a float, or ``TrainingDiverged`` naming the step and the hyper-parameters."""
-    from erasectl.errors import TrainingDiverged
+    from erasectl.errors import ConfigError, TrainingDiverged
 
     value = loss.item()
     if not math.isfinite(value):
@@ -64,6 +66,21 @@ def unet_calls(unet_fn, latents, timesteps, conditions: list[torch.Tensor], batc
         return [unet_fn(latents, timesteps, c) for c in conditions]
     n = len(conditions)
     return list(unet_fn(latents.repeat(n, 1, 1, 1), timesteps.repeat(n), torch.cat(conditions)).chunk(n))
+
+
+@contextmanager
+def unet_restored(unet: torch.nn.Module):
+    """Leave the caller's UNet in the train/eval mode and with the ``requires_grad`` flags it came
+    with, and without gradients, whether the erasure inside finishes or raises."""
+    was_training = unet.training
+    flags = {name: p.requires_grad for name, p in unet.named_parameters()}
+    try:
+        yield
+    finally:
+        unet.train(was_training)
+        unet.zero_grad(set_to_none=True)
+        for name, parameter in unet.named_parameters():
+            parameter.requires_grad_(flags[name])
 
 
 class TrainedUNet:

@@ -1,103 +1,108 @@
 """ESD: Erasing Concepts from Diffusion Models (Gandikota et al., ICCV 2023).
 
-The trained UNet is pulled toward negatively guided noise from its frozen copy (their eq. 4):
+The trained UNet is pulled toward negatively guided predictions of the frozen base UNet (their eq. 4):
 
     eps_theta(x_t, c, t)  <-  eps*(x_t, t) - eta * (eps*(x_t, c, t) - eps*(x_t, t))
 
-with x_t drawn by partial DDIM sampling under the concept c.
+with x_t drawn by partial sampling under the concept c. The same linear combination holds for a
+v-prediction UNet (v is linear in eps at a fixed x_t), so the target is the UNet's own output type.
+The authors' scripts call eta ``negative_guidance`` on the other side of the difference: their
+``eps*(c) - ng (eps*(c) - eps*())`` is this target with eta = ng - 1 (their default 2 is eta 1).
 
-Two modes:
-- ``faithful`` reproduces the paper's reference loop: one sample per iteration, x_t sampled from
-  fresh noise with the model being trained (start guidance 3, 50 DDIM steps) and stopped at a
-  random step, the DDPM timestep drawn as the reference code does, lr 1e-5, 1000 iterations.
-- ``fast`` (the default) learns the same target but batches: it samples a bank of full
-  trajectories with the current model, refreshed every ``trajectory_reuse`` iterations, trains on
-  ``batch_size`` (trajectory, step) pairs per iteration with the timestep the state truly has, and
-  computes both frozen predictions in one UNet call.
+Three modes:
+- ``faithful`` is the authors' current diffusers script (``esd_sd.py``): each iteration samples
+  one x_t from fresh noise with the frozen base UNet and the model's own scheduler (PNDM for SD 1.x,
+  Euler for SDXL) under guidance 3, stops it before a random step k of 50, labels it with that
+  step's timestep, and trains one sample. Its defaults are that script's (see ``ESDConfig``).
+- ``fast`` learns the same target but batches: a bank of DDIM trajectories (sampled by the model
+  being trained, as the paper-era CompVis script did) serves ``trajectory_reuse`` iterations,
+  ``batch_size`` (trajectory, step) pairs are trained per iteration, and the frozen predictions
+  come from one UNet call.
 - ``straightforward`` learns exactly what ``fast`` learns, computed the plain way, as a baseline
   for ``benchmarks/esd_speed.py``: fresh x_t sampled for every iteration, one UNet call per text
   condition, gradients for every UNet parameter, the explicit (non-fused) attention.
 
-On small models the concept's strongest attribute can absorb the negative guidance (the shapes
-world loses *colour* rather than *circle*); ``preserve_unconditional`` keeps the trained model's
-unconditional prediction equal to the frozen one, which prevents that.
+``preserve_unconditional`` (erasectl's, off in the paper's settings) keeps the trained model's
+unconditional prediction equal to the frozen one: on small models the concept's strongest
+attribute can otherwise absorb the negative guidance (the shapes world loses colour, not circle).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import torch
 
+from erasectl.errors import ConfigError, UserError
+
 from erasectl.architecture import encode_prompts
+from erasectl.diffusion import prediction_type, sampling_scheduler
 from erasectl.distributed import batch_part, check_batch, gather_parts, world
-from erasectl.methods.common import ErasureResult, MethodConfig, Progress, Stopwatch, TrainedUNet, distance, unet_calls
+from erasectl.methods.common import ErasureResult, MethodConfig, Progress, Stopwatch, TrainedUNet, distance, unet_calls, unet_restored
 from erasectl.parameter_groups import select_parameters
 from erasectl.run_state import RunControl, StepHook
-from erasectl.sampling import ddim_scheduler, sample_trajectory
+from erasectl.sampling import sample_trajectory
 
 PARAMETER_GROUPS = ("esd-x", "esd-u", "esd-all", "esd-x-strict")
 MODES = ("fast", "faithful", "straightforward")
-FAITHFUL = dict(batch_size=1, trajectory_reuse=1, ddim_steps=50, start_guidance=3.0, lr=1e-5, steps=1000, negative_guidance=1.0)
+REFERENCE = "ESD's diffusers script esd_sd.py (rohitgandikota/erasing), argparse defaults"
+# What --mode fast changes when the defaults are the paper's: its batching, nothing it learns.
+FAST_MODE = {"batch_size": 8, "trajectory_reuse": 10, "ddim_steps": 25}
 
 
 @dataclass
 class ESDConfig(MethodConfig):
-    steps: int = field(default=200, metadata={"help": "Training iterations (the paper: 1000)."})
-    lr: float = field(default=1e-4, metadata={"help": "Adam learning rate (the paper: 1e-5)."})
-    parameter_group: str = field(default="esd-x", metadata={"help": "esd-x (cross-attention), esd-u (all but cross-attention), esd-all, esd-x-strict (cross-attention K/V)."})
-    negative_guidance: float = field(default=0.5, metadata={"help": "eta, the strength of the negative guidance target (the paper: 1.0)."})
-    start_guidance: float = field(default=3.0, metadata={"help": "Guidance scale when sampling x_t under the concept."})
-    ddim_steps: int = field(default=25, metadata={"help": "DDIM steps of the x_t trajectories (the paper: 50)."})
-    batch_size: int = field(default=8, metadata={"help": "x_t samples per iteration (the paper: 1)."})
-    trajectory_reuse: int = field(default=10, metadata={"help": "Iterations each bank of sampled trajectories serves (1: sample anew every iteration)."})
-    preserve_unconditional: float = field(default=1.0, metadata={"help": "Weight of the term keeping the unconditional prediction unchanged (0: off)."})
-    preserve_weight: float = field(default=1.0, metadata={"help": "Weight of the term keeping the --preserve concepts' predictions unchanged."})
-    mode: str = field(default="fast", metadata={"help": "fast; faithful (the paper's loop and hyper-parameters); straightforward (fast's target, computed the plain way: a benchmark baseline)."})
+    """Defaults: the authors' diffusers script, which real models get (the embedded world's own
+    measured set lives in ``erasectl.world.defaults``)."""
+
+    steps: int = field(default=200, metadata={"help": "Training iterations.", "source": f"{REFERENCE}: --iterations 200 (the paper, section 4: 1000)"})
+    lr: float = field(default=5e-5, metadata={"help": "Adam learning rate.", "source": f"{REFERENCE}: --lr 5e-5 (the paper: 1e-5)"})
+    parameter_group: str = field(default="esd-x", metadata={"help": "esd-x (cross-attention), esd-u (all but cross-attention), esd-all, esd-x-strict (cross-attention K/V).", "source": "the authors' README example (--train_method esd-x); the paper uses ESD-x for styles, ESD-u for nudity and objects"})
+    negative_guidance: float = field(default=1.0, metadata={"help": "eta, the strength of the negative guidance target (the authors' script's negative_guidance is eta + 1).", "source": "the paper, eq. 4 with eta 1 (esd_sd.py --negative_guidance 2)"})
+    start_guidance: float = field(default=3.0, metadata={"help": "Guidance scale when sampling x_t under the concept.", "source": f"{REFERENCE}: --guidance_scale 3"})
+    ddim_steps: int = field(default=50, metadata={"help": "Sampler steps of the x_t trajectories (faithful: the model's own scheduler; fast: DDIM).", "source": f"{REFERENCE}: --num_inference_steps 50"})
+    batch_size: int = field(default=1, metadata={"help": "x_t samples per iteration.", "source": f"{REFERENCE}: batchsize 1"})
+    trajectory_reuse: int = field(default=1, metadata={"help": "fast mode: iterations each bank of sampled trajectories serves (1: sample anew every iteration).", "source": "the script samples anew every iteration"})
+    preserve_unconditional: float = field(default=0.0, metadata={"help": "Weight of the term keeping the unconditional prediction unchanged (0: off).", "source": "not in the paper: off"})
+    preserve_weight: float = field(default=1.0, metadata={"help": "Weight of the term keeping the --preserve concepts' predictions unchanged.", "source": "not in the paper; used only with --preserve"})
+    mode: str = field(default="faithful", metadata={"help": "faithful (the authors' script's loop); fast (the same target, batched); straightforward (fast's target the plain way: a benchmark baseline).", "source": "the authors' loop"})
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.parameter_group not in PARAMETER_GROUPS:
-            raise ValueError(f"unknown parameter group {self.parameter_group!r} for esd; choose one of {', '.join(PARAMETER_GROUPS)}")
+            raise ConfigError(f"unknown parameter group {self.parameter_group!r} for esd; choose one of {', '.join(PARAMETER_GROUPS)}")
         if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+            raise ConfigError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         if not self.negative_guidance > 0:
-            raise ValueError(f"negative_guidance (eta) must be positive, got {self.negative_guidance}")
+            raise ConfigError(f"negative_guidance (eta) must be positive, got {self.negative_guidance}")
         for name in ("ddim_steps", "batch_size", "trajectory_reuse"):
             if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.mode == "faithful" and self.batch_size != 1:
+            raise ConfigError(f"faithful mode trains one sample per iteration, as the authors' script does; got batch_size {self.batch_size} (use --mode fast to batch)")
         if min(self.preserve_unconditional, self.preserve_weight, self.start_guidance) < 0:
-            raise ValueError("preserve_unconditional, preserve_weight and start_guidance must be 0 or more")
+            raise ConfigError("preserve_unconditional, preserve_weight and start_guidance must be 0 or more")
 
 
-def for_several_concepts(config: ESDConfig, count: int, chosen: set[str]) -> ESDConfig:
-    """``config`` with fast mode's defaults for ``count`` concepts at once, 200 iterations per
-    concept at lr 2e-4, for whichever of steps and lr the user did not choose.
-
-    Measured on the embedded model (circle and triangle, 32 images per shape): 200 iterations at
-    lr 1e-4 left 22% circles and 100% triangles; 400 at lr 1e-4 left 22% triangles; 400 at lr 2e-4
-    left none of either, other shapes at 88% or more.
-    """
-    if config.mode != "fast" or count <= 1:
-        return config
-    scaled = {"steps": 200 * count, "lr": 2e-4}
-    return replace(config, **{k: v for k, v in scaled.items() if k not in chosen})
+def mode_defaults(mode: str | None) -> dict:
+    """Field values a chosen ``--mode`` brings with it (over the paper's defaults)."""
+    if mode in ("fast", "straightforward"):
+        return dict(FAST_MODE)
+    return {}
 
 
-def faithful_config(**overrides) -> ESDConfig:
-    return ESDConfig(**{**FAITHFUL, "preserve_unconditional": 0.0, "mode": "faithful", **overrides})
+def guidance_target(frozen_concept: torch.Tensor, frozen_unconditional: torch.Tensor, eta: float) -> torch.Tensor:
+    """eq. 4, formed in float32: under bf16 autocast the difference of two O(1) predictions
+    would keep only a few bits."""
+    unconditional = frozen_unconditional.float()
+    return unconditional - eta * (frozen_concept.float() - unconditional)
 
 
-def reference_timestep(step_index: int, ddim_steps: int, generator: torch.Generator, train_steps: int = 1000) -> int:
-    """The reference code's DDPM timestep for a state reached after ``step_index`` DDIM steps.
-
-    It draws from the bin of width 1000/ddim_steps that *rises* with the index, although the state
-    after more denoising steps is less noisy: we keep that for faithfulness, and use the state's
-    true timestep in fast mode.
-    """
-    low = round(step_index / ddim_steps * train_steps)
-    high = max(low + 1, round((step_index + 1) / ddim_steps * train_steps))
-    return int(torch.randint(low, high, (1,), generator=generator))
+def faithful_state(predict, scheduler, noise, conditional, unconditional, guidance: float, stop: int):
+    """The authors' script's x_t: ``noise`` sampled for ``stop`` steps of ``scheduler`` under the
+    concept by ``predict`` (the frozen base UNet), and the timestep of the step it enters."""
+    states, timesteps = sample_trajectory(predict, scheduler, noise, conditional, unconditional, guidance, stop=stop)
+    return states[stop], timesteps[stop : stop + 1]
 
 
 @dataclass(frozen=True)
@@ -118,9 +123,9 @@ class Shortcuts:
         return cls(False, False, mode == "faithful", mode == "faithful")
 
 
-def _sample_states(unet, scheduler, noise, conditional, unconditional, guidance, stops: torch.Tensor) -> torch.Tensor:
-    """Fresh x_t for each sample: its trajectory stopped after ``stops[i]`` DDIM steps."""
-    states, _ = sample_trajectory(unet, scheduler, noise, conditional, unconditional, guidance, stop=int(stops.max()) + 1)
+def _sample_states(predict, scheduler, noise, conditional, unconditional, guidance, stops: torch.Tensor) -> torch.Tensor:
+    """Fresh x_t for each sample: its trajectory stopped after ``stops[i]`` steps."""
+    states, _ = sample_trajectory(predict, scheduler, noise, conditional, unconditional, guidance, stop=int(stops.max()))
     stacked = torch.stack(states)
     return stacked[stops, torch.arange(len(stops))]
 
@@ -138,14 +143,20 @@ def erase(
     """Erase ``concepts``; ``prompts`` are the concept prompts x_t is sampled under (one or more per
     concept); the predictions for ``preserve_prompts`` are kept at the frozen model's."""
     watch = Stopwatch()
+    prediction_type(pipeline)
     shortcuts = shortcuts or Shortcuts.for_mode(config.mode)
     if world()[1] > 1:
         if config.mode == "faithful":
-            raise ValueError("faithful mode trains on one sample per iteration, which cannot be split over processes; run it in one process")
+            raise UserError("faithful mode trains on one sample per iteration, which cannot be split over processes; run it in one process or use --mode fast")
         check_batch(config.batch_size, "--batch-size")
     torch.manual_seed(config.seed)
     generator = torch.Generator("cpu").manual_seed(config.seed)
     unet = pipeline.unet
+    with unet_restored(unet):  # the pipeline is the caller's: leave it as it came, also when a step raises
+        return _train(pipeline, unet, concepts, config, prompts, progress, preserve_prompts, control, shortcuts, generator, watch)
+
+
+def _train(pipeline, unet, concepts, config, prompts, progress, preserve_prompts, control, shortcuts, generator, watch) -> ErasureResult:
     device = unet.device
     model = TrainedUNet(unet, select_parameters(unet, config.parameter_group, PARAMETER_GROUPS))
     if not shortcuts.group_gradients_only:
@@ -155,38 +166,32 @@ def erase(
 
         previous_processors = unet.attn_processors
         unet.set_attn_processor(AttnProcessor())
-    unet.train()
     optimizer = torch.optim.Adam(model.trained.values(), lr=config.lr)
     conditional = encode_prompts(pipeline, prompts)
     unconditional = encode_prompts(pipeline, [""])
     preserved = encode_prompts(pipeline, preserve_prompts) if preserve_prompts else None
-    scheduler = ddim_scheduler(pipeline, config.ddim_steps)
-    latent_shape = (
-        unet.config.in_channels,
-        unet.config.sample_size,
-        unet.config.sample_size,
-    )
+    # faithful: the model's own sampler, as the authors' script; otherwise DDIM from the same config
+    scheduler = sampling_scheduler(pipeline, config.ddim_steps, "own" if config.mode == "faithful" else "ddim")
+    latent_shape = (unet.config.in_channels, unet.config.sample_size, unet.config.sample_size)
     hook = StepHook(control, config, model.trained, optimizer, generator)
     start, losses, extras = hook.resume()
     bank_states, bank_prompts = extras.get("bank_states"), extras.get("bank_prompts")
     try:
+        unet.train()
         for step in range(start, config.steps):
             if config.mode == "faithful":
                 which = torch.randint(0, len(prompts), (1,), generator=generator)
                 stop = int(torch.randint(0, config.ddim_steps, (1,), generator=generator))
                 noise = torch.randn((1, *latent_shape), generator=generator).to(device)
-                unet.eval()
-                states, _ = sample_trajectory(unet, scheduler, noise, conditional[which], unconditional, config.start_guidance, stop=stop)
-                unet.train()
-                latents = states[-1]
-                timesteps = torch.tensor([reference_timestep(stop, config.ddim_steps, generator)], device=device)
+                latents, timesteps = faithful_state(model.frozen, scheduler, noise, conditional[which], unconditional, config.start_guidance, stop)
+                timesteps = timesteps.to(device)
                 hidden = conditional[which]
             elif not shortcuts.reuse_trajectories:
                 which = torch.randint(0, len(prompts), (config.batch_size,), generator=generator)
                 stops = torch.randint(0, config.ddim_steps, (config.batch_size,), generator=generator)
                 noise = torch.randn((config.batch_size, *latent_shape), generator=generator).to(device)
                 unet.eval()
-                latents = _sample_states(unet, scheduler, noise, conditional[which], unconditional, config.start_guidance, stops)
+                latents = _sample_states(model, scheduler, noise, conditional[which], unconditional, config.start_guidance, stops)
                 unet.train()
                 timesteps = scheduler.timesteps[stops].to(device)
                 hidden = conditional[which]
@@ -196,9 +201,9 @@ def erase(
                     noise = torch.randn((config.batch_size, *latent_shape), generator=generator).to(device)
                     part = batch_part(config.batch_size)  # each process samples its part of the bank
                     unet.eval()
-                    states, _ = sample_trajectory(unet, scheduler, noise[part], conditional[bank_prompts[part]], unconditional, config.start_guidance)
+                    states, _ = sample_trajectory(model, scheduler, noise[part], conditional[bank_prompts[part]], unconditional, config.start_guidance, stop=config.ddim_steps - 1)
                     unet.train()
-                    bank_states = gather_parts(torch.stack(states[:-1]), dim=1)  # (steps, batch, ...): the state entering each step
+                    bank_states = gather_parts(torch.stack(states), dim=1)  # (steps, batch, ...): the state entering each step
                 pick_step = torch.randint(0, config.ddim_steps, (config.batch_size,), generator=generator)
                 pick_traj = torch.randint(0, config.batch_size, (config.batch_size,), generator=generator)
                 latents = bank_states[pick_step, pick_traj]
@@ -220,19 +225,13 @@ def erase(
                 conditions.append(keep[-1][1])
             batched = shortcuts.batched_calls
             frozen = unet_calls(model.frozen, latents, timesteps, conditions, batched)
-            target = frozen[1] - config.negative_guidance * (frozen[0] - frozen[1])
+            target = guidance_target(frozen[0], frozen[1], config.negative_guidance)
             trained = unet_calls(model, latents, timesteps, [hidden] + [h for _, h, _ in keep], batched)
-            loss = distance(trained[0], target, config.loss)
+            loss = distance(trained[0].float(), target, config.loss)
             for (weight, _, index), prediction in zip(keep, trained[1:]):
-                loss = loss + weight * distance(prediction, frozen[index], config.loss)
+                loss = loss + weight * distance(prediction.float(), frozen[index].float(), config.loss)
             hook.finish_step(loss, step, losses, progress, {"bank_states": bank_states, "bank_prompts": bank_prompts}, share=len(latents) / batch)
-    finally:  # the pipeline is the caller's: leave it as it came, also when a step raises
-        unet.eval()
-        if not shortcuts.group_gradients_only:
-            unet.zero_grad(set_to_none=True)
-            unet.requires_grad_(False)
-            for parameter in model.trained.values():
-                parameter.requires_grad_(True)
+    finally:
         if not shortcuts.fused_attention:
             unet.set_attn_processor(previous_processors)
     erased, base = model.checkpoint_tensors()

@@ -5,15 +5,18 @@ For every cross-attention key and value projection W0 (they read the text embedd
     W = (lam W0 + es sum_i v*_i c_i^T + ps sum_j W0 c_j c_j^T) (lam I + es sum_i c_i c_i^T + ps sum_j c_j c_j^T)^-1
 
 c_i are text-encoder embeddings of the erased concepts at chosen token positions, v*_i = W0 c*_i
-with c*_i the guide prompt's embedding at the same positions, and c_j the preserved concepts'
-embeddings, whose outputs the edit keeps. ``es``/``ps`` are the erase and preserve scales. The
-guide is ``--anchor``, else the nearest preserved concept, else the empty prompt (the paper's
-choice); see :func:`choose_guides` for the measurements behind that order.
+with c*_i the guide prompt's embedding at the aligned position, and c_j the preserved concepts'
+embeddings, whose outputs the edit keeps. ``es``/``ps`` are the erase and preserve scales.
 
-Which token positions enter matters: ``concept`` takes only the concept's own tokens;
-``through-eos`` also takes the tokens after them up to and including the first end token, which
-in a causal text encoder carry the concept too (the pooled token does); ``to-end`` takes every
-position after the concept, padding included, since cross-attention reads those as well.
+Which token positions enter: ``last`` is the authors' script (``uce_sd_erase.py``): the prompt's
+last token before the end token, on both sides; ``concept`` takes every token of the concept;
+``through-eos`` also the tokens after it up to and including the first end token, which in a
+causal text encoder carry the concept too; ``to-end`` every position after the concept, padding
+included, since cross-attention reads those as well. Rows are aligned from the end, as the
+authors' script does, so a guide of any token length works: the concept's k-th token from its end
+meets the guide's k-th from its end (its first token when the guide is shorter, the token before
+it when the guide is empty: the start token for a bare empty prompt, as in the script), and the
+positions after the concept meet those after the guide, end token with end token.
 """
 
 from __future__ import annotations
@@ -22,30 +25,40 @@ from dataclasses import dataclass, field
 
 import torch
 
+from erasectl.errors import ConfigError
+
 from erasectl.architecture import encode_prompts, token_rows
 from erasectl.methods.common import ErasureResult, MethodConfig, Progress, Stopwatch
 
-POSITIONS = ("concept", "through-eos", "to-end")
+POSITIONS = ("last", "concept", "through-eos", "to-end")
+GUIDE_CHOICES = ("empty", "nearest-preserved")
+REFERENCE = "UCE's script uce_sd_erase.py (rohitgandikota/unified-concept-editing), argparse defaults"
 
 
 @dataclass
 class UCEConfig(MethodConfig):
-    steps: int = field(default=1, metadata={"help": "Closed form: one solve (kept for a uniform recipe)."})
-    lr: float = field(default=1.0, metadata={"help": "Unused by the closed form."})
-    parameter_group: str = field(default="kv", metadata={"help": "kv: cross-attention key and value projections."})
-    erase_scale: float = field(default=1.0, metadata={"help": "es: weight of the erased concepts' rows."})
-    preserve_scale: float = field(default=1.0, metadata={"help": "ps: weight of the preserved concepts' rows."})
-    lamb: float = field(default=0.1, metadata={"help": "lam: pull toward the original weights W0."})
-    token_positions: str = field(default="to-end", metadata={"help": "concept, through-eos (the concept's tokens through the first end token) or to-end (through the last padding position)."})
+    """Defaults: the authors' script, which real models get (the embedded world's own measured set
+    lives in ``erasectl.world.defaults``)."""
+
+    steps: int = field(default=1, metadata={"help": "Closed form: one solve (kept for a uniform recipe).", "source": "closed form"})
+    lr: float = field(default=1.0, metadata={"help": "Unused by the closed form.", "source": "closed form"})
+    parameter_group: str = field(default="kv", metadata={"help": "kv: cross-attention key and value projections.", "source": f"{REFERENCE}: attn2 to_k and to_v"})
+    erase_scale: float = field(default=1.0, metadata={"help": "es: weight of the erased concepts' rows.", "source": f"{REFERENCE}: --erase_scale 1"})
+    preserve_scale: float = field(default=1.0, metadata={"help": "ps: weight of the preserved concepts' rows.", "source": f"{REFERENCE}: --preserve_scale 1"})
+    lamb: float = field(default=0.5, metadata={"help": "lam: pull toward the original weights W0.", "source": f"{REFERENCE}: --lamb 0.5"})
+    guide_choice: str = field(default="empty", metadata={"help": "Without --anchor: empty (the empty prompt, the paper's default for objects) or nearest-preserved (the preserved concept nearest in the text encoder's pooled space; the empty prompt when none is preserved).", "source": f"{REFERENCE}: guide_concepts default ''"})
+    token_positions: str = field(default="last", metadata={"help": "last (the token before the end token), concept, through-eos or to-end.", "source": f"{REFERENCE}: the last token (attention_mask.sum() - 2)"})
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.parameter_group != "kv":
-            raise ValueError(f"unknown parameter group {self.parameter_group!r} for uce; it edits kv only")
+            raise ConfigError(f"unknown parameter group {self.parameter_group!r} for uce; it edits kv only")
+        if self.guide_choice not in GUIDE_CHOICES:
+            raise ConfigError(f"guide_choice must be one of {', '.join(GUIDE_CHOICES)}, got {self.guide_choice!r}")
         if self.token_positions not in POSITIONS:
-            raise ValueError(f"token_positions must be one of {', '.join(POSITIONS)}, got {self.token_positions!r}")
+            raise ConfigError(f"token_positions must be one of {', '.join(POSITIONS)}, got {self.token_positions!r}")
         if not self.lamb > 0 or self.erase_scale < 0 or self.preserve_scale < 0:
-            raise ValueError("lamb must be positive and the scales 0 or more")
+            raise ConfigError("lamb must be positive and the scales 0 or more")
 
 
 Config = UCEConfig
@@ -60,27 +73,58 @@ def _find(sequence: list[int], part: list[int]) -> int:
     raise ValueError("concept tokens not found in its prompt")
 
 
+def concept_positions(prompt_ids: list[int], start: int, end: int, eos_id: int, positions: str) -> list[int]:
+    """Token positions of a prompt whose concept spans ``[start, end)`` that enter the edit."""
+    if positions == "last":
+        return [end - 1]
+    if positions == "through-eos":
+        return list(range(start, prompt_ids.index(eos_id, end) + 1))
+    if positions == "to-end":
+        return list(range(start, len(prompt_ids)))
+    return list(range(start, end))
+
+
+def aligned_guide_position(position: int, start: int, end: int, guide_end: int, length: int) -> int:
+    """The guide prompt's position for the concept prompt's ``position``, aligned from the end.
+    The guide spans ``[start, guide_end)`` (the same template, so the same start)."""
+    if position >= end:
+        return min(position - end + guide_end, length - 1)
+    if guide_end == start:  # empty guide: the token before it (the start token for a bare prompt)
+        return start - 1
+    return max(guide_end - (end - position), start)
+
+
 @torch.no_grad()
-def concept_rows(pipeline, prompts: list[str], concepts: list[str], positions: str, guide_prompts: list[str] | None = None):
-    """Embeddings at the concept's token positions of each prompt (and the guide's at the same places)."""
+def concept_rows(pipeline, prompts: list[str], concepts: list[str], positions: str, guides: list[str] | None = None):
+    """Embeddings at the concept's token positions of each prompt, and, with ``guides`` (the
+    guide word of each prompt; its guide prompt is the prompt with the concept replaced), the guide
+    prompt's embeddings at the aligned positions."""
     tokenizer = pipeline.tokenizer
-    tokens = tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt")
+    length = tokenizer.model_max_length
+    tokens = tokenizer(prompts, padding="max_length", max_length=length, truncation=True, return_tensors="pt")
     unet = pipeline.unet
     hidden = token_rows(unet, encode_prompts(pipeline, prompts)).float()
-    guide = token_rows(unet, encode_prompts(pipeline, guide_prompts)).float() if guide_prompts is not None else None
+    guide_hidden = None
+    if guides is not None:
+        guide_prompts = [guide_prompt(prompt, concept, guide) for prompt, concept, guide in zip(prompts, concepts, guides)]
+        guide_hidden = token_rows(unet, encode_prompts(pipeline, guide_prompts)).float()
     rows, guide_rows = [], []
     for index, (prompt_ids, concept) in enumerate(zip(tokens.input_ids.tolist(), concepts)):
         concept_ids = tokenizer(concept, add_special_tokens=False).input_ids
         start = _find(prompt_ids, concept_ids)
         end = start + len(concept_ids)
-        if positions == "through-eos":
-            end = prompt_ids.index(tokenizer.eos_token_id, end) + 1
-        elif positions == "to-end":
-            end = len(prompt_ids)
-        rows.append(hidden[index, start:end])
-        if guide is not None:
-            guide_rows.append(guide[index, start:end])
-    return torch.cat(rows), (torch.cat(guide_rows) if guide is not None else None)
+        chosen = concept_positions(prompt_ids, start, end, tokenizer.eos_token_id, positions)
+        rows.append(hidden[index, chosen])
+        if guide_hidden is not None:
+            guide_end = start + len(tokenizer(guides[index], add_special_tokens=False).input_ids)
+            guide_rows.append(guide_hidden[index, [aligned_guide_position(p, start, end, guide_end, length) for p in chosen]])
+    return torch.cat(rows), (torch.cat(guide_rows) if guide_hidden is not None else None)
+
+
+def guide_prompt(prompt: str, concept: str, guide: str) -> str:
+    """``prompt`` with its last occurrence of ``concept`` replaced by ``guide`` (spaces tidied)."""
+    head, _, tail = prompt.rpartition(concept)
+    return " ".join(f"{head}{guide}{tail}".split())
 
 
 def closed_form(w0: torch.Tensor, erase: torch.Tensor, targets: torch.Tensor, preserve: torch.Tensor | None, config: UCEConfig) -> torch.Tensor:
@@ -98,17 +142,17 @@ def closed_form(w0: torch.Tensor, erase: torch.Tensor, targets: torch.Tensor, pr
     return torch.linalg.solve(right, left.T).T
 
 
-def erase(pipeline, concept_prompts: list[tuple[str, str]], guide_prompts: list[str], preserve_prompts: list[tuple[str, str]], config: UCEConfig, progress: Progress | None = None) -> ErasureResult:
-    """``concept_prompts``/``preserve_prompts`` are ``(prompt, concept words)``; ``guide_prompts[i]``
-    is ``concept_prompts[i]`` with the concept replaced by the guide."""
+def erase(pipeline, concept_prompts: list[tuple[str, str]], guides: list[str], preserve_prompts: list[tuple[str, str]], config: UCEConfig, progress: Progress | None = None) -> ErasureResult:
+    """``concept_prompts``/``preserve_prompts`` are ``(prompt, concept words)``; ``guides[i]`` is
+    the guide of ``concept_prompts[i]`` (its guide prompt is the prompt with the concept replaced)."""
     with torch.autocast(pipeline.unet.device.type, enabled=False):  # a closed form gains nothing from bf16
-        return _edit(pipeline, concept_prompts, guide_prompts, preserve_prompts, config, progress)
+        return _edit(pipeline, concept_prompts, guides, preserve_prompts, config, progress)
 
 
-def _edit(pipeline, concept_prompts, guide_prompts, preserve_prompts, config: UCEConfig, progress) -> ErasureResult:
+def _edit(pipeline, concept_prompts, guides, preserve_prompts, config: UCEConfig, progress) -> ErasureResult:
     watch = Stopwatch()
     erase_rows, guide_rows = concept_rows(
-        pipeline, [p for p, _ in concept_prompts], [c for _, c in concept_prompts], config.token_positions, guide_prompts
+        pipeline, [p for p, _ in concept_prompts], [c for _, c in concept_prompts], config.token_positions, guides
     )
     preserve_rows = None
     if preserve_prompts:
@@ -127,23 +171,10 @@ def _edit(pipeline, concept_prompts, guide_prompts, preserve_prompts, config: UC
     return ErasureResult(erased, base, [0.0], watch.seconds(), {"erased_rows": len(erase_rows), "preserved_rows": 0 if preserve_rows is None else len(preserve_rows)})
 
 
-def default_preserve(request) -> list[str]:
-    """With no ``--preserve``: on the embedded model, the concepts evaluate checks around each
-    erased one (the other shapes; for "red circle", circles of other colours and other red
-    shapes). A real model has no such list: nothing is preserved unless named."""
-    from erasectl.models import EMBEDDED_NAME
-
-    if request.preserve or request.model_name != EMBEDDED_NAME:
-        return list(request.preserve)
-    from erasectl.evaluation import world_protocol
-
-    found = [kept for concept in request.concepts for kept in world_protocol(concept, None, None, None).surrounding]
-    return [kept for kept in dict.fromkeys(found) if kept not in request.concepts]
-
-
-def choose_guides(pipeline, concepts: list[str], anchor: str | None, preserve: list[str]) -> dict[str, str]:
-    """The guide of each concept: ``--anchor`` if given; else its nearest preserved concept in the
-    text encoder's pooled space, when any is preserved; else the empty prompt (the paper's default).
+def choose_guides(pipeline, concepts: list[str], anchor: str | None, preserve: list[str], choice: str = "empty") -> dict[str, str]:
+    """The guide of each concept: ``--anchor`` if given; else, with ``nearest-preserved``, its
+    nearest preserved concept in the text encoder's pooled space when any is preserved; else the
+    empty prompt (the paper's default).
 
     Measured on the embedded model (circle, the other shapes preserved, seeds 0-7): guide "" leaves
     84% circles and guide "shape" 81%, because what those prompts draw is mostly circles; guide
@@ -151,7 +182,7 @@ def choose_guides(pipeline, concepts: list[str], anchor: str | None, preserve: l
     """
     if anchor:
         return {concept: anchor for concept in concepts}
-    if not preserve:
+    if not preserve or choice == "empty":
         return {concept: "" for concept in concepts}
     from erasectl.neighbours import find_neighbours
 
@@ -160,14 +191,14 @@ def choose_guides(pipeline, concepts: list[str], anchor: str | None, preserve: l
 
 def run(pipeline, request, config: UCEConfig, progress: Progress | None = None, control=None) -> ErasureResult:
     """A closed form has nothing to resume; ``control`` is accepted for a uniform interface."""
-    preserve = default_preserve(request)
-    guides = choose_guides(pipeline, request.concepts, request.anchor, preserve)
-    concept_prompts, guide_prompts = [], []
+    preserve = request.preserved()
+    guides = choose_guides(pipeline, request.concepts, request.anchor, preserve, config.guide_choice)
+    concept_prompts, guide_words = [], []
     for concept in request.concepts:
         for template in request.templates(concept, "uce"):
             concept_prompts.append((template.format(concept), concept))
-            guide_prompts.append(" ".join(template.format(guides[concept]).split()))
+            guide_words.append(guides[concept])
     preserve_prompts = [(template.format(kept), kept) for kept in preserve for template in request.templates(kept, "uce")]
-    result = erase(pipeline, concept_prompts, guide_prompts, preserve_prompts, config, progress)
+    result = erase(pipeline, concept_prompts, guide_words, preserve_prompts, config, progress)
     result.extra.update({"guides": guides, "preserved": preserve})
     return result

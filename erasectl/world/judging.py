@@ -48,3 +48,35 @@ def shape_report(pipeline, judge, seeds: list[int], steps: int = 25, guidance: f
 
 def _chunks(items: list, size: int) -> list[list]:
     return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def anchor_filter(pipeline, judge, concepts: list[str]):
+    """For ablation on the shapes world: drop anchor images the judge reads as an erased concept.
+
+    "a red shape" draws circles a fifth of the time; mapping "circle" onto those would teach the
+    model to keep drawing circles. The paper's anchor captions have the same flaw, less visibly.
+    """
+    import torch
+
+    from erasectl.world.vocabulary import NOUN_TO_SHAPE
+
+    wanted = []
+    for concept in concepts:
+        words = concept.lower().split()
+        wanted.append(
+            {
+                "shape": next((NOUN_TO_SHAPE[w] for w in words if w in NOUN_TO_SHAPE), None),
+                "colour": next((w for w in words if w in COLOURS), None),
+                "style": next((w for w in words if w in STYLES), None),
+            }
+        )
+
+    @torch.no_grad()
+    def keep(latents: torch.Tensor) -> torch.Tensor:
+        decoded = pipeline.vae.decode(latents / pipeline.vae.config.scaling_factor).sample
+        images = pipeline.image_processor.postprocess(decoded, output_type="pil")
+        read = read_attributes(judge, images)
+        shows = [any(all(v is None or r[k] == v for k, v in w.items()) for w in wanted) for r in read]
+        return torch.tensor([not s for s in shows])
+
+    return keep

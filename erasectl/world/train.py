@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from erasectl.errors import ConfigError
 import torch.nn.functional as F
 
 from erasectl.judge import image_embeddings, text_embeddings
@@ -53,7 +55,7 @@ class WorldTrainingConfig:
     def __post_init__(self) -> None:
         for name, value in asdict(self).items():
             if name != "seed" and not value > 0:
-                raise ValueError(f"{name} must be positive, got {value}")
+                raise ConfigError(f"{name} must be positive, got {value}")
 
 
 def random_caption(label: Label, rng: np.random.Generator, empty_share: float) -> str:

@@ -1,0 +1,109 @@
+"""What a loaded model *is*, for erasectl's policies: the paper's settings for any real model, or
+the embedded shapes world's measured ones.
+
+The profile is read from a marker file in the model's folder (``erasectl_profile.json``, which the
+embedded model and every folder exported from it carry), never from the model's name: the same
+weights, loaded by any path, get the same defaults, templates, preservation and evaluation.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import fields
+from pathlib import Path
+
+from erasectl.errors import UserError
+
+MARKER = "erasectl_profile.json"
+PAPER = "paper"
+SHAPES_WORLD = "shapes-world"
+
+# Prompts around a concept for real SD models. ESD samples under the bare concept and UCE edits
+# the bare concept, as the authors' scripts do; ablation pairs varied captions, in the spirit of
+# the paper's generated anchor captions.
+GENERIC_TEMPLATES = {
+    "esd": ["{}"],
+    "ablate": [
+        "a photo of a {}",
+        "a painting of a {}",
+        "a close-up photo of a {}",
+        "a drawing of a {}",
+        "a picture of a {} outdoors",
+        "a photo of a {} in a room",
+        "a blurry photo of a {}",
+        "a rendering of a {}",
+    ],
+    "uce": ["{}"],
+}
+
+
+class PaperProfile:
+    """Any real model: each method's paper (or authors' script) settings, generic templates, no
+    default preservation, no anchor filter."""
+
+    name = PAPER
+
+    def check_concepts(self, concepts: list[str]) -> None:
+        """Words this model cannot know (none, for an open-vocabulary text encoder)."""
+
+    def templates(self, concept: str, method: str) -> list[str]:
+        return GENERIC_TEMPLATES[method]
+
+    def default_preserve(self, concepts: list[str]) -> list[str]:
+        return []
+
+    def anchor_filter(self, pipeline, concepts: list[str]):
+        return None
+
+    def defaults(self, method_name: str, given: dict) -> dict[str, tuple[object, str]]:
+        """Every field of the method's config: ``(default, where it comes from)``, under the
+        options the user ``given`` (a chosen ESD mode brings its batching)."""
+        from erasectl.methods import get_method
+
+        method = get_method(method_name)
+        found = {f.name: (f.default, f.metadata.get("source", "")) for f in fields(method.Config)}
+        if hasattr(method, "mode_defaults"):
+            found.update({k: (v, f"--mode {given.get('mode')}: its batching") for k, v in method.mode_defaults(given.get("mode")).items()})
+        return found
+
+    def for_concept_count(self, method_name: str, config, count: int, given: set[str]):
+        return config
+
+    def protocol(self, concept: str, surrounding: list[str] | None, paraphrases: list[str] | None, anchor: str | None, judge: str | None):
+        """evaluate's protocol: a real model needs a real CLIP judge and named surroundings."""
+        from erasectl.evaluation import generic_protocol
+
+        if judge is None:
+            raise UserError("a real model needs a real CLIP judge; pass --judge openai/clip-vit-large-patch14 or a local CLIP folder")
+        if not surrounding:
+            raise UserError("name the surrounding concepts with --surrounding a,b,c or --auto-surrounding K")
+        return generic_protocol(concept, surrounding, paraphrases or [], anchor)
+
+
+def profile_named(name: str) -> PaperProfile:
+    if name == PAPER:
+        return PaperProfile()
+    if name == SHAPES_WORLD:
+        from erasectl.world.profile import WorldProfile
+
+        return WorldProfile()
+    raise UserError(f"unknown erasectl profile {name!r} in {MARKER}; it must be {PAPER} or {SHAPES_WORLD}")
+
+
+def profile_of(source) -> PaperProfile:
+    """The profile of a model folder (or a single file's config folder): its marker, else the paper's."""
+    if source is None:
+        return PaperProfile()
+    marker = Path(source) / MARKER
+    if not marker.is_file():
+        return PaperProfile()
+    try:
+        return profile_named(json.loads(marker.read_text())["profile"])
+    except (ValueError, KeyError) as error:
+        raise UserError(f"{marker} is not a valid erasectl profile marker ({error}); delete it or write {{\"profile\": \"{PAPER}\"}}") from None
+
+
+def write_marker(folder: Path, profile: PaperProfile) -> None:
+    """Mark a folder (an export of a model) with the profile of the model it came from."""
+    if profile.name != PAPER:
+        (Path(folder) / MARKER).write_text(json.dumps({"profile": profile.name}) + "\n")

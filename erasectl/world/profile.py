@@ -1,0 +1,54 @@
+"""The embedded shapes world's policies, in one place: its vocabulary check, erasure templates,
+default preservation, anchor filter and method defaults (its evaluation protocol is
+``erasectl.world.protocol``)."""
+
+from __future__ import annotations
+
+from erasectl.errors import UserError
+from erasectl.profiles import SHAPES_WORLD, PaperProfile
+from erasectl.world.defaults import WORLD_DEFAULTS, for_several_concepts
+from erasectl.world.vocabulary import WORLD_WORDS, erasure_templates
+
+
+class WorldProfile(PaperProfile):
+    name = SHAPES_WORLD
+
+    def check_concepts(self, concepts: list[str]) -> None:
+        for concept in concepts:
+            unknown = [w for w in concept.lower().split() if w not in WORLD_WORDS]
+            if unknown:
+                raise UserError(f"the embedded shapes model does not know {unknown[0]!r}; its words are {', '.join(WORLD_WORDS)}")
+
+    def templates(self, concept: str, method: str) -> list[str]:
+        return erasure_templates(concept, method)
+
+    def default_preserve(self, concepts: list[str]) -> list[str]:
+        """The concepts evaluate checks around each erased one (the other shapes; for "red
+        circle", circles of other colours and other red shapes)."""
+        from erasectl.world.protocol import world_protocol
+
+        found = [kept for concept in concepts for kept in world_protocol(concept, None, None, None).surrounding]
+        return [kept for kept in dict.fromkeys(found) if kept not in concepts]
+
+    def anchor_filter(self, pipeline, concepts: list[str]):
+        from erasectl.judge import ClipJudge
+        from erasectl.world.judging import anchor_filter
+
+        return anchor_filter(pipeline, ClipJudge.load(), concepts)
+
+    def defaults(self, method_name: str, given: dict) -> dict[str, tuple[object, str]]:
+        found = super().defaults(method_name, given)
+        if method_name == "esd" and given.get("mode") == "faithful":
+            return found  # the authors' loop, with the authors' settings
+        found.update({name: (value, f"shapes world: {reason}") for name, (value, reason) in WORLD_DEFAULTS.get(method_name, {}).items()})
+        return found
+
+    def protocol(self, concept: str, surrounding: list[str] | None, paraphrases: list[str] | None, anchor: str | None, judge: str | None):
+        """The world's protocol; the world judge unless ``judge`` names another."""
+        from erasectl.world.protocol import world_protocol
+
+        self.check_concepts([concept, *(surrounding or []), *(paraphrases or [])])
+        return world_protocol(concept, surrounding, paraphrases, anchor)
+
+    def for_concept_count(self, method_name: str, config, count: int, given: set[str]):
+        return for_several_concepts(config, count, given) if method_name == "esd" else config
