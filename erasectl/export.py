@@ -89,14 +89,24 @@ def peft_state_dict(factors: dict[str, LowRankFactor]) -> dict[str, dict[str, to
     return layers
 
 
-def kohya_state_dict(factors: dict[str, LowRankFactor]) -> dict[str, torch.Tensor]:
+KOHYA_PREFIXES = {"unet": "lora_unet", "text_encoder": "lora_te", "text_encoder_2": "lora_te2"}
+
+
+def kohya_stem(key: str) -> str:
+    """``unet.<module>.weight`` (or ``.bias``) -> ``lora_unet_<module_with_underscores>``."""
+    component, _, name = key.partition(".")
+    return f"{KOHYA_PREFIXES[component]}_{name.rsplit('.', 1)[0].replace('.', '_')}"
+
+
+def kohya_state_dict(factors: dict[str, LowRankFactor], biases: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
     """kohya-ss names (``lora_unet_<module_with_underscores>.lora_down.weight``), with ``alpha`` equal
-    to the rank so that the scale alpha/rank is 1, as AUTOMATIC1111 and ComfyUI apply it."""
-    prefixes = {"unet": "lora_unet", "text_encoder": "lora_te", "text_encoder_2": "lora_te2"}
+    to the rank so that the scale alpha/rank is 1, as AUTOMATIC1111 and ComfyUI apply it; with
+    ``biases``, each bias delta as ``<stem>.diff_b``, which ComfyUI adds to the module's bias."""
     state = {}
+    for key, delta in (biases or {}).items():
+        state[f"{kohya_stem(key)}.diff_b"] = delta
     for key, factor in factors.items():
-        component, _, name = key.partition(".")
-        stem = f"{prefixes[component]}_{name[: -len('.weight')].replace('.', '_')}"
+        stem = kohya_stem(key)
         state[f"{stem}.lora_down.weight"] = factor.down
         state[f"{stem}.lora_up.weight"] = factor.up
         state[f"{stem}.alpha"] = torch.tensor(float(factor.down.shape[0]))
@@ -134,7 +144,7 @@ def modelspec_metadata(checkpoint: ErasedCheckpoint, pipeline, title: str, kind:
     return metadata
 
 
-def export_lora(checkpoint: ErasedCheckpoint, pipeline, out: Path, kind: str, rank: int | None, energy: float) -> dict:
+def export_lora(checkpoint: ErasedCheckpoint, pipeline, out: Path, kind: str, rank: int | None, energy: float, bias_deltas_too: bool = False) -> dict:
     from safetensors.torch import save_file
 
     from erasectl.files import write_atomically
@@ -149,25 +159,80 @@ def export_lora(checkpoint: ErasedCheckpoint, pipeline, out: Path, kind: str, ra
     if kind == "lora":
         state = {f"{component}.{name}": t for component, layers in peft_state_dict(factors).items() for name, t in layers.items()}
         path = out / LORA_FILE
-    else:
-        state = kohya_state_dict(factors)
+    biases = bias_deltas(pipeline, checkpoint)
+    if kind != "kohya" and bias_deltas_too:
+        raise UserError("--bias-deltas is for --format kohya (ComfyUI reads them as .diff_b); a PEFT LoRA has no place for them")
+    if kind == "kohya":
+        state = kohya_state_dict(factors, biases if bias_deltas_too else None)
         path = out / f"{out.name}.safetensors"
     metadata = modelspec_metadata(checkpoint, pipeline, out.name, "lora")
     write_atomically(path, lambda tmp: save_file(state, str(tmp), metadata=metadata))
     ranks = {k: int(f.down.shape[0]) for k, f in factors.items()}
-    biases = bias_deltas(pipeline, checkpoint)
     return {
         "file": str(path),
         "ranks": sorted(set(ranks.values())),
         "min_kept_energy": round(min(f.kept_energy for f in factors.values()), 6),
-        # A LoRA carries weight deltas only; what it leaves out is said, never hidden.
-        "dropped_bias_deltas": {"count": len(biases), "max_abs": round(max((float(b.abs().max()) for b in biases.values()), default=0.0), 6)},
+        # A LoRA carries weight deltas; bias deltas only as kohya .diff_b on request. What it leaves out is said, never hidden.
+        "bias_deltas": {
+            "count": len(biases),
+            "max_abs": round(max((float(b.abs().max()) for b in biases.values()), default=0.0), 6),
+            "carried": bool(bias_deltas_too and biases),
+        },
+        "readers": {"lora": "diffusers' load_lora_weights only (PEFT names); for ComfyUI and AUTOMATIC1111 export --format kohya", "kohya": "AUTOMATIC1111, ComfyUI, kohya sd-scripts, diffusers' load_lora_weights (not with --bias-deltas: diffusers refuses .diff_b keys)"}[kind],
     }
+
+
+TEXT_ENCODERS = ("text_encoder", "text_encoder_2")
+
+
+def released_text_encoder_keys(state_keys) -> dict[str, str]:
+    """Key in memory -> key in the layout released SD folders use (transformers 4's): every tensor
+    under ``text_model.``, the pooled projection as ``text_projection.weight``. transformers 5
+    saves a ``CLIPTextModel`` without the prefix, which transformers 4 and ComfyUI's diffusers
+    loader silently skip (a random text encoder)."""
+    return {k: k if k.startswith(("text_model.", "text_projection.")) else f"text_model.{k}" for k in state_keys}
+
+
+def write_released_text_encoders(pipeline, out: Path) -> dict[str, int]:
+    """Rewrite each saved text encoder in the released layout and check every key against it."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from erasectl.files import write_atomically
+
+    written = {}
+    for component in TEXT_ENCODERS:
+        encoder = getattr(pipeline, component, None)
+        if encoder is None:
+            continue
+        folder = out / component
+        files = sorted(folder.glob("*.safetensors"))
+        if len(files) != 1 or (folder / "model.safetensors.index.json").exists():
+            raise RuntimeError(f"expected one safetensors file in {folder}, found {[f.name for f in files]}")
+        names = released_text_encoder_keys(encoder.state_dict())
+        with safe_open(files[0], "pt") as handle:
+            state = {names.get(k, k): handle.get_tensor(k) for k in handle.keys()}
+        write_atomically(files[0], lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
+        check_released_layout(files[0], encoder)
+        written[component] = len(state)
+    return written
+
+
+def check_released_layout(path: Path, encoder) -> None:
+    """The key check a transformers 4 loader makes: exactly ``text_model.<every tensor>`` (and the
+    projection), nothing missing, nothing extra."""
+    from safetensors import safe_open
+
+    expected = set(released_text_encoder_keys(encoder.state_dict()).values())
+    with safe_open(path, "pt") as handle:
+        found = set(handle.keys())
+    if found != expected or not all(k.startswith(("text_model.", "text_projection.")) for k in found):
+        raise RuntimeError(f"{path} is not in the released text-encoder layout: missing {sorted(expected - found)[:3]}, extra {sorted(found - expected)[:3]}")
 
 
 def export_diffusers(pipeline, out: Path) -> dict:
     pipeline.save_pretrained(out, safe_serialization=True)
-    return {"folder": str(out)}
+    return {"folder": str(out), "text_encoder_tensors": write_released_text_encoders(pipeline, out)}
 
 
 def export_single_file(checkpoint: ErasedCheckpoint, pipeline, out: Path) -> dict:
@@ -185,6 +250,24 @@ def export_single_file(checkpoint: ErasedCheckpoint, pipeline, out: Path) -> dic
     return {"file": str(path)}
 
 
+def _load_lora_as_consumers_do(pipeline, path: Path) -> None:
+    """diffusers' ``load_lora_weights`` for the factors; ``.diff_b`` bias deltas (which diffusers
+    refuses) added to each module's bias, as ComfyUI applies them."""
+    from safetensors.torch import load_file
+
+    state = load_file(str(path))
+    biases = {k[: -len(".diff_b")]: v for k, v in state.items() if k.endswith(".diff_b")}
+    factors = {k: v for k, v in state.items() if not k.endswith(".diff_b")}
+    pipeline.load_lora_weights(factors, adapter_name="erasure")
+    if biases:
+        modules = {kohya_stem(f"unet.{name}.bias"): module for name, module in pipeline.unet.named_modules() if name}
+        with torch.no_grad():
+            for stem, delta in biases.items():
+                target = modules[stem]
+                bias = target.base_layer.bias if hasattr(target, "base_layer") else target.bias
+                bias.add_(delta.to(bias.dtype))
+
+
 def verify_export(kind: str, result: dict, erased_pipeline, config_folder, load_base, seeds: list[int], prompts: list[str], steps: int) -> dict:
     """Load the export with its consumer's loader and draw the same images as erasectl's own path."""
     import numpy as np
@@ -198,8 +281,7 @@ def verify_export(kind: str, result: dict, erased_pipeline, config_folder, load_
         reloaded = pipeline_class.from_single_file(result["file"], config=str(config_folder), local_files_only=True)
     else:
         reloaded = load_base()
-        folder, name = Path(result["file"]).parent, Path(result["file"]).name
-        reloaded.load_lora_weights(str(folder), weight_name=name, adapter_name="erasure")
+        _load_lora_as_consumers_do(reloaded, Path(result["file"]))
     reloaded.set_progress_bar_config(disable=True)
     if kind in ("diffusers", "single-file"):
         mismatched = [

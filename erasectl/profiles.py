@@ -69,6 +69,10 @@ class PaperProfile:
     def for_concept_count(self, method_name: str, config, count: int, given: set[str]):
         return config
 
+    def verification_prompts(self, concepts: list[str]) -> list[str]:
+        """Prompts export draws with erasectl and with the consumer's loader to compare."""
+        return [f"a photo of a {concepts[0]}", "a photo of a city street at night"]
+
     def protocol(self, concept: str, surrounding: list[str] | None, paraphrases: list[str] | None, anchor: str | None, judge: str | None):
         """evaluate's protocol: a real model needs a real CLIP judge and named surroundings."""
         from erasectl.evaluation import generic_protocol

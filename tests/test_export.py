@@ -61,3 +61,54 @@ def test_export_refuses_unknown_format(ablate_checkpoint, tmp_path):
     result = runner.invoke(app, ["export", str(ablate_checkpoint), "--format", "ckpt", "--out", str(tmp_path / "x")])
     assert result.exit_code == 2 and "unknown format" in result.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_diffusers_folder_text_encoder_is_in_the_released_layout(ablate_checkpoint, tmp_path):
+    """transformers 4 and ComfyUI read text_model.* keys; without them they silently use a random encoder."""
+    from erasectl.models import load_pipeline
+
+    out = tmp_path / "folder"
+    result = runner.invoke(app, ["export", str(ablate_checkpoint), "--format", "diffusers", "--out", str(out), "--json", "--no-verify"])
+    assert result.exit_code == 0, result.output
+    with safe_open(str(out / "text_encoder" / "model.safetensors"), framework="pt") as handle:
+        keys = set(handle.keys())
+    module_keys = set(load_pipeline().text_encoder.state_dict())
+    assert keys == {f"text_model.{k}" for k in module_keys}
+    # the folder is still the embedded world: the same profile, whatever its path
+    from erasectl.models import model_profile
+
+    assert model_profile(str(out)).name == "shapes-world"
+
+
+def test_kohya_bias_deltas_are_carried_as_diff_b_on_request(tmp_path):
+    """ESD-x trains attn2.to_out's bias, which a LoRA cannot carry; --bias-deltas writes it the way
+    ComfyUI reads it, and the consumers' reading puts the erased bias back exactly."""
+    import torch
+
+    from erasectl.checkpoint import ErasedCheckpoint
+    from erasectl.export import _load_lora_as_consumers_do
+    from erasectl.models import load_pipeline
+
+    run = tmp_path / "esd"
+    result = runner.invoke(app, ["erase", "--concept", "circle", "--steps", "3", "--out", str(run), "--quiet"])
+    assert result.exit_code == 0, result.output
+    checkpoint = ErasedCheckpoint.load(run / "erased.safetensors")
+    biases = {k: t for k, t in checkpoint.tensors.items() if k.endswith(".bias")}
+    assert biases
+    for flag, carried in (([], False), (["--bias-deltas"], True)):
+        out = tmp_path / f"kohya{len(flag)}"
+        result = runner.invoke(app, ["export", str(run / "erased.safetensors"), "--format", "kohya", "--rank", "64", "--out", str(out), "--json", *flag])
+        assert result.exit_code == 0, result.output
+        summary = json.loads(result.stdout)
+        assert summary["bias_deltas"]["carried"] is carried and summary["bias_deltas"]["count"] == len(biases)
+        with safe_open(summary["file"], framework="pt") as handle:
+            assert any(k.endswith(".diff_b") for k in handle.keys()) is carried
+        pipeline = load_pipeline()
+        _load_lora_as_consumers_do(pipeline, __import__("pathlib").Path(summary["file"]))
+        modules = dict(pipeline.unet.named_modules())
+        for key, erased in biases.items():
+            module = modules[key[len("unet."):-len(".bias")]]
+            bias = (module.base_layer if hasattr(module, "base_layer") else module).bias
+            assert torch.allclose(bias, erased, atol=1e-7) is carried, key
+    result = runner.invoke(app, ["export", str(run / "erased.safetensors"), "--format", "lora", "--bias-deltas", "--out", str(tmp_path / "no")])
+    assert result.exit_code == 2 and "--bias-deltas is for --format kohya" in result.stderr

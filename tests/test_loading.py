@@ -68,9 +68,9 @@ def test_sdxl_conditioning_is_what_its_pipeline_feeds_the_unet(tmp_path):
     from diffusers import DiffusionPipeline
 
     from erasectl.architecture import encode_prompts, family, unet_inputs
-    from tests.test_families import _tiny_pipeline
+    from tiny_models import tiny_pipeline
 
-    pipeline = DiffusionPipeline.from_pretrained(_tiny_pipeline(tmp_path, "sdxl"))
+    pipeline = DiffusionPipeline.from_pretrained(tiny_pipeline(tmp_path, "sdxl"))
     assert family(pipeline) == "sdxl" and family(load_pipeline()) == "sd1"
     prompts = ["a red circle", "a blue ring"]
     embeds, _, pooled, _ = pipeline.encode_prompt(prompts, device="cpu", num_images_per_prompt=1, do_classifier_free_guidance=False)
@@ -79,3 +79,23 @@ def test_sdxl_conditioning_is_what_its_pipeline_feeds_the_unet(tmp_path):
     assert torch.equal(inputs["added_cond_kwargs"]["text_embeds"], pooled)
     size = pipeline.default_sample_size * pipeline.vae_scale_factor
     assert inputs["added_cond_kwargs"]["time_ids"].tolist() == [[size, size, 0, 0, size, size]] * 2
+
+
+def test_a_tokenizer_claiming_8192_tokens_takes_the_encoders_length(tmp_path):
+    """Some tokenizer configs say 8192 (or nothing, which reads as 1e30): the text encoder's 77
+    position embeddings decide the prompt length."""
+    import json
+    import shutil
+
+    from erasectl.models import embedded_pipeline_dir, load_pipeline
+
+    folder = tmp_path / "model"
+    shutil.copytree(embedded_pipeline_dir(), folder)
+    config_path = folder / "tokenizer" / "tokenizer_config.json"
+    config = json.loads(config_path.read_text())
+    config["model_max_length"] = 8192
+    config_path.write_text(json.dumps(config))
+    pipeline = load_pipeline(str(folder))
+    assert pipeline.tokenizer.model_max_length == 77
+    result = runner.invoke(app, ["erase", "--concept", "circle", "--method", "uce", "--model", str(folder), "--out", str(tmp_path / "run"), "--quiet"])
+    assert result.exit_code == 0, result.output

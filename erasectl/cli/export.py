@@ -14,13 +14,14 @@ FORMATS = ("diffusers", "lora", "kohya", "single-file")
 @user_errors
 def export(
     checkpoint: Path = typer.Argument(..., help="An erased checkpoint written by erasectl erase."),
-    format: str = typer.Option(..., "--format", help="diffusers, lora (PEFT/diffusers), kohya (AUTOMATIC1111, ComfyUI) or single-file (LDM layout)."),
+    format: str = typer.Option(..., "--format", help="diffusers, lora (PEFT names: diffusers only), kohya (AUTOMATIC1111, ComfyUI, sd-scripts) or single-file (LDM layout)."),
     out: Path = typer.Option(None, "--out", help="Output folder; default: beside the checkpoint, named after the format."),
     force: bool = typer.Option(False, "--force", help="Write into an --out folder that already has files."),
     model: str = typer.Option(None, "--model", help="The base model; default: the one named in the checkpoint."),
     rank: int = typer.Option(None, "--rank", help="lora/kohya: a fixed rank for every module."),
     energy: float = typer.Option(0.999, "--energy", help="lora/kohya: otherwise the smallest rank keeping this share of each delta's squared singular values."),
     verify: bool = typer.Option(True, "--verify/--no-verify", help="Reload the export with its consumer's loader and compare images."),
+    bias_deltas: bool = typer.Option(False, "--bias-deltas", help="kohya: also carry the erasure's bias deltas (ESD-x trains attn2.to_out's bias) as .diff_b keys, which ComfyUI applies; diffusers' kohya reader refuses them."),
     model_config: Path = MODEL_CONFIG,
     allow_pickle: bool = ALLOW_PICKLE,
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
@@ -29,7 +30,8 @@ def export(
     from erasectl.checkpoint import ErasedCheckpoint
     from erasectl.export import export_diffusers, export_lora, export_single_file, verify_export
     from erasectl.files import check_output_dir, prepare_output_dir
-    from erasectl.models import load_pipeline, resolve_model
+    from erasectl.models import load_pipeline, model_profile, resolve_model
+    from erasectl.profiles import write_marker
 
     if format not in FORMATS:
         raise UserError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
@@ -51,15 +53,19 @@ def export(
         erased.check(base)
     erased.apply(pipeline)
     prepare_output_dir(out, force)
+    if bias_deltas and format != "kohya":
+        raise UserError("--bias-deltas is for --format kohya (ComfyUI reads them as .diff_b keys)")
+    profile = model_profile(name, model_config)
     if format == "diffusers":
         result = export_diffusers(pipeline, out)
+        write_marker(out, profile)
     elif format == "single-file":
         result = export_single_file(erased, pipeline, out)
     else:
-        result = export_lora(erased, base, out, format, rank, energy)
+        result = export_lora(erased, base, out, format, rank, energy, bias_deltas)
     result["format"] = format
     if verify:
-        result["verification"] = verify_export(format, result, pipeline, model_config or source, load_base, seeds=[0, 1], prompts=["a red circle", "a blue ring"], steps=25)
+        result["verification"] = verify_export(format, result, pipeline, model_config or source, load_base, seeds=[0, 1], prompts=profile.verification_prompts(erased.recipe["concepts"]), steps=25)
     if as_json:
         typer.echo(json.dumps(result))
     else:

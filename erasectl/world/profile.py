@@ -43,6 +43,9 @@ class WorldProfile(PaperProfile):
         found.update({name: (value, f"shapes world: {reason}") for name, (value, reason) in WORLD_DEFAULTS.get(method_name, {}).items()})
         return found
 
+    def verification_prompts(self, concepts: list[str]) -> list[str]:
+        return ["a red circle", "a blue ring"]
+
     def protocol(self, concept: str, surrounding: list[str] | None, paraphrases: list[str] | None, anchor: str | None, judge: str | None):
         """The world's protocol; the world judge unless ``judge`` names another."""
         from erasectl.world.protocol import world_protocol
