@@ -33,12 +33,25 @@ class EvaluationConfig:
     seed: int = 0
     steps: int = 25
     guidance: float = 7.5
+    negative_prompt: str | None = None
+    height: int | None = None
+    width: int | None = None
+    batch_size: int = 64
 
     def __post_init__(self) -> None:
+        self.sampler()  # checks the sampler settings
         if self.n_per_prompt <= 0:
             raise ConfigError(f"n-per-prompt must be at least 1, got {self.n_per_prompt}")
         if self.steps <= 0:
             raise ConfigError(f"steps must be at least 1, got {self.steps}")
+
+    def sampler(self, guidance: float | None = None):
+        from erasectl.generation import SamplerSettings
+
+        return SamplerSettings(
+            steps=self.steps, guidance=self.guidance if guidance is None else guidance, batch_size=self.batch_size,
+            negative_prompt=self.negative_prompt, height=self.height, width=self.width,
+        )
 
     @property
     def seeds(self) -> list[int]:
@@ -151,10 +164,10 @@ def evaluate(
     progress: Callable[[int, int], None] | None = None,
 ) -> tuple[dict, list[ImageRecord]]:
     """``models`` are ``(name, load, info)``; ``load()`` gives a pipeline (the first is the base)."""
-    from erasectl.generation import SamplerSettings, generate
+    from erasectl.generation import generate
     from erasectl.provenance import versions
 
-    settings = SamplerSettings(steps=config.steps, guidance=config.guidance)
+    settings = config.sampler()
     sets = protocol.prompt_sets()
     total = len(models) * sum(len(s.prompts) for s in sets) * config.n_per_prompt
     records: list[ImageRecord] = []
@@ -248,7 +261,7 @@ def per_image_csv(records: list[ImageRecord]) -> str:
 def evaluate_nudity(models, rows: list[dict], judge, config: EvaluationConfig, progress=None) -> tuple[dict, list[dict]]:
     """Prompt-set evaluation with the NudeNet judge: each CSV row drawn with its own seed and
     guidance (I2P's ``evaluation_seed`` / ``evaluation_guidance``), under every convention."""
-    from erasectl.generation import SamplerSettings, generate
+    from erasectl.generation import generate
     from erasectl.nudity import count_conventions
     from erasectl.provenance import versions
 
@@ -262,7 +275,7 @@ def evaluate_nudity(models, rows: list[dict], judge, config: EvaluationConfig, p
         for index, row in enumerate(rows):
             seed = int(row["evaluation_seed"]) if row.get("evaluation_seed") not in (None, "") else config.seed + index
             guidance = float(row["evaluation_guidance"]) if row.get("evaluation_guidance") not in (None, "") else config.guidance
-            item = generate(pipeline, [row["prompt"]], [seed], SamplerSettings(steps=config.steps, guidance=guidance))[0]
+            item = generate(pipeline, [row["prompt"]], [seed], config.sampler(guidance))[0]
             found = judge.detect([item.image])[0]
             detections.append(found)
             per_image.append({"model": name, "prompt": row["prompt"], "seed": seed, "guidance": guidance, "detections": json.dumps(found)})

@@ -15,9 +15,16 @@ from erasectl.provenance import versions
 class SamplerSettings:
     steps: int = 25
     guidance: float = 7.5
-    batch_size: int = 64
+    batch_size: int = 8
+    negative_prompt: str | None = None
+    height: int | None = None
+    width: int | None = None
 
     def __post_init__(self) -> None:
+        for name in ("height", "width"):
+            value = getattr(self, name)
+            if value is not None and (value <= 0 or value % 8):
+                raise ConfigError(f"{name} must be a positive multiple of 8, got {value}")
         if self.steps <= 0:
             raise ConfigError(f"steps must be at least 1, got {self.steps}")
         if self.guidance < 0:
@@ -52,7 +59,7 @@ def generate(
     jobs = [(prompt, seed) for prompt in prompts for seed in seeds]
     batches = [jobs[start : start + settings.batch_size] for start in range(0, len(jobs), settings.batch_size)]
     scheduler_name = type(pipeline.scheduler).__name__
-    meta = {"steps": settings.steps, "guidance": settings.guidance, "scheduler": scheduler_name}
+    meta = {"steps": settings.steps, "guidance": settings.guidance, "scheduler": scheduler_name, "negative_prompt": settings.negative_prompt or ""}
     done: dict[int, list[GeneratedImage]] = {}
     drawn = 0
     for index in my_share(len(batches)):
@@ -62,6 +69,9 @@ def generate(
             images = pipeline(
                 prompt=[prompt for prompt, _ in batch],
                 generator=generators,
+                negative_prompt=[settings.negative_prompt] * len(batch) if settings.negative_prompt else None,
+                height=settings.height,
+                width=settings.width,
                 num_inference_steps=settings.steps,
                 guidance_scale=settings.guidance,
             ).images
@@ -83,6 +93,7 @@ def png_metadata(item: GeneratedImage, model_name: str):
         "steps": str(item.settings["steps"]),
         "guidance": str(item.settings["guidance"]),
         "scheduler": item.settings["scheduler"],
+        "negative_prompt": item.settings.get("negative_prompt", ""),
         **{f"version.{k}": v for k, v in versions().items()},
     }
     for key, value in fields.items():
@@ -91,7 +102,9 @@ def png_metadata(item: GeneratedImage, model_name: str):
     width, height = item.image.size
     info.add_text(
         "parameters",
-        f"{item.prompt}\nSteps: {item.settings['steps']}, Sampler: {item.settings['scheduler']}, "
+        f"{item.prompt}\n"
+        + (f"Negative prompt: {item.settings['negative_prompt']}\n" if item.settings.get("negative_prompt") else "")
+        + f"Steps: {item.settings['steps']}, Sampler: {item.settings['scheduler']}, "
         f"CFG scale: {item.settings['guidance']}, Seed: {item.seed}, Size: {width}x{height}, Model: {model_name}",
     )
     return info

@@ -58,7 +58,7 @@ def quiet_libraries() -> None:
     transformers.utils.logging.set_verbosity_error()
 
 
-def load_pipeline(model: str | None = None, device: str = "cpu", torch_dtype=None, allow_pickle: bool = False, config: str | Path | None = None):
+def load_pipeline(model: str | None = None, device: str = "cpu", torch_dtype=None, allow_pickle: bool = False, config: str | Path | None = None, revision: str | None = None, variant: str | None = None):
     """A ``StableDiffusionPipeline`` (or any diffusers pipeline of the family) ready to sample.
 
     ``model`` is a diffusers folder, a hub id or a single-file checkpoint; a single file needs
@@ -69,6 +69,14 @@ def load_pipeline(model: str | None = None, device: str = "cpu", torch_dtype=Non
     quiet_libraries()
     name, source = resolve_model(model)
     kwargs = {"torch_dtype": torch_dtype} if torch_dtype is not None else {}
+    if revision is not None:
+        if isinstance(source, Path):
+            raise UserError(f"--revision {revision} is for hub ids; {source} is a local path")
+        kwargs["revision"] = revision
+    if variant is not None:
+        if isinstance(source, Path) and source.is_file():
+            raise UserError(f"--variant {variant} picks files in a folder or hub repo; {source} is one file")
+        kwargs["variant"] = variant
     if isinstance(source, Path) and source.is_file():
         pipeline = _load_single_file(source, config, allow_pickle, kwargs)
         pipeline.erasectl_model_config = str(Path(config).expanduser())
@@ -154,18 +162,55 @@ def _load_single_file(path: Path, config, allow_pickle: bool, kwargs: dict):
         raise UserError(f"cannot load {path} as a {class_name} with the configs of {config}: {first_line}") from None
 
 
+SCHEDULER_ALIASES = {
+    "ddim": "DDIMScheduler",
+    "pndm": "PNDMScheduler",
+    "euler": "EulerDiscreteScheduler",
+    "euler-a": "EulerAncestralDiscreteScheduler",
+    "dpm++2m": "DPMSolverMultistepScheduler",
+    "lms": "LMSDiscreteScheduler",
+    "unipc": "UniPCMultistepScheduler",
+    "heun": "HeunDiscreteScheduler",
+    "ddpm": "DDPMScheduler",
+}
+DTYPES = ("fp32", "fp16", "bf16")
+
+
+def inference_setup(pipeline, dtype: str | None = None, scheduler: str | None = None, device: str = "cpu"):
+    """After the checkpoints are checked and applied in float32: the sampler and the dtype to draw with.
+
+    ``scheduler`` is a diffusers scheduler class name or an alias (``SCHEDULER_ALIASES``), built from
+    the pipeline's own scheduler config, so betas and prediction type stay the model's."""
+    import diffusers
+    import torch
+
+    if scheduler is not None:
+        class_name = SCHEDULER_ALIASES.get(scheduler.lower(), scheduler)
+        cls = getattr(diffusers, class_name, None)
+        if cls is None or not class_name.endswith("Scheduler"):
+            raise UserError(f"unknown scheduler {scheduler!r}; pass a diffusers scheduler class or one of {', '.join(SCHEDULER_ALIASES)}")
+        pipeline.scheduler = cls.from_config(pipeline.scheduler.config)
+    if dtype is not None:
+        if dtype not in DTYPES:
+            raise UserError(f"--dtype {dtype} is not supported; choose one of {', '.join(DTYPES)}")
+        if dtype == "fp16" and not str(device).startswith("cuda"):
+            raise UserError("--dtype fp16 needs a GPU (--device cuda); on a CPU use bf16 or fp32")
+        pipeline.to(dtype={"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[dtype])
+    return pipeline
+
+
 def checkpoint_name(path) -> str:
     """How grids and reports name an erased model: its run folder, or the file's stem."""
     path = Path(path)
     return path.parent.name if path.name == "erased.safetensors" else path.stem
 
 
-def load_erased_pipeline(checkpoint_path, model: str | None = None, device: str = "cpu", allow_pickle: bool = False, config=None):
+def load_erased_pipeline(checkpoint_path, model: str | None = None, device: str = "cpu", allow_pickle: bool = False, config=None, revision: str | None = None, variant: str | None = None):
     """The base named in the checkpoint (or ``model``), with the checkpoint applied."""
     from erasectl.checkpoint import ErasedCheckpoint
 
     checkpoint = ErasedCheckpoint.load(checkpoint_path)
-    pipeline = load_pipeline(model or checkpoint.base_model, device=device, allow_pickle=allow_pickle, config=config or checkpoint.base_config)
+    pipeline = load_pipeline(model or checkpoint.base_model, device=device, allow_pickle=allow_pickle, config=config or checkpoint.base_config, revision=revision, variant=variant)
     checkpoint.apply(pipeline)
     pipeline.erasectl_model_name = checkpoint_name(checkpoint_path)
     pipeline.erasectl_checkpoint = checkpoint

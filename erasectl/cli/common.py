@@ -27,6 +27,15 @@ MODEL_CONFIG = typer.Option(
     help="With a single-file --model (.safetensors): a local diffusers folder of the same family whose configs and tokenizer it loads with.",
 )
 EXIT_FAILED = 1
+# Inference options shared by generate, compare and evaluate.
+NEGATIVE_PROMPT = typer.Option(None, "--negative-prompt", help="A negative prompt for every image (classifier-free guidance's unconditional branch).")
+HEIGHT = typer.Option(None, "--height", help="Image height in pixels (a multiple of 8); default: the model's.")
+WIDTH = typer.Option(None, "--width", help="Image width in pixels (a multiple of 8); default: the model's.")
+SCHEDULER = typer.Option(None, "--scheduler", help="A diffusers scheduler class (e.g. DPMSolverMultistepScheduler) or ddim, pndm, euler, euler-a, dpm++2m, lms, unipc, heun, ddpm; built from the model's scheduler config. Default: the model's own.")
+DTYPE = typer.Option(None, "--dtype", help="fp32, fp16 (GPU only) or bf16 for drawing; checkpoints are checked and applied in fp32 first. Default: fp32.")
+BATCH_SIZE = typer.Option(None, "--batch-size", help="Images per pipeline call (memory, not results). Default: 64 on the embedded model, 8 on real models.")
+REVISION = typer.Option(None, "--revision", help="Hub models: the branch, tag or commit to load.")
+VARIANT = typer.Option(None, "--variant", help="The weights variant to load, e.g. fp16 (files named *.fp16.safetensors).")
 
 
 def user_errors(command: Callable) -> Callable:

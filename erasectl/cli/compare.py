@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from erasectl.cli.common import ALLOW_PICKLE, DEVICE, MODEL_CONFIG, progress_bar, read_prompts, user_errors
+from erasectl.cli.common import BATCH_SIZE, DTYPE, HEIGHT, NEGATIVE_PROMPT, REVISION, SCHEDULER, VARIANT, WIDTH, ALLOW_PICKLE, DEVICE, MODEL_CONFIG, progress_bar, read_prompts, user_errors
 from erasectl.errors import UserError
 
 
@@ -22,6 +22,14 @@ def compare(
     guidance: float = typer.Option(7.5, "--guidance", help="Classifier-free guidance scale."),
     out: Path = typer.Option(None, "--out", help="The grid PNG; default: runs/compare-<time>.png."),
     force: bool = typer.Option(False, "--force", help="Replace an existing --out file."),
+    negative_prompt: str = NEGATIVE_PROMPT,
+    height: int = HEIGHT,
+    width: int = WIDTH,
+    scheduler: str = SCHEDULER,
+    dtype: str = DTYPE,
+    batch_size: int = BATCH_SIZE,
+    revision: str = REVISION,
+    variant: str = VARIANT,
     device: str = DEVICE,
     model_config: Path = MODEL_CONFIG,
     allow_pickle: bool = ALLOW_PICKLE,
@@ -34,13 +42,12 @@ def compare(
     from erasectl.files import write_atomically
     from erasectl.generation import SamplerSettings, generate
     from erasectl.grids import labelled_grid
-    from erasectl.models import checkpoint_name, latest_checkpoint, load_pipeline
+    from erasectl.models import checkpoint_name, inference_setup, latest_checkpoint, load_pipeline, model_profile
     from erasectl.provenance import versions
 
     prompt_list = read_prompts(prompts, prompts_file)
     if n <= 0:
         raise UserError(f"--n must be at least 1, got {n}")
-    settings = SamplerSettings(steps=steps, guidance=guidance)
     out = out or Path("runs") / time.strftime("compare-%Y%m%d-%H%M%S.png")
     if out.suffix.lower() != ".png":
         raise UserError(f"--out {out} must end in .png")
@@ -49,9 +56,13 @@ def compare(
     paths = list(checkpoint) if checkpoint else [latest_checkpoint()]
     checkpoints = [ErasedCheckpoint.load(p) for p in paths]
     base_name = model or checkpoints[0].base_model
-    pipeline = load_pipeline(base_name, device=device, allow_pickle=allow_pickle, config=model_config or checkpoints[0].base_config)
+    base_config = model_config or checkpoints[0].base_config
+    profile = model_profile(base_name, base_config)
+    settings = SamplerSettings(steps=steps, guidance=guidance, batch_size=batch_size or profile.generation_batch_size, negative_prompt=negative_prompt, height=height, width=width)
+    pipeline = load_pipeline(base_name, device=device, allow_pickle=allow_pickle, config=base_config, revision=revision, variant=variant)
     for erased in checkpoints:
         erased.check(pipeline)
+    inference_setup(pipeline, dtype, scheduler, device)
     seeds = list(range(seed, seed + n))
     columns: list[tuple[str, list]] = []
     total = len(prompt_list) * n * (len(checkpoints) + 1)
@@ -84,6 +95,9 @@ def compare(
         "checkpoints": [str(p) for p in paths],
         "steps": steps,
         "guidance": guidance,
+        "negative_prompt": negative_prompt,
+        "scheduler": type(pipeline.scheduler).__name__,
+        "dtype": dtype or "fp32",
         "versions": versions(),
     }
     write_atomically(out.with_suffix(".json"), lambda tmp: tmp.write_text(json.dumps(summary, indent=2) + "\n"))

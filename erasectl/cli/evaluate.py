@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from erasectl.cli.common import ALLOW_PICKLE, DEVICE, MODEL_CONFIG, progress_bar, read_prompts, split_list, user_errors
+from erasectl.cli.common import BATCH_SIZE, DTYPE, HEIGHT, NEGATIVE_PROMPT, REVISION, SCHEDULER, VARIANT, WIDTH, ALLOW_PICKLE, DEVICE, MODEL_CONFIG, progress_bar, read_prompts, split_list, user_errors
 from erasectl.errors import UserError
 
 EXIT_GATE = 1
@@ -45,6 +45,14 @@ def evaluate(
     guidance: float = typer.Option(7.5, "--guidance", help="Classifier-free guidance scale."),
     out: Path = typer.Option(None, "--out", help="Output folder; default: runs/evaluate-<time>."),
     force: bool = typer.Option(False, "--force", help="Write into an --out folder that already has files."),
+    negative_prompt: str = NEGATIVE_PROMPT,
+    height: int = HEIGHT,
+    width: int = WIDTH,
+    scheduler: str = SCHEDULER,
+    dtype: str = DTYPE,
+    batch_size: int = BATCH_SIZE,
+    revision: str = REVISION,
+    variant: str = VARIANT,
     max_erased_accuracy: float = typer.Option(None, "--max-erased-accuracy", help="Gate: fail (exit 1) if an erased model draws the concept more often."),
     min_surrounding_ratio: float = typer.Option(None, "--min-surrounding-ratio", help="Gate: fail if a surrounding concept keeps less of its base accuracy."),
     max_paraphrase_accuracy: float = typer.Option(None, "--max-paraphrase-accuracy", help="Gate: fail if a paraphrase still yields the concept more often."),
@@ -60,10 +68,9 @@ def evaluate(
     from erasectl.evaluation import EvaluationConfig, evaluate as run, per_image_csv
     from erasectl.files import check_output_dir, prepare_output_dir
     from erasectl.judge import ClipJudge
-    from erasectl.models import latest_checkpoint, load_pipeline, model_profile, resolve_model
+    from erasectl.models import inference_setup, latest_checkpoint, load_pipeline, model_profile, resolve_model
     from erasectl.report import write_report
 
-    config = EvaluationConfig(n_per_prompt=n_per_prompt, seed=seed, steps=steps, guidance=guidance)
     for name, value in (("--max-erased-accuracy", max_erased_accuracy), ("--min-surrounding-ratio", min_surrounding_ratio), ("--max-paraphrase-accuracy", max_paraphrase_accuracy)):
         if value is not None and not 0 <= value <= 1:
             raise UserError(f"{name} is a share between 0 and 1, got {value}")
@@ -94,9 +101,14 @@ def evaluate(
 
     base_config = model_config or (checkpoints[0].base_config if checkpoints else None)
     profile = model_profile(base_name, base_config)
-    base = load_pipeline(base_name, device=device, allow_pickle=allow_pickle, config=base_config)
+    config = EvaluationConfig(
+        n_per_prompt=n_per_prompt, seed=seed, steps=steps, guidance=guidance, negative_prompt=negative_prompt, height=height, width=width,
+        batch_size=batch_size or profile.generation_batch_size,
+    )
+    base = load_pipeline(base_name, device=device, allow_pickle=allow_pickle, config=base_config, revision=revision, variant=variant)
     for erased in checkpoints:
         erased.check(base)
+    inference_setup(base, dtype, scheduler, device)
     models = _model_loaders(base, base_name, paths, checkpoints)
     if csv_rows is not None:
         _evaluate_nudity(models, csv_rows, nudity_judge, config, out, force, quiet, as_json)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from erasectl.cli.common import ALLOW_PICKLE, DEVICE, MODEL_CONFIG, progress_bar, read_prompts, user_errors
+from erasectl.cli.common import BATCH_SIZE, DTYPE, HEIGHT, NEGATIVE_PROMPT, REVISION, SCHEDULER, VARIANT, WIDTH, ALLOW_PICKLE, DEVICE, MODEL_CONFIG, progress_bar, read_prompts, user_errors
 from erasectl.errors import UserError
 
 
@@ -22,7 +22,14 @@ def generate(
     checkpoint: Path = typer.Option(None, "--checkpoint", help="An erased checkpoint, applied to its base (or --model)."),
     out: Path = typer.Option(None, "--out", help="Output folder; default: runs/generate-<time>."),
     force: bool = typer.Option(False, "--force", help="Write into an output folder that already has files."),
-    batch_size: int = typer.Option(64, "--batch-size", help="Images per pipeline call."),
+    negative_prompt: str = NEGATIVE_PROMPT,
+    height: int = HEIGHT,
+    width: int = WIDTH,
+    scheduler: str = SCHEDULER,
+    dtype: str = DTYPE,
+    batch_size: int = BATCH_SIZE,
+    revision: str = REVISION,
+    variant: str = VARIANT,
     device: str = DEVICE,
     model_config: Path = MODEL_CONFIG,
     allow_pickle: bool = ALLOW_PICKLE,
@@ -35,18 +42,21 @@ def generate(
     from erasectl.generation import SamplerSettings, save_images
     from erasectl.generation import generate as run_generation
     from erasectl.grids import labelled_grid
-    from erasectl.models import load_erased_pipeline, load_pipeline
+    from erasectl.checkpoint import ErasedCheckpoint
+    from erasectl.models import inference_setup, load_erased_pipeline, load_pipeline, model_profile
     from erasectl.provenance import versions
 
     prompt_list = read_prompts(prompts, prompts_file)
     if n <= 0:
         raise UserError(f"--n must be at least 1, got {n}")
-    settings = SamplerSettings(steps=steps, guidance=guidance, batch_size=batch_size)
+    profile = model_profile(model or (ErasedCheckpoint.load(checkpoint).base_model if checkpoint is not None else None), model_config)
+    settings = SamplerSettings(steps=steps, guidance=guidance, batch_size=batch_size or profile.generation_batch_size, negative_prompt=negative_prompt, height=height, width=width)
     out = check_output_dir(out or Path("runs") / time.strftime("generate-%Y%m%d-%H%M%S"), force)
     if checkpoint is not None:
-        pipeline = load_erased_pipeline(checkpoint, model, device=device, allow_pickle=allow_pickle, config=model_config)
+        pipeline = load_erased_pipeline(checkpoint, model, device=device, allow_pickle=allow_pickle, config=model_config, revision=revision, variant=variant)
     else:
-        pipeline = load_pipeline(model, device=device, allow_pickle=allow_pickle, config=model_config)
+        pipeline = load_pipeline(model, device=device, allow_pickle=allow_pickle, config=model_config, revision=revision, variant=variant)
+    inference_setup(pipeline, dtype, scheduler, device)
     if is_main_process():
         prepare_output_dir(out, force)
     seeds = list(range(seed, seed + n))
@@ -66,6 +76,9 @@ def generate(
         "steps": steps,
         "guidance": guidance,
         "scheduler": type(pipeline.scheduler).__name__,
+        "negative_prompt": negative_prompt,
+        "dtype": dtype or "fp32",
+        "batch_size": settings.batch_size,
         "images": [str(p) for p in paths],
         "grid": str(grid_path),
         "wall_time_s": round(time.time() - started, 2),

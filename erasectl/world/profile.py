@@ -12,6 +12,7 @@ from erasectl.world.vocabulary import WORLD_WORDS, erasure_templates
 
 class WorldProfile(PaperProfile):
     name = SHAPES_WORLD
+    generation_batch_size = 64  # 32x32 images
 
     def check_concepts(self, concepts: list[str]) -> None:
         for concept in concepts:
