@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import fields
 
 
 class PeakRSS:
@@ -49,6 +50,7 @@ def main() -> None:
     parser.add_argument("--first-seed", type=int, default=1000)
     parser.add_argument("--preserve", default="", help="comma-separated concepts to preserve (every method)")
     parser.add_argument("--set", action="append", default=[], help="method.field=value overrides")
+    parser.add_argument("--profile", default="shapes-world", help="whose defaults: shapes-world (the embedded model's own) or paper (what a real model gets)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
 
@@ -57,7 +59,8 @@ def main() -> None:
     from erasectl.erasure import ErasureRequest, build_config, erase_concepts
     from erasectl.judge import ClipJudge
     from erasectl.methods import get_method
-    from erasectl.models import EMBEDDED_NAME, load_pipeline
+    from erasectl.models import load_pipeline
+    from erasectl.profiles import profile_named
     from erasectl.provenance import versions
     from erasectl.world.judging import shape_report
     from erasectl.world.vocabulary import SHAPES, SYNONYMS
@@ -65,24 +68,23 @@ def main() -> None:
     judge = ClipJudge.load()
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     base = shape_report(load_pipeline(), judge, seeds)
-    results = {"machine": f"{torch.get_num_threads()} torch threads", "versions": versions(), "base": base, "methods": {}}
+    profile = profile_named(args.profile)
+    results = {"machine": f"{torch.get_num_threads()} torch threads", "versions": versions(), "profile": profile.name, "seeds": seeds, "base": base, "methods": {}}
     print("base: " + ", ".join(f"{s} {base[s]['accuracy']:.2f}" for s in SHAPES))
     for method in args.methods.split(","):
         overrides = {}
+        defaults = {f.name: f.default for f in fields(get_method(method).Config)}
         for item in args.set:
             key, _, value = item.partition("=")
             scope, _, name = key.partition(".")
             if scope == method:
-                field_type = type(getattr(get_method(method).Config(), name))
+                field_type = type(defaults[name])
                 overrides[name] = field_type(value) if field_type is not bool else value.lower() in ("1", "true")
-        config = get_method(method).Config(**overrides)
-        if method == "esd":  # as `erasectl erase` does for several concepts
-            from erasectl.methods.esd import for_several_concepts
-
-            config = for_several_concepts(config, len(args.concept.split(",")), set(overrides))
+        concepts = args.concept.split(",")
+        config = build_config(method, profile, overrides, len(concepts))  # as `erasectl erase` builds it
         pipeline = load_pipeline()
         preserve = [p for p in args.preserve.split(",") if p]
-        request = ErasureRequest(args.concept.split(","), EMBEDDED_NAME, args.anchor if get_method(method).NEEDS_ANCHOR else None, preserve=preserve)
+        request = ErasureRequest(concepts, profile, args.anchor if get_method(method).ACCEPTS_ANCHOR and (get_method(method).NEEDS_ANCHOR or args.anchor != "shape") else None, preserve=preserve)
         started = time.perf_counter()
         with PeakRSS() as peak:
             checkpoint = erase_concepts(pipeline, method, request, config)

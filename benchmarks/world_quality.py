@@ -49,7 +49,7 @@ def main() -> None:
     pipeline = load_pipeline()
     figures["load_s"] = round(time.perf_counter() - started, 3)
     seeds = list(range(args.seeds))
-    settings = SamplerSettings(steps=25)
+    settings = SamplerSettings(steps=25, batch_size=64)
     generate(pipeline, ["a red circle"], seeds=[0], settings=settings)  # warm-up
 
     def judged(prompts: list[str], truths: list[dict[str, str]]) -> tuple[dict[str, float], float]:

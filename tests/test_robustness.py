@@ -97,3 +97,25 @@ def test_an_output_that_cannot_be_written_is_one_line(tmp_path):
     blocker.write_text("mine")
     _fails(["generate", "--prompts", "a ring", "--n", "1", "--out", str(blocker / "images")], 2, "cannot create output folder")
     assert blocker.read_text() == "mine"
+
+
+@pytest.mark.parametrize("method, request_args, config_args", [
+    ("esd", {}, {"steps": 5, "lr": 1e30}),
+    ("ablate", {"anchor": "shape"}, {"steps": 5, "lr": 1e30, "anchor_images": 4}),
+])
+def test_a_failed_erasure_leaves_the_unet_as_it_came(method, request_args, config_args):
+    """The pipeline is the caller's: eval mode, its requires_grad flags and no gradients, after a raise too."""
+    from erasectl.erasure import ErasureRequest, build_config, erase_concepts
+    from erasectl.errors import TrainingDiverged
+    from erasectl.models import load_pipeline
+    from erasectl.world.profile import WorldProfile
+
+    pipeline = load_pipeline()
+    unet = pipeline.unet
+    unet.eval()
+    flags = {name: p.requires_grad for name, p in unet.named_parameters()}
+    with pytest.raises(TrainingDiverged):
+        erase_concepts(pipeline, method, ErasureRequest(["circle"], WorldProfile(), **request_args), build_config(method, WorldProfile(), config_args))
+    assert not unet.training
+    assert {name: p.requires_grad for name, p in unet.named_parameters()} == flags
+    assert all(p.grad is None for p in unet.parameters())

@@ -46,10 +46,3 @@ def test_uce_erases_two_concepts_at_once(world_judge, uce_base_report):
     for shape in ("square", "cross", "ring"):
         assert report[shape]["accuracy"] >= 0.8 * uce_base_report[shape]["accuracy"], (shape, report[shape])
     assert "triangle" not in checkpoint.recipe["preserved"] and "circle" not in checkpoint.recipe["preserved"]
-
-
-def test_uce_concept_tokens_alone_do_not_erase_this_model(world_judge):
-    """Why the default reaches every position after the concept: the UNet reads the padding too."""
-    pipeline, _, _ = _uce(["circle"], token_positions="concept")
-    assert shape_report(pipeline, world_judge, SEEDS)["circle"]["accuracy"] >= 0.5
-

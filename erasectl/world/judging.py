@@ -7,6 +7,7 @@ from erasectl.world.vocabulary import COLOURS, SHAPES, STYLES
 SHAPE_CANDIDATES = [f"a {shape}" for shape in SHAPES]
 COLOUR_CANDIDATES = [f"a {colour} shape" for colour in COLOURS]
 STYLE_CANDIDATES = [f"a {style} shape" for style in STYLES]
+WORLD_BATCH_SIZE = 64  # 32x32 images: one pipeline call draws 64
 
 
 def read_attributes(judge, images: list) -> list[dict[str, str]]:
@@ -31,7 +32,7 @@ def shape_report(pipeline, judge, seeds: list[int], steps: int = 25, guidance: f
 
     nouns = nouns or {shape: shape for shape in SHAPES}
     prompts = [(shape, colour, f"a {colour} {nouns[shape]}") for shape in SHAPES for colour in COLOURS]
-    items = generate(pipeline, [p for _, _, p in prompts], seeds, SamplerSettings(steps=steps, guidance=guidance))
+    items = generate(pipeline, [p for _, _, p in prompts], seeds, SamplerSettings(steps=steps, guidance=guidance, batch_size=WORLD_BATCH_SIZE))
     read = read_attributes(judge, [item.image for item in items])
     report: dict[str, dict] = {}
     for shape in SHAPES:

@@ -7,12 +7,13 @@ from __future__ import annotations
 from erasectl.errors import UserError
 from erasectl.profiles import SHAPES_WORLD, PaperProfile
 from erasectl.world.defaults import WORLD_DEFAULTS, for_several_concepts
+from erasectl.world.judging import WORLD_BATCH_SIZE
 from erasectl.world.vocabulary import WORLD_WORDS, erasure_templates
 
 
 class WorldProfile(PaperProfile):
     name = SHAPES_WORLD
-    generation_batch_size = 64  # 32x32 images
+    generation_batch_size = WORLD_BATCH_SIZE
 
     def check_concepts(self, concepts: list[str]) -> None:
         for concept in concepts:
