@@ -27,24 +27,33 @@ def world_judge():
     return ClipJudge.load()
 
 
-def _erase_circle(method: str, tmp_path_factory, **request):
+def _erase_circle(method: str, tmp_path_factory, config: dict, **request):
     from erasectl.erasure import ErasureRequest, build_config, erase_concepts
-    from erasectl.models import load_pipeline
+    from erasectl.models import EMBEDDED_NAME, load_pipeline
     from erasectl.world.profile import WorldProfile
 
     pipeline = load_pipeline()
-    checkpoint = erase_concepts(pipeline, method, ErasureRequest(["circle"], WorldProfile(), **request), build_config(method, WorldProfile(), {}))
+    request = ErasureRequest(["circle"], WorldProfile(), model_name=EMBEDDED_NAME, **request)
+    checkpoint = erase_concepts(pipeline, method, request, build_config(method, WorldProfile(), config))
     path = checkpoint.save(tmp_path_factory.mktemp(f"circle-{method}") / "erased.safetensors")
     return pipeline, checkpoint, path
 
 
+# Trained erasures here are short (their mechanisms are what tests check); what the defaults reach
+# end to end is measured by benchmarks/erase_world.py against its goals.
 @pytest.fixture(scope="session")
 def esd_circle(tmp_path_factory):
-    """ESD with its defaults on "circle": (erased pipeline, checkpoint, checkpoint path)."""
-    return _erase_circle("esd", tmp_path_factory)
+    """ESD on "circle", 30 iterations: (erased pipeline, checkpoint, checkpoint path)."""
+    return _erase_circle("esd", tmp_path_factory, {"steps": 30})
 
 
 @pytest.fixture(scope="session")
 def ablate_circle(tmp_path_factory):
-    """Concept Ablation with its defaults, "circle" onto "shape"."""
-    return _erase_circle("ablate", tmp_path_factory, anchor="shape")
+    """Concept Ablation, "circle" onto "shape", 30 iterations on 16 anchor images."""
+    return _erase_circle("ablate", tmp_path_factory, {"steps": 30, "anchor_images": 16}, anchor="shape")
+
+
+@pytest.fixture(scope="session")
+def uce_circle(tmp_path_factory):
+    """UCE with the embedded model's defaults on "circle" (erases it completely, in 0.1 s)."""
+    return _erase_circle("uce", tmp_path_factory, {})

@@ -1,33 +1,11 @@
-"""Erasing "circle" from the embedded model, judged by the world judge (issue: erase and compare)."""
+"""An erasure's checkpoint, applied to its base, is the erased model (what the defaults reach on
+the embedded model is measured by benchmarks/erase_world.py, against its goals)."""
 
 import numpy as np
 import pytest
 
 from erasectl.generation import SamplerSettings, generate
-from erasectl.models import EMBEDDED_NAME, load_erased_pipeline, load_pipeline
-from erasectl.world.judging import shape_report
-from erasectl.world.vocabulary import SHAPES
-
-SEEDS = list(range(100, 108))  # 8 seeds x 4 colours = 32 images per shape
-
-
-@pytest.fixture(scope="module")
-def base_report(world_judge):
-    return shape_report(load_pipeline(), world_judge, SEEDS)
-
-
-@pytest.mark.parametrize("which", ["esd_circle", "ablate_circle"])
-def test_circle_is_erased_and_neighbours_survive(which, request, base_report, world_judge):
-    pipeline, _, _ = request.getfixturevalue(which)
-    erased = shape_report(pipeline, world_judge, SEEDS)
-    assert base_report["circle"]["accuracy"] >= 0.9, base_report["circle"]
-    assert erased["circle"]["accuracy"] <= 0.1, f"circle still drawn in {erased['circle']['accuracy']:.3f}"
-    for shape in SHAPES:
-        if shape != "circle":
-            kept = erased[shape]["accuracy"] / base_report[shape]["accuracy"]
-            assert kept >= 0.8, f"{shape}: {erased[shape]['accuracy']:.3f} vs base {base_report[shape]['accuracy']:.3f}"
-    colour = np.mean([erased[s]["colour_accuracy"] for s in SHAPES])
-    assert colour >= 0.95, f"colours right in {colour:.3f}"
+from erasectl.models import EMBEDDED_NAME, load_erased_pipeline
 
 
 @pytest.mark.parametrize("which", ["esd_circle", "ablate_circle"])

@@ -37,8 +37,8 @@ def test_base_model_draws_every_concept(tmp_path):
         assert value["accuracy"] >= 0.9, f"base {key}: {value['accuracy']:.3f} of {value['n']}"
 
 
-def test_report_of_an_erasure_passes_its_gates(esd_circle, tmp_path):
-    _, _, path = esd_circle
+def test_report_of_an_erasure_passes_its_gates(uce_circle, tmp_path):
+    _, _, path = uce_circle
     out = tmp_path / "ev"
     result = runner.invoke(
         app,
@@ -54,7 +54,7 @@ def test_report_of_an_erasure_passes_its_gates(esd_circle, tmp_path):
     erased_row = next(r for r in metrics["tables"]["erased_vs_surrounding"] if r["model"] != "base")
     assert erased_row["erased_accuracy"] <= 0.1
     assert [r["concept"] for r in metrics["tables"]["distance_vs_accuracy"]] == ["square", "triangle", "cross", "ring"]
-    assert metrics["tables"]["timing"][0]["method"] == "esd" and metrics["tables"]["timing"][0]["wall_time_s"] > 0
+    assert metrics["tables"]["timing"][0]["method"] == "uce" and metrics["tables"]["timing"][0]["wall_time_s"] > 0
     rows = list(csv.DictReader((out / "per_image.csv").open()))
     assert len(rows) == 2 * 6 * 4 * 4  # models x prompt sets x colour templates x seeds
     report = (out / "report.md").read_text()

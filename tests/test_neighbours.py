@@ -32,10 +32,11 @@ def test_vocabulary_table_is_cached_per_encoder_and_equals_unbatched_encoding(em
 def test_the_fingerprint_follows_the_weights(embedded_pipeline):
     before = encoder_fingerprint(embedded_pipeline)
     weight = embedded_pipeline.text_encoder.get_input_embeddings().weight
+    kept = weight[0, 0].item()
     with torch.no_grad():
         weight[0, 0] += 1.0
         try:
             assert encoder_fingerprint(embedded_pipeline) != before
         finally:
-            weight[0, 0] -= 1.0
+            weight[0, 0] = kept
     assert encoder_fingerprint(embedded_pipeline) == before
