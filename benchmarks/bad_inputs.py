@@ -54,6 +54,10 @@ def cases(tmp: Path) -> list[tuple[str, list[str]]]:
         ("safetensors, not erasectl's", ["generate", "--prompts", "a ring", "--checkpoint", str(tmp / "foreign.safetensors"), *out]),
         ("checkpoint with unexpected keys", ["generate", "--prompts", "a ring", "--checkpoint", str(tmp / "unexpected.safetensors"), *out]),
         ("pickle checkpoint", ["generate", "--prompts", "a ring", "--checkpoint", str(tmp / "model.ckpt"), *out]),
+        ("unknown scheduler", ["generate", "--prompts", "a ring", "--scheduler", "fastest", *out]),
+        ("fp16 on a CPU", ["generate", "--prompts", "a ring", "--dtype", "fp16", *out]),
+        ("size not a multiple of 8", ["generate", "--prompts", "a ring", "--height", "50", *out]),
+        ("--bias-deltas with a PEFT LoRA", ["export", str(tmp / "garbage.safetensors"), "--format", "lora", "--bias-deltas", *out]),
         ("output folder in use, no --force", ["generate", "--prompts", "a ring", "--out", str(tmp / "taken")]),
         ("output that cannot be written", ["generate", "--prompts", "a ring", "--out", str(tmp / "a-file" / "images")]),
     ]

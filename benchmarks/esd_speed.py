@@ -100,7 +100,7 @@ def run_variant(args) -> dict:
         pipeline = load_pipeline(device=args.device)
     if args.gradient_checkpointing:
         pipeline.unet.enable_gradient_checkpointing()
-    config = replace(esd.ESDConfig(), steps=args.iterations, **json.loads(args.config))
+    config = replace(fast_settings(), steps=args.iterations, **json.loads(args.config))
     shortcuts = esd.Shortcuts(**VARIANTS[args.variant])
     started, stamps = timed_run(args.device, args.mixed_precision, lambda progress: esd.erase(pipeline, ["circle"], config, ["a circle"], progress=progress, shortcuts=shortcuts))
     times = [b - a for a, b in zip([started, *stamps[:-1]], stamps)]
@@ -113,17 +113,27 @@ def run_variant(args) -> dict:
     return {"variant": args.variant, "iteration_s": round(per_iteration, 4), "raw_iteration_s": [round(t, 4) for t in times], "peak_memory_mb": round(peak_memory_mb(args.device))}
 
 
+def fast_settings():
+    """The settings fast mode was built and measured with: the embedded world's ESD defaults
+    (batch 8, 25 DDIM steps, a bank reused 10 iterations), which are also applied at SD scale
+    here so that the shortcuts are compared on the same work."""
+    from erasectl.erasure import build_config
+    from erasectl.world.profile import WorldProfile
+
+    return build_config("esd", WorldProfile(), {})
+
+
 def judged_erasure(mode: str) -> dict:
     """A full default ESD erasure of circle in ``mode``, judged on 8 seeds x 4 colours per shape."""
     from erasectl.erasure import ErasureRequest, build_config, erase_concepts
     from erasectl.judge import ClipJudge
-    from erasectl.methods import get_method
-    from erasectl.models import EMBEDDED_NAME, load_pipeline
+    from erasectl.models import load_pipeline
     from erasectl.world.judging import shape_report
+    from erasectl.world.profile import WorldProfile
 
     pipeline = load_pipeline()
     started = time.perf_counter()
-    erase_concepts(pipeline, "esd", ErasureRequest(["circle"], EMBEDDED_NAME), get_method("esd").Config(mode=mode))
+    erase_concepts(pipeline, "esd", ErasureRequest(["circle"], WorldProfile()), build_config("esd", WorldProfile(), {"mode": mode}))
     wall = time.perf_counter() - started
     report = shape_report(pipeline, ClipJudge.load(), list(range(1000, 1008)))
     return {"mode": mode, "wall_time_s": round(wall, 1), "accuracy": {s: r["accuracy"] for s, r in report.items()},
@@ -154,10 +164,9 @@ def main() -> None:
 
     import torch
 
-    from erasectl.methods.esd import ESDConfig
     from erasectl.provenance import versions
 
-    config = {**asdict(ESDConfig()), **json.loads(args.config)}
+    config = {**asdict(fast_settings()), **json.loads(args.config)}
     machine = torch.cuda.get_device_name() if args.device == "cuda" else f"CPU, {torch.get_num_threads()} torch threads"
     print(f"ESD iteration on {args.model}{f' (latents {args.sample_size}x{args.sample_size})' if args.model == 'sd15' else ''}, {machine}, "
           f"mixed precision {args.mixed_precision}{', gradient checkpointing' if args.gradient_checkpointing else ''}; batch {config['batch_size']}, {config['ddim_steps']} DDIM steps, bank reused {config['trajectory_reuse']} iterations")

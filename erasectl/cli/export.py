@@ -39,6 +39,8 @@ def export(
         raise UserError(f"--rank must be at least 1, got {rank}")
     if not 0 < energy <= 1:
         raise UserError(f"--energy is a share in (0, 1], got {energy}")
+    if bias_deltas and format != "kohya":
+        raise UserError("--bias-deltas is for --format kohya (ComfyUI reads them as .diff_b keys)")
     erased = ErasedCheckpoint.load(checkpoint)
     out = check_output_dir(out or checkpoint.parent / f"export-{format}", force)
     name, source = resolve_model(model or erased.base_model)
@@ -53,8 +55,6 @@ def export(
         erased.check(base)
     erased.apply(pipeline)
     prepare_output_dir(out, force)
-    if bias_deltas and format != "kohya":
-        raise UserError("--bias-deltas is for --format kohya (ComfyUI reads them as .diff_b keys)")
     profile = model_profile(name, model_config)
     if format == "diffusers":
         result = export_diffusers(pipeline, out)

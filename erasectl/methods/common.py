@@ -45,7 +45,7 @@ class MethodConfig:
 
 def check_finite(loss: torch.Tensor, step: int, config: MethodConfig) -> float:
     """The loss as a float, or ``TrainingDiverged`` naming the step and the hyper-parameters."""
-    from erasectl.errors import ConfigError, TrainingDiverged
+    from erasectl.errors import TrainingDiverged
 
     value = loss.item()
     if not math.isfinite(value):
