@@ -106,9 +106,10 @@ class ImageRecord:
     clip_score: float
     anchor_beats_concept: bool | None
     image: object = field(repr=False, default=None)
+    attributes: dict | None = None  # {"read": {...}, "asked": {...}} where the profile reads attributes
 
 
-def judge_images(judge, protocol: Protocol, prompt_set: PromptSet, items, model_name: str) -> list[ImageRecord]:
+def judge_images(judge, protocol: Protocol, prompt_set: PromptSet, items, model_name: str, attribute_reader=None) -> list[ImageRecord]:
     embeds = judge.embed_images([item.image for item in items])
     texts = [protocol.judge_template.format(c) for c in protocol.candidates]
     judged = judge.classify(embeds, texts).tolist()
@@ -118,12 +119,13 @@ def judge_images(judge, protocol: Protocol, prompt_set: PromptSet, items, model_
         pair = judge.embed_texts([protocol.judge_template.format(protocol.anchor), protocol.judge_template.format(protocol.concept)])
         similarity = embeds @ pair.T
         anchor_wins = (similarity[:, 0] > similarity[:, 1]).tolist()
+    attributes = attribute_reader([item.image for item in items], [item.prompt for item in items]) if attribute_reader else [None] * len(items)
     return [
         ImageRecord(
             model_name, prompt_set.role, prompt_set.concept, prompt_set.label, item.prompt, item.seed,
-            protocol.candidates[j], protocol.candidates[j] == prompt_set.label, round(s, 4), a, item.image,
+            protocol.candidates[j], protocol.candidates[j] == prompt_set.label, round(s, 4), a, item.image, attr,
         )
-        for item, j, s, a in zip(items, judged, scores, anchor_wins)
+        for item, j, s, a, attr in zip(items, judged, scores, anchor_wins, attributes)
     ]
 
 
@@ -139,8 +141,17 @@ def summarise(records: list[ImageRecord]) -> dict:
     summary: dict[str, dict] = {}
     for record in records:
         model = summary.setdefault(record.model, {})
-        entry = model.setdefault(f"{record.role}:{record.concept}", {"role": record.role, "concept": record.concept, "n": 0, "correct": 0, "clip": 0.0, "anchor": 0, "anchor_n": 0})
+        entry = model.setdefault(f"{record.role}:{record.concept}", {"role": record.role, "concept": record.concept, "n": 0, "correct": 0, "clip": 0.0, "anchor": 0, "anchor_n": 0, "judged_as": {}})
         entry["n"] += 1
+        entry["judged_as"][record.judged] = entry["judged_as"].get(record.judged, 0) + 1
+        if record.attributes is not None:
+            counts = entry.setdefault("attribute_counts", {})
+            for name, value in record.attributes["read"].items():
+                slot = counts.setdefault(name, {"read": {}, "asked": 0, "right": 0})
+                slot["read"][value] = slot["read"].get(value, 0) + 1
+                if record.attributes["asked"].get(name) is not None:
+                    slot["asked"] += 1
+                    slot["right"] += record.attributes["asked"][name] == value
         entry["correct"] += record.correct
         entry["clip"] += record.clip_score
         if record.anchor_beats_concept is not None:
@@ -153,6 +164,17 @@ def summarise(records: list[ImageRecord]) -> dict:
             anchor, anchor_n = entry.pop("anchor"), entry.pop("anchor_n")
             if anchor_n:
                 entry["ablation_convention_anchor_beats_concept"] = round(anchor / anchor_n, 4)
+            # what the judge reads instead, for every set (what replaces an erased concept)
+            entry["judged_as"] = {k: round(v / entry["n"], 4) for k, v in sorted(entry["judged_as"].items(), key=lambda kv: -kv[1])}
+            counts = entry.pop("attribute_counts", None)
+            if counts is not None:
+                entry["attributes"] = {
+                    name: {
+                        "accuracy": round(slot["right"] / slot["asked"], 4) if slot["asked"] else None,
+                        "read": {k: round(v / entry["n"], 4) for k, v in sorted(slot["read"].items(), key=lambda kv: -kv[1])},
+                    }
+                    for name, slot in counts.items()
+                }
     return summary
 
 
@@ -162,8 +184,11 @@ def evaluate(
     judge,
     config: EvaluationConfig,
     progress: Callable[[int, int], None] | None = None,
+    attribute_reader=None,
 ) -> tuple[dict, list[ImageRecord]]:
-    """``models`` are ``(name, load, info)``; ``load()`` gives a pipeline (the first is the base)."""
+    """``models`` are ``(name, load, info)``; ``load()`` gives a pipeline (the first is the base).
+    ``attribute_reader(images, prompts)``, where the model's world has one, reads every image's
+    shape, colour and style beside what its prompt asked."""
     from erasectl.generation import generate
     from erasectl.provenance import versions
 
@@ -184,10 +209,11 @@ def evaluate(
         items = generate(pipeline, [p for s in sets for p in s.prompts], config.seeds, settings, progress=lambda k, _: progress and progress(done + k, total))
         for prompt_set in sets:
             count = len(prompt_set.prompts) * len(config.seeds)
-            records += judge_images(judge, protocol, prompt_set, items[:count], name)
+            records += judge_images(judge, protocol, prompt_set, items[:count], name, attribute_reader)
             items = items[count:]
     summary = summarise(records)
     base = models[0][0]
+    tables = build_tables(summary, protocol, base, distances, infos)
     metrics = {
         "schema_version": SCHEMA_VERSION,
         "versions": versions(),
@@ -196,41 +222,82 @@ def evaluate(
         "config": asdict(config),
         "seeds": config.seeds,
         "models": {name: {"info": infos[name], "sets": summary[name]} for name, _, _ in models},
-        "tables": build_tables(summary, protocol, base, distances, infos),
+        "tables": tables,
+        "warnings": held_out_warnings(tables, base),
         "processes": world()[1],
         "wall_time_s": round(time.perf_counter() - started, 2),
     }
     return metrics, records
 
 
+def preserved_concepts(info: dict) -> set[str]:
+    """The concepts an erasure was told (or chose by default) to keep: its recipe's ``preserved``
+    (what UCE used, defaults included), else its ``preserve``."""
+    recipe = info.get("recipe", {})
+    return {" ".join(c.lower().split()) for c in (recipe.get("preserved") or recipe.get("preserve") or [])}
+
+
+def split_of(concept: str, preserved: set[str]) -> str:
+    return "preserved" if " ".join(concept.lower().split()) in preserved else "held-out"
+
+
+def _mean(values: list[float]) -> float | None:
+    return round(sum(values) / len(values), 4) if values else None
+
+
 def build_tables(summary: dict, protocol: Protocol, base: str, distances: dict[str, float], infos: dict) -> dict:
-    """The seed document's four tables, for every erased model."""
+    """The seed document's four tables, for every erased model. Surrounding concepts are split into
+    those the erasure preserved and those it was not told about (held out): the headline
+    surrounding figure and the gates read the held-out ones only, since a preserved concept
+    scoring itself says nothing about collateral damage."""
     erased_key = f"erased:{protocol.concept}"
-    tables = {"erased_vs_surrounding": [], "per_concept": [], "timing": [], "distance_vs_accuracy": []}
+    tables = {"erased_vs_surrounding": [], "per_concept": [], "timing": [], "distance_vs_accuracy": [], "replacement": []}
+
+    def attribute(value: dict, name: str):
+        return value.get("attributes", {}).get(name, {}).get("accuracy")
+
     for model, sets in summary.items():
-        surrounding = [v["accuracy"] for v in sets.values() if v["role"] == "surrounding"]
+        preserved = preserved_concepts(infos.get(model, {}))
+        held_out_sets = [v for v in sets.values() if v["role"] == "surrounding" and split_of(v["concept"], preserved) == "held-out"]
+        held_out = [v["accuracy"] for v in sets.values() if v["role"] == "surrounding" and split_of(v["concept"], preserved) == "held-out"]
+        kept = [v["accuracy"] for v in sets.values() if v["role"] == "surrounding" and split_of(v["concept"], preserved) == "preserved"]
         tables["erased_vs_surrounding"].append(
             {
                 "model": model,
                 "erased_accuracy": sets[erased_key]["accuracy"],
-                "surrounding_accuracy": round(sum(surrounding) / len(surrounding), 4) if surrounding else None,
+                "surrounding_accuracy": _mean(held_out),
+                "held_out_surrounding": len(held_out),
+                "preserved_surrounding_accuracy": _mean(kept),
+                "preserved_surrounding": len(kept),
+                "held_out_colour_accuracy": _mean([a for a in (attribute(v, "colour") for v in held_out_sets) if a is not None]),
+                "held_out_style_accuracy": _mean([a for a in (attribute(v, "style") for v in held_out_sets) if a is not None]),
                 "ablation_convention_anchor_beats_concept": sets[erased_key].get("ablation_convention_anchor_beats_concept"),
             }
         )
         for key, value in sets.items():
             base_value = summary[base][key]
-            tables["per_concept"].append(
-                {
-                    "model": model,
-                    "role": value["role"],
-                    "concept": value["concept"],
-                    "accuracy": value["accuracy"],
-                    "base_accuracy": base_value["accuracy"],
-                    "ratio_to_base": round(value["accuracy"] / base_value["accuracy"], 4) if base_value["accuracy"] else None,
-                    "clip_score": value["clip_score"],
-                    "base_clip_score": base_value["clip_score"],
-                }
-            )
+            row = {
+                "model": model,
+                "role": value["role"],
+                "concept": value["concept"],
+                "accuracy": value["accuracy"],
+                "base_accuracy": base_value["accuracy"],
+                "ratio_to_base": round(value["accuracy"] / base_value["accuracy"], 4) if base_value["accuracy"] else None,
+                "clip_score": value["clip_score"],
+                "base_clip_score": base_value["clip_score"],
+            }
+            if "attributes" in value:
+                for name in ("colour", "style"):
+                    row[f"{name}_accuracy"] = attribute(value, name)
+                    row[f"base_{name}_accuracy"] = attribute(base_value, name)
+            if value["role"] in ("erased", "paraphrase"):
+                tables["replacement"].append(
+                    {"model": model, "role": value["role"], "concept": value["concept"], "judged_as": value["judged_as"],
+                     **{f"{name}_read": a["read"] for name, a in value.get("attributes", {}).items()}}
+                )
+            if value["role"] == "surrounding" and model != base:
+                row["split"] = split_of(value["concept"], preserved)
+            tables["per_concept"].append(row)
         if model != base:
             recipe = infos[model].get("recipe", {})
             tables["timing"].append({"model": model, "method": recipe.get("method"), "steps": recipe.get("steps"), "wall_time_s": recipe.get("wall_time_s")})
@@ -240,12 +307,24 @@ def build_tables(summary: dict, protocol: Protocol, base: str, distances: dict[s
                     {
                         "model": model,
                         "concept": concept,
+                        "split": split_of(concept, preserved),
                         "distance": distance,
                         "accuracy": sets[key]["accuracy"],
                         "accuracy_drop": round(summary[base][key]["accuracy"] - sets[key]["accuracy"], 4),
                     }
                 )
     return tables
+
+
+def held_out_warnings(tables: dict, base: str) -> list[str]:
+    """A protocol whose held-out set is empty says so, rather than showing the preserved
+    concepts' own accuracy as the surroundings' figure."""
+    return [
+        f"{row['model']}: every surrounding concept was preserved by the erasure, so none measures its collateral damage; "
+        "evaluate with --surrounding concepts it was not told about"
+        for row in tables["erased_vs_surrounding"]
+        if row["model"] != base and row["held_out_surrounding"] == 0
+    ]
 
 
 def per_image_csv(records: list[ImageRecord]) -> str:

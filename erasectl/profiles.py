@@ -70,6 +70,11 @@ class PaperProfile:
     def for_concept_count(self, method_name: str, config, count: int, given: set[str]):
         return config
 
+    def attribute_reader(self, judge):
+        """A function reading each image's attributes (shape, colour, style) with what its prompt
+        asked, where this model's world has them; None for real models."""
+        return None
+
     def verification_prompts(self, concepts: list[str]) -> list[str]:
         """Prompts export draws with erasectl and with the consumer's loader to compare."""
         return [f"a photo of a {concepts[0]}", "a photo of a city street at night"]

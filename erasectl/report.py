@@ -83,18 +83,29 @@ def write_report(out: Path, metrics: dict, records, csv_text: str) -> dict[str, 
         "## Erased concept against surrounding concepts",
         "",
         "Accuracy: the share of images the judge classifies as what the prompt names. "
+        "`surrounding_accuracy` is over the *held-out* surrounding concepts, those the erasure was not told to preserve; "
+        "the preserved ones are shown apart, since they score the preservation set against itself. "
         "`ablation_convention_anchor_beats_concept` is Concept Ablation's measure: the share where CLIP(image, anchor) > CLIP(image, concept).",
         "",
-        _markdown_table(tables["erased_vs_surrounding"], ["model", "erased_accuracy", "surrounding_accuracy", "ablation_convention_anchor_beats_concept"]),
+        *[f"**Warning:** {w}" for w in metrics.get("warnings", [])],
+        "",
+        _markdown_table(tables["erased_vs_surrounding"], ["model", "erased_accuracy", "surrounding_accuracy", "held_out_surrounding", "held_out_colour_accuracy", "held_out_style_accuracy", "preserved_surrounding_accuracy", "preserved_surrounding", "ablation_convention_anchor_beats_concept"]),
+        "## What the judge reads instead",
+        "",
+        "For the erased concept's and its paraphrases' prompts: the share of images judged as each class"
+        " (and, where the model's world has them, as each shape, colour and style).",
+        "",
+        _markdown_table([{k: (", ".join(f"{c} {v:.2f}" for c, v in r[k].items()) if isinstance(r.get(k), dict) else r.get(k)) for k in r} for r in tables.get("replacement", [])],
+                        ["model", "role", "concept", "judged_as", "shape_read", "colour_read", "style_read"]),
         "## Every prompt set, base beside erased",
         "",
-        _markdown_table(tables["per_concept"], ["model", "role", "concept", "accuracy", "base_accuracy", "ratio_to_base", "clip_score", "base_clip_score"]),
+        _markdown_table(tables["per_concept"], ["model", "role", "concept", "split", "accuracy", "base_accuracy", "ratio_to_base", "colour_accuracy", "base_colour_accuracy", "style_accuracy", "base_style_accuracy", "clip_score", "base_clip_score"]),
         "## Erasure cost",
         "",
         _markdown_table(tables["timing"], ["model", "method", "steps", "wall_time_s"]),
         "## Distance to the erased concept against accuracy",
         "",
-        _markdown_table(tables["distance_vs_accuracy"], ["model", "concept", "distance", "accuracy", "accuracy_drop"]),
+        _markdown_table(tables["distance_vs_accuracy"], ["model", "concept", "split", "distance", "accuracy", "accuracy_drop"]),
         "![distance against accuracy drop](distance_vs_accuracy.png)",
         "",
         "## Thumbnails",
@@ -103,6 +114,6 @@ def write_report(out: Path, metrics: dict, records, csv_text: str) -> dict[str, 
         "",
     ]
     if metrics.get("gates"):
-        text[8:8] = ["## Gates", "", _markdown_table(metrics["gates"], ["gate", "model", "limit", "value", "passed"])]
+        text[text.index("## Every prompt set, base beside erased"):text.index("## Every prompt set, base beside erased")] = ["## Gates", "", _markdown_table(metrics["gates"], ["gate", "model", "limit", "value", "passed"])]
     files["report"] = write_atomically(out / "report.md", lambda tmp: tmp.write_text("\n".join(text)))
     return files

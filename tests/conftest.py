@@ -51,9 +51,3 @@ def esd_circle(tmp_path_factory):
 def ablate_circle(tmp_path_factory):
     """Concept Ablation, "circle" onto "shape", 30 iterations on 16 anchor images."""
     return _erase_circle("ablate", tmp_path_factory, {"steps": 30, "anchor_images": 16}, anchor="shape")
-
-
-@pytest.fixture(scope="session")
-def uce_circle(tmp_path_factory):
-    """UCE with the embedded model's defaults on "circle" (erases it completely, in 0.1 s)."""
-    return _erase_circle("uce", tmp_path_factory, {})

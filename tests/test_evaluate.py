@@ -37,8 +37,21 @@ def test_base_model_draws_every_concept(tmp_path):
         assert value["accuracy"] >= 0.9, f"base {key}: {value['accuracy']:.3f} of {value['n']}"
 
 
-def test_report_of_an_erasure_passes_its_gates(uce_circle, tmp_path):
-    _, _, path = uce_circle
+@pytest.fixture(scope="module")
+def uce_runs(tmp_path_factory):
+    """UCE erasures of circle: onto ring keeping the other three shapes (ring is then held out, and
+    kept); keeping square and triangle only; and the embedded defaults (every shape preserved)."""
+    runs = {}
+    for name, args in (("to-ring", ["--anchor", "ring", "--preserve", "square,triangle,cross"]), ("two-kept", ["--preserve", "square,triangle"]), ("defaults", [])):
+        out = tmp_path_factory.mktemp("uce") / name
+        result = runner.invoke(app, ["erase", "--concept", "circle", "--method", "uce", "--out", str(out), "--quiet", *args])
+        assert result.exit_code == 0, result.output
+        runs[name] = out / "erased.safetensors"
+    return runs
+
+
+def test_report_of_an_erasure_passes_its_gates(uce_runs, tmp_path):
+    path = uce_runs["to-ring"]
     out = tmp_path / "ev"
     result = runner.invoke(
         app,
@@ -53,6 +66,8 @@ def test_report_of_an_erasure_passes_its_gates(uce_circle, tmp_path):
     assert all(g["passed"] for g in metrics["gates"])
     erased_row = next(r for r in metrics["tables"]["erased_vs_surrounding"] if r["model"] != "base")
     assert erased_row["erased_accuracy"] <= 0.1
+    assert (erased_row["held_out_surrounding"], erased_row["preserved_surrounding"]) == (1, 3)
+    assert [g["concept"] for g in metrics["gates"] if g["gate"] == "min-surrounding-ratio"] == ["ring"]  # held-out only
     assert [r["concept"] for r in metrics["tables"]["distance_vs_accuracy"]] == ["square", "triangle", "cross", "ring"]
     assert metrics["tables"]["timing"][0]["method"] == "uce" and metrics["tables"]["timing"][0]["wall_time_s"] > 0
     rows = list(csv.DictReader((out / "per_image.csv").open()))
@@ -115,3 +130,42 @@ def test_a_judge_from_a_local_path_loads_and_agrees(tmp_path):
     assert judge.name == str(copy)
     images = [Image.fromarray(a) for a in render_dataset(20, seed=5)[0]]
     assert read_attributes(judge, images) == read_attributes(ClipJudge.load(), images)
+
+
+def _split_rows(metrics, model):
+    return {r["concept"]: r for r in metrics["tables"]["per_concept"] if r["model"] == model and r["role"] == "surrounding"}
+
+
+def test_held_out_surroundings_are_the_headline_and_an_empty_set_is_said(uce_runs, tmp_path):
+    out = tmp_path / "ev"
+    result = runner.invoke(app, [
+        "evaluate", "--checkpoint", str(uce_runs["two-kept"]), "--checkpoint", str(uce_runs["defaults"]), "--n-per-prompt", "2",
+        "--out", str(out), "--json", "--min-surrounding-ratio", "0.5",
+    ])
+    metrics = json.loads(result.stdout)
+    jsonschema.validate(metrics, SCHEMA)
+    rows = _split_rows(metrics, "two-kept")
+    assert {c: r["split"] for c, r in rows.items()} == {"square": "preserved", "triangle": "preserved", "cross": "held-out", "ring": "held-out"}
+    headline = {r["model"]: r for r in metrics["tables"]["erased_vs_surrounding"]}
+    assert headline["two-kept"]["surrounding_accuracy"] == pytest.approx((rows["cross"]["accuracy"] + rows["ring"]["accuracy"]) / 2, abs=1e-4)
+    assert headline["two-kept"]["preserved_surrounding_accuracy"] == pytest.approx((rows["square"]["accuracy"] + rows["triangle"]["accuracy"]) / 2, abs=1e-4)
+    # the defaults preserve every surrounding shape: no silent 1.00, a warning and a gate that cannot pass
+    assert headline["defaults"]["surrounding_accuracy"] is None and headline["defaults"]["held_out_surrounding"] == 0
+    assert any(w.startswith("defaults:") for w in metrics["warnings"])
+    unmeasured = [g for g in metrics["gates"] if g["model"] == "defaults" and g["gate"] == "min-surrounding-ratio"]
+    assert len(unmeasured) == 1 and unmeasured[0]["value"] is None and not unmeasured[0]["passed"]
+    assert result.exit_code == 1
+    assert "**Warning:** defaults: every surrounding concept was preserved" in (out / "report.md").read_text()
+
+
+def test_every_image_is_read_for_colour_and_style_and_what_replaces_the_concept(uce_runs, tmp_path):
+    result = runner.invoke(app, ["evaluate", "--checkpoint", str(uce_runs["to-ring"]), "--n-per-prompt", "2", "--out", str(tmp_path / "ev"), "--json"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.stdout)
+    for row in metrics["tables"]["per_concept"]:
+        assert row["colour_accuracy"] is not None and 0 <= row["colour_accuracy"] <= 1  # every world prompt names a colour
+    replaced = {(r["model"], r["role"]): r for r in metrics["tables"]["replacement"]}
+    erased = replaced[("to-ring", "erased")]
+    assert max(erased["judged_as"], key=erased["judged_as"].get) == "ring" and max(erased["shape_read"], key=erased["shape_read"].get) == "ring"
+    assert sum(erased["colour_read"].values()) == pytest.approx(1.0, abs=1e-3) and set(erased["style_read"]) <= {"plain", "striped"}
+    assert replaced[("base", "erased")]["judged_as"] == {"circle": 1.0}

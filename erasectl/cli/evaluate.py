@@ -21,8 +21,13 @@ def _gates(metrics: dict, max_erased: float | None, min_ratio: float | None, max
             results.append({"gate": "max-erased-accuracy", "model": row["model"], "concept": row["concept"], "limit": max_erased, "value": row["accuracy"], "passed": row["accuracy"] <= max_erased})
         if row["role"] == "paraphrase" and max_paraphrase is not None:
             results.append({"gate": "max-paraphrase-accuracy", "model": row["model"], "concept": row["concept"], "limit": max_paraphrase, "value": row["accuracy"], "passed": row["accuracy"] <= max_paraphrase})
-        if row["role"] == "surrounding" and min_ratio is not None and row["ratio_to_base"] is not None:
+        if row["role"] == "surrounding" and row.get("split") == "held-out" and min_ratio is not None and row["ratio_to_base"] is not None:
             results.append({"gate": "min-surrounding-ratio", "model": row["model"], "concept": row["concept"], "limit": min_ratio, "value": row["ratio_to_base"], "passed": row["ratio_to_base"] >= min_ratio})
+    if min_ratio is not None:
+        # no held-out concept: the gate cannot be measured, and says so instead of passing
+        for row in metrics["tables"]["erased_vs_surrounding"]:
+            if row["model"] != "base" and row["held_out_surrounding"] == 0:
+                results.append({"gate": "min-surrounding-ratio", "model": row["model"], "concept": "(no held-out surrounding concept)", "limit": min_ratio, "value": None, "passed": False})
     return results
 
 
@@ -125,7 +130,7 @@ def evaluate(
 
     total = len(models) * sum(len(s.prompts) for s in protocol.prompt_sets()) * config.n_per_prompt
     with progress_bar("evaluating", total, enabled=not (quiet or as_json)) as update:
-        metrics, records = run(models, protocol, clip_judge, config, progress=lambda done, _: update(done))
+        metrics, records = run(models, protocol, clip_judge, config, progress=lambda done, _: update(done), attribute_reader=profile.attribute_reader(clip_judge))
     if not is_main_process():
         return
     metrics["gates"] = _gates(metrics, max_erased_accuracy, min_surrounding_ratio, max_paraphrase_accuracy)
@@ -138,7 +143,8 @@ def evaluate(
     failed = [g for g in metrics["gates"] if not g["passed"]]
     if failed:
         g = failed[0]
-        typer.echo(f"gate failed: {g['gate']} {g['limit']}: {g['model']} {g['concept']} is {g['value']:.3f}", err=True)
+        figure = f"is {g['value']:.3f}" if g["value"] is not None else "cannot be measured"
+        typer.echo(f"gate failed: {g['gate']} {g['limit']}: {g['model']} {g['concept']} {figure}", err=True)
         raise typer.Exit(EXIT_GATE)
 
 

@@ -21,6 +21,20 @@ def read_attributes(judge, images: list) -> list[dict[str, str]]:
     ]
 
 
+def attribute_reader(judge):
+    """For evaluate: each image's shape, colour and style as the world judge reads them, with what
+    its prompt asked for (``None`` where the prompt is silent)."""
+    from erasectl.world.vocabulary import parse_caption
+
+    def read(images: list, prompts: list[str]) -> list[dict]:
+        return [
+            {"read": found, "asked": {k: parse_caption(prompt).get(k) for k in ("shape", "colour", "style")}}
+            for found, prompt in zip(read_attributes(judge, images), prompts)
+        ]
+
+    return read
+
+
 def shape_report(pipeline, judge, seeds: list[int], steps: int = 25, guidance: float = 7.5, nouns: dict[str, str] | None = None) -> dict:
     """Generate ``a <colour> <noun>`` for every colour and shape and read them back.
 

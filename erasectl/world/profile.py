@@ -45,6 +45,11 @@ class WorldProfile(PaperProfile):
         found.update({name: (value, f"shapes world: {reason}") for name, (value, reason) in WORLD_DEFAULTS.get(method_name, {}).items()})
         return found
 
+    def attribute_reader(self, judge):
+        from erasectl.world.judging import attribute_reader
+
+        return attribute_reader(judge)
+
     def verification_prompts(self, concepts: list[str]) -> list[str]:
         return ["a red circle", "a blue ring"]
 
