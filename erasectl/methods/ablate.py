@@ -81,14 +81,18 @@ class AblateConfig(MethodConfig):
             raise ConfigError("preserve_weight and preserve_unconditional must be 0 or more")
 
 
+def _whole_word(anchor: str) -> re.Pattern:
+    return re.compile(rf"(?<!\w){re.escape(anchor)}(?!\w)")
+
+
 def replace_anchor(prompt: str, anchor: str, concept: str) -> str:
     """``prompt`` with every whole-word occurrence of ``anchor`` replaced by ``concept`` (anchor
     "man" leaves "woman" alone)."""
-    return re.sub(rf"(?<!\w){re.escape(anchor)}(?!\w)", lambda _: concept, prompt)
+    return _whole_word(anchor).sub(lambda _: concept, prompt)
 
 
 def names_anchor(prompt: str, anchor: str) -> bool:
-    return replace_anchor(prompt, anchor, "\0") != prompt
+    return _whole_word(anchor).search(prompt) is not None
 
 
 def model_target(frozen_anchor: torch.Tensor, frozen_concept: torch.Tensor | None, away: float) -> torch.Tensor:
