@@ -116,4 +116,77 @@ def write_report(out: Path, metrics: dict, records, csv_text: str) -> dict[str, 
     if metrics.get("gates"):
         text[text.index("## Every prompt set, base beside erased"):text.index("## Every prompt set, base beside erased")] = ["## Gates", "", _markdown_table(metrics["gates"], ["gate", "model", "limit", "value", "passed"])]
     files["report"] = write_atomically(out / "report.md", lambda tmp: tmp.write_text("\n".join(text)))
+    files["report_html"] = write_html(out, metrics, files["plot"], files["thumbnails"])
     return files
+
+
+def _html_table(rows: list[dict], columns: list[str]) -> str:
+    from html import escape
+
+    def cell(value):
+        if isinstance(value, dict):
+            return ", ".join(f"{escape(str(k))} {v:.2f}" if isinstance(v, float) else f"{escape(str(k))} {escape(str(v))}" for k, v in value.items())
+        if isinstance(value, float):
+            return f"{value:.3f}"
+        return "" if value is None else escape(str(value))
+
+    if not rows:
+        return "<p><em>none</em></p>"
+    head = "".join(f"<th>{escape(c)}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(f"<td>{cell(row.get(c))}</td>" for c in columns) + "</tr>" for row in rows)
+    return f"<div style='overflow-x:auto'><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
+
+
+def _inline_png(path: Path, alt: str) -> str:
+    import base64
+    from html import escape
+
+    data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+    # onload records the decoded width, so a headless browser's DOM dump shows the image rendered
+    return f'<img alt="{escape(alt)}" src="data:image/png;base64,{data}" onload="this.dataset.rendered=this.naturalWidth">'
+
+
+def write_html(out: Path, metrics: dict, plot: Path, thumbnails: Path) -> Path:
+    """``report.html``: one self-contained file (images inline, no external reference) with the
+    headline, attribute and replacement tables, gates, the distance plot, base-vs-erased
+    thumbnails per prompt set, every recipe and the versions."""
+    from html import escape
+
+    tables = metrics["tables"]
+    protocol = metrics["protocol"]
+    recipes = {name: model["info"].get("recipe") for name, model in metrics["models"].items() if model["info"].get("recipe")}
+    parts = [
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+        f"<title>Erasure report: {escape(protocol['concept'])}</title>",
+        "<style>body{font-family:sans-serif;margin:2em;max-width:75em}table{border-collapse:collapse;margin:1em 0}"
+        "th,td{border:1px solid #bbb;padding:.25em .6em;text-align:left}th{background:#eee}.warning{background:#fff3cd;padding:.5em}"
+        "img{max-width:100%}pre{background:#f6f6f6;padding:.5em;overflow-x:auto}</style></head><body>",
+        f"<h1>Erasure report: {escape(protocol['concept'])}</h1>",
+        f"<p>Judge <code>{escape(metrics['judge'])}</code>; seeds {metrics['seeds'][0]}..{metrics['seeds'][-1]} per prompt; "
+        f"{metrics['config']['steps']} sampler steps, guidance {metrics['config']['guidance']}; zero-shot classes: {escape(', '.join(protocol['candidates']))}.</p>",
+        *[f"<p class='warning'><strong>Warning:</strong> {escape(w)}</p>" for w in metrics.get("warnings", [])],
+        "<h2>Erased concept against held-out surrounding concepts</h2>",
+        "<p>Surrounding accuracy is over the concepts the erasure was not told to preserve; the preserved ones are shown apart.</p>",
+        _html_table(tables["erased_vs_surrounding"], ["model", "erased_accuracy", "surrounding_accuracy", "held_out_surrounding", "held_out_colour_accuracy", "held_out_style_accuracy", "preserved_surrounding_accuracy", "preserved_surrounding"]),
+    ]
+    if metrics.get("gates"):
+        parts += ["<h2>Gates</h2>", _html_table(metrics["gates"], ["gate", "model", "concept", "limit", "value", "passed"])]
+    parts += [
+        "<h2>What the judge reads instead</h2>",
+        _html_table(tables.get("replacement", []), ["model", "role", "concept", "judged_as", "shape_read", "colour_read", "style_read"]),
+        "<h2>Every prompt set, base beside erased (shape, colour, style)</h2>",
+        _html_table(tables["per_concept"], ["model", "role", "concept", "split", "accuracy", "base_accuracy", "ratio_to_base", "colour_accuracy", "base_colour_accuracy", "style_accuracy", "base_style_accuracy", "clip_score", "base_clip_score"]),
+        "<h2>Distance to the erased concept against accuracy</h2>",
+        _html_table(tables["distance_vs_accuracy"], ["model", "concept", "split", "distance", "accuracy", "accuracy_drop"]),
+        _inline_png(plot, "distance against accuracy drop"),
+        "<h2>Thumbnails: prompt sets as rows, base and each erased model side by side</h2>",
+        _inline_png(thumbnails, "thumbnails"),
+        "<h2>Erasure cost</h2>",
+        _html_table(tables["timing"], ["model", "method", "steps", "wall_time_s"]),
+        "<h2>Recipes</h2>",
+        *[f"<h3>{escape(name)}</h3><pre>{escape(json.dumps(recipe, indent=2))}</pre>" for name, recipe in recipes.items()],
+        "<h2>Versions</h2>",
+        f"<pre>{escape(json.dumps(metrics['versions'], indent=2))}</pre>",
+        "</body></html>",
+    ]
+    return write_atomically(out / "report.html", lambda tmp: tmp.write_text("\n".join(parts), encoding="utf-8"))

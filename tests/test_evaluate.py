@@ -169,3 +169,16 @@ def test_every_image_is_read_for_colour_and_style_and_what_replaces_the_concept(
     assert max(erased["judged_as"], key=erased["judged_as"].get) == "ring" and max(erased["shape_read"], key=erased["shape_read"].get) == "ring"
     assert sum(erased["colour_read"].values()) == pytest.approx(1.0, abs=1e-3) and set(erased["style_read"]) <= {"plain", "striped"}
     assert replaced[("base", "erased")]["judged_as"] == {"circle": 1.0}
+
+
+def test_report_html_is_one_self_contained_file(uce_runs, tmp_path):
+    import re
+
+    out = tmp_path / "ev"
+    result = runner.invoke(app, ["evaluate", "--checkpoint", str(uce_runs["two-kept"]), "--n-per-prompt", "1", "--out", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    page = (out / "report.html").read_text()
+    assert page.startswith("<!DOCTYPE html>") and page.count("<table>") >= 5
+    assert len(re.findall(r'src="data:image/png;base64,', page)) == 2  # the distance plot and the thumbnails
+    assert not re.search(r'(src|href)="(https?:|//|[^"d#])', page)  # nothing outside the file
+    assert "held-out" in page and "two-kept" in page and "&quot;method&quot;: &quot;uce&quot;" in page and "diffusers" in page
