@@ -223,7 +223,8 @@ def evaluate(
         "seeds": config.seeds,
         "models": {name: {"info": infos[name], "sets": summary[name]} for name, _, _ in models},
         "tables": tables,
-        "warnings": held_out_warnings(tables, base),
+        "warnings": held_out_warnings(tables, base) + filter_warnings(infos, judge.name),
+        "judging": {"judge": judge.name, "erasure_filters": {name: info.get("recipe", {}).get("anchor_filter") for name, info in infos.items() if name != base}},
         "processes": world()[1],
         "wall_time_s": round(time.perf_counter() - started, 2),
     }
@@ -314,6 +315,16 @@ def build_tables(summary: dict, protocol: Protocol, base: str, distances: dict[s
                     }
                 )
     return tables
+
+
+def filter_warnings(infos: dict, judge_name: str) -> list[str]:
+    """An erasure whose anchor images were filtered by the judge that now scores it is not judged
+    independently: say so."""
+    return [
+        f"{name}: its anchor images were filtered by {judge_name}, the judge scoring it; its figures are not independent"
+        for name, info in infos.items()
+        if info.get("recipe", {}).get("anchor_filter") == judge_name
+    ]
 
 
 def held_out_warnings(tables: dict, base: str) -> list[str]:

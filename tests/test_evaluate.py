@@ -182,3 +182,21 @@ def test_report_html_is_one_self_contained_file(uce_runs, tmp_path):
     assert len(re.findall(r'src="data:image/png;base64,', page)) == 2  # the distance plot and the thumbnails
     assert not re.search(r'(src|href)="(https?:|//|[^"d#])', page)  # nothing outside the file
     assert "held-out" in page and "two-kept" in page and "&quot;method&quot;: &quot;uce&quot;" in page and "diffusers" in page
+
+
+def test_ablation_filters_no_anchor_image_with_the_judge_by_default_and_evaluate_flags_one_that_does(tmp_path):
+    """Independent judging: the world's default ablation uses no judge; an opt-in filter is recorded
+    and evaluate warns when it is the judge that scores the erasure."""
+    runs = {}
+    for name, extra in (("plain", []), ("filtered", ["--filter-anchor-images"])):
+        out = tmp_path / name
+        result = runner.invoke(app, ["erase", "--concept", "circle", "--method", "ablate", "--anchor", "shape", "--steps", "2", "--anchor-images", "8", "--out", str(out), "--json", *extra])
+        assert result.exit_code == 0, result.output
+        runs[name] = (json.loads(result.stdout), out / "erased.safetensors")
+    assert runs["plain"][0]["config"]["filter_anchor_images"] is False and "anchor_filter" not in runs["plain"][0]
+    assert runs["filtered"][0]["anchor_filter"] == "embedded:shapes-judge"
+    result = runner.invoke(app, ["evaluate", "--checkpoint", str(runs["plain"][1]), "--checkpoint", str(runs["filtered"][1]), "--n-per-prompt", "1", "--out", str(tmp_path / "ev"), "--json"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.stdout)
+    assert metrics["judging"] == {"judge": "embedded:shapes-judge", "erasure_filters": {"plain": None, "filtered": "embedded:shapes-judge"}}
+    assert [w.split(":")[0] for w in metrics["warnings"] if "not independent" in w] == ["filtered"]

@@ -64,7 +64,7 @@ class AblateConfig(MethodConfig):
     away: float = field(default=0.0, metadata={"help": "model target only: push the anchor's prediction away from the concept's by this much (0 = the paper's target).", "source": "the paper's target: 0"})
     preserve_weight: float = field(default=1.0, metadata={"help": "Weight of the term keeping the --preserve concepts' predictions unchanged.", "source": "not in the paper; used only with --preserve"})
     preserve_unconditional: float = field(default=1.0, metadata={"help": "With --preserve: weight of the term also keeping the unconditional (empty prompt) prediction, which guidance subtracts (0: off).", "source": "not in the paper; used only with --preserve"})
-    filter_anchor_images: bool = field(default=True, metadata={"help": "Drop anchor images that show the concept, where the model's profile has a filter (the embedded world does).", "source": "the paper filters anchor captions, not images"})
+    filter_anchor_images: bool = field(default=False, metadata={"help": "Drop anchor images that show the concept, where the model's profile has a filter (the embedded world's reads them with its judge, the one evaluate scores with: opt in knowingly).", "source": "the paper filters anchor captions, not images: off"})
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -160,6 +160,7 @@ def erase(
             anchor_latents, which = generate_anchor_latents(pipeline, anchor_prompts, config)
             kept_info = {"anchor_images": len(which)}
             if keep_anchor is not None:
+                kept_info["anchor_filter"] = getattr(keep_anchor, "judge_name", "a filter")
                 mask = keep_anchor(anchor_latents)
                 if int(mask.sum()) == 0:
                     raise UserError("every anchor image shows the concept; choose another --anchor")

@@ -94,4 +94,5 @@ def anchor_filter(pipeline, judge, concepts: list[str]):
         shows = [any(all(v is None or r[k] == v for k, v in w.items()) for w in wanted) for r in read]
         return torch.tensor([not s for s in shows])
 
+    keep.judge_name = judge.name  # recorded in the recipe, so that evaluate can tell a filter from its own judge
     return keep
