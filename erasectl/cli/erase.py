@@ -55,7 +55,7 @@ def erase(
     anchor_batch_size: int = typer.Option(None, "--anchor-batch-size", help="ablate: anchor images drawn per pipeline call (memory only)."),
     away: float = typer.Option(None, "--away", help="ablate, model target: push the anchor's prediction away from the concept's."),
     preserve_weight: float = typer.Option(None, "--preserve-weight", help="esd, ablate: weight of the --preserve term."),
-    filter_anchor_images: bool = typer.Option(None, "--filter-anchor-images/--keep-all-anchor-images", help="ablate, embedded model: drop anchor images the judge reads as the concept."),
+    filter_anchor_images: bool = typer.Option(None, "--filter-anchor-images/--keep-all-anchor-images", help="ablate, embedded model: drop anchor images the world judge reads as the concept (off by default: it is the judge evaluate scores with)."),
     erase_scale: float = typer.Option(None, "--erase-scale", help="uce: weight of the erased concepts."),
     preserve_scale: float = typer.Option(None, "--preserve-scale", help="uce: weight of the preserved concepts."),
     lamb: float = typer.Option(None, "--lamb", help="uce: pull toward the original weights."),
