@@ -153,10 +153,10 @@ def erase(
     generator = torch.Generator("cpu").manual_seed(config.seed)
     unet = pipeline.unet
     with unet_restored(unet):  # the pipeline is the caller's: leave it as it came, also when a step raises
-        return _train(pipeline, unet, concepts, config, prompts, progress, preserve_prompts, control, shortcuts, generator, watch)
+        return _train(pipeline, unet, config, prompts, progress, preserve_prompts, control, shortcuts, generator, watch)
 
 
-def _train(pipeline, unet, concepts, config, prompts, progress, preserve_prompts, control, shortcuts, generator, watch) -> ErasureResult:
+def _train(pipeline, unet, config, prompts, progress, preserve_prompts, control, shortcuts, generator, watch) -> ErasureResult:
     device = unet.device
     model = TrainedUNet(unet, select_parameters(unet, config.parameter_group, PARAMETER_GROUPS))
     if not shortcuts.group_gradients_only:
