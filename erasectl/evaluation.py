@@ -107,6 +107,7 @@ class ImageRecord:
     anchor_beats_concept: bool | None
     image: object = field(repr=False, default=None)
     attributes: dict | None = None  # {"read": {...}, "asked": {...}} where the profile reads attributes
+    embedding: object = field(repr=False, default=None)  # the judge's image embedding
 
 
 def judge_images(judge, protocol: Protocol, prompt_set: PromptSet, items, model_name: str, attribute_reader=None) -> list[ImageRecord]:
@@ -123,9 +124,9 @@ def judge_images(judge, protocol: Protocol, prompt_set: PromptSet, items, model_
     return [
         ImageRecord(
             model_name, prompt_set.role, prompt_set.concept, prompt_set.label, item.prompt, item.seed,
-            protocol.candidates[j], protocol.candidates[j] == prompt_set.label, round(s, 4), a, item.image, attr,
+            protocol.candidates[j], protocol.candidates[j] == prompt_set.label, round(s, 4), a, item.image, attr, e,
         )
-        for item, j, s, a, attr in zip(items, judged, scores, anchor_wins, attributes)
+        for item, j, s, a, attr, e in zip(items, judged, scores, anchor_wins, attributes, embeds)
     ]
 
 
@@ -185,17 +186,21 @@ def evaluate(
     config: EvaluationConfig,
     progress: Callable[[int, int], None] | None = None,
     attribute_reader=None,
+    general_prompts: list[str] | None = None,
 ) -> tuple[dict, list[ImageRecord]]:
     """``models`` are ``(name, load, info)``; ``load()`` gives a pipeline (the first is the base).
     ``attribute_reader(images, prompts)``, where the model's world has one, reads every image's
-    shape, colour and style beside what its prompt asked."""
+    shape, colour and style beside what its prompt asked. ``general_prompts`` (captions such as
+    COCO's) are drawn by every model for the distribution distance only."""
     from erasectl.generation import generate
     from erasectl.provenance import versions
 
     settings = config.sampler()
     sets = protocol.prompt_sets()
-    total = len(models) * sum(len(s.prompts) for s in sets) * config.n_per_prompt
+    general_prompts = list(general_prompts or [])
+    total = len(models) * (sum(len(s.prompts) for s in sets) + len(general_prompts)) * config.n_per_prompt
     records: list[ImageRecord] = []
+    general: dict[str, torch.Tensor] = {}
     infos: dict[str, dict] = {}
     distances = None
     started = time.perf_counter()
@@ -206,14 +211,19 @@ def evaluate(
         infos[name] = info
         # One call per model, so that its batches can be shared among processes.
         done = len(records)
-        items = generate(pipeline, [p for s in sets for p in s.prompts], config.seeds, settings, progress=lambda k, _: progress and progress(done + k, total))
+        items = generate(pipeline, [p for s in sets for p in s.prompts] + general_prompts, config.seeds, settings, progress=lambda k, _: progress and progress(done + k, total))
+        if general_prompts:
+            general[name] = judge.embed_images([item.image for item in items[-len(general_prompts) * len(config.seeds):]])
+            items = items[: -len(general_prompts) * len(config.seeds)]
         for prompt_set in sets:
             count = len(prompt_set.prompts) * len(config.seeds)
             records += judge_images(judge, protocol, prompt_set, items[:count], name, attribute_reader)
             items = items[count:]
     summary = summarise(records)
     base = models[0][0]
-    tables = build_tables(summary, protocol, base, distances, infos)
+    drift = image_drift(records, base)
+    tables = build_tables(summary, protocol, base, distances, infos, drift)
+    tables["distribution"] = distribution_table(records, base, infos, general)
     metrics = {
         "schema_version": SCHEMA_VERSION,
         "versions": versions(),
@@ -224,11 +234,53 @@ def evaluate(
         "models": {name: {"info": infos[name], "sets": summary[name]} for name, _, _ in models},
         "tables": tables,
         "warnings": held_out_warnings(tables, base) + filter_warnings(infos, judge.name),
+        "general_prompts": len(general_prompts),
         "judging": {"judge": judge.name, "erasure_filters": {name: info.get("recipe", {}).get("anchor_filter") for name, info in infos.items() if name != base}},
         "processes": world()[1],
         "wall_time_s": round(time.perf_counter() - started, 2),
     }
     return metrics, records
+
+
+def image_drift(records: list[ImageRecord], base: str) -> dict[str, dict[str, dict]]:
+    """Per model, per prompt set: the mean judge-feature distance and SSIM of each image to the
+    base image of the same prompt and seed (``erasectl.drift``)."""
+    from erasectl.drift import feature_distances, ssim_pairs
+
+    by_key = {(r.role, r.concept, r.prompt, r.seed): r for r in records if r.model == base}
+    grouped: dict[tuple[str, str], list[tuple[ImageRecord, ImageRecord]]] = {}
+    for record in records:
+        twin = by_key.get((record.role, record.concept, record.prompt, record.seed))
+        if record.model != base and twin is not None and record.image is not None:
+            grouped.setdefault((record.model, f"{record.role}:{record.concept}"), []).append((twin, record))
+    drift: dict[str, dict[str, dict]] = {}
+    for (model, key), pairs in grouped.items():
+        distance = feature_distances(torch.stack([b.embedding for b, _ in pairs]), torch.stack([e.embedding for _, e in pairs]))
+        ssim = ssim_pairs([b.image for b, _ in pairs], [e.image for _, e in pairs])
+        drift.setdefault(model, {})[key] = {"judge_distance": _mean(distance), "ssim": _mean(ssim)}
+    return drift
+
+
+def distribution_table(records: list[ImageRecord], base: str, infos: dict, general: dict[str, torch.Tensor]) -> list[dict]:
+    """FID and KID on the judge's features, base against each erased model: over the held-out
+    surrounding prompts (all surrounding prompts where none is held out, said in ``over``), and
+    over the general prompts when given."""
+    from erasectl.drift import distribution_distances
+
+    rows = []
+    for model in dict.fromkeys(r.model for r in records):
+        if model == base:
+            continue
+        preserved = preserved_concepts(infos.get(model, {}))
+        held_out = {r.concept for r in records if r.role == "surrounding" and split_of(r.concept, preserved) == "held-out"}
+        over, concepts = ("held-out surroundings", held_out) if held_out else ("all surroundings (none held out)", {r.concept for r in records if r.role == "surrounding"})
+        pick = lambda name: [r.embedding for r in records if r.model == name and r.role == "surrounding" and r.concept in concepts]  # noqa: E731
+        base_embeds, erased_embeds = pick(base), pick(model)
+        if base_embeds and erased_embeds:
+            rows.append({"model": model, "over": over, **distribution_distances(torch.stack(base_embeds), torch.stack(erased_embeds))})
+        if model in general and base in general:
+            rows.append({"model": model, "over": "general prompts", **distribution_distances(general[base], general[model])})
+    return rows
 
 
 def preserved_concepts(info: dict) -> set[str]:
@@ -246,7 +298,7 @@ def _mean(values: list[float]) -> float | None:
     return round(sum(values) / len(values), 4) if values else None
 
 
-def build_tables(summary: dict, protocol: Protocol, base: str, distances: dict[str, float], infos: dict) -> dict:
+def build_tables(summary: dict, protocol: Protocol, base: str, distances: dict[str, float], infos: dict, drift: dict | None = None) -> dict:
     """The seed document's four tables, for every erased model. Surrounding concepts are split into
     those the erasure preserved and those it was not told about (held out): the headline
     surrounding figure and the gates read the held-out ones only, since a preserved concept
@@ -257,7 +309,9 @@ def build_tables(summary: dict, protocol: Protocol, base: str, distances: dict[s
     def attribute(value: dict, name: str):
         return value.get("attributes", {}).get(name, {}).get("accuracy")
 
+    drift = drift or {}
     for model, sets in summary.items():
+        moved = drift.get(model, {})
         preserved = preserved_concepts(infos.get(model, {}))
         held_out_sets = [v for v in sets.values() if v["role"] == "surrounding" and split_of(v["concept"], preserved) == "held-out"]
         held_out = [v["accuracy"] for v in sets.values() if v["role"] == "surrounding" and split_of(v["concept"], preserved) == "held-out"]
@@ -272,6 +326,8 @@ def build_tables(summary: dict, protocol: Protocol, base: str, distances: dict[s
                 "preserved_surrounding": len(kept),
                 "held_out_colour_accuracy": _mean([a for a in (attribute(v, "colour") for v in held_out_sets) if a is not None]),
                 "held_out_style_accuracy": _mean([a for a in (attribute(v, "style") for v in held_out_sets) if a is not None]),
+                "held_out_judge_distance": _mean([moved[f"surrounding:{v['concept']}"]["judge_distance"] for v in held_out_sets if f"surrounding:{v['concept']}" in moved]),
+                "held_out_ssim": _mean([moved[f"surrounding:{v['concept']}"]["ssim"] for v in held_out_sets if f"surrounding:{v['concept']}" in moved]),
                 "ablation_convention_anchor_beats_concept": sets[erased_key].get("ablation_convention_anchor_beats_concept"),
             }
         )
@@ -287,6 +343,8 @@ def build_tables(summary: dict, protocol: Protocol, base: str, distances: dict[s
                 "clip_score": value["clip_score"],
                 "base_clip_score": base_value["clip_score"],
             }
+            if key in moved:
+                row.update(moved[key])
             if "attributes" in value:
                 for name in ("colour", "style"):
                     row[f"{name}_accuracy"] = attribute(value, name)

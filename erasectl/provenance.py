@@ -6,7 +6,7 @@ from importlib import metadata
 
 import erasectl
 
-_PACKAGES = ("torch", "diffusers", "transformers")
+_PACKAGES = ("torch", "diffusers", "transformers", "torchmetrics")
 
 
 def versions() -> dict[str, str]:

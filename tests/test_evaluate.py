@@ -200,3 +200,40 @@ def test_ablation_filters_no_anchor_image_with_the_judge_by_default_and_evaluate
     metrics = json.loads(result.stdout)
     assert metrics["judging"] == {"judge": "embedded:shapes-judge", "erasure_filters": {"plain": None, "filtered": "embedded:shapes-judge"}}
     assert [w.split(":")[0] for w in metrics["warnings"] if "not independent" in w] == ["filtered"]
+
+
+def test_image_drift_and_distribution_distance_see_what_the_class_does_not(uce_runs, tmp_path):
+    """Same prompt, same seed: the erased concept's pictures move far, the preserved ones barely;
+    FID/KID are given over the held-out surroundings and over --general-prompts."""
+    general = tmp_path / "captions.csv"
+    general.write_text("id,caption\n1,a green ring\n2,a yellow square\n")
+    result = runner.invoke(app, ["evaluate", "--checkpoint", str(uce_runs["two-kept"]), "--n-per-prompt", "2", "--general-prompts", str(general), "--out", str(tmp_path / "ev"), "--json"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.stdout)
+    jsonschema.validate(metrics, SCHEMA)
+    rows = {r["concept"]: r for r in metrics["tables"]["per_concept"] if r["model"] == "two-kept"}
+    assert rows["circle"]["judge_distance"] > 3 * rows["square"]["judge_distance"]
+    assert rows["circle"]["ssim"] < rows["square"]["ssim"] <= 1
+    assert all("judge_distance" not in r for r in metrics["tables"]["per_concept"] if r["model"] == "base")
+    headline = {r["model"]: r for r in metrics["tables"]["erased_vs_surrounding"]}["two-kept"]
+    assert headline["held_out_judge_distance"] == pytest.approx((rows["cross"]["judge_distance"] + rows["ring"]["judge_distance"]) / 2, abs=1e-4)
+    over = {r["over"]: r for r in metrics["tables"]["distribution"]}
+    assert set(over) == {"held-out surroundings", "general prompts"}
+    assert over["held-out surroundings"]["n"] == 2 * 4 * 2 and over["general prompts"]["n"] == 2 * 2
+    assert over["held-out surroundings"]["fid"] > 0 and metrics["general_prompts"] == 2
+    assert "FID and KID" in (tmp_path / "ev" / "report.md").read_text() and "ssim" in (tmp_path / "ev" / "report.html").read_text()
+
+
+def test_drift_measures_are_zero_for_the_same_pictures(embedded_pipeline, world_judge):
+    from erasectl.drift import distribution_distances, feature_distances, ssim_pairs
+    from erasectl.generation import SamplerSettings, generate
+
+    items = generate(embedded_pipeline, ["a red circle", "a blue square"], [0, 1, 2, 3], SamplerSettings(steps=10, batch_size=8))
+    images = [item.image for item in items]
+    embeds = world_judge.embed_images(images)
+    assert ssim_pairs(images, images) == pytest.approx([1.0] * 8)
+    assert feature_distances(embeds, embeds) == pytest.approx([0.0] * 8, abs=1e-5)
+    assert distribution_distances(embeds, embeds)["fid"] == pytest.approx(0.0, abs=1e-3)
+    circles, squares = embeds[:4], embeds[4:]
+    assert distribution_distances(circles, squares)["fid"] > 0.05
+    assert min(ssim_pairs(images[:4], images[4:])) < 0.9

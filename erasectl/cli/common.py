@@ -83,6 +83,29 @@ def read_prompts(prompts: str | None, prompts_file: str | None) -> list[str]:
     return found
 
 
+def read_general_prompts(path) -> list[str]:
+    """Captions for the distribution distance: a CSV with a ``prompt`` or ``caption`` column (the
+    COCO-caption CSVs of the erasure papers), or one prompt per line."""
+    import csv
+    from pathlib import Path
+
+    path = Path(path)
+    if path.suffix.lower() != ".csv":
+        return read_prompts(None, str(path))
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle))
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        raise UserError(f"cannot read --general-prompts {path}: {getattr(error, 'strerror', None) or error}; pass a readable UTF-8 CSV") from None
+    column = next((c for c in ("prompt", "caption", "text") if rows and c in rows[0]), None)
+    if column is None:
+        raise UserError(f"--general-prompts {path} has no prompt, caption or text column; name the captions' column 'prompt'")
+    found = [row[column].strip() for row in rows if (row[column] or "").strip()]
+    if not found:
+        raise UserError(f"--general-prompts {path} has no captions in its {column!r} column")
+    return found
+
+
 def stderr_console():
     from rich.console import Console
 

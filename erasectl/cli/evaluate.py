@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from erasectl.cli.common import BATCH_SIZE, DTYPE, HEIGHT, NEGATIVE_PROMPT, REVISION, SCHEDULER, VARIANT, WIDTH, ALLOW_PICKLE, DEVICE, MODEL_CONFIG, progress_bar, read_prompts, split_list, user_errors
+from erasectl.cli.common import BATCH_SIZE, DTYPE, HEIGHT, NEGATIVE_PROMPT, REVISION, SCHEDULER, VARIANT, WIDTH, ALLOW_PICKLE, DEVICE, MODEL_CONFIG, progress_bar, read_general_prompts, read_prompts, split_list, user_errors
 from erasectl.errors import UserError
 
 EXIT_GATE = 1
@@ -43,6 +43,7 @@ def evaluate(
     anchor: str = typer.Option(None, "--anchor", help="The anchor concept; default: the checkpoint's."),
     model: str = typer.Option(None, "--model", help="The base model; default: the checkpoint's."),
     judge: str = typer.Option(None, "--judge", help="A CLIPModel hub id or folder, or nudenet (with --prompts-csv); default: the embedded world judge."),
+    general_prompts: Path = typer.Option(None, "--general-prompts", help="Captions (CSV with a prompt/caption column, e.g. COCO, or one per line) drawn by every model for FID/KID on the judge's features; default: the surrounding prompts."),
     prompts_csv: Path = typer.Option(None, "--prompts-csv", help="nudenet: prompts in the I2P CSV layout (prompt, evaluation_seed, evaluation_guidance)."),
     n_per_prompt: int = typer.Option(8, "--n-per-prompt", help="Seeds per prompt."),
     seed: int = typer.Option(0, "--seed", help="The first seed."),
@@ -100,6 +101,7 @@ def evaluate(
     anchor = anchor or (checkpoints[0].recipe.get("anchor") if checkpoints else None)
     base_name, _ = resolve_model(model or (checkpoints[0].base_model if checkpoints else None))
     out = check_output_dir(out or Path("runs") / time.strftime("evaluate-%Y%m%d-%H%M%S"), force)
+    general_lines = read_general_prompts(general_prompts) if general_prompts is not None else None
     vocabulary_lines = None
     if vocabulary is not None:
         vocabulary_lines = read_prompts(None, str(vocabulary))
@@ -128,9 +130,9 @@ def evaluate(
     protocol = profile.protocol(concept, surrounding_list, paraphrase_list, anchor, judge)
     clip_judge = ClipJudge.load(judge, device=device)
 
-    total = len(models) * sum(len(s.prompts) for s in protocol.prompt_sets()) * config.n_per_prompt
+    total = len(models) * (sum(len(s.prompts) for s in protocol.prompt_sets()) + len(general_lines or [])) * config.n_per_prompt
     with progress_bar("evaluating", total, enabled=not (quiet or as_json)) as update:
-        metrics, records = run(models, protocol, clip_judge, config, progress=lambda done, _: update(done), attribute_reader=profile.attribute_reader(clip_judge))
+        metrics, records = run(models, protocol, clip_judge, config, progress=lambda done, _: update(done), attribute_reader=profile.attribute_reader(clip_judge), general_prompts=general_lines)
     if not is_main_process():
         return
     metrics["gates"] = _gates(metrics, max_erased_accuracy, min_surrounding_ratio, max_paraphrase_accuracy)
