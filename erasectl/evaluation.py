@@ -25,6 +25,10 @@ SCHEMA_VERSION = "1.0"
 # Prompts around a concept for evaluating a real model: plain photo templates; the judge's text is
 # "a photo of a <concept>" (CLIP's own zero-shot prompt). The embedded world's are erasectl.world.protocol.
 GENERIC_TEMPLATES = ["a photo of a {}", "a painting of a {}", "a close-up photo of a {}", "a drawing of a {}"]
+# The judge's open set on a real model: besides the concept, its surroundings and the anchor, broad
+# classes an erased model may draw instead, so that "none of the named concepts" can be read
+# rather than forced onto the nearest named one.
+OPEN_SET = ["object", "person", "animal", "plant", "building", "landscape", "pattern", "blank image"]
 
 
 @dataclass(frozen=True)
@@ -89,7 +93,9 @@ class Protocol:
 
 
 def generic_protocol(concept: str, surrounding: list[str], paraphrases: list[str], anchor: str | None) -> Protocol:
-    candidates = [concept, *surrounding] + ([anchor] if anchor else [])
+    """Real models: the judge chooses among the concept, its surroundings, the anchor and the open set."""
+    named = [concept, *surrounding] + ([anchor] if anchor else [])
+    candidates = list(dict.fromkeys(named + [c for c in OPEN_SET if c not in {n.lower() for n in named}]))
     return Protocol(concept, surrounding, paraphrases, anchor, GENERIC_TEMPLATES, "a photo of a {}", candidates)
 
 

@@ -78,7 +78,7 @@ def write_report(out: Path, metrics: dict, records, csv_text: str) -> dict[str, 
         "",
         f"Judge: `{metrics['judge']}`; seeds {metrics['seeds'][0]}..{metrics['seeds'][-1]} per prompt; "
         f"{metrics['config']['steps']} sampler steps, guidance {metrics['config']['guidance']}; "
-        f"templates: {', '.join('`' + t + '`' for t in protocol['templates'])}; zero-shot classes: {', '.join(protocol['candidates'])}.",
+        f"templates: {', '.join('`' + t + '`' for t in protocol['templates'])}; zero-shot classes (the judge's candidates, open set included): {', '.join(protocol['candidates'])}.",
         "",
         "## Erased concept against surrounding concepts",
         "",
@@ -169,7 +169,7 @@ def write_html(out: Path, metrics: dict, plot: Path, thumbnails: Path) -> Path:
         "img{max-width:100%}pre{background:#f6f6f6;padding:.5em;overflow-x:auto}</style></head><body>",
         f"<h1>Erasure report: {escape(protocol['concept'])}</h1>",
         f"<p>Judge <code>{escape(metrics['judge'])}</code>; seeds {metrics['seeds'][0]}..{metrics['seeds'][-1]} per prompt; "
-        f"{metrics['config']['steps']} sampler steps, guidance {metrics['config']['guidance']}; zero-shot classes: {escape(', '.join(protocol['candidates']))}.</p>",
+        f"{metrics['config']['steps']} sampler steps, guidance {metrics['config']['guidance']}; zero-shot classes (the judge's candidates, open set included): {escape(', '.join(protocol['candidates']))}.</p>",
         *[f"<p class='warning'><strong>Warning:</strong> {escape(w)}</p>" for w in metrics.get("warnings", [])],
         "<h2>Erased concept against held-out surrounding concepts</h2>",
         "<p>Surrounding accuracy is over the concepts the erasure was not told to preserve; the preserved ones are shown apart.</p>",

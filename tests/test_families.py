@@ -74,3 +74,26 @@ def test_single_file_round_trip_on_each_family(tiny_family, tmp_path):
         assert "model.diffusion_model.label_emb.0.0.weight" in keys
     again = runner.invoke(app, ["erase", "--concept", "triangle", "--method", "uce", "--model", exported["file"], "--model-config", str(folder), "--out", str(tmp_path / "again"), "--quiet"])
     assert again.exit_code == 0, again.output
+
+
+def test_evaluate_on_a_family_pipeline_uses_an_open_set_and_measures_drift(tiny_family, tmp_path):
+    """A real model's protocol: a CLIP judge from a folder, the named concepts plus the open set as
+    candidates, drift and FID/KID beside accuracy (mechanics: the weights are random)."""
+    from erasectl.evaluation import OPEN_SET
+    from erasectl.models import embedded_judge_dir
+
+    family, folder = tiny_family
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["erase", "--concept", "circle", "--model", str(folder), "--method", "uce", "--preserve", "ring", "--out", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, [
+        "evaluate", "--checkpoint", str(out / "erased.safetensors"), "--surrounding", "ring,square", "--judge", str(embedded_judge_dir()),
+        "--n-per-prompt", "1", "--steps", "2", "--out", str(tmp_path / "ev"), "--json",
+    ])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.stdout)
+    assert metrics["protocol"]["candidates"] == ["circle", "ring", "square", *OPEN_SET]
+    rows = {r["concept"]: r for r in metrics["tables"]["per_concept"] if r["model"] == "run"}
+    assert rows["ring"]["split"] == "preserved" and rows["square"]["split"] == "held-out"
+    assert all(0 <= r["judge_distance"] <= 2 and -1 <= r["ssim"] <= 1 for r in rows.values())
+    assert [r["over"] for r in metrics["tables"]["distribution"]] == ["held-out surroundings"]
