@@ -50,6 +50,9 @@ class ErasureRequest:
         """``--preserve``, else the profile's default preservation (none on real models)."""
         return list(self.preserve) or self.profile.default_preserve(self.concepts)
 
+    def guide_candidates(self, concept: str) -> list[str]:
+        return self.profile.guide_candidates(concept)
+
     def anchor_filter(self, pipeline):
         """A function marking the anchor latents to train on, or None where the profile has none."""
         return self.profile.anchor_filter(pipeline, self.concepts)

@@ -53,6 +53,11 @@ class PaperProfile:
     def default_preserve(self, concepts: list[str]) -> list[str]:
         return []
 
+    def guide_candidates(self, concept: str) -> list[str]:
+        """Concepts UCE's ``nearest-concept`` guide chooses among; none on real models (there the
+        guide is the empty prompt, as in the paper, unless --anchor names one)."""
+        return []
+
     def anchor_filter(self, pipeline, concepts: list[str]):
         return None
 

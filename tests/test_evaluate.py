@@ -40,9 +40,9 @@ def test_base_model_draws_every_concept(tmp_path):
 @pytest.fixture(scope="module")
 def uce_runs(tmp_path_factory):
     """UCE erasures of circle: onto ring keeping the other three shapes (ring is then held out, and
-    kept); keeping square and triangle only; and the embedded defaults (every shape preserved)."""
+    kept); keeping square and triangle only; and every other shape preserved (none held out)."""
     runs = {}
-    for name, args in (("to-ring", ["--anchor", "ring", "--preserve", "square,triangle,cross"]), ("two-kept", ["--preserve", "square,triangle"]), ("defaults", [])):
+    for name, args in (("to-ring", ["--anchor", "ring", "--preserve", "square,triangle,cross"]), ("two-kept", ["--preserve", "square,triangle"]), ("all-kept", ["--preserve", "square,triangle,cross,ring"])):
         out = tmp_path_factory.mktemp("uce") / name
         result = runner.invoke(app, ["erase", "--concept", "circle", "--method", "uce", "--out", str(out), "--quiet", *args])
         assert result.exit_code == 0, result.output
@@ -136,10 +136,22 @@ def _split_rows(metrics, model):
     return {r["concept"]: r for r in metrics["tables"]["per_concept"] if r["model"] == model and r["role"] == "surrounding"}
 
 
+def test_no_default_preservation_is_a_default_surrounding_concept():
+    """On the embedded model, what UCE preserves by default is never what evaluate judges around
+    the concept, for shapes, two-word concepts, colours and styles."""
+    from erasectl.world.profile import WorldProfile
+    from erasectl.world.protocol import world_protocol
+
+    for concept in ("circle", "ring", "blue square", "red circle", "striped", "red"):
+        preserved = set(WorldProfile().default_preserve([concept]))
+        assert preserved and not preserved & set(world_protocol(concept, None, None, None).surrounding), concept
+        assert concept not in preserved and f"{concept} shape" not in preserved
+
+
 def test_held_out_surroundings_are_the_headline_and_an_empty_set_is_said(uce_runs, tmp_path):
     out = tmp_path / "ev"
     result = runner.invoke(app, [
-        "evaluate", "--checkpoint", str(uce_runs["two-kept"]), "--checkpoint", str(uce_runs["defaults"]), "--n-per-prompt", "2",
+        "evaluate", "--checkpoint", str(uce_runs["two-kept"]), "--checkpoint", str(uce_runs["all-kept"]), "--n-per-prompt", "2",
         "--out", str(out), "--json", "--min-surrounding-ratio", "0.5",
     ])
     metrics = json.loads(result.stdout)
@@ -149,13 +161,13 @@ def test_held_out_surroundings_are_the_headline_and_an_empty_set_is_said(uce_run
     headline = {r["model"]: r for r in metrics["tables"]["erased_vs_surrounding"]}
     assert headline["two-kept"]["surrounding_accuracy"] == pytest.approx((rows["cross"]["accuracy"] + rows["ring"]["accuracy"]) / 2, abs=1e-4)
     assert headline["two-kept"]["preserved_surrounding_accuracy"] == pytest.approx((rows["square"]["accuracy"] + rows["triangle"]["accuracy"]) / 2, abs=1e-4)
-    # the defaults preserve every surrounding shape: no silent 1.00, a warning and a gate that cannot pass
-    assert headline["defaults"]["surrounding_accuracy"] is None and headline["defaults"]["held_out_surrounding"] == 0
-    assert any(w.startswith("defaults:") for w in metrics["warnings"])
-    unmeasured = [g for g in metrics["gates"] if g["model"] == "defaults" and g["gate"] == "min-surrounding-ratio"]
+    # every surrounding shape preserved: no silent 1.00, a warning and a gate that cannot pass
+    assert headline["all-kept"]["surrounding_accuracy"] is None and headline["all-kept"]["held_out_surrounding"] == 0
+    assert any(w.startswith("all-kept:") for w in metrics["warnings"])
+    unmeasured = [g for g in metrics["gates"] if g["model"] == "all-kept" and g["gate"] == "min-surrounding-ratio"]
     assert len(unmeasured) == 1 and unmeasured[0]["value"] is None and not unmeasured[0]["passed"]
     assert result.exit_code == 1
-    assert "**Warning:** defaults: every surrounding concept was preserved" in (out / "report.md").read_text()
+    assert "**Warning:** all-kept: every surrounding concept was preserved" in (out / "report.md").read_text()
 
 
 def test_every_image_is_read_for_colour_and_style_and_what_replaces_the_concept(uce_runs, tmp_path):

@@ -60,7 +60,7 @@ def erase(
     preserve_scale: float = typer.Option(None, "--preserve-scale", help="uce: weight of the preserved concepts."),
     lamb: float = typer.Option(None, "--lamb", help="uce: pull toward the original weights."),
     token_positions: str = typer.Option(None, "--token-positions", help="uce: last, concept, through-eos or to-end."),
-    guide_choice: str = typer.Option(None, "--guide-choice", help="uce without --anchor: empty or nearest-preserved."),
+    guide_choice: str = typer.Option(None, "--guide-choice", help="uce without --anchor: empty, nearest-preserved or nearest-concept."),
     mixed_precision: str = typer.Option(None, "--mixed-precision", help="no or bf16 (autocast; weights, gradients and optimizer stay fp32)."),
     gradient_checkpointing: bool = typer.Option(False, "--gradient-checkpointing", help="Recompute the UNet's activations in the backward pass instead of storing them: less memory, more time."),
     checkpointing_steps: int = typer.Option(None, "--checkpointing_steps", help="Save a resumable state every N steps (in <out>/states)."),

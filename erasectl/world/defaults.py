@@ -29,7 +29,7 @@ WORLD_DEFAULTS: dict[str, dict[str, tuple[object, str]]] = {
         "away": (0.5, "anchor prompts draw the concept a fifth of the time; away 0 left 20% circles"),
     },
     "uce": {
-        "guide_choice": ("nearest-preserved", "guide \"\" left 84% circles, \"shape\" 81%; a preserved shape 0%"),
+        "guide_choice": ("nearest-concept", "tuned on square, seeds 100-107: guide \"\" left 31% squares, \"shape\" 28%, the nearest other shape 0%"),
         "lamb": (0.1, "chosen on the world's concepts"),
         "token_positions": ("to-end", "the concept's tokens alone left circles at 94-100%"),
     },

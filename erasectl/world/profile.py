@@ -25,12 +25,21 @@ class WorldProfile(PaperProfile):
         return erasure_templates(concept, method)
 
     def default_preserve(self, concepts: list[str]) -> list[str]:
-        """The concepts evaluate checks around each erased one (the other shapes; for "red
-        circle", circles of other colours and other red shapes)."""
-        from erasectl.world.protocol import world_protocol
+        """The world's attributes on the generic noun ("shape", "red shape", "striped shape", ...),
+        never a named shape: evaluate's default surroundings are shapes, so none of them is
+        preserved by default and every one measures collateral damage (held out). A caption that
+        names a whole concept ("striped shape" when erasing "striped") is left out."""
+        from erasectl.world.vocabulary import attribute_captions
 
-        found = [kept for concept in concepts for kept in world_protocol(concept, None, None, None).surrounding]
-        return [kept for kept in dict.fromkeys(found) if kept not in concepts]
+        named = [set(concept.lower().split()) for concept in concepts]
+        return [caption for caption in attribute_captions() if not any(words <= set(caption.split()) for words in named)]
+
+    def guide_candidates(self, concept: str) -> list[str]:
+        """The concept with its noun replaced by each other shape (for a style or colour alone: by
+        the other styles or colours): what UCE's ``nearest-concept`` guide chooses from."""
+        from erasectl.world.vocabulary import alternatives
+
+        return alternatives(concept)
 
     def anchor_filter(self, pipeline, concepts: list[str]):
         from erasectl.judge import ClipJudge

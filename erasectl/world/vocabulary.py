@@ -97,6 +97,29 @@ def all_captions() -> list[str]:
     return captions
 
 
+def attribute_captions() -> list[str]:
+    """The generic noun alone and with each colour and style: "shape", "red shape", "striped shape"."""
+    return [GENERIC_SHAPE] + [f"{value} {GENERIC_SHAPE}" for value in COLOURS + STYLES]
+
+
+def alternatives(concept: str) -> list[str]:
+    """``concept`` with its shape replaced by every other shape; without a shape, its style by the
+    other style, or its colour by the other colours."""
+    words = concept.lower().split()
+    for position, word in enumerate(words):
+        if word in NOUN_TO_SHAPE:
+            others = [s for s in SHAPES if s != NOUN_TO_SHAPE[word]]
+            break
+    else:
+        position, others = next(
+            ((i, [v for v in group if v != w]) for group in (STYLES, COLOURS) for i, w in enumerate(words) if w in group),
+            (None, []),
+        )
+    if position is None:
+        return []
+    return [" ".join(words[:position] + [other] + words[position + 1 :]) for other in others]
+
+
 def erasure_templates(concept: str, method: str) -> list[str]:
     """Prompt templates around a concept (``{}``) for the shapes world.
 
