@@ -43,9 +43,10 @@ def _extra_rows(unet) -> int:
     return math.ceil(_extra_width(unet) / unet.config.cross_attention_dim)
 
 
-@torch.no_grad()
-def encode_prompts(pipeline, prompts: list[str]) -> torch.Tensor:
-    """Conditioning of each prompt as the family's pipeline builds it (see the module docstring)."""
+def differentiable_conditioning(pipeline, prompts: list[str]) -> torch.Tensor:
+    """Conditioning of each prompt as the family's pipeline builds it (see the module docstring),
+    with gradients to whatever in the text encoders requires them (an attack's token embedding);
+    ``encode_prompts`` is the same without."""
     if not has_added_conditioning(pipeline.unet):
         embeds, _ = pipeline.encode_prompt(prompts, pipeline.device, 1, False)
         return embeds
@@ -58,6 +59,9 @@ def encode_prompts(pipeline, prompts: list[str]) -> torch.Tensor:
     packed = torch.zeros(len(prompts), rows * width, dtype=embeds.dtype, device=embeds.device)
     packed[:, : extra.shape[1]] = extra
     return torch.cat([embeds, packed.view(len(prompts), rows, width)], dim=1)
+
+
+encode_prompts = torch.no_grad()(differentiable_conditioning)
 
 
 def token_rows(unet, conditioning: torch.Tensor) -> torch.Tensor:

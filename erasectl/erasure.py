@@ -32,6 +32,7 @@ class ErasureRequest:
     anchor_prompt_lines: list[str] | None = None
     preserve: list[str] = field(default_factory=list)
     model_name: str = ""
+    prior_exclude: list[str] = field(default_factory=list)  # words a null-space prior leaves out
 
     def templates(self, concept: str, method: str) -> list[str]:
         return self.profile.templates(concept, method)
@@ -47,8 +48,18 @@ class ErasureRequest:
         return [template.format(self.anchor) for template in self.templates(concept, "ablate")]
 
     def preserved(self) -> list[str]:
-        """``--preserve``, else the profile's default preservation (none on real models)."""
-        return list(self.preserve) or self.profile.default_preserve(self.concepts)
+        """``--preserve``, else the profile's default preservation (none on real models) and the
+        words of multi-word concepts alone."""
+        return list(self.preserve) or list(dict.fromkeys(self.profile.default_preserve(self.concepts) + self.conjunction_parts()))
+
+    def kept(self) -> list[str]:
+        """What trained methods preserve: ``--preserve``, else a multi-word concept's words alone
+        (erase "blue square", keep "blue" and "square": a conjunction, not a union)."""
+        return list(self.preserve) or self.conjunction_parts()
+
+    def conjunction_parts(self) -> list[str]:
+        found = [part for concept in self.concepts for part in self.profile.conjunction_parts(concept)]
+        return [p for p in dict.fromkeys(found) if p not in self.concepts]
 
     def guide_candidates(self, concept: str) -> list[str]:
         return self.profile.guide_candidates(concept)

@@ -296,6 +296,12 @@ def preserved_concepts(info: dict) -> set[str]:
     return {" ".join(c.lower().split()) for c in (recipe.get("preserved") or recipe.get("preserve") or [])}
 
 
+def prior_words(info: dict) -> set[str]:
+    """The words of a null-space erasure's automatic prior (kept by construction, not named)."""
+    prior = info.get("recipe", {}).get("prior") or {}
+    return {w for phrase in prior.get("phrases", []) for w in phrase.lower().split()}
+
+
 def split_of(concept: str, preserved: set[str]) -> str:
     return "preserved" if " ".join(concept.lower().split()) in preserved else "held-out"
 
@@ -319,6 +325,7 @@ def build_tables(summary: dict, protocol: Protocol, base: str, distances: dict[s
     for model, sets in summary.items():
         moved = drift.get(model, {})
         preserved = preserved_concepts(infos.get(model, {}))
+        in_prior = prior_words(infos.get(model, {}))
         held_out_sets = [v for v in sets.values() if v["role"] == "surrounding" and split_of(v["concept"], preserved) == "held-out"]
         held_out = [v["accuracy"] for v in sets.values() if v["role"] == "surrounding" and split_of(v["concept"], preserved) == "held-out"]
         kept = [v["accuracy"] for v in sets.values() if v["role"] == "surrounding" and split_of(v["concept"], preserved) == "preserved"]
@@ -362,6 +369,9 @@ def build_tables(summary: dict, protocol: Protocol, base: str, distances: dict[s
                 )
             if value["role"] == "surrounding" and model != base:
                 row["split"] = split_of(value["concept"], preserved)
+                if in_prior:
+                    # held out from what was named, but its words are in the automatic prior
+                    row["in_prior"] = set(value["concept"].lower().split()) <= in_prior
             tables["per_concept"].append(row)
         if model != base:
             recipe = infos[model].get("recipe", {})

@@ -82,6 +82,30 @@ def generate(
     return [item for batch in gather_in_order(done, len(batches)) for item in batch]
 
 
+def draw_latents(pipeline, prompts: list[str], count: int, seed: int, steps: int, guidance: float, batch_size: int):
+    """Clean latents of ``count`` images for ``prompts`` (cycled), and the prompt index of each.
+    Image i has its own generator seeded from ``seed`` and i; under ``accelerate launch`` each
+    process draws its part and all get every latent."""
+    import torch
+
+    from erasectl.distributed import batch_part, gather_parts
+
+    which = [i % len(prompts) for i in range(count)]
+    generators = [torch.Generator("cpu").manual_seed(seed * 100_003 + i) for i in range(count)]
+    mine = range(count)[batch_part(count)]
+    latents = []
+    with torch.no_grad():
+        for start in range(mine.start, mine.stop, batch_size):
+            chunk = range(start, min(start + batch_size, mine.stop))
+            latents.append(
+                pipeline(
+                    prompt=[prompts[which[i]] for i in chunk], generator=[generators[i] for i in chunk],
+                    num_inference_steps=steps, guidance_scale=guidance, output_type="latent",
+                ).images
+            )
+    return gather_parts(torch.cat(latents)), which
+
+
 def png_metadata(item: GeneratedImage, model_name: str):
     from PIL.PngImagePlugin import PngInfo
 

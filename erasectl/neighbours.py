@@ -37,6 +37,14 @@ def tokenizer_words(tokenizer, min_length: int = 3) -> list[str]:
     return sorted(set(words))
 
 
+def frequent_words(tokenizer, count: int, min_length: int = 3) -> list[str]:
+    """The ``count`` most frequent whole words of a CLIP BPE vocabulary: a token's id follows its
+    merge's rank, and BPE merges the most frequent pairs first."""
+    vocabulary = tokenizer.get_vocab()
+    ranked = sorted(((i, t[: -len("</w>")]) for t, i in vocabulary.items() if t.endswith("</w>")), key=lambda pair: pair[0])
+    return [w for _, w in ranked if len(w) >= min_length and w.isalpha()][:count]
+
+
 def cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(os.environ.get("ERASECTL_CACHE", Path(base) / "erasectl")) / "neighbours"

@@ -43,6 +43,7 @@ class PaperProfile:
 
     name = PAPER
     generation_batch_size = 8  # SD 1.5 at 512 px in a 24 GB GPU
+    generic_word = "object"  # where an attack's learned token starts
 
     def check_concepts(self, concepts: list[str]) -> None:
         """Words this model cannot know (none, for an open-vocabulary text encoder)."""
@@ -52,6 +53,19 @@ class PaperProfile:
 
     def default_preserve(self, concepts: list[str]) -> list[str]:
         return []
+
+    def prior_vocabulary(self, pipeline, count: int) -> list[str]:
+        """The broad set of words a null-space erasure keeps: the tokenizer's ``count`` most
+        frequent whole words."""
+        from erasectl.neighbours import frequent_words
+
+        return frequent_words(pipeline.tokenizer, count)
+
+    def conjunction_parts(self, concept: str) -> list[str]:
+        """What erasing a multi-word concept keeps by default: each of its words alone ("grumpy
+        cat" keeps "grumpy" and "cat"); nothing for a single word."""
+        words = concept.split()
+        return words if len(words) > 1 else []
 
     def guide_candidates(self, concept: str) -> list[str]:
         """Concepts UCE's ``nearest-concept`` guide chooses among; none on real models (there the

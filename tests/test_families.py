@@ -25,8 +25,9 @@ def tiny_family(request, tmp_path_factory):
         ["--method", "esd", "--parameter-group", "esd-u", "--steps", "2", "--ddim-steps", "4"],
         ["--method", "ablate", "--anchor", "shape", "--steps", "2", "--anchor-images", "2"],
         ["--method", "uce", "--preserve", "ring"],
+        ["--method", "nullspace", "--parameter-group", "kv"],
     ],
-    ids=["esd-x", "esd-faithful", "esd-u", "ablate", "uce"],
+    ids=["esd-x", "esd-faithful", "esd-u", "ablate", "uce", "nullspace"],
 )
 def test_every_method_runs_on_each_family(tiny_family, method_args, tmp_path):
     family, folder = tiny_family

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 import erasectl
+from erasectl.cli import attack as _attack
 from erasectl.cli import compare as _compare
 from erasectl.cli import defaults as _defaults
 from erasectl.cli import erase as _erase
@@ -44,6 +45,7 @@ app.command("evaluate")(_evaluate.evaluate)
 app.command("export")(_export.export)
 app.command("train-world")(_train_world.train_world)
 app.command("defaults")(_defaults.defaults)
+app.command("attack")(_attack.attack)
 
 
 def main() -> None:

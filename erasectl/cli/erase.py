@@ -27,9 +27,9 @@ def _default_out(concepts: list[str], method: str) -> Path:
 @user_errors
 def erase(
     concept: str = typer.Option(None, "--concept", help="The concept to erase, e.g. circle or \"grumpy cat\"; several: \"circle,red square\"."),
-    method: str = typer.Option("esd", "--method", help="esd, ablate or uce."),
+    method: str = typer.Option("esd", "--method", help="esd, ablate, uce or nullspace."),
     anchor: str = typer.Option(None, "--anchor", help="ablate (required): the concept to map onto, e.g. shape for circle; uce: the guide (else --guide-choice decides)."),
-    preserve: str = typer.Option(None, "--preserve", help="Comma-separated concepts whose predictions are kept unchanged (every method; uce on the embedded model defaults to evaluate's surrounding concepts)."),
+    preserve: str = typer.Option(None, "--preserve", help="Comma-separated concepts whose predictions are kept unchanged (every method). Default: a multi-word concept's words alone (\"blue square\" keeps blue and square); uce on the embedded model also keeps the attributes on the generic noun."),
     auto_preserve: int = typer.Option(None, "--auto-preserve", help="Preserve the K nearest valid phrases to each concept in text-embedding space."),
     concepts_file: Path = typer.Option(None, "--concepts-file", help="More concepts to erase, one per line."),
     anchor_prompts_file: Path = typer.Option(None, "--anchor-prompts-file", help="ablate: anchor prompts, one per line, each naming the anchor."),
@@ -58,9 +58,13 @@ def erase(
     filter_anchor_images: bool = typer.Option(None, "--filter-anchor-images/--keep-all-anchor-images", help="ablate, embedded model: drop anchor images the world judge reads as the concept (off by default: it is the judge evaluate scores with)."),
     erase_scale: float = typer.Option(None, "--erase-scale", help="uce: weight of the erased concepts."),
     preserve_scale: float = typer.Option(None, "--preserve-scale", help="uce: weight of the preserved concepts."),
-    lamb: float = typer.Option(None, "--lamb", help="uce: pull toward the original weights."),
-    token_positions: str = typer.Option(None, "--token-positions", help="uce: last, concept, through-eos or to-end."),
-    guide_choice: str = typer.Option(None, "--guide-choice", help="uce without --anchor: empty, nearest-preserved or nearest-concept."),
+    lamb: float = typer.Option(None, "--lamb", help="uce: pull toward the original weights; nullspace: the ridge weight."),
+    token_positions: str = typer.Option(None, "--token-positions", help="uce, nullspace: last, concept, through-eos or to-end."),
+    guide_choice: str = typer.Option(None, "--guide-choice", help="uce, nullspace without --anchor: empty, nearest-preserved or nearest-concept."),
+    null_threshold: float = typer.Option(None, "--null-threshold", help="nullspace: eigenvalues of the prior's covariance below this share of the largest span the directions the edit may use."),
+    prior_words: int = typer.Option(None, "--prior-words", help="nullspace, real models: how many of the tokenizer's most frequent whole words the prior keeps."),
+    synonym_ratio: float = typer.Option(None, "--synonym-ratio", help="nullspace: prior words nearer the concept than this share of the median distance count as its paraphrases and are left out."),
+    prior_exclude: str = typer.Option(None, "--prior-exclude", help="nullspace: comma-separated words to leave out of the automatic prior (to measure concepts it was not built from)."),
     mixed_precision: str = typer.Option(None, "--mixed-precision", help="no or bf16 (autocast; weights, gradients and optimizer stay fp32)."),
     gradient_checkpointing: bool = typer.Option(False, "--gradient-checkpointing", help="Recompute the UNet's activations in the backward pass instead of storing them: less memory, more time."),
     checkpointing_steps: int = typer.Option(None, "--checkpointing_steps", help="Save a resumable state every N steps (in <out>/states)."),
@@ -89,6 +93,7 @@ def erase(
         mode=mode, target=target, anchor_images=anchor_images, anchor_batch_size=anchor_batch_size, filter_anchor_images=filter_anchor_images,
         anchor_steps=anchor_steps, anchor_guidance=anchor_guidance, away=away, preserve_weight=preserve_weight,
         erase_scale=erase_scale, preserve_scale=preserve_scale, lamb=lamb, token_positions=token_positions, guide_choice=guide_choice,
+        null_threshold=null_threshold, prior_words=prior_words, synonym_ratio=synonym_ratio,
     )
     from erasectl.erasure import check_mixed_precision
 
@@ -151,7 +156,9 @@ def erase(
         concept_words = {w for c in concepts for w in c.lower().split()}
         found = [n for c in concepts for n in find_neighbours(pipeline, c, auto_preserve)]
         preserved = [n for n in dict.fromkeys(found) if n.lower() not in concept_words]
-    request = ErasureRequest(concepts, profile, anchor, anchor_lines, preserve=preserved, model_name=model_name)
+    if prior_exclude is not None and method != "nullspace":
+        raise UserError("--prior-exclude is an option of --method nullspace only")
+    request = ErasureRequest(concepts, profile, anchor, anchor_lines, preserve=preserved, model_name=model_name, prior_exclude=split_list(prior_exclude) if prior_exclude else [])
     from erasectl.run_state import Interrupted
 
     with stop_signals() as stop_requested, progress_bar(f"erasing {', '.join(concepts)} ({method})", config.steps, enabled=not (quiet or as_json), loss="-") as update:

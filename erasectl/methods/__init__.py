@@ -10,6 +10,7 @@ METHODS = {
     "esd": "erasectl.methods.esd",
     "ablate": "erasectl.methods.ablate",
     "uce": "erasectl.methods.uce",
+    "nullspace": "erasectl.methods.nullspace",
 }
 
 

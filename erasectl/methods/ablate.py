@@ -37,7 +37,7 @@ from erasectl.errors import ConfigError, UserError
 
 from erasectl.architecture import encode_prompts
 from erasectl.diffusion import noise_target, training_scheduler
-from erasectl.distributed import batch_part, check_batch, gather_parts
+from erasectl.distributed import batch_part, check_batch
 from erasectl.methods.common import ErasureResult, MethodConfig, Progress, Stopwatch, TrainedUNet, distance, unet_calls, unet_restored
 from erasectl.parameter_groups import select_parameters
 from erasectl.run_state import RunControl, StepHook
@@ -106,22 +106,9 @@ def model_target(frozen_anchor: torch.Tensor, frozen_concept: torch.Tensor | Non
 def generate_anchor_latents(pipeline, anchor_prompts: list[str], config: AblateConfig) -> tuple[torch.Tensor, list[int]]:
     """Clean latents of anchor images and the index of the anchor prompt of each (each process
     draws its part; every image has its own seeded generator)."""
-    which = [i % len(anchor_prompts) for i in range(config.anchor_images)]
-    generators = [torch.Generator("cpu").manual_seed(config.seed * 100_003 + i) for i in range(config.anchor_images)]
-    mine = range(config.anchor_images)[batch_part(config.anchor_images)]
-    latents = []
-    for start in range(mine.start, mine.stop, config.anchor_batch_size):
-        chunk = range(start, min(start + config.anchor_batch_size, mine.stop))
-        latents.append(
-            pipeline(
-                prompt=[anchor_prompts[which[i]] for i in chunk],
-                generator=[generators[i] for i in chunk],
-                num_inference_steps=config.anchor_steps,
-                guidance_scale=config.anchor_guidance,
-                output_type="latent",
-            ).images
-        )
-    return gather_parts(torch.cat(latents)), which
+    from erasectl.generation import draw_latents
+
+    return draw_latents(pipeline, anchor_prompts, config.anchor_images, config.seed, config.anchor_steps, config.anchor_guidance, config.anchor_batch_size)
 
 
 def erase(
@@ -219,6 +206,9 @@ def run(pipeline, request, config: AblateConfig, progress: Progress | None = Non
         for anchor_prompt in request.anchor_prompts(concept):
             anchor_prompts.append(anchor_prompt)
             concept_prompts.append(replace_anchor(anchor_prompt, request.anchor, concept))
-    kept = [t.format(concept) for concept in request.preserve for t in request.templates(concept, "ablate")]
+    kept_concepts = request.kept()
+    kept = [t.format(concept) for concept in kept_concepts for t in request.templates(concept, "ablate")]
     keep_anchor = request.anchor_filter(pipeline) if config.filter_anchor_images else None
-    return erase(pipeline, concept_prompts, anchor_prompts, config, progress, keep_anchor, kept, control)
+    result = erase(pipeline, concept_prompts, anchor_prompts, config, progress, keep_anchor, kept, control)
+    result.extra["preserved"] = kept_concepts
+    return result

@@ -245,5 +245,8 @@ NEEDS_ANCHOR = False
 
 def run(pipeline, request, config: ESDConfig, progress: Progress | None = None, control: RunControl | None = None) -> ErasureResult:
     prompts = [template.format(concept) for concept in request.concepts for template in request.templates(concept, "esd")]
-    kept = [template.format(concept) for concept in request.preserve for template in request.templates(concept, "esd")]
-    return erase(pipeline, request.concepts, config, prompts, progress, kept, control)
+    kept_concepts = request.kept()
+    kept = [template.format(concept) for concept in kept_concepts for template in request.templates(concept, "esd")]
+    result = erase(pipeline, request.concepts, config, prompts, progress, kept, control)
+    result.extra["preserved"] = kept_concepts
+    return result

@@ -14,6 +14,7 @@ from erasectl.world.vocabulary import WORLD_WORDS, erasure_templates
 class WorldProfile(PaperProfile):
     name = SHAPES_WORLD
     generation_batch_size = WORLD_BATCH_SIZE
+    generic_word = "shape"
 
     def check_concepts(self, concepts: list[str]) -> None:
         for concept in concepts:
@@ -33,6 +34,22 @@ class WorldProfile(PaperProfile):
 
         named = [set(concept.lower().split()) for concept in concepts]
         return [caption for caption in attribute_captions() if not any(words <= set(caption.split()) for words in named)]
+
+    def prior_vocabulary(self, pipeline, count: int) -> list[str]:
+        """Every word of the world but the article (a vocabulary of 20 words)."""
+        from erasectl.world.vocabulary import ARTICLE
+
+        return [w for w in WORLD_WORDS if w != ARTICLE]
+
+    def conjunction_parts(self, concept: str) -> list[str]:
+        """Each word of a multi-word concept alone, an attribute on the generic noun: "blue square"
+        keeps "blue shape" and "square"."""
+        from erasectl.world.vocabulary import GENERIC_SHAPE, NOUN_TO_SHAPE
+
+        words = concept.lower().split()
+        if len(words) < 2:
+            return []
+        return [w if w in NOUN_TO_SHAPE else f"{w} {GENERIC_SHAPE}" for w in words]
 
     def guide_candidates(self, concept: str) -> list[str]:
         """The concept with its noun replaced by each other shape (for a style or colour alone: by

@@ -126,9 +126,12 @@ def erasure_templates(concept: str, method: str) -> list[str]:
     ESD samples under the concept itself; ablation pairs many prompts, so it also varies colour
     and style, except for attributes the concept already fixes ("red circle" gets no colours).
     """
+    words = set(concept.lower().split())
+    if not words & set(NOUN_TO_SHAPE) and GENERIC_SHAPE not in words:
+        # an attribute alone ("striped", "red"): it qualifies a noun, the generic one or each shape
+        return [f"a {{}} {GENERIC_SHAPE}"] + ([] if method == "esd" else [f"a {{}} {shape}" for shape in SHAPES])
     if method == "esd":
         return ["a {}"]
-    words = set(concept.lower().split())
     templates = ["a {}"]
     if not words & set(STYLES):
         templates += [f"a {style} {{}}" for style in STYLES]

@@ -1,0 +1,325 @@
+"""Attacks on an erasure: does the erased model draw the concept again for a learned token or a
+searched prompt?
+
+Both attacks learn from images of the concept that the *base* model draws, and score candidates
+with the *erased* model's own denoising loss on them (the erased model is the one attacked):
+
+- ``soft-prompt``: textual inversion (Gal et al., ICLR 2023): one new token's embedding, for every
+  text encoder of the model, trained so that the erased model denoises the concept's images when
+  prompted with it. Pham et al. (ICLR 2024) recover the concept this way from seven erasure
+  methods. The embedding is written in the layout diffusers' ``load_textual_inversion``,
+  AUTOMATIC1111 and ComfyUI read (``emb_params``; ``clip_l``/``clip_g`` for SDXL).
+- ``prompt-search``: a few discrete prefix tokens put before the concept's own prompt, chosen from
+  the tokenizer's words to minimise that loss, under a budget. UnlearnDiffAtk (Zhang et al., ECCV
+  2024) optimises such a prefix with projected gradients; here a coordinate search tries
+  candidate words at each position and keeps the best, on a fixed set of noise draws so that
+  candidates are compared on equal terms.
+
+Success is judged by evaluate's judge on fixed seeds: the share of attack images it reads as the
+concept.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+
+import torch
+
+from erasectl.errors import ConfigError
+
+ATTACKS = ("soft-prompt", "prompt-search")
+PLACEHOLDER = "<erasectl-attack>"
+ENCODERS = (("tokenizer", "text_encoder", "clip_l"), ("tokenizer_2", "text_encoder_2", "clip_g"))
+
+
+@dataclass(frozen=True)
+class AttackConfig:
+    images: int = 16  # concept images the base model draws
+    image_steps: int = 25
+    image_guidance: float = 7.5
+    steps: int = 150  # soft-prompt: optimisation steps
+    lr: float = 5e-3
+    batch_size: int = 8
+    prefix_tokens: int = 3  # prompt-search: prefix length
+    candidates: int = 24  # prompt-search: words tried per position and round
+    rounds: int = 3
+    draws: int = 32  # prompt-search: fixed noise draws the loss is averaged over
+    budget_s: float = 300.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("images", "image_steps", "steps", "batch_size", "prefix_tokens", "candidates", "rounds", "draws"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if not self.lr > 0 or not self.budget_s > 0:
+            raise ConfigError("lr and budget-s must be positive")
+
+
+@dataclass
+class AttackResult:
+    attack: str
+    prompts: list[str]  # what the erased model is prompted with (soft-prompt: with the placeholder)
+    losses: list[float]
+    wall_time_s: float
+    embeddings: dict[str, torch.Tensor] | None = None  # soft-prompt: per text encoder
+    prefix: str | None = None  # prompt-search
+    stopped_by_budget: bool = False
+
+
+def concept_latents(pipeline, prompts: list[str], config: AttackConfig) -> tuple[torch.Tensor, list[int]]:
+    """Clean latents of ``config.images`` images the (base) pipeline draws for ``prompts``, cycling
+    through them, and the prompt index of each."""
+    from erasectl.generation import draw_latents
+
+    return draw_latents(pipeline, prompts, config.images, config.seed, config.image_steps, config.image_guidance, config.batch_size)
+
+
+def noise_draws(pipeline, latents: torch.Tensor, count: int, generator: torch.Generator):
+    """``count`` (index, noisy latent, timestep, target) draws from the model's training process."""
+    from erasectl.diffusion import noise_target, training_scheduler
+
+    scheduler = training_scheduler(pipeline)
+    index = torch.randint(0, len(latents), (count,), generator=generator)
+    clean = latents[index]
+    noise = torch.randn(clean.shape, generator=generator).to(clean)
+    timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (count,), generator=generator)
+    return index, scheduler.add_noise(clean, noise, timesteps), timesteps, noise_target(scheduler, clean, noise, timesteps)
+
+
+def denoising_loss(pipeline, prompts: list[str], noisy: torch.Tensor, timesteps: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    from erasectl.architecture import differentiable_conditioning, predict_noise
+
+    conditioning = differentiable_conditioning(pipeline, prompts)
+    prediction = predict_noise(pipeline.unet, noisy, timesteps.to(noisy.device), conditioning)
+    return torch.nn.functional.mse_loss(prediction.float(), target.float())
+
+
+def replace_concept(prompt: str, concept: str, word: str) -> str:
+    head, _, tail = prompt.rpartition(concept)
+    return " ".join(f"{head}{word}{tail}".split())
+
+
+@contextmanager
+def placeholder_token(pipeline, init_word: str):
+    """Add ``PLACEHOLDER`` to every tokenizer of the pipeline (copies, restored afterwards) and
+    yield ``{encoder key: vector}``: trainable embeddings that a forward hook puts wherever the
+    placeholder's id is read. Initialised from ``init_word``'s token embedding(s)."""
+    import copy
+
+    originals = {name: getattr(pipeline, name) for name, _, _ in ENCODERS if getattr(pipeline, name, None) is not None}
+    copies: dict[int, object] = {}
+    for name, tokenizer in originals.items():
+        if id(tokenizer) not in copies:
+            copies[id(tokenizer)] = copy.deepcopy(tokenizer)
+            copies[id(tokenizer)].add_tokens([PLACEHOLDER])
+        setattr(pipeline, name, copies[id(tokenizer)])
+    vectors, handles = {}, []
+    try:
+        for name, encoder_name, key in ENCODERS:
+            encoder = getattr(pipeline, encoder_name, None)
+            if encoder is None or name not in originals:
+                continue
+            tokenizer = getattr(pipeline, name)
+            token_id = tokenizer.convert_tokens_to_ids(PLACEHOLDER)
+            table = encoder.get_input_embeddings()
+            init_ids = originals[name](init_word, add_special_tokens=False).input_ids or [tokenizer.bos_token_id]
+            vector = torch.nn.Parameter(table.weight[init_ids].detach().float().mean(0).clone())
+            vectors[key] = vector
+            handles += [table.register_forward_pre_hook(_map_new_ids(table.num_embeddings)), table.register_forward_hook(_swap_rows(token_id, vector))]
+        yield vectors
+    finally:
+        for handle in handles:
+            handle.remove()
+        for _, encoder_name, _ in ENCODERS:
+            encoder = getattr(pipeline, encoder_name, None)
+            if encoder is not None and hasattr(encoder.get_input_embeddings(), "_erasectl_ids"):
+                del encoder.get_input_embeddings()._erasectl_ids
+        for name, tokenizer in originals.items():
+            setattr(pipeline, name, tokenizer)
+
+
+def _map_new_ids(size: int):
+    """A pre-hook: remember the ids the embedding table is called with and map ids past its end
+    (the placeholder's) to 0, so that the table needs no new row."""
+
+    def pre_hook(module, inputs):
+        ids = inputs[0]
+        module._erasectl_ids = ids
+        return (torch.where(ids >= size, torch.zeros_like(ids), ids),)
+
+    return pre_hook
+
+
+def _swap_rows(token_id: int, vector: torch.nn.Parameter):
+    """A forward hook: the placeholder's rows become ``vector`` (differentiably)."""
+
+    def hook(module, inputs, output):
+        mask = (module._erasectl_ids == token_id).unsqueeze(-1)
+        return torch.where(mask, vector.to(output.dtype), output) if mask.any() else output
+
+    return hook
+
+
+def soft_prompt(pipeline, concept: str, prompts: list[str], latents: torch.Tensor, which: list[int], config: AttackConfig, init_word: str,
+                progress=None, control=None) -> AttackResult:
+    """Textual inversion on the (erased) pipeline: the placeholder replaces the concept in its
+    prompts; its embedding is trained on the concept's latents. Resumable through ``control``
+    (``erasectl.run_state``), like an erasure."""
+    from erasectl.run_state import StepHook
+
+    started = time.perf_counter()
+    attack_prompts = [replace_concept(p, concept, PLACEHOLDER) for p in prompts]
+    unet = pipeline.unet
+    frozen = [(p, p.requires_grad) for module in (unet, *(getattr(pipeline, e, None) for _, e, _ in ENCODERS)) if module is not None for p in module.parameters()]
+    for parameter, _ in frozen:
+        parameter.requires_grad_(False)
+    generator = torch.Generator().manual_seed(config.seed)
+    losses: list[float] = []
+    stopped = False
+    try:
+        with placeholder_token(pipeline, init_word) as vectors:
+            optimizer = torch.optim.Adam(list(vectors.values()), lr=config.lr)
+            hook = StepHook(control, _StepConfig(config), vectors, optimizer, generator)
+            start, losses, _ = hook.resume()
+            for step in range(start, config.steps):
+                if time.perf_counter() - started > config.budget_s:
+                    stopped = True
+                    break
+                index, noisy, timesteps, target = noise_draws(pipeline, latents, config.batch_size, generator)
+                loss = denoising_loss(pipeline, [attack_prompts[which[i]] for i in index.tolist()], noisy, timesteps, target)
+                hook.finish_step(loss, step, losses, progress, {})
+            embeddings = {key: vector.detach().clone() for key, vector in vectors.items()}
+    finally:
+        for parameter, flag in frozen:
+            parameter.requires_grad_(flag)
+    return AttackResult("soft-prompt", list(dict.fromkeys(attack_prompts)), losses, round(time.perf_counter() - started, 2), embeddings=embeddings, stopped_by_budget=stopped)
+
+
+@dataclass(frozen=True)
+class _StepConfig:
+    """What ``StepHook`` and the resumable state read of an attack: its steps and settings."""
+
+    attack: AttackConfig
+
+    @property
+    def steps(self) -> int:
+        return self.attack.steps
+
+
+@torch.no_grad()
+def prompt_search(pipeline, concept: str, prompts: list[str], latents: torch.Tensor, which: list[int], config: AttackConfig, vocabulary: list[str],
+                  progress=None) -> AttackResult:
+    """Coordinate search for a prefix of ``config.prefix_tokens`` words, put before each concept
+    prompt, minimising the erased model's denoising loss on the concept's latents (one fixed set of
+    ``config.draws`` noise draws). Each round tries ``config.candidates`` words at every position;
+    the search stops after ``config.rounds`` rounds or ``config.budget_s`` seconds."""
+    started = time.perf_counter()
+    generator = torch.Generator().manual_seed(config.seed)
+    index, noisy, timesteps, target = noise_draws(pipeline, latents, config.draws, generator)
+    chosen = [prompts[which[i]] for i in index.tolist()]
+    words = [w for w in dict.fromkeys(vocabulary) if w.lower() not in set(concept.lower().split())]
+    if not words:
+        raise ConfigError("the vocabulary has no word besides the concept's to search over")
+
+    def loss_of(prefix: list[str]) -> float:
+        return float(denoising_loss(pipeline, [f"{' '.join(prefix)} {p}" for p in chosen], noisy, timesteps, target))
+
+    order = torch.randperm(len(words), generator=generator).tolist()
+    prefix = [words[order[i % len(words)]] for i in range(config.prefix_tokens)]
+    best = loss_of(prefix)
+    losses = [best]
+    stopped = False
+    total = config.rounds * config.prefix_tokens
+    for round_index in range(config.rounds):
+        for position in range(config.prefix_tokens):
+            pool = torch.randperm(len(words), generator=generator)[: config.candidates].tolist()
+            for candidate in (words[i] for i in pool):
+                if time.perf_counter() - started > config.budget_s:
+                    stopped = True
+                    break
+                trial = prefix[:position] + [candidate] + prefix[position + 1 :]
+                value = loss_of(trial)
+                if value < best:
+                    best, prefix = value, trial
+            losses.append(best)
+            if progress is not None:
+                progress(round_index * config.prefix_tokens + position + 1, total, {"loss": best})
+            if stopped:
+                break
+        if stopped:
+            break
+    text = " ".join(prefix)
+    return AttackResult("prompt-search", [f"{text} {p}" for p in prompts], losses, round(time.perf_counter() - started, 2), prefix=text, stopped_by_budget=stopped)
+
+
+def success_rate(pipeline, judge, protocol, prompts: list[str], seeds: list[int], settings, label: str) -> tuple[float, list]:
+    """The share of images of ``prompts`` x ``seeds`` the judge reads as ``label`` among the
+    protocol's candidates, and the images."""
+    from erasectl.generation import generate
+
+    items = generate(pipeline, prompts, seeds, settings)
+    embeds = judge.embed_images([item.image for item in items])
+    judged = judge.classify(embeds, [protocol.judge_template.format(c) for c in protocol.candidates]).tolist()
+    hits = sum(protocol.candidates[j] == label for j in judged)
+    return round(hits / len(items), 4), items
+
+
+def save_embeddings(path, embeddings: dict[str, torch.Tensor], metadata: dict[str, str]):
+    """A textual-inversion file: ``emb_params`` for one text encoder (SD 1.x/2.x, as AUTOMATIC1111
+    and diffusers read it), ``clip_l``/``clip_g`` for SDXL's two."""
+    from safetensors.torch import save_file
+
+    from erasectl.files import write_atomically
+
+    tensors = {"emb_params": embeddings["clip_l"][None]} if set(embeddings) == {"clip_l"} else {k: v[None] for k, v in embeddings.items()}
+    return write_atomically(path, lambda tmp: save_file({k: v.contiguous().float() for k, v in tensors.items()}, str(tmp), metadata=metadata))
+
+
+@contextmanager
+def learned_token(pipeline, embeddings: dict[str, torch.Tensor]):
+    """The placeholder token, with learned embeddings, usable in prompts inside the block."""
+    with placeholder_token(pipeline, "a") as vectors:
+        with torch.no_grad():
+            for key, vector in vectors.items():
+                vector.copy_(embeddings[key])
+        yield
+
+
+def run_attack(load_base, load_erased, concept: str, protocol, judge, attack: str, config: AttackConfig, seeds: list[int], settings,
+               init_word: str, vocabulary_of, progress=None, control=None) -> tuple[dict, dict]:
+    """One attack on one erased model: draw the concept with the base model, attack the erased
+    one, and judge what the erased model draws for the plain and the attack prompts on ``seeds``.
+    Returns ``(summary, images)``; ``images`` holds base / erased / attack items for a grid."""
+    if attack not in ATTACKS:
+        raise ConfigError(f"unknown attack {attack!r}; choose one of {', '.join(ATTACKS)}")
+    prompts = protocol.prompt_sets()[0].prompts
+    base = load_base()
+    latents, which = concept_latents(base, prompts, config)
+    base_rate, base_items = success_rate(base, judge, protocol, prompts, seeds, settings, concept)
+    erased = load_erased()
+    plain_rate, plain_items = success_rate(erased, judge, protocol, prompts, seeds, settings, concept)
+    if attack == "soft-prompt":
+        result = soft_prompt(erased, concept, prompts, latents, which, config, init_word, progress, control)
+        with learned_token(erased, result.embeddings):
+            rate, attack_items = success_rate(erased, judge, protocol, result.prompts, seeds, settings, concept)
+    else:
+        result = prompt_search(erased, concept, prompts, latents, which, config, vocabulary_of(erased), progress)
+        rate, attack_items = success_rate(erased, judge, protocol, result.prompts, seeds, settings, concept)
+    summary = {
+        "attack": attack,
+        "concept": concept,
+        "attack_success": rate,
+        "erased_plain_accuracy": plain_rate,
+        "base_accuracy": base_rate,
+        "prompts": result.prompts,
+        "prefix": result.prefix,
+        "losses": [round(v, 5) for v in result.losses],
+        "attack_wall_time_s": result.wall_time_s,
+        "stopped_by_budget": result.stopped_by_budget,
+        "images": len(attack_items),
+        "seeds": seeds,
+        "config": asdict(config),
+    }
+    return summary, {"base": base_items, "erased": plain_items, "attack": attack_items, "embeddings": result.embeddings}

@@ -1,0 +1,161 @@
+"""Null-space closed form: erase a concept with an edit that, by construction, leaves the
+cross-attention outputs of a broad prior of other words unchanged, without the user naming them.
+
+For every cross-attention projection W0 (value, or key and value) it solves
+
+    min_D  ||(W0 + D) C^T - W0 G^T||^2 + lam ||D||^2   subject to   D K^T = 0
+
+where C holds the concept's text-encoder rows (the same positions as UCE), G the guide prompt's
+rows aligned to them, and K the rows of the prior: the profile's vocabulary words (a broad set,
+built automatically: every word of the embedded world; the tokenizer's most frequent whole words
+on a real model), the empty prompt (start token and padding, what classifier-free guidance
+subtracts) and, for a multi-word concept, each of its words alone (a conjunction: "blue square"
+goes, "blue" and "square" stay). The constraint is kept by writing D = Y N^T with N an orthonormal
+basis of the prior's near-null space (eigenvectors of K^T K / m whose eigenvalue is below
+``null_threshold`` times the largest); the ridge solution in those coordinates is
+Y = R Ĉ^T (Ĉ Ĉ^T + lam' I)^-1 with Ĉ = N^T C^T, R = W0 (G - C)^T and lam' = lam times the mean
+squared norm of Ĉ's columns.
+
+Where it comes from, and where it differs. SPEED (Li et al., ICLR 2026; Ouxiang-Li/SPEED,
+``train_erase_null.py``) projects a UCE-style edit onto the null space of a retain set's
+embeddings (a CSV of ~1,350 instance or ~1,700 artist names), filters that set to the priors the
+plain edit would move most (IPF), adds perturbed copies (DPA) and keeps the start token and the
+null text's token clusters fixed with a Lagrange term (IEC); AlphaEdit (Fang et al., ICLR 2025)
+introduced the null-space projection for knowledge edits. This method: solves the ridge problem
+directly in the null-space coordinates (no Lagrange term: the empty prompt's rows are part of K,
+so their outputs are fixed by the same constraint); builds K from the model's own vocabulary
+rather than a shipped list; drops words whose pooled text embedding is nearly the concept's
+(distance under ``synonym_ratio`` times the median distance: "disc" when erasing "circle"), so the
+prior does not protect the concept's own paraphrases; adds a multi-word concept's words; and
+edits K and V by default on the embedded model (SPEED's default is V only, which real models get).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from erasectl.errors import ConfigError
+from erasectl.methods.common import ErasureResult, MethodConfig, Progress, Stopwatch
+from erasectl.methods.uce import GUIDE_CHOICES, POSITIONS, choose_guides, concept_rows
+
+REFERENCE = "SPEED (Ouxiang-Li/SPEED, train_erase_null.py) argparse defaults"
+GROUPS = ("v", "kv")
+
+
+@dataclass
+class NullSpaceConfig(MethodConfig):
+    steps: int = field(default=1, metadata={"help": "Closed form: one solve (kept for a uniform recipe).", "source": "closed form"})
+    lr: float = field(default=1.0, metadata={"help": "Unused by the closed form.", "source": "closed form"})
+    parameter_group: str = field(default="v", metadata={"help": "v: cross-attention value projections; kv: keys and values.", "source": f"{REFERENCE}: --params V"})
+    lamb: float = field(default=1e-3, metadata={"help": "Ridge weight, relative to the concept rows' mean squared norm in the null space.", "source": f"{REFERENCE}: --retain_scale 1 over unit-scale rows; relative here"})
+    null_threshold: float = field(default=1e-3, metadata={"help": "Eigenvalues of the prior's covariance below this share of the largest span the null space the edit may use.", "source": f"{REFERENCE}: --threshold 0.1 (absolute, on SD 1.4's CLIP rows); relative here"})
+    prior_words: int = field(default=1000, metadata={"help": "Real models: the tokenizer's most frequent whole words in the prior (the embedded model uses its whole vocabulary).", "source": f"{REFERENCE}: a retain list of ~1,350 instances"})
+    synonym_ratio: float = field(default=0.25, metadata={"help": "Prior words nearer the concept than this share of the median distance are its paraphrases and left out.", "source": "erasectl"})
+    token_positions: str = field(default="last", metadata={"help": "last, concept, through-eos or to-end (as uce).", "source": f"{REFERENCE}: the last subject token"})
+    guide_choice: str = field(default="empty", metadata={"help": "Without --anchor: empty, nearest-preserved or nearest-concept (as uce).", "source": f"{REFERENCE}: --anchor_concepts '' (to null)"})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.parameter_group not in GROUPS:
+            raise ConfigError(f"unknown parameter group {self.parameter_group!r} for nullspace; choose v or kv")
+        if self.guide_choice not in GUIDE_CHOICES:
+            raise ConfigError(f"guide_choice must be one of {', '.join(GUIDE_CHOICES)}, got {self.guide_choice!r}")
+        if self.token_positions not in POSITIONS:
+            raise ConfigError(f"token_positions must be one of {', '.join(POSITIONS)}, got {self.token_positions!r}")
+        if not self.lamb > 0 or not 0 < self.null_threshold < 1 or self.prior_words < 0 or self.synonym_ratio < 0:
+            raise ConfigError("lamb must be positive, null_threshold between 0 and 1, prior_words and synonym_ratio 0 or more")
+
+
+Config = NullSpaceConfig
+ACCEPTS_ANCHOR = True
+NEEDS_ANCHOR = False
+
+
+def prior_phrases(pipeline, request, config: NullSpaceConfig) -> list[str]:
+    """The prior's words: the profile's vocabulary less the concepts' own words, their near
+    synonyms, --preserve-excluded words, plus each word of a multi-word concept and --preserve."""
+    from erasectl.architecture import pooled_text_embeddings
+
+    vocabulary = request.profile.prior_vocabulary(pipeline, config.prior_words)
+    excluded = {w for c in request.concepts for w in c.lower().split()} | {c.lower() for c in request.concepts}
+    excluded |= {w.lower() for w in request.prior_exclude}
+    words = [w for w in dict.fromkeys(vocabulary) if w.lower() not in excluded]
+    if words and config.synonym_ratio > 0:
+        table = pooled_text_embeddings(pipeline, words)
+        near = set()
+        for centre in pooled_text_embeddings(pipeline, request.concepts):
+            distances = (table - centre).norm(dim=1)
+            near |= {w for w, d in zip(words, distances.tolist()) if d < config.synonym_ratio * distances.median().item()}
+        words = [w for w in words if w not in near]
+    parts = [p for c in request.concepts for p in request.profile.conjunction_parts(c)]
+    return list(dict.fromkeys(words + parts + list(request.preserve)))
+
+
+def null_basis(prior: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Orthonormal columns spanning the directions the prior rows (hardly) occupy: eigenvectors of
+    their covariance with eigenvalue below ``threshold`` x the largest."""
+    covariance = prior.T @ prior / len(prior)
+    values, vectors = torch.linalg.eigh(covariance)
+    return vectors[:, values < threshold * values.max()]
+
+
+def solve(w0: torch.Tensor, erase: torch.Tensor, guide: torch.Tensor, basis: torch.Tensor, lamb: float) -> torch.Tensor:
+    """W0 + Y N^T, float64: the ridge fit of W0's guide outputs from the concept rows, in the null
+    space's coordinates only."""
+    w0, erase, guide, basis = w0.double(), erase.double(), guide.double(), basis.double()
+    if basis.shape[1] == 0:
+        return w0
+    residual = w0 @ (guide - erase).T  # out x n
+    projected = basis.T @ erase.T  # k x n
+    scale = lamb * max(float((projected**2).sum(0).mean()), 1e-12)
+    gram = projected @ projected.T + scale * torch.eye(basis.shape[1], dtype=torch.float64)
+    y = torch.linalg.solve(gram, (residual @ projected.T).T).T  # gram is symmetric
+    return w0 + y @ basis.T
+
+
+def run(pipeline, request, config: NullSpaceConfig, progress: Progress | None = None, control=None) -> ErasureResult:
+    """A closed form has nothing to resume; ``control`` is accepted for a uniform interface."""
+    with torch.autocast(pipeline.unet.device.type, enabled=False):
+        return _edit(pipeline, request, config, progress)
+
+
+@torch.no_grad()
+def _edit(pipeline, request, config: NullSpaceConfig, progress) -> ErasureResult:
+    from erasectl.architecture import encode_prompts, token_rows
+
+    watch = Stopwatch()
+    prior = prior_phrases(pipeline, request, config)
+    guides = choose_guides(pipeline, request.concepts, request.anchor, [], config.guide_choice, request.guide_candidates)
+    prompts, concepts, guide_words = [], [], []
+    for concept in request.concepts:
+        for template in request.templates(concept, "uce"):
+            prompts.append(template.format(concept))
+            concepts.append(concept)
+            guide_words.append(guides[concept])
+    erase_rows, guide_rows = concept_rows(pipeline, prompts, concepts, config.token_positions, guide_words)
+    prior_prompts = [(request.templates(p, "esd")[0].format(p), p) for p in prior]
+    prior_rows, _ = concept_rows(pipeline, [p for p, _ in prior_prompts], [w for _, w in prior_prompts], config.token_positions) if prior_prompts else (torch.zeros(0, erase_rows.shape[1]), None)
+    empty = token_rows(pipeline.unet, encode_prompts(pipeline, [""]))[0].float()  # start token and padding
+    rows = torch.cat([prior_rows, empty]).double()
+    basis = null_basis(rows, config.null_threshold)
+    suffixes = ("attn2.to_v",) if config.parameter_group == "v" else ("attn2.to_k", "attn2.to_v")
+    projections = [(n, m) for n, m in pipeline.unet.named_modules() if n.endswith(suffixes)]
+    erased, base = {}, {}
+    for done, (name, module) in enumerate(projections, start=1):
+        w0 = module.weight.detach()
+        new = solve(w0, erase_rows, guide_rows, basis.to(w0.device), config.lamb)
+        base[f"unet.{name}.weight"] = w0.clone()
+        module.weight.copy_(new.to(w0.dtype))
+        erased[f"unet.{name}.weight"] = module.weight.detach().clone()
+        if progress is not None:
+            progress(done, len(projections), {"loss": 0.0})
+    extra = {
+        "guides": guides,
+        "prior": {"words": len(prior), "rows": len(rows), "null_dimensions": basis.shape[1], "width": rows.shape[1], "phrases": prior},
+        "prior_excluded": list(request.prior_exclude),
+        "preserved": list(request.preserve),
+        "conjunction_parts": [p for c in request.concepts for p in request.profile.conjunction_parts(c)],
+    }
+    return ErasureResult(erased, base, [0.0], watch.seconds(), extra)
