@@ -27,11 +27,19 @@ CASES: dict[str, list[tuple[str, list[str]]]] = {
         ("uce --preserve square,triangle", ["--method", "uce", "--preserve", "square,triangle"]),
         ("uce --preserve cross,ring", ["--method", "uce", "--preserve", "cross,ring"]),
         ("uce --preserve \"a red square\"", ["--method", "uce", "--preserve", "a red square"]),
+        ("uce --preserve square,triangle --guide-choice nearest-preserved (the issue's case as filed)", ["--method", "uce", "--preserve", "square,triangle", "--guide-choice", "nearest-preserved"]),
+        ("uce --preserve \"a red square\" --guide-choice nearest-preserved (as filed)", ["--method", "uce", "--preserve", "a red square", "--guide-choice", "nearest-preserved"]),
+        ("nullspace defaults", ["--method", "nullspace"]),
+        ("nullspace --prior-exclude cross,ring,plus,hoop", ["--method", "nullspace", "--prior-exclude", "cross,ring,plus,hoop"]),
+        ("nullspace --prior-exclude square,triangle,box,wedge", ["--method", "nullspace", "--prior-exclude", "square,triangle,box,wedge"]),
+        ("rece defaults", ["--method", "rece"]),
     ],
     "blue square": [
         ("esd defaults", ["--method", "esd"]),
         ("ablate defaults, --anchor \"blue shape\"", ["--method", "ablate", "--anchor", "blue shape"]),
         ("uce defaults", ["--method", "uce"]),
+        ("nullspace defaults", ["--method", "nullspace"]),
+        ("rece defaults", ["--method", "rece"]),
     ],
     "red circle": [
         ("esd defaults", ["--method", "esd"]),
@@ -39,13 +47,25 @@ CASES: dict[str, list[tuple[str, list[str]]]] = {
         ("ablate --anchor \"red shape\"", ["--method", "ablate", "--anchor", "red shape"]),
         ("ablate --anchor \"red shape\" --preserve green circle,blue circle,red square,red triangle", ["--method", "ablate", "--anchor", "red shape", "--preserve", "green circle,blue circle,red square,red triangle"]),
         ("uce defaults", ["--method", "uce"]),
+        ("nullspace defaults", ["--method", "nullspace"]),
+        ("rece defaults", ["--method", "rece"]),
     ],
+    "striped": [
+        ("esd defaults", ["--method", "esd"]),
+        ("ablate --anchor plain", ["--method", "ablate", "--anchor", "plain"]),
+        ("uce defaults", ["--method", "uce"]),
+        ("nullspace defaults", ["--method", "nullspace"]),
+        ("rece defaults", ["--method", "rece"]),
+    ],
+    **{shape: [("uce defaults", ["--method", "uce"]), ("nullspace defaults", ["--method", "nullspace"]), ("rece defaults", ["--method", "rece"])] for shape in ("square", "triangle", "cross", "ring")},
 }
+# a style is drawn on 20 colour x shape prompts: 5 seeds give 100 images per set
+SEEDS = {"striped": 5}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cases", default="all", help="all, or concepts (circle, blue square, red circle) separated by ';'")
+    parser.add_argument("--cases", default="all", help="all, or concepts (circle, blue square, red circle, striped, square, ...) separated by ';'")
     parser.add_argument("--methods", default=None, help="only these methods, e.g. uce,nullspace")
     parser.add_argument("--seeds", type=int, default=24)
     parser.add_argument("--first-seed", type=int, default=0)
@@ -74,7 +94,8 @@ def main() -> None:
                                     "preserved": recipe.get("preserved") or recipe.get("preserve"), "guides": recipe.get("guides")}
                 checkpoints += ["--checkpoint", str(out / "erased.safetensors")]
             started = time.perf_counter()
-            done = runner.invoke(app, ["evaluate", *checkpoints, "--n-per-prompt", str(args.seeds), "--seed", str(args.first_seed), "--out", str(Path(tmp) / f"eval-{concept.replace(' ', '_')}"), "--json"])
+            seeds = min(args.seeds, SEEDS.get(concept, args.seeds))
+            done = runner.invoke(app, ["evaluate", *checkpoints, "--n-per-prompt", str(seeds), "--seed", str(args.first_seed), "--out", str(Path(tmp) / f"eval-{concept.replace(' ', '_')}"), "--json"])
             assert done.exit_code == 0, done.output
             metrics = json.loads(done.stdout.strip().splitlines()[-1])
             per_model = {}
@@ -87,6 +108,7 @@ def main() -> None:
             replacement = {(r["model"], r["role"]): r for r in metrics["tables"]["replacement"]}
             results["concepts"][concept] = {
                 "evaluate_wall_s": round(time.perf_counter() - started, 1),
+                "seeds_per_prompt": seeds,
                 "warnings": metrics["warnings"],
                 "base": {"sets": per_model["base"], "headline": headline["base"]},
                 "cases": [

@@ -27,7 +27,7 @@ def _default_out(concepts: list[str], method: str) -> Path:
 @user_errors
 def erase(
     concept: str = typer.Option(None, "--concept", help="The concept to erase, e.g. circle or \"grumpy cat\"; several: \"circle,red square\"."),
-    method: str = typer.Option("esd", "--method", help="esd, ablate, uce or nullspace."),
+    method: str = typer.Option("esd", "--method", help="esd, ablate, uce, nullspace or rece."),
     anchor: str = typer.Option(None, "--anchor", help="ablate (required): the concept to map onto, e.g. shape for circle; uce: the guide (else --guide-choice decides)."),
     preserve: str = typer.Option(None, "--preserve", help="Comma-separated concepts whose predictions are kept unchanged (every method). Default: a multi-word concept's words alone (\"blue square\" keeps blue and square); uce on the embedded model also keeps the attributes on the generic noun."),
     auto_preserve: int = typer.Option(None, "--auto-preserve", help="Preserve the K nearest valid phrases to each concept in text-embedding space."),
@@ -64,6 +64,8 @@ def erase(
     null_threshold: float = typer.Option(None, "--null-threshold", help="nullspace: eigenvalues of the prior's covariance below this share of the largest span the directions the edit may use."),
     prior_words: int = typer.Option(None, "--prior-words", help="nullspace, real models: how many of the tokenizer's most frequent whole words the prior keeps."),
     synonym_ratio: float = typer.Option(None, "--synonym-ratio", help="nullspace: prior words nearer the concept than this share of the median distance count as its paraphrases and are left out."),
+    rounds: int = typer.Option(None, "--rounds", help="rece: adversarial embeddings found and erased after the first solve."),
+    regular_scale: float = typer.Option(None, "--regular-scale", help="rece: regulariser of the adversarial embedding."),
     prior_exclude: str = typer.Option(None, "--prior-exclude", help="nullspace: comma-separated words to leave out of the automatic prior (to measure concepts it was not built from)."),
     mixed_precision: str = typer.Option(None, "--mixed-precision", help="no or bf16 (autocast; weights, gradients and optimizer stay fp32)."),
     gradient_checkpointing: bool = typer.Option(False, "--gradient-checkpointing", help="Recompute the UNet's activations in the backward pass instead of storing them: less memory, more time."),
@@ -93,7 +95,7 @@ def erase(
         mode=mode, target=target, anchor_images=anchor_images, anchor_batch_size=anchor_batch_size, filter_anchor_images=filter_anchor_images,
         anchor_steps=anchor_steps, anchor_guidance=anchor_guidance, away=away, preserve_weight=preserve_weight,
         erase_scale=erase_scale, preserve_scale=preserve_scale, lamb=lamb, token_positions=token_positions, guide_choice=guide_choice,
-        null_threshold=null_threshold, prior_words=prior_words, synonym_ratio=synonym_ratio,
+        null_threshold=null_threshold, prior_words=prior_words, synonym_ratio=synonym_ratio, rounds=rounds, regular_scale=regular_scale,
     )
     from erasectl.erasure import check_mixed_precision
 

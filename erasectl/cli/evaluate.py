@@ -12,8 +12,11 @@ from erasectl.errors import UserError
 EXIT_GATE = 1
 
 
-def _gates(metrics: dict, max_erased: float | None, min_ratio: float | None, max_paraphrase: float | None) -> list[dict]:
+def _gates(metrics: dict, max_erased: float | None, min_ratio: float | None, max_paraphrase: float | None, max_attack: float | None = None) -> list[dict]:
     results = []
+    if max_attack is not None:
+        for row in metrics["tables"].get("attacks", []):
+            results.append({"gate": "max-attack-success", "model": row["model"], "concept": f"{row['concept']} ({row['attack']})", "limit": max_attack, "value": row["attack_success"], "passed": row["attack_success"] <= max_attack})
     for row in metrics["tables"]["per_concept"]:
         if row["model"] == "base":
             continue
@@ -62,6 +65,9 @@ def evaluate(
     max_erased_accuracy: float = typer.Option(None, "--max-erased-accuracy", help="Gate: fail (exit 1) if an erased model draws the concept more often."),
     min_surrounding_ratio: float = typer.Option(None, "--min-surrounding-ratio", help="Gate: fail if a surrounding concept keeps less of its base accuracy."),
     max_paraphrase_accuracy: float = typer.Option(None, "--max-paraphrase-accuracy", help="Gate: fail if a paraphrase still yields the concept more often."),
+    attack: str = typer.Option(None, "--attack", help="Also attack every erased model: soft-prompt, prompt-search, or both comma-separated (see erasectl attack); adds the attack success rate."),
+    attack_budget_s: float = typer.Option(300.0, "--attack-budget-s", help="Seconds each attack may learn for, per model."),
+    max_attack_success: float = typer.Option(None, "--max-attack-success", help="Gate: fail if an attack makes an erased model draw the concept more often."),
     device: str = DEVICE,
     model_config: Path = MODEL_CONFIG,
     allow_pickle: bool = ALLOW_PICKLE,
@@ -77,7 +83,15 @@ def evaluate(
     from erasectl.models import inference_setup, latest_checkpoint, load_pipeline, model_profile, resolve_model
     from erasectl.report import write_report
 
-    for name, value in (("--max-erased-accuracy", max_erased_accuracy), ("--min-surrounding-ratio", min_surrounding_ratio), ("--max-paraphrase-accuracy", max_paraphrase_accuracy)):
+    attacks = split_list(attack) if attack else []
+    from erasectl.attacks import ATTACKS
+
+    for name in attacks:
+        if name not in ATTACKS:
+            raise UserError(f"unknown --attack {name!r}; choose from {', '.join(ATTACKS)}")
+    if max_attack_success is not None and not attacks:
+        raise UserError("--max-attack-success needs --attack soft-prompt and/or prompt-search")
+    for name, value in (("--max-erased-accuracy", max_erased_accuracy), ("--min-surrounding-ratio", min_surrounding_ratio), ("--max-paraphrase-accuracy", max_paraphrase_accuracy), ("--max-attack-success", max_attack_success)):
         if value is not None and not 0 <= value <= 1:
             raise UserError(f"{name} is a share between 0 and 1, got {value}")
     if surrounding is not None and auto_surrounding is not None:
@@ -133,9 +147,15 @@ def evaluate(
     total = len(models) * (sum(len(s.prompts) for s in protocol.prompt_sets()) + len(general_lines or [])) * config.n_per_prompt
     with progress_bar("evaluating", total, enabled=not (quiet or as_json)) as update:
         metrics, records = run(models, protocol, clip_judge, config, progress=lambda done, _: update(done), attribute_reader=profile.attribute_reader(clip_judge), general_prompts=general_lines)
+    if attacks:
+        metrics["tables"]["attacks"] = _attack_models(models, protocol, clip_judge, config, attacks, attack_budget_s, profile, quiet or as_json)
+        for row in metrics["tables"]["erased_vs_surrounding"]:
+            found = {r["attack"]: r["attack_success"] for r in metrics["tables"]["attacks"] if r["model"] == row["model"]}
+            if found:
+                row["attack_success"] = found
     if not is_main_process():
         return
-    metrics["gates"] = _gates(metrics, max_erased_accuracy, min_surrounding_ratio, max_paraphrase_accuracy)
+    metrics["gates"] = _gates(metrics, max_erased_accuracy, min_surrounding_ratio, max_paraphrase_accuracy, max_attack_success)
     prepare_output_dir(out, force)
     files = write_report(out, metrics, records, per_image_csv(records))
     if as_json:
@@ -148,6 +168,25 @@ def evaluate(
         figure = f"is {g['value']:.3f}" if g["value"] is not None else "cannot be measured"
         typer.echo(f"gate failed: {g['gate']} {g['limit']}: {g['model']} {g['concept']} {figure}", err=True)
         raise typer.Exit(EXIT_GATE)
+
+
+def _attack_models(models, protocol, judge, config, attacks: list[str], budget_s: float, profile, quiet: bool) -> list[dict]:
+    """Each attack on each erased model, with evaluate's judge, protocol and seeds."""
+    from erasectl.attacks import AttackConfig, run_attack
+
+    rows = []
+    base_load = models[0][1]
+    for name, load, _ in models[1:]:
+        for kind in attacks:
+            attack_config = AttackConfig(seed=config.seed, budget_s=budget_s)
+            total = attack_config.steps if kind == "soft-prompt" else attack_config.rounds * attack_config.prefix_tokens
+            with progress_bar(f"attacking {name} ({kind})", total, enabled=not quiet) as update:
+                summary, _ = run_attack(
+                    base_load, load, protocol.concept, protocol, judge, kind, attack_config, config.seeds, config.sampler(),
+                    profile.generic_word, lambda p: profile.prior_vocabulary(p, 1000), progress=lambda done, _, logs: update(done),
+                )
+            rows.append({"model": name, **{k: summary[k] for k in ("attack", "concept", "attack_success", "erased_plain_accuracy", "base_accuracy", "prefix", "attack_wall_time_s", "stopped_by_budget")}})
+    return rows
 
 
 def _model_loaders(base, base_name: str, paths: list[Path], checkpoints: list) -> list[tuple]:

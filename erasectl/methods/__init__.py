@@ -11,6 +11,7 @@ METHODS = {
     "ablate": "erasectl.methods.ablate",
     "uce": "erasectl.methods.uce",
     "nullspace": "erasectl.methods.nullspace",
+    "rece": "erasectl.methods.rece",
 }
 
 

@@ -157,18 +157,46 @@ def _edit(pipeline, concept_prompts, guides, preserve_prompts, config: UCEConfig
     preserve_rows = None
     if preserve_prompts:
         preserve_rows, _ = concept_rows(pipeline, [p for p, _ in preserve_prompts], [c for _, c in preserve_prompts], config.token_positions)
-    erased, base = {}, {}
     projections = [(n, m) for n, m in pipeline.unet.named_modules() if n.endswith(("attn2.to_k", "attn2.to_v"))]
+    originals = {name: module.weight.detach().clone() for name, module in projections}
+    rounds = getattr(config, "rounds", 0)
+    all_rows, all_guides = erase_rows, guide_rows
+    for round_index in range(rounds + 1):
+        solved = {name: closed_form(w0, all_rows, all_guides.double() @ w0.double().T, preserve_rows, config) for name, w0 in originals.items()}
+        if round_index == rounds:
+            break
+        # RECE: the embeddings the edited model turns back into the concept's original outputs,
+        # erased in the next solve with the same guides
+        adversarial = erase_rows.double() @ adversarial_map(solved, originals, config.regular_scale).T
+        all_rows, all_guides = torch.cat([all_rows, adversarial.float()]), torch.cat([all_guides, guide_rows])
+    erased, base = {}, {}
     for done, (name, module) in enumerate(projections, start=1):
-        w0 = module.weight.detach()
-        new = closed_form(w0, erase_rows, guide_rows.double() @ w0.double().T, preserve_rows, config)
+        w0 = originals[name]
         base[f"unet.{name}.weight"] = w0.clone()
         with torch.no_grad():
-            module.weight.copy_(new.to(w0.dtype))
+            module.weight.copy_(solved[name].to(w0.dtype))
         erased[f"unet.{name}.weight"] = module.weight.detach().clone()
         if progress is not None:
             progress(done, len(projections), {"loss": 0.0})
-    return ErasureResult(erased, base, [0.0], watch.seconds(), {"erased_rows": len(erase_rows), "preserved_rows": 0 if preserve_rows is None else len(preserve_rows)})
+    extra = {"erased_rows": len(all_rows), "preserved_rows": 0 if preserve_rows is None else len(preserve_rows)}
+    if rounds:
+        extra["adversarial_rows"] = len(all_rows) - len(erase_rows)
+    return ErasureResult(erased, base, [0.0], watch.seconds(), extra)
+
+
+def adversarial_map(edited: dict[str, torch.Tensor], originals: dict[str, torch.Tensor], regular_scale: float) -> torch.Tensor:
+    """RECE's closed-form adversarial embedding (Gong et al., ECCV 2024; CharlesGong12/RECE,
+    ``close_form_emb`` with its surrogate regulariser): the matrix M such that e = M c makes every
+    edited projection W' output (nearly) what the original W0 gave for c,
+    M = (sum W'^T W' (1 + r))^-1 sum (W'^T W0 + r W'^T W'), summed over keys and values."""
+    first = next(iter(edited.values()))
+    left = torch.zeros(first.shape[1], first.shape[1], dtype=torch.float64)
+    right = torch.zeros_like(left)
+    for name, w in edited.items():
+        w, w0 = w.double(), originals[name].double()
+        left += (1 + regular_scale) * w.T @ w
+        right += w.T @ w0 + regular_scale * w.T @ w
+    return torch.linalg.solve(left, right)
 
 
 def choose_guides(pipeline, concepts: list[str], anchor: str | None, preserve: list[str], choice: str = "empty", candidates=None) -> dict[str, str]:

@@ -36,6 +36,13 @@ WORLD_DEFAULTS: dict[str, dict[str, tuple[object, str]]] = {
 }
 
 
+WORLD_DEFAULTS["nullspace"] = {
+    "token_positions": ("to-end", "tuned on square, seeds 100-107: the last token alone left 75% circles and cut triangles to 12%"),
+    "guide_choice": ("nearest-concept", "tuned on square: the empty guide, whose rows the prior keeps, cut cross to 78% and colours to 38%; the nearest other shape: square 0%, every other shape 100%"),
+}
+WORLD_DEFAULTS["rece"] = WORLD_DEFAULTS["uce"]  # RECE is UCE plus its adversarial rounds
+
+
 def for_several_concepts(config, count: int, chosen: set[str]):
     """ESD's fast mode on several concepts at once: 200 iterations per concept at lr 2e-4, for
     whichever of steps and lr the user did not choose (two concepts at lr 1e-4 left one of them)."""

@@ -1,0 +1,126 @@
+"""erasectl attack: the attacks learn what they claim, their files load where users load them, they
+resume, and evaluate reports and gates their success."""
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from erasectl.attacks import AttackConfig, PLACEHOLDER, concept_latents, denoising_loss, learned_token, noise_draws, placeholder_token, prompt_search, soft_prompt
+from erasectl.cli import app
+from erasectl.models import load_erased_pipeline, load_pipeline
+from erasectl.run_state import Interrupted, RunControl
+
+runner = CliRunner()
+PROMPTS = ["a red circle", "a blue circle"]
+
+
+@pytest.fixture(scope="module")
+def uce_checkpoint(tmp_path_factory):
+    out = tmp_path_factory.mktemp("uce") / "run"
+    result = runner.invoke(app, ["erase", "--concept", "circle", "--method", "uce", "--out", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    return out / "erased.safetensors"
+
+
+@pytest.fixture(scope="module")
+def concept_images():
+    return concept_latents(load_pipeline(), PROMPTS, AttackConfig(images=8, image_steps=10))
+
+
+def test_soft_prompt_learns_a_token_the_erased_model_denoises_the_concept_with(uce_checkpoint, concept_images):
+    erased = load_erased_pipeline(uce_checkpoint)
+    latents, which = concept_images
+    config = AttackConfig(images=8, steps=25, batch_size=8)
+    result = soft_prompt(erased, "circle", PROMPTS, latents, which, config, "shape")
+    index, noisy, timesteps, target = noise_draws(erased, latents, 32, torch.Generator().manual_seed(7))
+    prompts = [f"a {'red' if which[i] == 0 else 'blue'} {PLACEHOLDER}" for i in index.tolist()]
+    with torch.no_grad(), placeholder_token(erased, "shape"):
+        before = float(denoising_loss(erased, prompts, noisy, timesteps, target))
+    with torch.no_grad(), learned_token(erased, result.embeddings):
+        after = float(denoising_loss(erased, prompts, noisy, timesteps, target))
+    assert after < before, (before, after)
+    assert set(result.embeddings) == {"clip_l"} and result.prompts == [f"a red {PLACEHOLDER}", f"a blue {PLACEHOLDER}"]
+    # the pipeline is as it was: its tokenizer has no placeholder and no hook is left
+    assert PLACEHOLDER not in erased.tokenizer.get_vocab()
+    assert not erased.text_encoder.get_input_embeddings()._forward_hooks
+
+
+def test_soft_prompt_resumes_to_the_same_embedding(uce_checkpoint, concept_images, tmp_path):
+    latents, which = concept_images
+    config = AttackConfig(images=8, steps=8, batch_size=4)
+    straight = soft_prompt(load_erased_pipeline(uce_checkpoint), "circle", PROMPTS, latents, which, config, "shape")
+    calls = {"n": 0}
+
+    def stop_after_three():
+        calls["n"] += 1
+        return calls["n"] == 3
+
+    control = RunControl(state_dir=tmp_path / "states", stop_requested=stop_after_three)
+    with pytest.raises(Interrupted):
+        soft_prompt(load_erased_pipeline(uce_checkpoint), "circle", PROMPTS, latents, which, config, "shape", control=control)
+    resumed_control = RunControl(state_dir=tmp_path / "states", resume_from=control.latest())
+    resumed = soft_prompt(load_erased_pipeline(uce_checkpoint), "circle", PROMPTS, latents, which, config, "shape", control=resumed_control)
+    assert torch.equal(resumed.embeddings["clip_l"], straight.embeddings["clip_l"])
+    assert resumed.losses == straight.losses
+
+
+def test_prompt_search_finds_a_prefix_of_vocabulary_words_no_worse_than_its_start(uce_checkpoint, concept_images):
+    erased = load_erased_pipeline(uce_checkpoint)
+    latents, which = concept_images
+    vocabulary = ["shape", "ring", "square", "red", "striped", "circle", "disc"]
+    result = prompt_search(erased, "circle", PROMPTS, latents, which, AttackConfig(prefix_tokens=2, candidates=4, rounds=1, draws=8), vocabulary)
+    words = result.prefix.split()
+    assert len(words) == 2 and set(words) <= set(vocabulary) - {"circle"}
+    assert result.losses[-1] <= result.losses[0] and result.prompts == [f"{result.prefix} {p}" for p in PROMPTS]
+
+
+def test_attack_command_writes_embedding_grid_and_success_and_the_embedding_loads_in_diffusers(uce_checkpoint, tmp_path):
+    out = tmp_path / "attack"
+    result = runner.invoke(app, ["attack", "--checkpoint", str(uce_checkpoint), "--method", "soft-prompt", "--steps", "10", "--images", "4", "--n-per-prompt", "1", "--out", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert 0 <= summary["attack_success"] <= 1 and summary["images"] == 4 and summary["erased_plain_accuracy"] <= 0.25
+    assert (out / "grid.png").is_file() and json.loads((out / "attack.json").read_text())["versions"]["torch"]
+    # diffusers' own textual-inversion loader reads the file; its token gives the same conditioning as ours
+    from safetensors.torch import load_file
+
+    from erasectl.architecture import encode_prompts
+
+    learned = load_file(out / "embedding.safetensors")["emb_params"][0]
+    ours = load_erased_pipeline(uce_checkpoint)
+    with learned_token(ours, {"clip_l": learned}):
+        expected = encode_prompts(ours, [f"a red {PLACEHOLDER}"])
+    theirs = load_erased_pipeline(uce_checkpoint)
+    theirs.load_textual_inversion(str(out / "embedding.safetensors"), token="<stolen>")
+    assert torch.allclose(encode_prompts(theirs, ["a red <stolen>"]), expected, atol=1e-5)
+
+
+def test_evaluate_attacks_every_model_and_gates_on_success(uce_checkpoint, tmp_path):
+    result = runner.invoke(app, [
+        "evaluate", "--checkpoint", str(uce_checkpoint), "--n-per-prompt", "1", "--attack", "prompt-search", "--attack-budget-s", "5",
+        "--max-attack-success", "0", "--out", str(tmp_path / "ev"), "--json",
+    ])
+    metrics = json.loads(result.stdout)
+    rows = metrics["tables"]["attacks"]
+    assert [(r["model"], r["attack"]) for r in rows] == [("run", "prompt-search")]
+    headline = {r["model"]: r for r in metrics["tables"]["erased_vs_surrounding"]}
+    assert headline["run"]["attack_success"] == {"prompt-search": rows[0]["attack_success"]}
+    gate = [g for g in metrics["gates"] if g["gate"] == "max-attack-success"]
+    assert len(gate) == 1 and gate[0]["passed"] == (rows[0]["attack_success"] == 0)
+    assert result.exit_code == (0 if gate[0]["passed"] else 1)
+    bad = runner.invoke(app, ["evaluate", "--checkpoint", str(uce_checkpoint), "--attack", "jailbreak", "--out", str(tmp_path / "x")])
+    assert bad.exit_code == 2 and "unknown --attack" in bad.output
+
+
+def test_rece_adversarial_map_is_the_identity_without_an_edit_and_rece_erases_more_rows(tmp_path):
+    from erasectl.methods.uce import adversarial_map
+
+    torch.manual_seed(0)
+    weights = {"k": torch.randn(8, 6), "v": torch.randn(8, 6)}
+    assert torch.allclose(adversarial_map(weights, weights, 1e-3), torch.eye(6, dtype=torch.float64), atol=1e-8)
+    result = runner.invoke(app, ["erase", "--concept", "circle", "--method", "rece", "--rounds", "2", "--out", str(tmp_path / "rece"), "--json"])
+    assert result.exit_code == 0, result.output
+    recipe = json.loads(result.stdout)
+    assert recipe["adversarial_rows"] == 2 * (recipe["erased_rows"] // 3) and recipe["config"]["rounds"] == 2
