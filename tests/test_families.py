@@ -26,8 +26,9 @@ def tiny_family(request, tmp_path_factory):
         ["--method", "ablate", "--anchor", "shape", "--steps", "2", "--anchor-images", "2"],
         ["--method", "uce", "--preserve", "ring"],
         ["--method", "nullspace", "--parameter-group", "kv"],
+        ["--method", "rece", "--preserve", "ring", "--rounds", "2"],
     ],
-    ids=["esd-x", "esd-faithful", "esd-u", "ablate", "uce", "nullspace"],
+    ids=["esd-x", "esd-faithful", "esd-u", "ablate", "uce", "nullspace", "rece"],
 )
 def test_every_method_runs_on_each_family(tiny_family, method_args, tmp_path):
     family, folder = tiny_family
@@ -98,3 +99,28 @@ def test_evaluate_on_a_family_pipeline_uses_an_open_set_and_measures_drift(tiny_
     assert rows["ring"]["split"] == "preserved" and rows["square"]["split"] == "held-out"
     assert all(0 <= r["judge_distance"] <= 2 and -1 <= r["ssim"] <= 1 for r in rows.values())
     assert [r["over"] for r in metrics["tables"]["distribution"]] == ["held-out surroundings"]
+
+
+@pytest.mark.parametrize("attack", ["soft-prompt", "prompt-search"])
+def test_attacks_run_on_each_family_with_a_clip_judge(tiny_family, attack, tmp_path):
+    """Mechanics on SD 1.x / 2.x (v-prediction) / SDXL (two text encoders: the learned token gets
+    an embedding in each): the attack learns, judges with a CLIP folder and writes its files."""
+    from erasectl.models import embedded_judge_dir
+
+    family, folder = tiny_family
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["erase", "--concept", "circle", "--model", str(folder), "--method", "uce", "--preserve", "ring", "--out", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, [
+        "attack", "--checkpoint", str(out / "erased.safetensors"), "--method", attack, "--judge", str(embedded_judge_dir()), "--surrounding", "ring,square",
+        "--images", "2", "--steps", "2", "--rounds", "1", "--candidates", "2", "--prefix-tokens", "1", "--n-per-prompt", "1", "--out", str(tmp_path / "attack"), "--json",
+    ])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert 0 <= summary["attack_success"] <= 1 and summary["candidates"][:3] == ["circle", "ring", "square"]
+    if attack == "soft-prompt":
+        from safetensors.torch import load_file
+
+        assert set(load_file(tmp_path / "attack" / "embedding.safetensors")) == ({"clip_l", "clip_g"} if family == "sdxl" else {"emb_params"})
+    else:
+        assert len(summary["prefix"].split()) == 1

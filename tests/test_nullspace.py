@@ -86,3 +86,19 @@ def test_every_method_keeps_a_multi_word_concepts_words_by_default(concept, tmp_
             assert {"blue shape", "square"} <= set(recipe["preserved"]), (method, recipe["preserved"])
     given = runner.invoke(app, ["erase", "--concept", concept, "--method", "esd", "--steps", "1", "--preserve", "red square", "--out", str(tmp_path / "given"), "--json"])
     assert json.loads(given.stdout)["preserved"] == ["red square"]
+
+
+def test_prior_rows_from_short_prompts_equal_the_full_length_ones():
+    """The fast path pads prior prompts to their longest; the rows it reads are unchanged."""
+    from erasectl.methods.nullspace import short_prompts
+    from erasectl.methods.uce import concept_rows
+
+    pipeline = load_pipeline()
+    prompts = [("a ring", "ring"), ("a red shape", "red shape"), ("a striped", "striped")]
+    for positions in ("last", "through-eos"):
+        full, _ = concept_rows(pipeline, [p for p, _ in prompts], [w for _, w in prompts], positions)
+        with short_prompts(pipeline, prompts, positions):
+            assert pipeline.tokenizer.model_max_length < 77
+            short, _ = concept_rows(pipeline, [p for p, _ in prompts], [w for _, w in prompts], positions)
+        assert torch.allclose(full, short, atol=1e-5)
+    assert pipeline.tokenizer.model_max_length == 77

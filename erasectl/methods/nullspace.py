@@ -32,6 +32,7 @@ edits K and V by default on the embedded model (SPEED's default is V only, which
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -93,6 +94,26 @@ def prior_phrases(pipeline, request, config: NullSpaceConfig) -> list[str]:
     return list(dict.fromkeys(words + parts + list(request.preserve)))
 
 
+@contextmanager
+def short_prompts(pipeline, prompts: list[tuple[str, str]], positions: str):
+    """Encode ``prompts`` padded to their longest instead of the full prompt length where the rows
+    used stop at the end token: the text encoders are causal, so those rows are the same (a
+    thousand prior words at SD 1.5 scale then cost a few positions each, not 77)."""
+    tokenizers = [t for t in dict.fromkeys(getattr(pipeline, n, None) for n in ("tokenizer", "tokenizer_2")) if t is not None]
+    if positions == "to-end":
+        yield
+        return
+    longest = max(len(tokenizers[0](p).input_ids) for p, _ in prompts)
+    saved = [t.model_max_length for t in tokenizers]
+    try:
+        for tokenizer in tokenizers:
+            tokenizer.model_max_length = min(longest, tokenizer.model_max_length)
+        yield
+    finally:
+        for tokenizer, length in zip(tokenizers, saved):
+            tokenizer.model_max_length = length
+
+
 def null_basis(prior: torch.Tensor, threshold: float) -> torch.Tensor:
     """Orthonormal columns spanning the directions the prior rows (hardly) occupy: eigenvectors of
     their covariance with eigenvalue below ``threshold`` x the largest."""
@@ -136,7 +157,10 @@ def _edit(pipeline, request, config: NullSpaceConfig, progress) -> ErasureResult
             guide_words.append(guides[concept])
     erase_rows, guide_rows = concept_rows(pipeline, prompts, concepts, config.token_positions, guide_words)
     prior_prompts = [(request.templates(p, "esd")[0].format(p), p) for p in prior]
-    prior_rows, _ = concept_rows(pipeline, [p for p, _ in prior_prompts], [w for _, w in prior_prompts], config.token_positions) if prior_prompts else (torch.zeros(0, erase_rows.shape[1]), None)
+    prior_rows = torch.zeros(0, erase_rows.shape[1])
+    if prior_prompts:
+        with short_prompts(pipeline, prior_prompts, config.token_positions):
+            prior_rows, _ = concept_rows(pipeline, [p for p, _ in prior_prompts], [w for _, w in prior_prompts], config.token_positions)
     empty = token_rows(pipeline.unet, encode_prompts(pipeline, [""]))[0].float()  # start token and padding
     rows = torch.cat([prior_rows, empty]).double()
     basis = null_basis(rows, config.null_threshold)
