@@ -144,3 +144,27 @@ def make_checkpoint(pipeline, trained: dict[str, torch.Tensor], base_tensors: di
         "erasectl.versions": json.dumps(versions()),
     }
     return ErasedCheckpoint(dict(trained), metadata)
+
+
+def model_loaders(base, base_name: str, paths: list[Path], checkpoints: list) -> list[tuple]:
+    """``(name, load, info)`` for the base and each checkpoint. One pipeline serves them all: the
+    base tensors are kept and swapped back in between models."""
+    from erasectl.models import checkpoint_name
+
+    keys = sorted({key for erased in checkpoints for key in erased.tensors})
+    originals = {k: v.clone() for k, v in component_tensors(base, keys).items()}
+
+    def loader(tensors: dict | None):
+        def load():
+            assign_tensors(base, originals)
+            if tensors:
+                assign_tensors(base, tensors)
+            return base
+
+        return load
+
+    models = [("base", loader(None), {"model": base_name})]
+    for path, erased in zip(paths, checkpoints):
+        name = checkpoint_name(path)
+        models.append((name, loader(erased.tensors), {"checkpoint": str(path), "recipe": erased.recipe}))
+    return models

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from erasectl.cli.common import ALLOW_PICKLE, DEVICE, MODEL_CONFIG, progress_bar, user_errors
+from erasectl.cli.common import ALLOW_PICKLE, DEVICE, MODEL_CONFIG, progress_bar, run_control, user_errors
 from erasectl.errors import UserError
 
 EXIT_INTERRUPTED = 130
@@ -40,7 +40,7 @@ def attack(
 ) -> None:
     """Try to make an erased model draw its concept again; write the prompts/embedding, a grid and the attack success rate."""
     from erasectl.attacks import ATTACKS, AttackConfig, run_attack, save_embeddings
-    from erasectl.checkpoint import ErasedCheckpoint
+    from erasectl.checkpoint import ErasedCheckpoint, model_loaders
     from erasectl.cli.common import split_list, stop_signals
     from erasectl.files import check_output_dir, prepare_output_dir, write_atomically
     from erasectl.generation import SamplerSettings
@@ -48,7 +48,7 @@ def attack(
     from erasectl.judge import ClipJudge
     from erasectl.models import latest_checkpoint, load_pipeline, model_profile
     from erasectl.provenance import versions
-    from erasectl.run_state import Interrupted, RunControl
+    from erasectl.run_state import Interrupted
 
     if method not in ATTACKS:
         raise UserError(f"unknown attack --method {method!r}; choose one of {', '.join(ATTACKS)}")
@@ -65,20 +65,14 @@ def attack(
             raise UserError("--resume_from_checkpoint needs the --out of the interrupted run")
     else:
         out = check_output_dir(out or Path("runs") / time.strftime(f"attack-{method}-%Y%m%d-%H%M%S"), force)
-    control = RunControl(state_dir=out / "states", checkpointing_steps=checkpointing_steps)
-    if resume_from_checkpoint == "latest":
-        control.resume_from = control.latest()
-    elif resume_from_checkpoint is not None:
-        control.resume_from = Path(resume_from_checkpoint)
-        if not control.resume_from.is_file():
-            raise UserError(f"state {control.resume_from} does not exist; pass latest or a state-*.safetensors file")
+    control = run_control(out, checkpointing_steps, resume_from_checkpoint)
     base_config = model_config or erased.base_config
     profile = model_profile(erased.base_model, base_config)
     protocol = profile.protocol(concept, split_list(surrounding) if surrounding else None, [], None, judge)
     clip_judge = ClipJudge.load(judge, device=device)
     pipeline = load_pipeline(erased.base_model, device=device, allow_pickle=allow_pickle, config=base_config)
     erased.check(pipeline)
-    load_base, load_erased = _loaders(pipeline, erased)
+    (_, load_base, _), (_, load_erased, _) = model_loaders(pipeline, erased.base_model, [path], [erased])
     seeds = list(range(seed, seed + n_per_prompt))
     settings = SamplerSettings(batch_size=profile.generation_batch_size)
     total = config.steps if method == "soft-prompt" else config.rounds * config.prefix_tokens
@@ -109,20 +103,3 @@ def attack(
         typer.echo(json.dumps(summary))
     elif not quiet:
         typer.echo(f"{method} on {path}: the erased model draws {concept} {summary['attack_success']:.0%} of the time (plain prompts: {summary['erased_plain_accuracy']:.0%}, base: {summary['base_accuracy']:.0%}); {out}")
-
-
-def _loaders(pipeline, erased):
-    from erasectl.checkpoint import assign_tensors, component_tensors
-
-    originals = {k: v.clone() for k, v in component_tensors(pipeline, list(erased.tensors)).items()}
-
-    def load_base():
-        assign_tensors(pipeline, originals)
-        return pipeline
-
-    def load_erased():
-        assign_tensors(pipeline, originals)
-        erased.apply(pipeline)
-        return pipeline
-
-    return load_base, load_erased

@@ -106,6 +106,25 @@ def read_general_prompts(path) -> list[str]:
     return found
 
 
+def run_control(out, checkpointing_steps: int | None, resume_from_checkpoint: str | None):
+    """The ``RunControl`` of a resumable command (erase, attack): states every N steps in
+    ``<out>/states``, and where to resume from (``latest`` or a state file)."""
+    from pathlib import Path
+
+    from erasectl.run_state import RunControl
+
+    if checkpointing_steps is not None and checkpointing_steps <= 0:
+        raise UserError(f"--checkpointing_steps must be at least 1, got {checkpointing_steps}")
+    control = RunControl(state_dir=out / "states", checkpointing_steps=checkpointing_steps)
+    if resume_from_checkpoint == "latest":
+        control.resume_from = control.latest()
+    elif resume_from_checkpoint is not None:
+        control.resume_from = Path(resume_from_checkpoint)
+        if not control.resume_from.is_file():
+            raise UserError(f"state {control.resume_from} does not exist; pass latest or a state-*.safetensors file")
+    return control
+
+
 def stderr_console():
     from rich.console import Console
 

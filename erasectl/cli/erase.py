@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from erasectl.cli.common import ALLOW_PICKLE, DEVICE, MODEL_CONFIG, progress_bar, read_prompts, split_list, stop_signals, user_errors
+from erasectl.cli.common import ALLOW_PICKLE, DEVICE, MODEL_CONFIG, progress_bar, read_prompts, run_control, split_list, stop_signals, user_errors
 from erasectl.errors import UserError
 
 EXIT_INTERRUPTED = 130
@@ -137,17 +137,7 @@ def erase(
     elif out is not None:
         check_output_dir(out, force)
     out = out or _default_out(concepts, method)
-    if checkpointing_steps is not None and checkpointing_steps <= 0:
-        raise UserError(f"--checkpointing_steps must be at least 1, got {checkpointing_steps}")
-    from erasectl.run_state import RunControl
-
-    control = RunControl(state_dir=out / "states", checkpointing_steps=checkpointing_steps)
-    if resume_from_checkpoint == "latest":
-        control.resume_from = control.latest()
-    elif resume_from_checkpoint is not None:
-        control.resume_from = Path(resume_from_checkpoint)
-        if not control.resume_from.is_file():
-            raise UserError(f"state {control.resume_from} does not exist; pass latest or a state-*.safetensors file")
+    control = run_control(out, checkpointing_steps, resume_from_checkpoint)
 
     from erasectl.distributed import is_main_process
 

@@ -75,7 +75,7 @@ def evaluate(
     as_json: bool = typer.Option(False, "--json", help="Print metrics.json on stdout."),
 ) -> None:
     """Measure erasures one fixed way: erased-concept, surrounding and paraphrase accuracy, CLIP score, distances, cost."""
-    from erasectl.checkpoint import ErasedCheckpoint
+    from erasectl.checkpoint import ErasedCheckpoint, model_loaders
     from erasectl.distributed import is_main_process
     from erasectl.evaluation import EvaluationConfig, evaluate as run, per_image_csv
     from erasectl.files import check_output_dir, prepare_output_dir
@@ -130,7 +130,7 @@ def evaluate(
     for erased in checkpoints:
         erased.check(base)
     inference_setup(base, dtype, scheduler, device)
-    models = _model_loaders(base, base_name, paths, checkpoints)
+    models = model_loaders(base, base_name, paths, checkpoints)
     if csv_rows is not None:
         _evaluate_nudity(models, csv_rows, nudity_judge, config, out, force, quiet, as_json)
         return
@@ -187,31 +187,6 @@ def _attack_models(models, protocol, judge, config, attacks: list[str], budget_s
                 )
             rows.append({"model": name, **{k: summary[k] for k in ("attack", "concept", "attack_success", "erased_plain_accuracy", "base_accuracy", "prefix", "attack_wall_time_s", "stopped_by_budget")}})
     return rows
-
-
-def _model_loaders(base, base_name: str, paths: list[Path], checkpoints: list) -> list[tuple]:
-    """``(name, load, info)`` for the base and each checkpoint. One pipeline serves them all: the
-    base tensors are kept and swapped back in between models."""
-    from erasectl.checkpoint import assign_tensors, component_tensors
-    from erasectl.models import checkpoint_name
-
-    keys = sorted({key for erased in checkpoints for key in erased.tensors})
-    originals = {k: v.clone() for k, v in component_tensors(base, keys).items()}
-
-    def loader(tensors: dict | None):
-        def load():
-            assign_tensors(base, originals)
-            if tensors:
-                assign_tensors(base, tensors)
-            return base
-
-        return load
-
-    models = [("base", loader(None), {"model": base_name})]
-    for path, erased in zip(paths, checkpoints):
-        name = checkpoint_name(path)
-        models.append((name, loader(erased.tensors), {"checkpoint": str(path), "recipe": erased.recipe}))
-    return models
 
 
 def _evaluate_nudity(models, rows, judge, config, out: Path, force: bool, quiet: bool, as_json: bool) -> None:
