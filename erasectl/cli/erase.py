@@ -66,6 +66,8 @@ def erase(
     synonym_ratio: float = typer.Option(None, "--synonym-ratio", help="nullspace: prior words nearer the concept than this share of the median distance count as its paraphrases and are left out."),
     rounds: int = typer.Option(None, "--rounds", help="rece: adversarial embeddings found and erased after the first solve."),
     regular_scale: float = typer.Option(None, "--regular-scale", help="rece: regulariser of the adversarial embedding."),
+    attack_rounds: int = typer.Option(None, "--attack-rounds", help="rece: soft-prompt attacks on the edited model whose tokens are erased too."),
+    attack_steps: int = typer.Option(None, "--attack-steps", help="rece: optimisation steps of each in-the-loop attack."),
     prior_exclude: str = typer.Option(None, "--prior-exclude", help="nullspace: comma-separated words to leave out of the automatic prior (to measure concepts it was not built from)."),
     mixed_precision: str = typer.Option(None, "--mixed-precision", help="no or bf16 (autocast; weights, gradients and optimizer stay fp32)."),
     gradient_checkpointing: bool = typer.Option(False, "--gradient-checkpointing", help="Recompute the UNet's activations in the backward pass instead of storing them: less memory, more time."),
@@ -95,7 +97,7 @@ def erase(
         mode=mode, target=target, anchor_images=anchor_images, anchor_batch_size=anchor_batch_size, filter_anchor_images=filter_anchor_images,
         anchor_steps=anchor_steps, anchor_guidance=anchor_guidance, away=away, preserve_weight=preserve_weight,
         erase_scale=erase_scale, preserve_scale=preserve_scale, lamb=lamb, token_positions=token_positions, guide_choice=guide_choice,
-        null_threshold=null_threshold, prior_words=prior_words, synonym_ratio=synonym_ratio, rounds=rounds, regular_scale=regular_scale,
+        null_threshold=null_threshold, prior_words=prior_words, synonym_ratio=synonym_ratio, rounds=rounds, regular_scale=regular_scale, attack_rounds=attack_rounds, attack_steps=attack_steps,
     )
     from erasectl.erasure import check_mixed_precision
 

@@ -56,6 +56,8 @@ class NullSpaceConfig(MethodConfig):
     synonym_ratio: float = field(default=0.25, metadata={"help": "Prior words nearer the concept than this share of the median distance are its paraphrases and left out.", "source": "erasectl"})
     token_positions: str = field(default="last", metadata={"help": "last, concept, through-eos or to-end (as uce).", "source": f"{REFERENCE}: the last subject token"})
     guide_choice: str = field(default="empty", metadata={"help": "Without --anchor: empty, nearest-preserved or nearest-concept (as uce).", "source": f"{REFERENCE}: --anchor_concepts '' (to null)"})
+    attack_rounds: int = field(default=0, metadata={"help": "Soft-prompt attacks on the edited model whose tokens are erased too, one solve each (see rece).", "source": "erasectl (SPEED has none)"})
+    attack_steps: int = field(default=100, metadata={"help": "Optimisation steps of each in-the-loop attack.", "source": "erasectl"})
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -67,6 +69,8 @@ class NullSpaceConfig(MethodConfig):
             raise ConfigError(f"token_positions must be one of {', '.join(POSITIONS)}, got {self.token_positions!r}")
         if not self.lamb > 0 or not 0 < self.null_threshold < 1 or self.prior_words < 0 or self.synonym_ratio < 0:
             raise ConfigError("lamb must be positive, null_threshold between 0 and 1, prior_words and synonym_ratio 0 or more")
+        if self.attack_rounds < 0 or self.attack_steps < 1:
+            raise ConfigError("attack_rounds must be 0 or more and attack_steps at least 1")
 
 
 Config = NullSpaceConfig
@@ -137,18 +141,27 @@ def solve(w0: torch.Tensor, erase: torch.Tensor, guide: torch.Tensor, basis: tor
 
 
 def run(pipeline, request, config: NullSpaceConfig, progress: Progress | None = None, control=None) -> ErasureResult:
-    """A closed form has nothing to resume; ``control`` is accepted for a uniform interface."""
-    with torch.autocast(pipeline.unet.device.type, enabled=False):
-        return _edit(pipeline, request, config, progress)
+    """A closed form has nothing to resume; ``control`` is accepted for a uniform interface.
+    With ``attack_rounds``, what the soft-prompt attack finds is erased too (``rece.with_attack_rounds``)."""
+    guides = choose_guides(pipeline, request.concepts, request.anchor, [], config.guide_choice, request.guide_candidates)
+    prior = prior_phrases(pipeline, request, config)
+
+    def solve(extra_rows=None):
+        with torch.autocast(pipeline.unet.device.type, enabled=False):
+            return _edit(pipeline, request, config, progress, guides, prior, extra_rows)
+
+    if not config.attack_rounds:
+        return solve()
+    from erasectl.methods.rece import with_attack_rounds
+
+    return with_attack_rounds(pipeline, request, config, guides, solve)
 
 
 @torch.no_grad()
-def _edit(pipeline, request, config: NullSpaceConfig, progress) -> ErasureResult:
+def _edit(pipeline, request, config: NullSpaceConfig, progress, guides: dict[str, str], prior: list[str], extra_rows=None) -> ErasureResult:
     from erasectl.architecture import encode_prompts, token_rows
 
     watch = Stopwatch()
-    prior = prior_phrases(pipeline, request, config)
-    guides = choose_guides(pipeline, request.concepts, request.anchor, [], config.guide_choice, request.guide_candidates)
     prompts, concepts, guide_words = [], [], []
     for concept in request.concepts:
         for template in request.templates(concept, "uce"):
@@ -156,6 +169,8 @@ def _edit(pipeline, request, config: NullSpaceConfig, progress) -> ErasureResult
             concepts.append(concept)
             guide_words.append(guides[concept])
     erase_rows, guide_rows = concept_rows(pipeline, prompts, concepts, config.token_positions, guide_words)
+    if extra_rows is not None:
+        erase_rows, guide_rows = torch.cat([erase_rows, extra_rows[0]]), torch.cat([guide_rows, extra_rows[1]])
     prior_prompts = [(request.templates(p, "esd")[0].format(p), p) for p in prior]
     prior_rows = torch.zeros(0, erase_rows.shape[1])
     if prior_prompts:

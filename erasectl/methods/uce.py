@@ -142,18 +142,22 @@ def closed_form(w0: torch.Tensor, erase: torch.Tensor, targets: torch.Tensor, pr
     return torch.linalg.solve(right, left.T).T
 
 
-def erase(pipeline, concept_prompts: list[tuple[str, str]], guides: list[str], preserve_prompts: list[tuple[str, str]], config: UCEConfig, progress: Progress | None = None) -> ErasureResult:
+def erase(pipeline, concept_prompts: list[tuple[str, str]], guides: list[str], preserve_prompts: list[tuple[str, str]], config: UCEConfig, progress: Progress | None = None,
+          extra_rows: tuple[torch.Tensor, torch.Tensor] | None = None) -> ErasureResult:
     """``concept_prompts``/``preserve_prompts`` are ``(prompt, concept words)``; ``guides[i]`` is
-    the guide of ``concept_prompts[i]`` (its guide prompt is the prompt with the concept replaced)."""
+    the guide of ``concept_prompts[i]`` (its guide prompt is the prompt with the concept replaced).
+    ``extra_rows``: more ``(rows, guide rows)`` to erase (RECE's attack rounds)."""
     with torch.autocast(pipeline.unet.device.type, enabled=False):  # a closed form gains nothing from bf16
-        return _edit(pipeline, concept_prompts, guides, preserve_prompts, config, progress)
+        return _edit(pipeline, concept_prompts, guides, preserve_prompts, config, progress, extra_rows)
 
 
-def _edit(pipeline, concept_prompts, guides, preserve_prompts, config: UCEConfig, progress) -> ErasureResult:
+def _edit(pipeline, concept_prompts, guides, preserve_prompts, config: UCEConfig, progress, extra_rows=None) -> ErasureResult:
     watch = Stopwatch()
     erase_rows, guide_rows = concept_rows(
         pipeline, [p for p, _ in concept_prompts], [c for _, c in concept_prompts], config.token_positions, guides
     )
+    if extra_rows is not None:
+        erase_rows, guide_rows = torch.cat([erase_rows, extra_rows[0]]), torch.cat([guide_rows, extra_rows[1]])
     preserve_rows = None
     if preserve_prompts:
         preserve_rows, _ = concept_rows(pipeline, [p for p, _ in preserve_prompts], [c for _, c in preserve_prompts], config.token_positions)
@@ -220,7 +224,7 @@ def choose_guides(pipeline, concepts: list[str], anchor: str | None, preserve: l
     return guides
 
 
-def run(pipeline, request, config: UCEConfig, progress: Progress | None = None, control=None) -> ErasureResult:
+def run(pipeline, request, config: UCEConfig, progress: Progress | None = None, control=None, extra_rows=None) -> ErasureResult:
     """A closed form has nothing to resume; ``control`` is accepted for a uniform interface."""
     preserve = request.preserved()
     guides = choose_guides(pipeline, request.concepts, request.anchor, preserve, config.guide_choice, request.guide_candidates)
@@ -230,6 +234,6 @@ def run(pipeline, request, config: UCEConfig, progress: Progress | None = None, 
             concept_prompts.append((template.format(concept), concept))
             guide_words.append(guides[concept])
     preserve_prompts = [(template.format(kept), kept) for kept in preserve for template in request.templates(kept, "uce")]
-    result = erase(pipeline, concept_prompts, guide_words, preserve_prompts, config, progress)
+    result = erase(pipeline, concept_prompts, guide_words, preserve_prompts, config, progress, extra_rows)
     result.extra.update({"guides": guides, "preserved": preserve})
     return result
