@@ -359,7 +359,7 @@ def build_tables(summary: dict, protocol: Protocol, base: str, distances: dict[s
             if key in moved:
                 row.update(moved[key])
             if "attributes" in value:
-                for name in ("colour", "style"):
+                for name in ("shape", "colour", "style"):
                     row[f"{name}_accuracy"] = attribute(value, name)
                     row[f"base_{name}_accuracy"] = attribute(base_value, name)
             if value["role"] in ("erased", "paraphrase"):

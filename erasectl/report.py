@@ -99,7 +99,7 @@ def write_report(out: Path, metrics: dict, records, csv_text: str) -> dict[str, 
                         ["model", "role", "concept", "judged_as", "shape_read", "colour_read", "style_read"]),
         "## Every prompt set, base beside erased",
         "",
-        _markdown_table(tables["per_concept"], ["model", "role", "concept", "split", "in_prior", "accuracy", "base_accuracy", "ratio_to_base", "colour_accuracy", "base_colour_accuracy", "style_accuracy", "base_style_accuracy", "judge_distance", "ssim", "clip_score", "base_clip_score"]),
+        _markdown_table(tables["per_concept"], ["model", "role", "concept", "split", "in_prior", "accuracy", "base_accuracy", "ratio_to_base", "shape_accuracy", "colour_accuracy", "base_colour_accuracy", "style_accuracy", "base_style_accuracy", "judge_distance", "ssim", "clip_score", "base_clip_score"]),
         "## Image drift and distribution distance",
         "",
         "Per prompt set above: `judge_distance` is 1 - cos between the judge's embeddings of the erased and the base image drawn with the same prompt and seed, "
@@ -186,7 +186,7 @@ def write_html(out: Path, metrics: dict, plot: Path, thumbnails: Path) -> Path:
         "<h2>What the judge reads instead</h2>",
         _html_table(tables.get("replacement", []), ["model", "role", "concept", "judged_as", "shape_read", "colour_read", "style_read"]),
         "<h2>Every prompt set, base beside erased (shape, colour, style)</h2>",
-        _html_table(tables["per_concept"], ["model", "role", "concept", "split", "in_prior", "accuracy", "base_accuracy", "ratio_to_base", "colour_accuracy", "base_colour_accuracy", "style_accuracy", "base_style_accuracy", "judge_distance", "ssim", "clip_score", "base_clip_score"]),
+        _html_table(tables["per_concept"], ["model", "role", "concept", "split", "in_prior", "accuracy", "base_accuracy", "ratio_to_base", "shape_accuracy", "colour_accuracy", "base_colour_accuracy", "style_accuracy", "base_style_accuracy", "judge_distance", "ssim", "clip_score", "base_clip_score"]),
         "<h2>Image drift from the same seeds, and distribution distance</h2>",
         "<p>judge_distance: 1 - cos between the judge's embeddings of the erased and the base image with the same prompt and seed; ssim: structural similarity in pixels (1: the same picture); "
         "per prompt set in the table above, held-out means in the headline. FID and KID (torchmetrics) on the judge's image features:</p>",
