@@ -63,13 +63,14 @@ def distribution_distances(base_embeds: torch.Tensor, erased_embeds: torch.Tenso
     if n < 2:
         return {"fid": None, "kid_mean": None, "kid_std": None, "n": n, "features": "judge image embeddings"}
     dim = base_embeds.shape[1]
-    fid = FrechetInceptionDistance(feature=_JudgeFeatures(dim), normalize=False)
+    # every process holds all features (evaluate gathers the images): no sum over processes
+    fid = FrechetInceptionDistance(feature=_JudgeFeatures(dim), normalize=False, sync_on_compute=False)
     fid.update(base_embeds.double(), real=True)
     fid.update(erased_embeds.double(), real=False)
     subset = min(50, n)
     with warnings.catch_warnings():  # "KID keeps every feature in memory": they are already in memory
         warnings.simplefilter("ignore", UserWarning)
-        kid = KernelInceptionDistance(feature=_JudgeFeatures(dim), subsets=20, subset_size=subset, normalize=False)
+        kid = KernelInceptionDistance(feature=_JudgeFeatures(dim), subsets=20, subset_size=subset, normalize=False, sync_on_compute=False)
     kid.update(base_embeds.double(), real=True)
     kid.update(erased_embeds.double(), real=False)
     torch.manual_seed(0)  # KID draws its subsets at random: fixed, so a report is reproducible
