@@ -21,6 +21,7 @@ concept.
 
 from __future__ import annotations
 
+import json
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -208,13 +209,47 @@ class _StepConfig:
         return self.attack.steps
 
 
+SEARCH_STATE = "erasectl.search-state"
+
+
+def _save_search_state(path, step: int, config: AttackConfig, generator: torch.Generator, prefix: list[str], best: float, losses: list[float]):
+    from safetensors.torch import save_file
+
+    from erasectl.files import write_atomically
+
+    metadata = {"erasectl.format": SEARCH_STATE, "step": str(step), "config": json.dumps(asdict(config)), "prefix": json.dumps(prefix), "best": repr(best), "losses": json.dumps(losses)}
+    return write_atomically(path, lambda tmp: save_file({"rng.generator": generator.get_state()}, str(tmp), metadata=metadata))
+
+
+def _load_search_state(path, config: AttackConfig, generator: torch.Generator) -> tuple[int, list[str], float, list[float]]:
+    from safetensors import SafetensorError, safe_open
+
+    from erasectl.errors import UserError
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+            state = handle.get_tensor("rng.generator")
+    except (SafetensorError, OSError) as error:
+        raise UserError(f"cannot read the saved state {path} ({error}); it may be truncated") from None
+    if metadata.get("erasectl.format") != SEARCH_STATE:
+        raise UserError(f"{path} is not an erasectl prompt-search state")
+    if json.loads(metadata["config"]) != asdict(config):
+        raise UserError(f"the state in {path} was saved with other settings; resume with the same options, or start a new --out")
+    generator.set_state(state)
+    return int(metadata["step"]), json.loads(metadata["prefix"]), float(metadata["best"]), json.loads(metadata["losses"])
+
+
 @torch.no_grad()
 def prompt_search(pipeline, concept: str, prompts: list[str], latents: torch.Tensor, which: list[int], config: AttackConfig, vocabulary: list[str],
-                  progress=None) -> AttackResult:
+                  progress=None, control=None) -> AttackResult:
     """Coordinate search for a prefix of ``config.prefix_tokens`` words, put before each concept
     prompt, minimising the erased model's denoising loss on the concept's latents (one fixed set of
     ``config.draws`` noise draws). Each round tries ``config.candidates`` words at every position;
-    the search stops after ``config.rounds`` rounds or ``config.budget_s`` seconds."""
+    the search stops after ``config.rounds`` rounds or ``config.budget_s`` seconds. Resumable
+    through ``control`` (``erasectl.run_state.RunControl``): a state after every position."""
+    from erasectl.run_state import Interrupted
+
     started = time.perf_counter()
     generator = torch.Generator().manual_seed(config.seed)
     index, noisy, timesteps, target = noise_draws(pipeline, latents, config.draws, generator)
@@ -227,29 +262,37 @@ def prompt_search(pipeline, concept: str, prompts: list[str], latents: torch.Ten
         return float(denoising_loss(pipeline, [f"{' '.join(prefix)} {p}" for p in chosen], noisy, timesteps, target))
 
     order = torch.randperm(len(words), generator=generator).tolist()
-    prefix = [words[order[i % len(words)]] for i in range(config.prefix_tokens)]
-    best = loss_of(prefix)
-    losses = [best]
-    stopped = False
     total = config.rounds * config.prefix_tokens
-    for round_index in range(config.rounds):
-        for position in range(config.prefix_tokens):
-            pool = torch.randperm(len(words), generator=generator)[: config.candidates].tolist()
-            for candidate in (words[i] for i in pool):
-                if time.perf_counter() - started > config.budget_s:
-                    stopped = True
-                    break
-                trial = prefix[:position] + [candidate] + prefix[position + 1 :]
-                value = loss_of(trial)
-                if value < best:
-                    best, prefix = value, trial
-            losses.append(best)
-            if progress is not None:
-                progress(round_index * config.prefix_tokens + position + 1, total, {"loss": best})
-            if stopped:
+    if control is not None and control.resume_from is not None:
+        start, prefix, best, losses = _load_search_state(control.resume_from, config, generator)
+    else:
+        start = 0
+        prefix = [words[order[i % len(words)]] for i in range(config.prefix_tokens)]
+        best = loss_of(prefix)
+        losses = [best]
+    stopped = False
+    for step in range(start, total):
+        position = step % config.prefix_tokens
+        pool = torch.randperm(len(words), generator=generator)[: config.candidates].tolist()
+        for candidate in (words[i] for i in pool):
+            if time.perf_counter() - started > config.budget_s:
+                stopped = True
                 break
+            trial = prefix[:position] + [candidate] + prefix[position + 1 :]
+            value = loss_of(trial)
+            if value < best:
+                best, prefix = value, trial
+        losses.append(best)
+        if progress is not None:
+            progress(step + 1, total, {"loss": best})
         if stopped:
             break
+        if control is not None and control.state_dir is not None and step + 1 < total:
+            asked = control.stop_requested()
+            if asked or (control.checkpointing_steps and (step + 1) % control.checkpointing_steps == 0):
+                path = _save_search_state(control.state_dir / f"state-{step + 1:06d}.safetensors", step + 1, config, generator, prefix, best, losses)
+                if asked:
+                    raise Interrupted(path, step + 1)
     text = " ".join(prefix)
     return AttackResult("prompt-search", [f"{text} {p}" for p in prompts], losses, round(time.perf_counter() - started, 2), prefix=text, stopped_by_budget=stopped)
 
@@ -305,7 +348,7 @@ def run_attack(load_base, load_erased, concept: str, protocol, judge, attack: st
         with learned_token(erased, result.embeddings):
             rate, attack_items = success_rate(erased, judge, protocol, result.prompts, seeds, settings, concept)
     else:
-        result = prompt_search(erased, concept, prompts, latents, which, config, vocabulary_of(erased), progress)
+        result = prompt_search(erased, concept, prompts, latents, which, config, vocabulary_of(erased), progress, control)
         rate, attack_items = success_rate(erased, judge, protocol, result.prompts, seeds, settings, concept)
     summary = {
         "attack": attack,

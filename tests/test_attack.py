@@ -135,3 +135,22 @@ def test_attack_rounds_erase_what_the_attack_finds(tmp_path):
     first, second = json.loads(plain.stdout), json.loads(looped.stdout)
     assert [r["round"] for r in second["attack_rounds"]] == [1] and second["erased_rows"] > first["erased_rows"]
     assert "attack_rounds" not in first
+
+
+def test_prompt_search_resumes_to_the_same_prefix(uce_checkpoint, concept_images, tmp_path):
+    erased = load_erased_pipeline(uce_checkpoint)
+    latents, which = concept_images
+    vocabulary = ["shape", "ring", "square", "red", "striped", "cross", "plus", "hoop"]
+    config = AttackConfig(prefix_tokens=2, candidates=3, rounds=2, draws=8)
+    straight = prompt_search(erased, "circle", PROMPTS, latents, which, config, vocabulary)
+    calls = {"n": 0}
+
+    def stop_after_two():
+        calls["n"] += 1
+        return calls["n"] == 2
+
+    control = RunControl(state_dir=tmp_path / "states", stop_requested=stop_after_two)
+    with pytest.raises(Interrupted):
+        prompt_search(erased, "circle", PROMPTS, latents, which, config, vocabulary, control=control)
+    resumed = prompt_search(erased, "circle", PROMPTS, latents, which, config, vocabulary, control=RunControl(state_dir=tmp_path / "states", resume_from=control.latest()))
+    assert resumed.prefix == straight.prefix and resumed.losses == straight.losses
