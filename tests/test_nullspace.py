@@ -102,3 +102,20 @@ def test_prior_rows_from_short_prompts_equal_the_full_length_ones():
             short, _ = concept_rows(pipeline, [p for p, _ in prompts], [w for _, w in prompts], positions)
         assert torch.allclose(full, short, atol=1e-5)
     assert pipeline.tokenizer.model_max_length == 77
+
+
+def test_the_prior_table_is_cached_per_text_encoder_and_changes_nothing(tmp_path, monkeypatch):
+    """A real model's prior (a thousand words through CLIP) is encoded once and read from the
+    cache after; the edit is the same either way."""
+    from erasectl.neighbours import cache_dir
+
+    monkeypatch.setenv("ERASECTL_CACHE", str(tmp_path / "cache"))
+    config = build_config("nullspace", WorldProfile(), {"token_positions": "last"})
+    first = erase_concepts(load_pipeline(), "nullspace", ErasureRequest(["circle"], WorldProfile()), config)
+    files = list((cache_dir().parent / "prior").glob("*.safetensors"))
+    assert len(files) == 1
+    again = erase_concepts(load_pipeline(), "nullspace", ErasureRequest(["circle"], WorldProfile()), config)
+    assert all(torch.equal(first.tensors[k], again.tensors[k]) for k in first.tensors)
+    files[0].unlink()
+    fresh = erase_concepts(load_pipeline(), "nullspace", ErasureRequest(["circle"], WorldProfile()), config)
+    assert all(torch.allclose(first.tensors[k], fresh.tensors[k]) for k in first.tensors)

@@ -83,12 +83,13 @@ def prior_phrases(pipeline, request, config: NullSpaceConfig) -> list[str]:
     synonyms, --preserve-excluded words, plus each word of a multi-word concept and --preserve."""
     from erasectl.architecture import pooled_text_embeddings
 
-    vocabulary = request.profile.prior_vocabulary(pipeline, config.prior_words)
+    vocabulary = list(dict.fromkeys(request.profile.prior_vocabulary(pipeline, config.prior_words)))
     excluded = {w for c in request.concepts for w in c.lower().split()} | {c.lower() for c in request.concepts}
     excluded |= {w.lower() for w in request.prior_exclude}
-    words = [w for w in dict.fromkeys(vocabulary) if w.lower() not in excluded]
+    keep = [i for i, w in enumerate(vocabulary) if w.lower() not in excluded]
+    words = [vocabulary[i] for i in keep]
     if words and config.synonym_ratio > 0:
-        table = pooled_text_embeddings(pipeline, words)
+        table = vocabulary_table(pipeline, request, vocabulary, config.token_positions)[0][keep]
         near = set()
         for centre in pooled_text_embeddings(pipeline, request.concepts):
             distances = (table - centre).norm(dim=1)
@@ -96,6 +97,60 @@ def prior_phrases(pipeline, request, config: NullSpaceConfig) -> list[str]:
         words = [w for w in words if w not in near]
     parts = [p for c in request.concepts for p in request.profile.conjunction_parts(c)]
     return list(dict.fromkeys(words + parts + list(request.preserve)))
+
+
+def prior_prompt(request, phrase: str) -> str:
+    return request.templates(phrase, "esd")[0].format(phrase)
+
+
+def vocabulary_table(pipeline, request, vocabulary: list[str], positions: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Pooled embeddings of every vocabulary word and, where the edit reads the last token only,
+    its prior row; computed once per text encoder and kept in erasectl's cache (keyed by a
+    fingerprint of the tokenizer and encoder weights and by the word list), as the neighbour table
+    is: on a real model a thousand words through CLIP ViT-L take tens of seconds on a CPU."""
+    import hashlib
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    from erasectl.architecture import pooled_text_embeddings
+    from erasectl.files import write_atomically
+    from erasectl.neighbours import cache_dir, encoder_fingerprint
+
+    with_rows = positions == "last"
+    key = hashlib.blake2b(json.dumps([vocabulary, [prior_prompt(request, w) for w in vocabulary[:1]], positions, type(pipeline).__name__]).encode(), digest_size=12).hexdigest()
+    path = cache_dir().parent / "prior" / f"{encoder_fingerprint(pipeline)}-{key}.safetensors"
+    if path.is_file():
+        found = load_file(path)
+        return found["pooled"], found.get("rows")
+    pooled = pooled_text_embeddings(pipeline, vocabulary)
+    tensors = {"pooled": pooled.contiguous()}
+    rows = None
+    if with_rows:
+        prompts = [(prior_prompt(request, w), w) for w in vocabulary]
+        with short_prompts(pipeline, prompts, positions):
+            rows, _ = concept_rows(pipeline, [p for p, _ in prompts], [w for _, w in prompts], positions)
+        tensors["rows"] = rows.contiguous()
+    write_atomically(path, lambda tmp: save_file(tensors, str(tmp)))
+    return pooled, rows
+
+
+def prior_token_rows(pipeline, request, config: NullSpaceConfig, prior: list[str], width: int) -> torch.Tensor:
+    """The prior's text-encoder rows: vocabulary words from the cached table where it holds rows,
+    the rest (a multi-word concept's parts, --preserve, other positions) encoded now."""
+    rows, rest = [], list(prior)
+    if config.token_positions == "last":
+        vocabulary = list(dict.fromkeys(request.profile.prior_vocabulary(pipeline, config.prior_words)))
+        table = vocabulary_table(pipeline, request, vocabulary, config.token_positions)[1]
+        index = {w: i for i, w in enumerate(vocabulary)}
+        cached = [index[p] for p in prior if p in index]
+        rows.append(table[cached])
+        rest = [p for p in prior if p not in index]
+    if rest:
+        prompts = [(prior_prompt(request, p), p) for p in rest]
+        with short_prompts(pipeline, prompts, config.token_positions):
+            rows.append(concept_rows(pipeline, [p for p, _ in prompts], [w for _, w in prompts], config.token_positions)[0])
+    return torch.cat(rows) if rows else torch.zeros(0, width)
 
 
 @contextmanager
@@ -171,11 +226,7 @@ def _edit(pipeline, request, config: NullSpaceConfig, progress, guides: dict[str
     erase_rows, guide_rows = concept_rows(pipeline, prompts, concepts, config.token_positions, guide_words)
     if extra_rows is not None:
         erase_rows, guide_rows = torch.cat([erase_rows, extra_rows[0]]), torch.cat([guide_rows, extra_rows[1]])
-    prior_prompts = [(request.templates(p, "esd")[0].format(p), p) for p in prior]
-    prior_rows = torch.zeros(0, erase_rows.shape[1])
-    if prior_prompts:
-        with short_prompts(pipeline, prior_prompts, config.token_positions):
-            prior_rows, _ = concept_rows(pipeline, [p for p, _ in prior_prompts], [w for _, w in prior_prompts], config.token_positions)
+    prior_rows = prior_token_rows(pipeline, request, config, prior, erase_rows.shape[1])
     empty = token_rows(pipeline.unet, encode_prompts(pipeline, [""]))[0].float()  # start token and padding
     rows = torch.cat([prior_rows, empty]).double()
     basis = null_basis(rows, config.null_threshold)
