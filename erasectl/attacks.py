@@ -222,21 +222,10 @@ def _save_search_state(path, step: int, config: AttackConfig, generator: torch.G
 
 
 def _load_search_state(path, config: AttackConfig, generator: torch.Generator) -> tuple[int, list[str], float, list[float]]:
-    from safetensors import SafetensorError, safe_open
+    from erasectl.run_state import read_state
 
-    from erasectl.errors import UserError
-
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = handle.metadata() or {}
-            state = handle.get_tensor("rng.generator")
-    except (SafetensorError, OSError) as error:
-        raise UserError(f"cannot read the saved state {path} ({error}); it may be truncated") from None
-    if metadata.get("erasectl.format") != SEARCH_STATE:
-        raise UserError(f"{path} is not an erasectl prompt-search state")
-    if json.loads(metadata["config"]) != asdict(config):
-        raise UserError(f"the state in {path} was saved with other settings; resume with the same options, or start a new --out")
-    generator.set_state(state)
+    tensors, metadata = read_state(path, SEARCH_STATE, "prompt-search state", config)
+    generator.set_state(tensors["rng.generator"])
     return int(metadata["step"]), json.loads(metadata["prefix"]), float(metadata["best"]), json.loads(metadata["losses"])
 
 

@@ -68,8 +68,8 @@ def save_state(path: Path, step: int, config, trained: dict[str, torch.nn.Parame
     return write_atomically(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
 
-def load_state(path: Path, config, trained: dict[str, torch.nn.Parameter], optimizer, generator: torch.Generator) -> tuple[int, list[float], dict[str, torch.Tensor]]:
-    """Restore a state into the run; returns ``(step, losses, extras)``."""
+def read_state(path: Path, kind: str, description: str, config) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """A saved state's tensors and metadata, checked: readable, of ``kind``, saved with ``config``."""
     from safetensors import SafetensorError, safe_open
 
     try:
@@ -78,10 +78,16 @@ def load_state(path: Path, config, trained: dict[str, torch.nn.Parameter], optim
             tensors = {k: handle.get_tensor(k) for k in handle.keys()}
     except (SafetensorError, OSError) as error:
         raise UserError(f"cannot read the saved state {path} ({error}); it may be truncated") from None
-    if metadata.get("erasectl.format") != STATE_FORMAT:
-        raise UserError(f"{path} is not an erasectl training state")
+    if metadata.get("erasectl.format") != kind:
+        raise UserError(f"{path} is not an erasectl {description}")
     if json.loads(metadata["config"]) != asdict(config):
         raise UserError(f"the state in {path} was saved with other settings; resume with the same options, or start a new --out")
+    return tensors, metadata
+
+
+def load_state(path: Path, config, trained: dict[str, torch.nn.Parameter], optimizer, generator: torch.Generator) -> tuple[int, list[float], dict[str, torch.Tensor]]:
+    """Restore a state into the run; returns ``(step, losses, extras)``."""
+    tensors, metadata = read_state(path, STATE_FORMAT, "training state", config)
     with torch.no_grad():
         for name, parameter in trained.items():
             parameter.copy_(tensors[f"trained.{name}"])
