@@ -327,7 +327,7 @@ def build_tables(summary: dict, protocol: Protocol, base: str, distances: dict[s
         preserved = preserved_concepts(infos.get(model, {}))
         in_prior = prior_words(infos.get(model, {}))
         held_out_sets = [v for v in sets.values() if v["role"] == "surrounding" and split_of(v["concept"], preserved) == "held-out"]
-        held_out = [v["accuracy"] for v in sets.values() if v["role"] == "surrounding" and split_of(v["concept"], preserved) == "held-out"]
+        held_out = [v["accuracy"] for v in held_out_sets]
         kept = [v["accuracy"] for v in sets.values() if v["role"] == "surrounding" and split_of(v["concept"], preserved) == "preserved"]
         tables["erased_vs_surrounding"].append(
             {

@@ -78,21 +78,26 @@ ACCEPTS_ANCHOR = True
 NEEDS_ANCHOR = False
 
 
-def prior_phrases(pipeline, request, config: NullSpaceConfig) -> list[str]:
+def prior_vocabulary(pipeline, request, config: NullSpaceConfig) -> list[str]:
+    return list(dict.fromkeys(request.profile.prior_vocabulary(pipeline, config.prior_words)))
+
+
+def prior_phrases(pipeline, request, config: NullSpaceConfig, table=None) -> list[str]:
     """The prior's words: the profile's vocabulary less the concepts' own words, their near
-    synonyms, --preserve-excluded words, plus each word of a multi-word concept and --preserve."""
+    synonyms, --preserve-excluded words, plus each word of a multi-word concept and --preserve.
+    ``table``: the vocabulary's ``vocabulary_table``, when the caller already has it."""
     from erasectl.architecture import pooled_text_embeddings
 
-    vocabulary = list(dict.fromkeys(request.profile.prior_vocabulary(pipeline, config.prior_words)))
+    vocabulary = prior_vocabulary(pipeline, request, config)
     excluded = {w for c in request.concepts for w in c.lower().split()} | {c.lower() for c in request.concepts}
     excluded |= {w.lower() for w in request.prior_exclude}
     keep = [i for i, w in enumerate(vocabulary) if w.lower() not in excluded]
     words = [vocabulary[i] for i in keep]
     if words and config.synonym_ratio > 0:
-        table = vocabulary_table(pipeline, request, vocabulary, config.token_positions)[0][keep]
+        pooled = (table or vocabulary_table(pipeline, request, vocabulary, config.token_positions))[0][keep]
         near = set()
         for centre in pooled_text_embeddings(pipeline, request.concepts):
-            distances = (table - centre).norm(dim=1)
+            distances = (pooled - centre).norm(dim=1)
             near |= {w for w, d in zip(words, distances.tolist()) if d < config.synonym_ratio * distances.median().item()}
         words = [w for w in words if w not in near]
     parts = [p for c in request.concepts for p in request.profile.conjunction_parts(c)]
@@ -135,16 +140,15 @@ def vocabulary_table(pipeline, request, vocabulary: list[str], positions: str) -
     return pooled, rows
 
 
-def prior_token_rows(pipeline, request, config: NullSpaceConfig, prior: list[str], width: int) -> torch.Tensor:
-    """The prior's text-encoder rows: vocabulary words from the cached table where it holds rows,
-    the rest (a multi-word concept's parts, --preserve, other positions) encoded now."""
+def prior_token_rows(pipeline, request, config: NullSpaceConfig, prior: list[str], width: int, table) -> torch.Tensor:
+    """The prior's text-encoder rows: vocabulary words from ``table`` (``vocabulary_table``) where
+    it holds rows, the rest (a multi-word concept's parts, --preserve, other positions) encoded now."""
     rows, rest = [], list(prior)
-    if config.token_positions == "last":
-        vocabulary = list(dict.fromkeys(request.profile.prior_vocabulary(pipeline, config.prior_words)))
-        table = vocabulary_table(pipeline, request, vocabulary, config.token_positions)[1]
+    if table[1] is not None:
+        vocabulary = prior_vocabulary(pipeline, request, config)
         index = {w: i for i, w in enumerate(vocabulary)}
         cached = [index[p] for p in prior if p in index]
-        rows.append(table[cached])
+        rows.append(table[1][cached])
         rest = [p for p in prior if p not in index]
     if rest:
         prompts = [(prior_prompt(request, p), p) for p in rest]
@@ -198,25 +202,30 @@ def solve(w0: torch.Tensor, erase: torch.Tensor, guide: torch.Tensor, basis: tor
 def run(pipeline, request, config: NullSpaceConfig, progress: Progress | None = None, control=None) -> ErasureResult:
     """A closed form has nothing to resume; ``control`` is accepted for a uniform interface.
     With ``attack_rounds``, what the soft-prompt attack finds is erased too (``rece.with_attack_rounds``)."""
-    guides = choose_guides(pipeline, request.concepts, request.anchor, [], config.guide_choice, request.guide_candidates)
-    prior = prior_phrases(pipeline, request, config)
+    with torch.autocast(pipeline.unet.device.type, enabled=False):
+        prepared = _prepare(pipeline, request, config)
 
     def solve(extra_rows=None):
         with torch.autocast(pipeline.unet.device.type, enabled=False):
-            return _edit(pipeline, request, config, progress, guides, prior, extra_rows)
+            return _edit(pipeline, config, progress, prepared, extra_rows)
 
     if not config.attack_rounds:
         return solve()
     from erasectl.methods.rece import with_attack_rounds
 
-    return with_attack_rounds(pipeline, request, config, guides, solve)
+    return with_attack_rounds(pipeline, request, config, prepared["guides"], solve)
 
 
 @torch.no_grad()
-def _edit(pipeline, request, config: NullSpaceConfig, progress, guides: dict[str, str], prior: list[str], extra_rows=None) -> ErasureResult:
+def _prepare(pipeline, request, config: NullSpaceConfig) -> dict:
+    """What every solve of one erasure shares: the guides, the concept and guide rows, the prior
+    and its null-space basis (the vocabulary table read once)."""
     from erasectl.architecture import encode_prompts, token_rows
 
     watch = Stopwatch()
+    guides = choose_guides(pipeline, request.concepts, request.anchor, [], config.guide_choice, request.guide_candidates)
+    table = vocabulary_table(pipeline, request, prior_vocabulary(pipeline, request, config), config.token_positions)
+    prior = prior_phrases(pipeline, request, config, table)
     prompts, concepts, guide_words = [], [], []
     for concept in request.concepts:
         for template in request.templates(concept, "uce"):
@@ -224,12 +233,26 @@ def _edit(pipeline, request, config: NullSpaceConfig, progress, guides: dict[str
             concepts.append(concept)
             guide_words.append(guides[concept])
     erase_rows, guide_rows = concept_rows(pipeline, prompts, concepts, config.token_positions, guide_words)
-    if extra_rows is not None:
-        erase_rows, guide_rows = torch.cat([erase_rows, extra_rows[0]]), torch.cat([guide_rows, extra_rows[1]])
-    prior_rows = prior_token_rows(pipeline, request, config, prior, erase_rows.shape[1])
+    prior_rows = prior_token_rows(pipeline, request, config, prior, erase_rows.shape[1], table)
     empty = token_rows(pipeline.unet, encode_prompts(pipeline, [""]))[0].float()  # start token and padding
     rows = torch.cat([prior_rows, empty]).double()
     basis = null_basis(rows, config.null_threshold)
+    extra = {
+        "guides": guides,
+        "prior": {"words": len(prior), "rows": len(rows), "null_dimensions": basis.shape[1], "width": rows.shape[1], "phrases": prior},
+        "prior_excluded": list(request.prior_exclude),
+        "preserved": list(request.preserve),
+        "conjunction_parts": [p for c in request.concepts for p in request.profile.conjunction_parts(c)],
+    }
+    return {"guides": guides, "erase_rows": erase_rows, "guide_rows": guide_rows, "basis": basis, "extra": extra, "seconds": watch.seconds()}
+
+
+@torch.no_grad()
+def _edit(pipeline, config: NullSpaceConfig, progress, prepared: dict, extra_rows=None) -> ErasureResult:
+    watch = Stopwatch()
+    erase_rows, guide_rows, basis = prepared["erase_rows"], prepared["guide_rows"], prepared["basis"]
+    if extra_rows is not None:
+        erase_rows, guide_rows = torch.cat([erase_rows, extra_rows[0]]), torch.cat([guide_rows, extra_rows[1]])
     suffixes = ("attn2.to_v",) if config.parameter_group == "v" else ("attn2.to_k", "attn2.to_v")
     projections = [(n, m) for n, m in pipeline.unet.named_modules() if n.endswith(suffixes)]
     erased, base = {}, {}
@@ -241,11 +264,5 @@ def _edit(pipeline, request, config: NullSpaceConfig, progress, guides: dict[str
         erased[f"unet.{name}.weight"] = module.weight.detach().clone()
         if progress is not None:
             progress(done, len(projections), {"loss": 0.0})
-    extra = {
-        "guides": guides,
-        "prior": {"words": len(prior), "rows": len(rows), "null_dimensions": basis.shape[1], "width": rows.shape[1], "phrases": prior},
-        "prior_excluded": list(request.prior_exclude),
-        "preserved": list(request.preserve),
-        "conjunction_parts": [p for c in request.concepts for p in request.profile.conjunction_parts(c)],
-    }
-    return ErasureResult(erased, base, [0.0], watch.seconds(), extra)
+    # the shared preparation is counted once, in the first solve
+    return ErasureResult(erased, base, [0.0], round(prepared.pop("seconds", 0.0) + watch.seconds(), 3), dict(prepared["extra"]))
