@@ -49,6 +49,7 @@ class AttackConfig:
     draws: int = 32  # prompt-search: fixed noise draws the loss is averaged over
     budget_s: float = 300.0
     seed: int = 0
+    search_words: int = 1000  # prompt-search on a real model: the tokenizer's most frequent words
 
     def __post_init__(self) -> None:
         for name in ("images", "image_steps", "steps", "batch_size", "prefix_tokens", "candidates", "rounds", "draws"):
@@ -56,6 +57,10 @@ class AttackConfig:
                 raise ConfigError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if not self.lr > 0 or not self.budget_s > 0:
             raise ConfigError("lr and budget-s must be positive")
+
+    def progress_total(self, attack: str) -> int:
+        """The steps an attack reports progress in: optimisation steps, or prefix positions."""
+        return self.steps if attack == "soft-prompt" else self.rounds * self.prefix_tokens
 
 
 @dataclass
@@ -251,7 +256,7 @@ def prompt_search(pipeline, concept: str, prompts: list[str], latents: torch.Ten
         return float(denoising_loss(pipeline, [f"{' '.join(prefix)} {p}" for p in chosen], noisy, timesteps, target))
 
     order = torch.randperm(len(words), generator=generator).tolist()
-    total = config.rounds * config.prefix_tokens
+    total = config.progress_total("prompt-search")
     if control is not None and control.resume_from is not None:
         start, prefix, best, losses = _load_search_state(control.resume_from, config, generator)
     else:
@@ -320,9 +325,10 @@ def learned_token(pipeline, embeddings: dict[str, torch.Tensor]):
 
 
 def run_attack(load_base, load_erased, concept: str, protocol, judge, attack: str, config: AttackConfig, seeds: list[int], settings,
-               init_word: str, vocabulary_of, progress=None, control=None) -> tuple[dict, dict]:
+               profile, progress=None, control=None) -> tuple[dict, dict]:
     """One attack on one erased model: draw the concept with the base model, attack the erased
     one, and judge what the erased model draws for the plain and the attack prompts on ``seeds``.
+    The model's ``profile`` gives the word the learned token starts from and the search's words.
     Returns ``(summary, images)``; ``images`` holds base / erased / attack items for a grid."""
     if attack not in ATTACKS:
         raise ConfigError(f"unknown attack {attack!r}; choose one of {', '.join(ATTACKS)}")
@@ -333,11 +339,11 @@ def run_attack(load_base, load_erased, concept: str, protocol, judge, attack: st
     erased = load_erased()
     plain_rate, plain_items = success_rate(erased, judge, protocol, prompts, seeds, settings, concept)
     if attack == "soft-prompt":
-        result = soft_prompt(erased, concept, prompts, latents, which, config, init_word, progress, control)
+        result = soft_prompt(erased, concept, prompts, latents, which, config, profile.generic_word, progress, control)
         with learned_token(erased, result.embeddings):
             rate, attack_items = success_rate(erased, judge, protocol, result.prompts, seeds, settings, concept)
     else:
-        result = prompt_search(erased, concept, prompts, latents, which, config, vocabulary_of(erased), progress, control)
+        result = prompt_search(erased, concept, prompts, latents, which, config, profile.prior_vocabulary(erased, config.search_words), progress, control)
         rate, attack_items = success_rate(erased, judge, protocol, result.prompts, seeds, settings, concept)
     summary = {
         "attack": attack,

@@ -75,13 +75,12 @@ def attack(
     (_, load_base, _), (_, load_erased, _) = model_loaders(pipeline, erased.base_model, [path], [erased])
     seeds = list(range(seed, seed + n_per_prompt))
     settings = SamplerSettings(batch_size=profile.generation_batch_size)
-    total = config.steps if method == "soft-prompt" else config.rounds * config.prefix_tokens
-    with stop_signals() as stop_requested, progress_bar(f"attacking {concept} ({method})", total, enabled=not (quiet or as_json), loss="-") as update:
+    with stop_signals() as stop_requested, progress_bar(f"attacking {concept} ({method})", config.progress_total(method), enabled=not (quiet or as_json), loss="-") as update:
         control.stop_requested = stop_requested
         try:
             summary, drawn = run_attack(
-                load_base, load_erased, concept, protocol, clip_judge, method, config, seeds, settings, profile.generic_word,
-                lambda p: profile.prior_vocabulary(p, 1000), progress=lambda done, _, logs: update(done, loss=f"{logs['loss']:.4g}"), control=control,
+                load_base, load_erased, concept, protocol, clip_judge, method, config, seeds, settings, profile,
+                progress=lambda done, _, logs: update(done, loss=f"{logs['loss']:.4g}"), control=control,
             )
         except Interrupted as stopped:
             typer.echo(f"interrupted at step {stopped.step}; state saved to {stopped.path}; resume with the same command plus --out {out} --resume_from_checkpoint latest", err=True)

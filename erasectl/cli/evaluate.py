@@ -179,11 +179,10 @@ def _attack_models(models, protocol, judge, config, attacks: list[str], budget_s
     for name, load, _ in models[1:]:
         for kind in attacks:
             attack_config = AttackConfig(seed=config.seed, budget_s=budget_s)
-            total = attack_config.steps if kind == "soft-prompt" else attack_config.rounds * attack_config.prefix_tokens
-            with progress_bar(f"attacking {name} ({kind})", total, enabled=not quiet) as update:
+            with progress_bar(f"attacking {name} ({kind})", attack_config.progress_total(kind), enabled=not quiet) as update:
                 summary, _ = run_attack(
                     base_load, load, protocol.concept, protocol, judge, kind, attack_config, config.seeds, config.sampler(),
-                    profile.generic_word, lambda p: profile.prior_vocabulary(p, 1000), progress=lambda done, _, logs: update(done),
+                    profile, progress=lambda done, _, logs: update(done),
                 )
             rows.append({"model": name, **{k: summary[k] for k in ("attack", "concept", "attack_success", "erased_plain_accuracy", "base_accuracy", "prefix", "attack_wall_time_s", "stopped_by_budget")}})
     return rows
