@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ANCHORS = {"circle": "shape", "blue square": "blue shape", "red circle": "red shape"}
+ANCHORS = {"circle": "shape", "square": "shape", "blue square": "blue shape", "red circle": "red shape"}
 
 
 def main() -> None:
@@ -29,6 +29,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=8)
     parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--json", default=None)
+    parser.add_argument("--erase-args", action="append", default=[], help="METHOD[#VARIANT]=ARGS: more erase options for one method, e.g. 'advunlearn#a=--attack-lr 0.01' (tuning runs)")
     args = parser.parse_args()
 
     from typer.testing import CliRunner
@@ -37,17 +38,19 @@ def main() -> None:
     from erasectl.provenance import versions
 
     runner = CliRunner()
-    results = {"seeds": [args.first_seed, args.first_seed + args.seeds - 1], "versions": versions(), "concepts": {}}
+    results = {"seeds": [args.first_seed, args.first_seed + args.seeds - 1], "erase_args": args.erase_args, "versions": versions(), "concepts": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for concept in [c.strip() for c in args.concepts.split(";")]:
             checkpoints, erased = [], {}
-            for method in args.methods.split(","):
-                out = Path(tmp) / f"{concept.replace(' ', '_')}-{method}"
+            extra = dict(item.split("=", 1) for item in args.erase_args)
+            for spec in args.methods.split(","):
+                method = spec.split("#")[0]  # METHOD#VARIANT: one method under several --erase-args
+                out = Path(tmp) / f"{concept.replace(' ', '_')}-{spec.replace('#', '-')}"
                 anchor = ["--anchor", ANCHORS[concept]] if method == "ablate" else []
-                done = runner.invoke(app, ["erase", "--concept", concept, "--method", method, *anchor, "--out", str(out), "--quiet", "--json"])
+                done = runner.invoke(app, ["erase", "--concept", concept, "--method", method, *anchor, *extra.get(spec, "").split(), "--out", str(out), "--quiet", "--json"])
                 assert done.exit_code == 0, done.output
                 recipe = json.loads(done.stdout.strip().splitlines()[-1])
-                erased[out.name] = {"method": method, "erase_wall_s": recipe["wall_time_s"]}
+                erased[out.name] = {"method": spec, "erase_wall_s": recipe["wall_time_s"]}
                 checkpoints += ["--checkpoint", str(out / "erased.safetensors")]
             started = time.perf_counter()
             done = runner.invoke(app, ["evaluate", *checkpoints, "--n-per-prompt", str(args.seeds), "--seed", str(args.first_seed), "--attack", "soft-prompt,prompt-search",

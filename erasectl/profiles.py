@@ -36,6 +36,19 @@ GENERIC_TEMPLATES = {
     "uce": ["{}"],
 }
 
+# The 80 object categories of MS COCO (Lin et al., 2014): AdvUnlearn's retain set on real models.
+COCO_OBJECTS = tuple(
+    (
+        "person, bicycle, car, motorcycle, airplane, bus, train, truck, boat, traffic light, fire hydrant, stop sign, "
+        "parking meter, bench, bird, cat, dog, horse, sheep, cow, elephant, bear, zebra, giraffe, backpack, umbrella, "
+        "handbag, tie, suitcase, frisbee, skis, snowboard, sports ball, kite, baseball bat, baseball glove, "
+        "skateboard, surfboard, tennis racket, bottle, wine glass, cup, fork, knife, spoon, bowl, banana, apple, "
+        "sandwich, orange, broccoli, carrot, hot dog, pizza, donut, cake, chair, couch, potted plant, bed, "
+        "dining table, toilet, tv, laptop, mouse, remote, keyboard, cell phone, microwave, oven, toaster, sink, "
+        "refrigerator, book, clock, vase, scissors, teddy bear, hair drier, toothbrush"
+    ).split(", ")
+)
+
 
 class PaperProfile:
     """Any real model: each method's paper (or authors' script) settings, generic templates, no
@@ -60,6 +73,12 @@ class PaperProfile:
         from erasectl.neighbours import frequent_words
 
         return frequent_words(pipeline.tokenizer, count)
+
+    def retain_concepts(self, concepts: list[str]) -> list[str]:
+        """AdvUnlearn's utility-retaining set: COCO's object categories (the authors retain on
+        "a photo of <COCO object>" prompts), less any that shares a word with a concept."""
+        words = {w for concept in concepts for w in concept.lower().split()}
+        return [name for name in COCO_OBJECTS if not words & set(name.split())]
 
     def conjunction_parts(self, concept: str) -> list[str]:
         """What erasing a multi-word concept keeps by default: each of its words alone ("grumpy

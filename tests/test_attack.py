@@ -154,3 +154,77 @@ def test_prompt_search_resumes_to_the_same_prefix(uce_checkpoint, concept_images
         prompt_search(erased, "circle", PROMPTS, latents, which, config, vocabulary, control=control)
     resumed = prompt_search(erased, "circle", PROMPTS, latents, which, config, vocabulary, control=RunControl(state_dir=tmp_path / "states", resume_from=control.latest()))
     assert resumed.prefix == straight.prefix and resumed.losses == straight.losses
+
+
+def test_advunlearn_inner_attack_moves_its_token_towards_the_concept():
+    """The inner attack lowers its own loss: the model prompted with the adversarial prompt comes
+    closer to the frozen model's prediction for the concept."""
+    from erasectl.architecture import encode_prompts
+    from erasectl.methods.advunlearn import Adversary, AdvUnlearnConfig
+    from erasectl.methods.common import TrainedUNet
+    from erasectl.parameter_groups import select_parameters
+
+    pipeline = load_pipeline()
+    model = TrainedUNet(pipeline.unet, select_parameters(pipeline.unet, "esd-x", ("esd-x",)))
+    generator = torch.Generator().manual_seed(0)
+    latents = torch.randn((4, 4, 32, 32), generator=generator)
+    timesteps = torch.tensor([900, 700, 500, 300])
+    prompts = ["a circle"]
+    hidden = encode_prompts(pipeline, prompts * 4)
+    concept = model.frozen(latents, timesteps, hidden)
+    config = AdvUnlearnConfig(warmup_steps=0, attack_steps=10, attack_lr=1e-2, attack_position="replace")
+    with placeholder_token(pipeline, "shape") as vectors:
+        adversary = Adversary(pipeline, prompts, ["circle"], config, vectors)
+        start = {k: v.detach().clone() for k, v in vectors.items()}
+
+        def gap():
+            with torch.no_grad():
+                return float(torch.nn.functional.mse_loss(model(latents, timesteps, encode_prompts(pipeline, adversary.prompts * 4)), concept))
+
+        before = gap()
+        same_latents, _, same_hidden, trained = adversary.batch(0, model, latents, timesteps, [0] * 4, hidden, 4, slice(None), generator)
+        after = gap()
+        assert same_latents is latents and same_hidden is hidden and trained.shape == hidden.shape and adversary.updates == 1
+        assert not torch.equal(start["clip_l"], vectors["clip_l"])
+    assert after < 0.8 * before, (before, after)
+    assert all(not p.requires_grad or p.grad is None for p in pipeline.unet.parameters())  # the attack never leaves UNet gradients
+
+
+def test_advunlearn_is_esd_until_the_warm_up_ends_then_trains_on_the_adversarial_prompt(tmp_path):
+    """With the warm-up as long as the run it learns exactly what ESD learns (same preservation);
+    after it, the adversary changes what is learned, and the recipe says how often it moved."""
+    from safetensors.torch import load_file
+
+    common = ["--concept", "circle", "--steps", "4", "--trajectory-reuse", "2", "--preserve", "ring", "--parameter-group", "esd-all", "--negative-guidance", "1", "--quiet", "--json"]
+    runs = {
+        "esd": ["--method", "esd"],
+        "warm": ["--method", "advunlearn", "--warmup-steps", "4"],
+        "adv": ["--method", "advunlearn", "--warmup-steps", "2", "--attack-steps", "2"],
+    }
+    tensors, recipes = {}, {}
+    for name, args in runs.items():
+        result = runner.invoke(app, ["erase", *args, *common, "--out", str(tmp_path / name)])
+        assert result.exit_code == 0, result.output
+        tensors[name], recipes[name] = load_file(str(tmp_path / name / "erased.safetensors")), json.loads(result.stdout)
+    assert all(torch.equal(tensors["esd"][k], tensors["warm"][k]) for k in tensors["esd"])
+    assert any(not torch.equal(tensors["esd"][k], tensors["adv"][k]) for k in tensors["esd"])
+    assert (recipes["warm"]["adversary_updates"], recipes["adv"]["adversary_updates"]) == (0, 2)
+    assert recipes["adv"]["preserved"] == ["ring"]
+
+
+def test_advunlearn_retains_what_evaluate_does_not_judge_and_refuses_bad_settings(tmp_path):
+    from erasectl.erasure import ErasureRequest
+    from erasectl.methods.advunlearn import retained
+    from erasectl.profiles import PaperProfile
+    from erasectl.world.profile import WorldProfile
+    from erasectl.world.protocol import world_protocol
+
+    for concept in ("circle", "blue square", "striped"):
+        kept = retained(ErasureRequest([concept], WorldProfile()))
+        surrounding = set(world_protocol(concept, None, None, None).surrounding)
+        assert kept and concept not in kept and not set(kept) & surrounding, concept
+    real = retained(ErasureRequest(["hot dog"], PaperProfile()))
+    # a multi-word concept's words alone, then COCO's objects less those sharing a word with it
+    assert real[:2] == ["hot", "dog"] and "chair" in real and "hot dog" not in real and real.count("dog") == 1
+    result = runner.invoke(app, ["erase", "--concept", "circle", "--method", "advunlearn", "--attack-position", "middle", "--out", str(tmp_path / "bad")])
+    assert result.exit_code == 2 and "attack_position must be one of prefix, replace" in result.output and not (tmp_path / "bad").exists()

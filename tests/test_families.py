@@ -27,8 +27,9 @@ def tiny_family(request, tmp_path_factory):
         ["--method", "uce", "--preserve", "ring"],
         ["--method", "nullspace", "--parameter-group", "kv"],
         ["--method", "rece", "--preserve", "ring", "--rounds", "2"],
+        ["--method", "advunlearn", "--preserve", "ring", "--steps", "3", "--warmup-steps", "1", "--attack-steps", "2", "--ddim-steps", "4"],
     ],
-    ids=["esd-x", "esd-faithful", "esd-u", "ablate", "uce", "nullspace", "rece"],
+    ids=["esd-x", "esd-faithful", "esd-u", "ablate", "uce", "nullspace", "rece", "advunlearn"],
 )
 def test_every_method_runs_on_each_family(tiny_family, method_args, tmp_path):
     family, folder = tiny_family

@@ -12,6 +12,7 @@ METHODS = {
     "uce": "erasectl.methods.uce",
     "nullspace": "erasectl.methods.nullspace",
     "rece": "erasectl.methods.rece",
+    "advunlearn": "erasectl.methods.advunlearn",
 }
 
 

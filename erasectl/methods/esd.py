@@ -139,9 +139,14 @@ def erase(
     preserve_prompts: list[str] | None = None,
     control: RunControl | None = None,
     shortcuts: Shortcuts | None = None,
+    adversary=None,
 ) -> ErasureResult:
     """Erase ``concepts``; ``prompts`` are the concept prompts x_t is sampled under (one or more per
-    concept); the predictions for ``preserve_prompts`` are kept at the frozen model's."""
+    concept); the predictions for ``preserve_prompts`` are kept at the frozen model's.
+
+    ``adversary`` (``erasectl.methods.advunlearn``), when given, may replace each sample's x_t and
+    its trained condition by an adversarial prompt it updates against the model being trained; the
+    target stays the frozen model's guidance target for the concept's own prompt at that x_t."""
     watch = Stopwatch()
     prediction_type(pipeline)
     shortcuts = shortcuts or Shortcuts.for_mode(config.mode)
@@ -153,10 +158,10 @@ def erase(
     generator = torch.Generator("cpu").manual_seed(config.seed)
     unet = pipeline.unet
     with unet_restored(unet):  # the pipeline is the caller's: leave it as it came, also when a step raises
-        return _train(pipeline, unet, config, prompts, progress, preserve_prompts, control, shortcuts, generator, watch)
+        return _train(pipeline, unet, config, prompts, progress, preserve_prompts, control, shortcuts, generator, watch, adversary)
 
 
-def _train(pipeline, unet, config, prompts, progress, preserve_prompts, control, shortcuts, generator, watch) -> ErasureResult:
+def _train(pipeline, unet, config, prompts, progress, preserve_prompts, control, shortcuts, generator, watch, adversary=None) -> ErasureResult:
     device = unet.device
     model = TrainedUNet(unet, select_parameters(unet, config.parameter_group, PARAMETER_GROUPS))
     if not shortcuts.group_gradients_only:
@@ -176,6 +181,8 @@ def _train(pipeline, unet, config, prompts, progress, preserve_prompts, control,
     hook = StepHook(control, config, model.trained, optimizer, generator)
     start, losses, extras = hook.resume()
     bank_states, bank_prompts = extras.get("bank_states"), extras.get("bank_prompts")
+    if adversary is not None:
+        adversary.restore(extras)
     try:
         unet.train()
         for step in range(start, config.steps):
@@ -208,10 +215,14 @@ def _train(pipeline, unet, config, prompts, progress, preserve_prompts, control,
                 pick_traj = torch.randint(0, config.batch_size, (config.batch_size,), generator=generator)
                 latents = bank_states[pick_step, pick_traj]
                 timesteps = scheduler.timesteps[pick_step].to(device)
-                hidden = conditional[bank_prompts[pick_traj]]
+                which = bank_prompts[pick_traj]
+                hidden = conditional[which]
             batch = latents.shape[0]
             part = batch_part(batch)  # this process's part under data parallelism; all of it in one process
-            latents, timesteps, hidden = latents[part], timesteps[part], hidden[part]
+            latents, timesteps, hidden, which = latents[part], timesteps[part], hidden[part], which[part]
+            trained_hidden = hidden
+            if adversary is not None:  # robust training: the adversary's x_t and adversarial trained condition
+                latents, timesteps, hidden, trained_hidden = adversary.batch(step, model, latents, timesteps, which.tolist(), hidden, batch, part, generator)
             uncond = unconditional.expand(len(latents), -1, -1)
             # Frozen predictions: the concept's and the unconditional one (the target's), then the
             # preserved prompts'. Each kept term: (weight, trained condition, its frozen prediction's
@@ -226,11 +237,12 @@ def _train(pipeline, unet, config, prompts, progress, preserve_prompts, control,
             batched = shortcuts.batched_calls
             frozen = unet_calls(model.frozen, latents, timesteps, conditions, batched)
             target = guidance_target(frozen[0], frozen[1], config.negative_guidance)
-            trained = unet_calls(model, latents, timesteps, [hidden] + [h for _, h, _ in keep], batched)
+            trained = unet_calls(model, latents, timesteps, [trained_hidden] + [h for _, h, _ in keep], batched)
             loss = distance(trained[0].float(), target, config.loss)
             for (weight, _, index), prediction in zip(keep, trained[1:]):
                 loss = loss + weight * distance(prediction.float(), frozen[index].float(), config.loss)
-            hook.finish_step(loss, step, losses, progress, {"bank_states": bank_states, "bank_prompts": bank_prompts}, share=len(latents) / batch)
+            extras = {"bank_states": bank_states, "bank_prompts": bank_prompts, **(adversary.state() if adversary is not None else {})}
+            hook.finish_step(loss, step, losses, progress, extras, share=len(latents) / batch)
     finally:
         if not shortcuts.fused_attention:
             unet.set_attn_processor(previous_processors)

@@ -46,6 +46,15 @@ WORLD_DEFAULTS["rece"] = {
                          "8 closed-form rounds 12% but took circles to 0% and crosses to 41%; 4 attack rounds 12% (prompt-search 12%), crosses 22%, rings 72%"),
 }
 
+WORLD_DEFAULTS["advunlearn"] = {
+    **WORLD_DEFAULTS["esd"],  # AdvUnlearn is ESD with an attack inside
+    "steps": (200, "ESD's world iterations"),
+    "negative_guidance": (1.0, "the paper's eta; tuned on square, seeds 100-107: with eta 0.5 the soft prompt kept 31-50% success"),
+    "parameter_group": ("esd-all", "tuned on square, seeds 100-107: soft-prompt success 44% training cross-attention (esd-x), 19% esd-u, 9% esd-all, with neighbours 0.96 / 0.97 / 0.94"),
+    "warmup_steps": (50, "tuned on square (esd-x, eta 1): 0 and 50 warm-up iterations both left 44% soft-prompt success"),
+    "attack_steps": (2, "tuned on square (esd-x, eta 1): 4 steps every 2 iterations 41%, 2 every iteration 44%; at eta 0.5, 1 step 50%, 2 steps 31% (4 seeds)"),
+    "attack_lr": (1e-2, "tuned on square (esd-x, eta 1, 4 seeds): 3e-2 gave 25% as 1e-2 did"),
+}
 
 def for_several_concepts(config, count: int, chosen: set[str]):
     """ESD's fast mode on several concepts at once: 200 iterations per concept at lr 2e-4, for

@@ -35,6 +35,11 @@ class WorldProfile(PaperProfile):
         named = [set(concept.lower().split()) for concept in concepts]
         return [caption for caption in attribute_captions() if not any(words <= set(caption.split()) for words in named)]
 
+    def retain_concepts(self, concepts: list[str]) -> list[str]:
+        """AdvUnlearn's retain set on the world: the default preservation (the attributes on the
+        generic noun), which names no shape evaluate judges."""
+        return self.default_preserve(concepts)
+
     def prior_vocabulary(self, pipeline, count: int) -> list[str]:
         """Every word of the world but the article (a vocabulary of 20 words)."""
         from erasectl.world.vocabulary import ARTICLE
@@ -66,7 +71,7 @@ class WorldProfile(PaperProfile):
 
     def defaults(self, method_name: str, given: dict) -> dict[str, tuple[object, str]]:
         found = super().defaults(method_name, given)
-        if method_name == "esd" and given.get("mode") == "faithful":
+        if method_name in ("esd", "advunlearn") and given.get("mode") == "faithful":
             return found  # the authors' loop, with the authors' settings
         found.update({name: (value, f"shapes world: {reason}") for name, (value, reason) in WORLD_DEFAULTS.get(method_name, {}).items()})
         return found

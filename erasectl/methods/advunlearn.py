@@ -1,0 +1,147 @@
+"""AdvUnlearn: robust erasure by adversarial training (Zhang et al., "Defensive Unlearning with
+Adversarial Training for Robust Concept Erasure in Diffusion Models", NeurIPS 2024), on
+erasectl's ESD engine.
+
+A min-max problem. Inside, an attacker moves a soft prompt, one learned token put before the
+concept's prompt (the authors' ``prefix_k`` with one adversarial token), so that the model being
+trained predicts at ESD's x_t what the *frozen* model predicts for the concept (the attack loss
+of their ``attack_util.soft_prompt_attack``): the token that brings the concept back. Outside,
+ESD's loss is taken with that adversarial prompt as the trained condition, the target still the
+frozen model's negative guidance for the concept's own prompt, plus a utility-retaining term that
+keeps retain prompts' predictions at the frozen model's (their ``retain_loss_w``; the retain set
+is COCO object prompts on real models, as theirs, and the attribute captions on the embedded
+world, which name no shape evaluate judges). The attack resumes from its last token (their
+``attack_init latest``); each update is ``attack_steps`` Adam steps with a fresh optimiser, as in
+their code; ``warmup_steps`` plain ESD iterations come first.
+
+Chosen over RECE's closed form as issue 16's robust method: RECE and the closed forms were broken
+by both attacks on held-out concepts (README, "Does the erasure hold?"); ESD's trained edit is the
+one that held, and adversarial training is the literature's way of hardening it.
+
+Where erasectl differs from the authors' script: the UNet is trained (``--parameter-group``, ESD's
+groups; the paper's best variant trains the text encoder, which erasectl's checkpoints and
+exports do not carry for the methods yet); the attack reuses the iteration's x_t rather than
+sampling a new one per attack step; the retain term is taken at the concept's x_t, as ESD's
+``--preserve`` term, rather than at x_t sampled under the retain prompts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from erasectl.errors import ConfigError
+from erasectl.methods import esd
+from erasectl.methods.esd import ESDConfig
+
+REFERENCE = "AdvUnlearn (OPTML-Group/AdvUnlearn, train-scripts/AdvUnlearn.py) argparse defaults"
+POSITIONS = ("prefix", "replace")
+
+
+@dataclass
+class AdvUnlearnConfig(ESDConfig):
+    """ESD's fields (the authors' ESD script's defaults) with AdvUnlearn's where it sets them."""
+
+    steps: int = field(default=1000, metadata={"help": "Training iterations (warm-up included).", "source": f"{REFERENCE}: --iterations 1000"})
+    lr: float = field(default=1e-5, metadata={"help": "Adam learning rate.", "source": f"{REFERENCE}: --lr 1e-5"})
+    parameter_group: str = field(default="esd-all", metadata={"help": ESDConfig.__dataclass_fields__["parameter_group"].metadata["help"], "source": f"{REFERENCE}: --train_method full, its option training the whole UNet (the authors' default trains the text encoder, which erasectl does not train)"})
+    warmup_steps: int = field(default=200, metadata={"help": "Plain ESD iterations before the attack starts.", "source": f"{REFERENCE}: --warmup_iter 200"})
+    attack_steps: int = field(default=30, metadata={"help": "Adam steps of the inner attack at each update.", "source": f"{REFERENCE}: --attack_step 30"})
+    attack_lr: float = field(default=1e-3, metadata={"help": "Learning rate of the inner attack.", "source": f"{REFERENCE}: --attack_lr 1e-3"})
+    attack_every: int = field(default=1, metadata={"help": "Iterations between updates of the adversarial token.", "source": f"{REFERENCE}: --adv_prompt_update_step 1"})
+    attack_position: str = field(default="prefix", metadata={"help": "prefix (the token before the concept's prompt) or replace (the token instead of the concept).", "source": f"{REFERENCE}: --attack_type prefix_k"})
+    preserve_weight: float = field(default=1.0, metadata={"help": "Weight of the utility-retaining term (the retain prompts, or --preserve).", "source": f"{REFERENCE}: --retain_loss_w 1.0"})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.warmup_steps < 0 or self.attack_steps < 1 or self.attack_every < 1:
+            raise ConfigError("warmup_steps must be 0 or more, attack_steps and attack_every at least 1")
+        if not self.attack_lr > 0:
+            raise ConfigError(f"attack_lr must be positive, got {self.attack_lr}")
+        if self.attack_position not in POSITIONS:
+            raise ConfigError(f"attack_position must be one of {', '.join(POSITIONS)}, got {self.attack_position!r}")
+
+
+class Adversary:
+    """The inner attack: one placeholder token's embeddings (per text encoder, ``vectors``) and the
+    adversarial prompt of each concept prompt."""
+
+    def __init__(self, pipeline, prompts: list[str], concept_of: list[str], config: AdvUnlearnConfig, vectors: dict[str, torch.nn.Parameter]):
+        from erasectl.attacks import PLACEHOLDER, replace_concept
+
+        self.pipeline, self.config, self.vectors = pipeline, config, vectors
+        if config.attack_position == "prefix":
+            self.prompts = [f"{PLACEHOLDER} {p}" for p in prompts]
+        else:
+            self.prompts = [replace_concept(p, c, PLACEHOLDER) for p, c in zip(prompts, concept_of)]
+        self.updates = 0
+
+    def batch(self, step: int, model, latents, timesteps, which: list[int], hidden: torch.Tensor, batch: int, part: slice, generator: torch.Generator):
+        """This iteration's ``(x_t, timesteps, concept condition, trained condition)``: ESD's own
+        during the warm-up; then the adversarial prompts as the trained condition, the token first
+        moved against ``model`` at ESD's x_t (this process's share of the ``batch``)."""
+        from erasectl.architecture import differentiable_conditioning, encode_prompts
+
+        if step < self.config.warmup_steps:
+            return latents, timesteps, hidden, hidden
+        prompts = [self.prompts[i] for i in which]
+        if (step - self.config.warmup_steps) % self.config.attack_every == 0:
+            with torch.no_grad():
+                concept = model.frozen(latents, timesteps, hidden)
+            self._attack(model, latents, timesteps, prompts, concept, len(latents) / batch, differentiable_conditioning)
+        return latents, timesteps, hidden, encode_prompts(self.pipeline, prompts)
+
+    def _attack(self, model, latents, timesteps, prompts, concept_prediction, share, conditioning_of) -> None:
+        from erasectl.distributed import sum_over_processes
+
+        vectors = list(self.vectors.values())
+        optimizer = torch.optim.Adam(vectors, lr=self.config.attack_lr)
+        target = concept_prediction.float()
+        for _ in range(self.config.attack_steps):
+            prediction = model(latents, timesteps, conditioning_of(self.pipeline, prompts))
+            loss = torch.nn.functional.mse_loss(prediction.float(), target) * share
+            grads = [g.contiguous() for g in torch.autograd.grad(loss, vectors)]
+            sum_over_processes(grads)
+            for vector, grad in zip(vectors, grads):
+                vector.grad = grad
+            optimizer.step()
+        self.updates += 1
+
+    def state(self) -> dict[str, torch.Tensor]:
+        return {f"adversary.{key}": vector.detach() for key, vector in self.vectors.items()}
+
+    def restore(self, extras: dict[str, torch.Tensor]) -> None:
+        with torch.no_grad():
+            for key, vector in self.vectors.items():
+                if f"adversary.{key}" in extras:
+                    vector.copy_(extras[f"adversary.{key}"])
+
+
+Config = AdvUnlearnConfig
+ACCEPTS_ANCHOR = False
+NEEDS_ANCHOR = False
+mode_defaults = esd.mode_defaults
+
+
+def retained(request) -> list[str]:
+    """The utility-retaining concepts: ``--preserve``, else a multi-word concept's words alone and
+    the model's retain set (``profile.retain_concepts``)."""
+    return list(request.preserve) or list(dict.fromkeys(request.conjunction_parts() + request.profile.retain_concepts(request.concepts)))
+
+
+def run(pipeline, request, config: AdvUnlearnConfig, progress=None, control=None):
+    from erasectl.attacks import placeholder_token
+
+    pairs = [(template.format(concept), concept) for concept in request.concepts for template in request.templates(concept, "esd")]
+    prompts = [p for p, _ in pairs]
+    keep = retained(request)
+    keep_prompts = [template.format(c) for c in keep for template in request.templates(c, "esd")]
+    with placeholder_token(pipeline, request.profile.generic_word) as vectors:
+        adversary = Adversary(pipeline, prompts, [c for _, c in pairs], config, vectors)
+        result = esd.erase(pipeline, request.concepts, config, prompts, progress, keep_prompts, control, adversary=adversary)
+        token = {key: vector.detach().clone() for key, vector in vectors.items()}
+    result.extra["preserved"] = keep
+    result.extra["adversary_updates"] = adversary.updates
+    result.extra["adversary_norm"] = {key: round(float(v.norm()), 4) for key, v in token.items()}
+    return result
