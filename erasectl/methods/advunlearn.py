@@ -14,15 +14,16 @@ world, which name no shape evaluate judges). The attack resumes from its last to
 ``attack_init latest``); each update is ``attack_steps`` Adam steps with a fresh optimiser, as in
 their code; ``warmup_steps`` plain ESD iterations come first.
 
-Chosen over RECE's closed form as issue 16's robust method: RECE and the closed forms were broken
-by both attacks on held-out concepts (README, "Does the erasure hold?"); ESD's trained edit is the
-one that held, and adversarial training is the literature's way of hardening it.
+Chosen as issue 16's robust method after RECE's closed form: RECE and the other closed forms
+were broken by both attacks on held-out concepts (README, "Attacks"); ESD's trained edit held best,
+and adversarial training is the literature's way of hardening it.
 
 Where erasectl differs from the authors' script: the UNet is trained (``--parameter-group``, ESD's
-groups; the paper's best variant trains the text encoder, which erasectl's checkpoints and
-exports do not carry for the methods yet); the attack reuses the iteration's x_t rather than
+groups; default ``esd-all``, their ``--train_method full``), not the text encoder their paper
+prefers, which erasectl's erasures do not train; the attack reuses the iteration's x_t rather than
 sampling a new one per attack step; the retain term is taken at the concept's x_t, as ESD's
-``--preserve`` term, rather than at x_t sampled under the retain prompts.
+``--preserve`` term, rather than at x_t sampled under the retain prompts; the token starts from the
+model's generic word, not a random one.
 """
 
 from __future__ import annotations
