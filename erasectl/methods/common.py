@@ -115,6 +115,21 @@ class TrainedUNet:
                 parameter.copy_(self.original[name])
 
 
+@torch.no_grad()
+def write_solved(projections: list[tuple[str, torch.nn.Module]], solve_one, progress: Progress | None) -> tuple[dict, dict]:
+    """The closed forms' last step: each UNet projection's weight replaced, in place, by
+    ``solve_one(name, original weight)``; returns ``(erased, base)`` under checkpoint keys."""
+    erased, base = {}, {}
+    for done, (name, module) in enumerate(projections, start=1):
+        w0 = module.weight.detach().clone()
+        base[f"unet.{name}.weight"] = w0
+        module.weight.copy_(solve_one(name, w0).to(w0.dtype))
+        erased[f"unet.{name}.weight"] = module.weight.detach().clone()
+        if progress is not None:
+            progress(done, len(projections), {"loss": 0.0})
+    return erased, base
+
+
 @dataclass
 class ErasureResult:
     erased: dict[str, torch.Tensor]

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 import torch
 
 from erasectl.errors import ConfigError
-from erasectl.methods.common import ErasureResult, MethodConfig, Progress, Stopwatch
+from erasectl.methods.common import ErasureResult, MethodConfig, Progress, Stopwatch, write_solved
 from erasectl.methods.uce import GUIDE_CHOICES, POSITIONS, choose_guides, concept_rows
 
 REFERENCE = "SPEED (Ouxiang-Li/SPEED, train_erase_null.py) argparse defaults"
@@ -255,14 +255,6 @@ def _edit(pipeline, config: NullSpaceConfig, progress, prepared: dict, extra_row
         erase_rows, guide_rows = torch.cat([erase_rows, extra_rows[0]]), torch.cat([guide_rows, extra_rows[1]])
     suffixes = ("attn2.to_v",) if config.parameter_group == "v" else ("attn2.to_k", "attn2.to_v")
     projections = [(n, m) for n, m in pipeline.unet.named_modules() if n.endswith(suffixes)]
-    erased, base = {}, {}
-    for done, (name, module) in enumerate(projections, start=1):
-        w0 = module.weight.detach()
-        new = solve(w0, erase_rows, guide_rows, basis.to(w0.device), config.lamb)
-        base[f"unet.{name}.weight"] = w0.clone()
-        module.weight.copy_(new.to(w0.dtype))
-        erased[f"unet.{name}.weight"] = module.weight.detach().clone()
-        if progress is not None:
-            progress(done, len(projections), {"loss": 0.0})
+    erased, base = write_solved(projections, lambda _, w0: solve(w0, erase_rows, guide_rows, basis.to(w0.device), config.lamb), progress)
     # the shared preparation is counted once, in the first solve
     return ErasureResult(erased, base, [0.0], round(prepared.pop("seconds", 0.0) + watch.seconds(), 3), dict(prepared["extra"]))

@@ -28,7 +28,7 @@ import torch
 from erasectl.errors import ConfigError
 
 from erasectl.architecture import encode_prompts, token_rows
-from erasectl.methods.common import ErasureResult, MethodConfig, Progress, Stopwatch
+from erasectl.methods.common import ErasureResult, MethodConfig, Progress, Stopwatch, write_solved
 
 POSITIONS = ("last", "concept", "through-eos", "to-end")
 GUIDE_CHOICES = ("empty", "nearest-preserved", "nearest-concept")
@@ -173,15 +173,7 @@ def _edit(pipeline, concept_prompts, guides, preserve_prompts, config: UCEConfig
         # erased in the next solve with the same guides
         adversarial = erase_rows.double() @ adversarial_map(solved, originals, config.regular_scale).T
         all_rows, all_guides = torch.cat([all_rows, adversarial.float()]), torch.cat([all_guides, guide_rows])
-    erased, base = {}, {}
-    for done, (name, module) in enumerate(projections, start=1):
-        w0 = originals[name]
-        base[f"unet.{name}.weight"] = w0.clone()
-        with torch.no_grad():
-            module.weight.copy_(solved[name].to(w0.dtype))
-        erased[f"unet.{name}.weight"] = module.weight.detach().clone()
-        if progress is not None:
-            progress(done, len(projections), {"loss": 0.0})
+    erased, base = write_solved(projections, lambda name, _: solved[name], progress)
     extra = {"erased_rows": len(all_rows), "preserved_rows": 0 if preserve_rows is None else len(preserve_rows)}
     if rounds:
         extra["adversarial_rows"] = len(all_rows) - len(erase_rows)
