@@ -205,11 +205,13 @@ def checkpoint_name(path) -> str:
     return path.parent.name if path.name == "erased.safetensors" else path.stem
 
 
-def load_erased_pipeline(checkpoint_path, model: str | None = None, device: str = "cpu", allow_pickle: bool = False, config=None, revision: str | None = None, variant: str | None = None):
-    """The base named in the checkpoint (or ``model``), with the checkpoint applied."""
+def load_erased_pipeline(checkpoint_path, model: str | None = None, device: str = "cpu", allow_pickle: bool = False, config=None, revision: str | None = None, variant: str | None = None,
+                         loaded=None):
+    """The base named in the checkpoint (or ``model``), with the checkpoint applied; ``loaded``: the
+    checkpoint at ``checkpoint_path`` if the caller has read it already."""
     from erasectl.checkpoint import ErasedCheckpoint
 
-    checkpoint = ErasedCheckpoint.load(checkpoint_path)
+    checkpoint = loaded or ErasedCheckpoint.load(checkpoint_path)
     pipeline = load_pipeline(model or checkpoint.base_model, device=device, allow_pickle=allow_pickle, config=config or checkpoint.base_config, revision=revision, variant=variant)
     checkpoint.apply(pipeline)
     pipeline.erasectl_model_name = checkpoint_name(checkpoint_path)

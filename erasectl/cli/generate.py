@@ -49,11 +49,12 @@ def generate(
     prompt_list = read_prompts(prompts, prompts_file)
     if n <= 0:
         raise UserError(f"--n must be at least 1, got {n}")
-    profile = model_profile(model or (ErasedCheckpoint.load(checkpoint).base_model if checkpoint is not None else None), model_config)
+    loaded = ErasedCheckpoint.load(checkpoint) if checkpoint is not None else None  # read once: its base names the profile
+    profile = model_profile(model or (loaded.base_model if loaded is not None else None), model_config)
     settings = SamplerSettings(steps=steps, guidance=guidance, batch_size=batch_size or profile.generation_batch_size, negative_prompt=negative_prompt, height=height, width=width)
     out = check_output_dir(out or Path("runs") / time.strftime("generate-%Y%m%d-%H%M%S"), force)
     if checkpoint is not None:
-        pipeline = load_erased_pipeline(checkpoint, model, device=device, allow_pickle=allow_pickle, config=model_config, revision=revision, variant=variant)
+        pipeline = load_erased_pipeline(checkpoint, model, device=device, allow_pickle=allow_pickle, config=model_config, revision=revision, variant=variant, loaded=loaded)
     else:
         pipeline = load_pipeline(model, device=device, allow_pickle=allow_pickle, config=model_config, revision=revision, variant=variant)
     inference_setup(pipeline, dtype, scheduler, device)

@@ -78,20 +78,20 @@ class Adversary:
             self.prompts = [replace_concept(p, c, PLACEHOLDER) for p, c in zip(prompts, concept_of)]
         self.updates = 0
 
-    def batch(self, step: int, model, latents, timesteps, which: list[int], hidden: torch.Tensor, batch: int, part: slice, generator: torch.Generator):
-        """This iteration's ``(x_t, timesteps, concept condition, trained condition)``: ESD's own
-        during the warm-up; then the adversarial prompts as the trained condition, the token first
-        moved against ``model`` at ESD's x_t (this process's share of the ``batch``)."""
+    def trained_condition(self, step: int, model, latents, timesteps, which: list[int], hidden: torch.Tensor, share: float) -> torch.Tensor:
+        """The trained condition of this iteration's samples: their own (``hidden``) during the
+        warm-up, then their adversarial prompts, the token first moved against ``model`` at ESD's
+        x_t (``share``: this process's part of the batch)."""
         from erasectl.architecture import differentiable_conditioning, encode_prompts
 
         if step < self.config.warmup_steps:
-            return latents, timesteps, hidden, hidden
+            return hidden
         prompts = [self.prompts[i] for i in which]
         if (step - self.config.warmup_steps) % self.config.attack_every == 0:
             with torch.no_grad():
                 concept = model.frozen(latents, timesteps, hidden)
-            self._attack(model, latents, timesteps, prompts, concept, len(latents) / batch, differentiable_conditioning)
-        return latents, timesteps, hidden, encode_prompts(self.pipeline, prompts)
+            self._attack(model, latents, timesteps, prompts, concept, share, differentiable_conditioning)
+        return encode_prompts(self.pipeline, prompts)
 
     def _attack(self, model, latents, timesteps, prompts, concept_prediction, share, conditioning_of) -> None:
         from erasectl.distributed import sum_over_processes

@@ -144,9 +144,9 @@ def erase(
     """Erase ``concepts``; ``prompts`` are the concept prompts x_t is sampled under (one or more per
     concept); the predictions for ``preserve_prompts`` are kept at the frozen model's.
 
-    ``adversary`` (``erasectl.methods.advunlearn``), when given, may replace each sample's x_t and
-    its trained condition by an adversarial prompt it updates against the model being trained; the
-    target stays the frozen model's guidance target for the concept's own prompt at that x_t."""
+    ``adversary`` (``erasectl.methods.advunlearn``), when given, may replace each sample's trained
+    condition by an adversarial prompt it updates against the model being trained; the target stays
+    the frozen model's guidance target for the concept's own prompt."""
     watch = Stopwatch()
     prediction_type(pipeline)
     shortcuts = shortcuts or Shortcuts.for_mode(config.mode)
@@ -221,8 +221,8 @@ def _train(pipeline, unet, config, prompts, progress, preserve_prompts, control,
             part = batch_part(batch)  # this process's part under data parallelism; all of it in one process
             latents, timesteps, hidden, which = latents[part], timesteps[part], hidden[part], which[part]
             trained_hidden = hidden
-            if adversary is not None:  # robust training: the adversary's x_t and adversarial trained condition
-                latents, timesteps, hidden, trained_hidden = adversary.batch(step, model, latents, timesteps, which.tolist(), hidden, batch, part, generator)
+            if adversary is not None:  # robust training: the adversarial prompt as the trained condition
+                trained_hidden = adversary.trained_condition(step, model, latents, timesteps, which.tolist(), hidden, len(latents) / batch)
             uncond = unconditional.expand(len(latents), -1, -1)
             # Frozen predictions: the concept's and the unconditional one (the target's), then the
             # preserved prompts'. Each kept term: (weight, trained condition, its frozen prediction's
