@@ -7,8 +7,13 @@ concept's colour), then one `erasectl evaluate --attack soft-prompt,prompt-searc
 and every checkpoint: erased accuracy, held-out neighbours, and the attack success rate of each
 attack (the share of the erased model's images for the attack prompts that the judge reads as the
 concept, on the evaluation seeds). Goals (issue 16): each attack within 5 minutes per checkpoint;
-the robust method (rece) at most 20% success for both attacks, held-out neighbours at least 90%
-of base, in at most 3x the time of its base method (uce).
+the robust methods (advunlearn; rece) at most 20% success for both attacks, held-out neighbours at
+least 90% of base, in at most 3x the time of their base method (esd; uce).
+
+    python benchmarks/attacks.py --methods esd,advunlearn --json benchmarks/results-attacks-advunlearn.json
+
+Tuning runs: --concepts square --first-seed 100 --methods "advunlearn#a,advunlearn#b" with
+--erase-args "advunlearn#a=--parameter-group esd-u" (one variant per METHOD#NAME).
 """
 
 from __future__ import annotations
