@@ -57,6 +57,11 @@ class ErasureRequest:
         (erase "blue square", keep "blue" and "square": a conjunction, not a union)."""
         return list(self.preserve) or self.conjunction_parts()
 
+    def retained(self) -> list[str]:
+        """What AdvUnlearn's utility-retaining term keeps: ``--preserve``, else a multi-word
+        concept's words alone and the model's retain set (COCO objects; the world's attributes)."""
+        return list(self.preserve) or list(dict.fromkeys(self.conjunction_parts() + self.profile.retain_concepts(self.concepts)))
+
     def conjunction_parts(self) -> list[str]:
         found = [part for concept in self.concepts for part in self.profile.conjunction_parts(concept)]
         return [p for p in dict.fromkeys(found) if p not in self.concepts]

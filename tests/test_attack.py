@@ -16,6 +16,17 @@ runner = CliRunner()
 PROMPTS = ["a red circle", "a blue circle"]
 
 
+def stop_at(count: int):
+    """A stop request that comes at the ``count``-th time the loop asks (once per finished step)."""
+    calls = {"n": 0}
+
+    def requested():
+        calls["n"] += 1
+        return calls["n"] == count
+
+    return requested
+
+
 @pytest.fixture(scope="module")
 def uce_checkpoint(tmp_path_factory):
     out = tmp_path_factory.mktemp("uce") / "run"
@@ -51,13 +62,7 @@ def test_soft_prompt_resumes_to_the_same_embedding(uce_checkpoint, concept_image
     latents, which = concept_images
     config = AttackConfig(images=8, steps=8, batch_size=4)
     straight = soft_prompt(load_erased_pipeline(uce_checkpoint), "circle", PROMPTS, latents, which, config, "shape")
-    calls = {"n": 0}
-
-    def stop_after_three():
-        calls["n"] += 1
-        return calls["n"] == 3
-
-    control = RunControl(state_dir=tmp_path / "states", stop_requested=stop_after_three)
+    control = RunControl(state_dir=tmp_path / "states", stop_requested=stop_at(3))
     with pytest.raises(Interrupted):
         soft_prompt(load_erased_pipeline(uce_checkpoint), "circle", PROMPTS, latents, which, config, "shape", control=control)
     resumed_control = RunControl(state_dir=tmp_path / "states", resume_from=control.latest())
@@ -143,13 +148,7 @@ def test_prompt_search_resumes_to_the_same_prefix(uce_checkpoint, concept_images
     vocabulary = ["shape", "ring", "square", "red", "striped", "cross", "plus", "hoop"]
     config = AttackConfig(prefix_tokens=2, candidates=3, rounds=2, draws=8)
     straight = prompt_search(erased, "circle", PROMPTS, latents, which, config, vocabulary)
-    calls = {"n": 0}
-
-    def stop_after_two():
-        calls["n"] += 1
-        return calls["n"] == 2
-
-    control = RunControl(state_dir=tmp_path / "states", stop_requested=stop_after_two)
+    control = RunControl(state_dir=tmp_path / "states", stop_requested=stop_at(2))
     with pytest.raises(Interrupted):
         prompt_search(erased, "circle", PROMPTS, latents, which, config, vocabulary, control=control)
     resumed = prompt_search(erased, "circle", PROMPTS, latents, which, config, vocabulary, control=RunControl(state_dir=tmp_path / "states", resume_from=control.latest()))
@@ -182,7 +181,7 @@ def test_advunlearn_inner_attack_moves_its_token_towards_the_concept():
                 return float(torch.nn.functional.mse_loss(model(latents, timesteps, encode_prompts(pipeline, adversary.prompts * 4)), concept))
 
         before = gap()
-        trained = adversary.trained_condition(0, model, latents, timesteps, [0] * 4, hidden, 1.0)
+        trained = adversary.trained_condition(0, model, latents, timesteps, [0] * 4, hidden, concept, 1.0)
         after = gap()
         assert trained.shape == hidden.shape and adversary.updates == 1
         assert not torch.equal(start["clip_l"], vectors["clip_l"])
@@ -214,16 +213,15 @@ def test_advunlearn_is_esd_until_the_warm_up_ends_then_trains_on_the_adversarial
 
 def test_advunlearn_retains_what_evaluate_does_not_judge_and_refuses_bad_settings(tmp_path):
     from erasectl.erasure import ErasureRequest
-    from erasectl.methods.advunlearn import retained
     from erasectl.profiles import PaperProfile
     from erasectl.world.profile import WorldProfile
     from erasectl.world.protocol import world_protocol
 
     for concept in ("circle", "blue square", "striped"):
-        kept = retained(ErasureRequest([concept], WorldProfile()))
+        kept = ErasureRequest([concept], WorldProfile()).retained()
         surrounding = set(world_protocol(concept, None, None, None).surrounding)
         assert kept and concept not in kept and not set(kept) & surrounding, concept
-    real = retained(ErasureRequest(["hot dog"], PaperProfile()))
+    real = ErasureRequest(["hot dog"], PaperProfile()).retained()
     # a multi-word concept's words alone, then COCO's objects less those sharing a word with it
     assert real[:2] == ["hot", "dog"] and "chair" in real and "hot dog" not in real and real.count("dog") == 1
     result = runner.invoke(app, ["erase", "--concept", "circle", "--method", "advunlearn", "--attack-position", "middle", "--out", str(tmp_path / "bad")])

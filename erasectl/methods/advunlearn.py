@@ -78,29 +78,29 @@ class Adversary:
             self.prompts = [replace_concept(p, c, PLACEHOLDER) for p, c in zip(prompts, concept_of)]
         self.updates = 0
 
-    def trained_condition(self, step: int, model, latents, timesteps, which: list[int], hidden: torch.Tensor, share: float) -> torch.Tensor:
+    def trained_condition(self, step: int, model, latents, timesteps, which: list[int], hidden: torch.Tensor, concept_prediction: torch.Tensor, share: float) -> torch.Tensor:
         """The trained condition of this iteration's samples: their own (``hidden``) during the
         warm-up, then their adversarial prompts, the token first moved against ``model`` at ESD's
-        x_t (``share``: this process's part of the batch)."""
-        from erasectl.architecture import differentiable_conditioning, encode_prompts
+        x_t toward the frozen model's ``concept_prediction`` there (``share``: this process's part
+        of the batch)."""
+        from erasectl.architecture import encode_prompts
 
         if step < self.config.warmup_steps:
             return hidden
         prompts = [self.prompts[i] for i in which]
         if (step - self.config.warmup_steps) % self.config.attack_every == 0:
-            with torch.no_grad():
-                concept = model.frozen(latents, timesteps, hidden)
-            self._attack(model, latents, timesteps, prompts, concept, share, differentiable_conditioning)
+            self._attack(model, latents, timesteps, prompts, concept_prediction, share)
         return encode_prompts(self.pipeline, prompts)
 
-    def _attack(self, model, latents, timesteps, prompts, concept_prediction, share, conditioning_of) -> None:
+    def _attack(self, model, latents, timesteps, prompts, concept_prediction, share) -> None:
+        from erasectl.architecture import differentiable_conditioning
         from erasectl.distributed import sum_over_processes
 
         vectors = list(self.vectors.values())
         optimizer = torch.optim.Adam(vectors, lr=self.config.attack_lr)
         target = concept_prediction.float()
         for _ in range(self.config.attack_steps):
-            prediction = model(latents, timesteps, conditioning_of(self.pipeline, prompts))
+            prediction = model(latents, timesteps, differentiable_conditioning(self.pipeline, prompts))
             loss = torch.nn.functional.mse_loss(prediction.float(), target) * share
             grads = [g.contiguous() for g in torch.autograd.grad(loss, vectors)]
             sum_over_processes(grads)
@@ -125,18 +125,12 @@ NEEDS_ANCHOR = False
 mode_defaults = esd.mode_defaults
 
 
-def retained(request) -> list[str]:
-    """The utility-retaining concepts: ``--preserve``, else a multi-word concept's words alone and
-    the model's retain set (``profile.retain_concepts``)."""
-    return list(request.preserve) or list(dict.fromkeys(request.conjunction_parts() + request.profile.retain_concepts(request.concepts)))
-
-
 def run(pipeline, request, config: AdvUnlearnConfig, progress=None, control=None):
     from erasectl.attacks import placeholder_token
 
     pairs = [(template.format(concept), concept) for concept in request.concepts for template in request.templates(concept, "esd")]
     prompts = [p for p, _ in pairs]
-    keep = retained(request)
+    keep = request.retained()
     keep_prompts = [template.format(c) for c in keep for template in request.templates(c, "esd")]
     with placeholder_token(pipeline, request.profile.generic_word) as vectors:
         adversary = Adversary(pipeline, prompts, [c for _, c in pairs], config, vectors)

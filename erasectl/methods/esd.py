@@ -220,9 +220,6 @@ def _train(pipeline, unet, config, prompts, progress, preserve_prompts, control,
             batch = latents.shape[0]
             part = batch_part(batch)  # this process's part under data parallelism; all of it in one process
             latents, timesteps, hidden, which = latents[part], timesteps[part], hidden[part], which[part]
-            trained_hidden = hidden
-            if adversary is not None:  # robust training: the adversarial prompt as the trained condition
-                trained_hidden = adversary.trained_condition(step, model, latents, timesteps, which.tolist(), hidden, len(latents) / batch)
             uncond = unconditional.expand(len(latents), -1, -1)
             # Frozen predictions: the concept's and the unconditional one (the target's), then the
             # preserved prompts'. Each kept term: (weight, trained condition, its frozen prediction's
@@ -237,6 +234,9 @@ def _train(pipeline, unet, config, prompts, progress, preserve_prompts, control,
             batched = shortcuts.batched_calls
             frozen = unet_calls(model.frozen, latents, timesteps, conditions, batched)
             target = guidance_target(frozen[0], frozen[1], config.negative_guidance)
+            trained_hidden = hidden
+            if adversary is not None:  # robust training: the adversarial prompt as the trained condition
+                trained_hidden = adversary.trained_condition(step, model, latents, timesteps, which.tolist(), hidden, frozen[0], len(latents) / batch)
             trained = unet_calls(model, latents, timesteps, [trained_hidden] + [h for _, h, _ in keep], batched)
             loss = distance(trained[0].float(), target, config.loss)
             for (weight, _, index), prediction in zip(keep, trained[1:]):
