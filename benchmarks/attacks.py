@@ -12,6 +12,9 @@ least 90% of base, in at most 3x the time of their base method (esd; uce).
 
     python benchmarks/attacks.py --methods esd,advunlearn --json benchmarks/results-attacks-advunlearn.json
 
+(benchmarks/results-attacks-advunlearn-unet.json is the same run with the earlier world default,
+the whole UNet trained: `--parameter-group esd-all --attack-steps 2`.)
+
 Tuning runs: --concepts square --first-seed 100 --methods "advunlearn#a,advunlearn#b" with
 --erase-args "advunlearn#a=--parameter-group esd-u" (one variant per METHOD#NAME).
 """

@@ -22,6 +22,18 @@ from erasectl.provenance import versions
 FORMAT = "erasectl.erased-weights"
 FORMAT_VERSION = "1"
 COMPONENTS = ("unet", "text_encoder", "text_encoder_2")
+TEXT_ENCODERS = ("text_encoder", "text_encoder_2")
+
+
+def key_name(component: str, name: str) -> str:
+    """A parameter's name in checkpoints: the module's own, but for a text encoder the layout of
+    released SD folders (transformers 4's): every tensor under ``text_model.``, the pooled
+    projection as ``text_projection.``. transformers 5 names a ``CLIPTextModel``'s tensors without
+    the prefix; one key for both keeps a checkpoint (and what is exported from it) readable by
+    either and by kohya-style readers."""
+    if component not in TEXT_ENCODERS or name.startswith(("text_model.", "text_projection.")):
+        return name
+    return f"text_model.{name}"
 
 
 def fingerprint(tensors: dict[str, torch.Tensor]) -> str:
@@ -44,7 +56,7 @@ def component_tensors(pipeline, keys: list[str]) -> dict[str, torch.Tensor]:
         if component not in COMPONENTS or getattr(pipeline, component, None) is None:
             raise UserError(f"checkpoint key {key!r} names no component of this pipeline; it was made for another model")
         if component not in states:
-            states[component] = getattr(pipeline, component).state_dict()
+            states[component] = {key_name(component, k): v for k, v in getattr(pipeline, component).state_dict().items()}
         if name not in states[component]:
             raise UserError(f"checkpoint key {key!r} is not a parameter of this pipeline's {component}; it was made for another model")
         found[key] = states[component][name]
@@ -58,7 +70,7 @@ def assign_tensors(pipeline, tensors: dict[str, torch.Tensor]) -> None:
     for key, tensor in tensors.items():
         component, _, name = key.partition(".")
         if component not in modules:
-            modules[component] = dict(getattr(pipeline, component).named_parameters())
+            modules[component] = {key_name(component, n): p for n, p in getattr(pipeline, component).named_parameters()}
         target = modules[component][name]
         target.copy_(tensor.to(target.dtype))
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from erasectl.checkpoint import ErasedCheckpoint, component_tensors
+from erasectl.checkpoint import TEXT_ENCODERS, ErasedCheckpoint, component_tensors, key_name
 from erasectl.errors import UserError
 
 FORMATS = ("diffusers", "lora", "kohya")
@@ -182,15 +182,11 @@ def export_lora(checkpoint: ErasedCheckpoint, pipeline, out: Path, kind: str, ra
     }
 
 
-TEXT_ENCODERS = ("text_encoder", "text_encoder_2")
-
-
 def released_text_encoder_keys(state_keys) -> dict[str, str]:
-    """Key in memory -> key in the layout released SD folders use (transformers 4's): every tensor
-    under ``text_model.``, the pooled projection as ``text_projection.weight``. transformers 5
-    saves a ``CLIPTextModel`` without the prefix, which transformers 4 and ComfyUI's diffusers
-    loader silently skip (a random text encoder)."""
-    return {k: k if k.startswith(("text_model.", "text_projection.")) else f"text_model.{k}" for k in state_keys}
+    """Key in memory -> key in the layout released SD folders use (``checkpoint.key_name``).
+    transformers 5 saves a ``CLIPTextModel`` without the ``text_model.`` prefix, which
+    transformers 4 and ComfyUI's diffusers loader silently skip (a random text encoder)."""
+    return {k: key_name("text_encoder", k) for k in state_keys}
 
 
 def write_released_text_encoders(pipeline, out: Path) -> dict[str, int]:

@@ -10,6 +10,12 @@ embedding (``time_embed``; SDXL's added-conditioning embedding with it) and the 
 (``out.``: ``conv_out``; ``conv_norm_out`` is a norm). Concept Ablation's groups follow its
 ``create_custom_diffusion``: ``kv`` is its ``cross-attn``, ``full`` its ``full-weight``; ``xattn``
 (all of cross-attention) is erasectl's own.
+
+``text-encoder`` trains the text encoders instead of the UNet: the ``Linear`` projections of every
+transformer layer of each of the pipeline's text encoders (SDXL: both), AdvUnlearn's
+``text_encoder_full`` (``train-scripts/utils/util.py``, ``param_choices``) without its layer norms,
+so that a LoRA export carries the whole change; the token and position embeddings stay frozen, as
+theirs.
 """
 
 from __future__ import annotations
@@ -53,6 +59,31 @@ def group_members(unet: torch.nn.Module, group: str) -> list[str]:
         for parameter_name, _ in module.named_parameters(recurse=False):
             owners[f"{module_name}.{parameter_name}" if module_name else parameter_name] = module
     return [name for name, _ in unet.named_parameters() if rule(name, owners[name])]
+
+
+TEXT_ENCODER_GROUP = "text-encoder"
+
+
+def select_text_encoder_parameters(pipeline) -> dict[str, torch.nn.Parameter]:
+    """The ``text-encoder`` group, under checkpoint keys (``text_encoder.text_model.<name>``):
+    every other parameter of the text encoders and the whole UNet frozen."""
+    from erasectl.checkpoint import TEXT_ENCODERS, key_name
+
+    pipeline.unet.requires_grad_(False)
+    chosen = {}
+    for component in TEXT_ENCODERS:
+        encoder = getattr(pipeline, component, None)
+        if encoder is None:
+            continue
+        encoder.requires_grad_(False)
+        for module_name, module in encoder.named_modules():
+            if isinstance(module, torch.nn.Linear) and key_name(component, module_name).startswith("text_model.encoder.layers."):
+                for parameter_name, parameter in module.named_parameters(recurse=False):
+                    parameter.requires_grad_(True)
+                    chosen[f"{component}.{key_name(component, f'{module_name}.{parameter_name}')}"] = parameter
+    if not chosen:
+        raise UserError("this pipeline has no CLIP text encoder layers to train; choose a UNet parameter group")
+    return chosen
 
 
 def select_parameters(unet: torch.nn.Module, group: str, allowed: tuple[str, ...]) -> dict[str, torch.nn.Parameter]:

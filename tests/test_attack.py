@@ -178,12 +178,12 @@ def test_advunlearn_inner_attack_moves_its_token_towards_the_concept():
 
         def gap():
             with torch.no_grad():
-                return float(torch.nn.functional.mse_loss(model(latents, timesteps, encode_prompts(pipeline, adversary.prompts * 4)), concept))
+                return float(torch.nn.functional.mse_loss(model(latents, timesteps, encode_prompts(pipeline, adversary.forms[0] * 4)), concept))
 
         before = gap()
-        trained = adversary.trained_condition(0, model, latents, timesteps, [0] * 4, hidden, concept, 1.0)
+        trained = adversary.trained_prompts(0, model, latents, timesteps, [0] * 4, [0, 1, 2, 3], concept, 1.0)
         after = gap()
-        assert trained.shape == hidden.shape and adversary.updates == 1
+        assert trained == adversary.forms[0] * 4 and adversary.updates == 1
         assert not torch.equal(start["clip_l"], vectors["clip_l"])
     assert after < 0.8 * before, (before, after)
     assert all(not p.requires_grad or p.grad is None for p in pipeline.unet.parameters())  # the attack never leaves UNet gradients
@@ -209,6 +209,50 @@ def test_advunlearn_is_esd_until_the_warm_up_ends_then_trains_on_the_adversarial
     assert any(not torch.equal(tensors["esd"][k], tensors["adv"][k]) for k in tensors["esd"])
     assert (recipes["warm"]["adversary_updates"], recipes["adv"]["adversary_updates"]) == (0, 2)
     assert recipes["adv"]["preserved"] == ["ring"]
+
+
+def test_advunlearn_attack_share_spreads_the_adversarial_samples_evenly(tmp_path):
+    """--attack-share: that share of the run's samples, spread evenly whatever the batch size."""
+    from erasectl.methods.advunlearn import Adversary, AdvUnlearnConfig
+
+    for share in (1.0, 0.5, 0.25):
+        adversary = Adversary(None, ["a circle"], ["circle"], AdvUnlearnConfig(attack_share=share), {})
+        picked = [adversary.adversarial(i) for i in range(64)]
+        assert sum(picked) == 64 * share
+        assert all(sum(picked[i : i + int(1 / share)]) == 1 for i in range(0, 64, int(1 / share)))
+    # both: the adversarial samples alternate between the token before the prompt and in place of the concept
+    config = AdvUnlearnConfig(attack_share=0.5, attack_position="both", warmup_steps=0, attack_every=1000)
+    adversary = Adversary(None, ["a circle"], ["circle"], config, {})
+    trained = adversary.trained_prompts(1, None, None, None, [0] * 8, list(range(8, 16)), None, 1.0)
+    assert trained[0::2] == ["a circle"] * 4 and sorted(trained[1::2]) == sorted([f"{PLACEHOLDER} a circle", f"a {PLACEHOLDER}"] * 2)
+    result = runner.invoke(app, ["erase", "--concept", "circle", "--method", "advunlearn", "--attack-share", "0", "--out", str(tmp_path / "bad")])
+    assert result.exit_code == 2 and "attack_share must be in (0, 1]" in result.output and not (tmp_path / "bad").exists()
+
+
+def test_text_encoder_erasure_leaves_the_unet_and_reloads_to_the_same_conditioning():
+    """The text-encoder group (AdvUnlearn's choice) trains only the text encoder's layers: the UNet
+    keeps its weights, the pipeline its flags, and the checkpoint applied to a fresh base gives the
+    conditioning the erasure left in place."""
+    from erasectl.architecture import encode_prompts
+    from erasectl.checkpoint import fingerprint
+    from erasectl.erasure import ErasureRequest, build_config, erase_concepts
+    from erasectl.world.profile import WorldProfile
+
+    pipeline = load_pipeline()
+    unet_before = fingerprint(pipeline.unet.state_dict())
+    flags = [p.requires_grad for p in pipeline.text_encoder.parameters()]
+    prompts = ["a red circle", "a blue square"]
+    base = encode_prompts(pipeline, prompts)
+    config = build_config("esd", WorldProfile(), {"steps": 6, "trajectory_reuse": 3, "parameter_group": "text-encoder"})
+    checkpoint = erase_concepts(pipeline, "esd", ErasureRequest(["circle"], WorldProfile()), config)
+    assert fingerprint(pipeline.unet.state_dict()) == unet_before
+    assert [p.requires_grad for p in pipeline.text_encoder.parameters()] == flags
+    assert checkpoint.tensors and all(k.startswith("text_encoder.text_model.encoder.layers.") for k in checkpoint.tensors)
+    erased = encode_prompts(pipeline, prompts)
+    assert not torch.allclose(erased[0], base[0])
+    fresh = load_pipeline()
+    checkpoint.apply(fresh)
+    assert torch.equal(encode_prompts(fresh, prompts), erased)
 
 
 def test_advunlearn_retains_what_evaluate_does_not_judge_and_refuses_bad_settings(tmp_path):

@@ -27,7 +27,7 @@ def tiny_family(request, tmp_path_factory):
         ["--method", "uce", "--preserve", "ring"],
         ["--method", "nullspace", "--parameter-group", "kv"],
         ["--method", "rece", "--preserve", "ring", "--rounds", "2"],
-        ["--method", "advunlearn", "--preserve", "ring", "--steps", "3", "--warmup-steps", "1", "--attack-steps", "2", "--ddim-steps", "4"],
+        ["--method", "advunlearn", "--parameter-group", "esd-all", "--preserve", "ring", "--steps", "3", "--warmup-steps", "1", "--attack-steps", "2", "--ddim-steps", "4"],
     ],
     ids=["esd-x", "esd-faithful", "esd-u", "ablate", "uce", "nullspace", "rece", "advunlearn"],
 )
@@ -45,6 +45,33 @@ def test_every_method_runs_on_each_family(tiny_family, method_args, tmp_path):
 
     base = UNet2DConditionModel.from_pretrained(folder / "unet").state_dict()
     assert any(not torch.equal(base[k[len("unet."):]], t) for k, t in changed.items()), f"{family}: nothing changed"
+
+
+def test_text_encoder_erasure_on_each_family(tiny_family, tmp_path):
+    """AdvUnlearn's own choice, the text encoders trained (both on SDXL) under a frozen UNet: only
+    their transformer layers change, under the released layout's names, and the kohya LoRA (what
+    AUTOMATIC1111 and ComfyUI read) and one original-layout file reproduce its images (export
+    compares them through diffusers' own loaders)."""
+    from transformers import CLIPTextModel
+
+    from erasectl.checkpoint import key_name
+    from erasectl.models import load_erased_pipeline
+
+    family, folder = tiny_family
+    out = tmp_path / "run"
+    args = ["--method", "advunlearn", "--parameter-group", "text-encoder", "--steps", "3", "--warmup-steps", "1", "--attack-steps", "2", "--ddim-steps", "4"]
+    result = runner.invoke(app, ["erase", "--concept", "circle", "--model", str(folder), "--out", str(out), "--quiet", *args])
+    assert result.exit_code == 0, result.output
+    changed = load_erased_pipeline(out / "erased.safetensors").erasectl_checkpoint.tensors
+    assert {k.partition(".")[0] for k in changed} == ({"text_encoder", "text_encoder_2"} if family == "sdxl" else {"text_encoder"})
+    assert all(".text_model.encoder.layers." in k for k in changed)
+    base = {key_name("text_encoder", k): t for k, t in CLIPTextModel.from_pretrained(folder / "text_encoder").state_dict().items()}
+    assert any(not torch.equal(base[k.partition(".")[2]], t) for k, t in changed.items() if k.startswith("text_encoder.")), f"{family}: nothing changed"
+    for kind, extra in (("kohya", ["--rank", "64"]), ("single-file", [])):
+        result = runner.invoke(app, ["export", str(out / "erased.safetensors"), "--format", kind, "--out", str(tmp_path / kind), "--json", *extra])
+        assert result.exit_code == 0, result.output
+        verification = json.loads(result.stdout)["verification"]
+        assert verification["max_pixel_difference"] <= (1 if kind == "kohya" else 0), (kind, verification)
 
 
 # The key each family's original code reads its (last) text encoder from.

@@ -21,7 +21,8 @@ runner = CliRunner()
 METHODS = {
     "esd": ({}, {"steps": 14, "trajectory_reuse": 4}),
     "ablate": ({"anchor": "shape"}, {"steps": 14, "anchor_images": 8}),
-    # interrupted after the warm-up: the adversarial token is part of the state
+    # interrupted after the warm-up: the adversarial token and the trained text encoder (the world
+    # default) are part of the state
     "advunlearn": ({}, {"steps": 10, "trajectory_reuse": 4, "warmup_steps": 3}),
 }
 

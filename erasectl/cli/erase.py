@@ -40,7 +40,7 @@ def erase(
     lr: float = typer.Option(None, "--lr", help="Adam learning rate."),
     seed: int = typer.Option(0, "--seed", help="Seeds every random draw."),
     loss: str = typer.Option("l2", "--loss", help="l2 or l1."),
-    parameter_group: str = typer.Option(None, "--parameter-group", help="esd, advunlearn: esd-x, esd-u, esd-all, esd-x-strict; ablate: kv, xattn, full."),
+    parameter_group: str = typer.Option(None, "--parameter-group", help="esd, advunlearn: esd-x, esd-u, esd-all, esd-x-strict, text-encoder (the text encoders, not the UNet); ablate: kv, xattn, full."),
     negative_guidance: float = typer.Option(None, "--negative-guidance", help="esd, advunlearn: eta, the negative guidance strength (the authors' scripts' negative_guidance is eta + 1)."),
     start_guidance: float = typer.Option(None, "--start-guidance", help="esd, advunlearn: guidance when sampling x_t under the concept."),
     ddim_steps: int = typer.Option(None, "--ddim-steps", help="esd, advunlearn: sampler steps of the x_t trajectories (faithful: the model's own scheduler; fast: DDIM)."),
@@ -71,6 +71,7 @@ def erase(
     attack_lr: float = typer.Option(None, "--attack-lr", help="advunlearn: learning rate of the inner attack."),
     attack_every: int = typer.Option(None, "--attack-every", help="advunlearn: iterations between updates of the adversarial token."),
     attack_position: str = typer.Option(None, "--attack-position", help="advunlearn: prefix (the token before the concept's prompt) or replace (instead of the concept)."),
+    attack_share: float = typer.Option(None, "--attack-share", help="advunlearn: share of the samples after the warm-up trained on the adversarial prompt (the others on their own)."),
     warmup_steps: int = typer.Option(None, "--warmup-steps", help="advunlearn: plain ESD iterations before the attack starts."),
     prior_exclude: str = typer.Option(None, "--prior-exclude", help="nullspace: comma-separated words to leave out of the automatic prior (to measure concepts it was not built from)."),
     mixed_precision: str = typer.Option(None, "--mixed-precision", help="no or bf16 (autocast; weights, gradients and optimizer stay fp32)."),
@@ -102,7 +103,7 @@ def erase(
         anchor_steps=anchor_steps, anchor_guidance=anchor_guidance, away=away, preserve_weight=preserve_weight,
         erase_scale=erase_scale, preserve_scale=preserve_scale, lamb=lamb, token_positions=token_positions, guide_choice=guide_choice,
         null_threshold=null_threshold, prior_words=prior_words, synonym_ratio=synonym_ratio, rounds=rounds, regular_scale=regular_scale, attack_rounds=attack_rounds, attack_steps=attack_steps,
-        attack_lr=attack_lr, attack_every=attack_every, attack_position=attack_position, warmup_steps=warmup_steps,
+        attack_lr=attack_lr, attack_every=attack_every, attack_position=attack_position, attack_share=attack_share, warmup_steps=warmup_steps,
     )
     from erasectl.erasure import check_mixed_precision
 

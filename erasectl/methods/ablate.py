@@ -38,7 +38,7 @@ from erasectl.errors import ConfigError, UserError
 from erasectl.architecture import encode_prompts
 from erasectl.diffusion import noise_target, training_scheduler
 from erasectl.distributed import batch_part, check_batch
-from erasectl.methods.common import ErasureResult, MethodConfig, Progress, Stopwatch, TrainedUNet, distance, unet_calls, unet_restored
+from erasectl.methods.common import ErasureResult, MethodConfig, Progress, Stopwatch, TrainedUNet, distance, unet_calls, modules_restored
 from erasectl.parameter_groups import select_parameters
 from erasectl.run_state import RunControl, StepHook
 
@@ -134,7 +134,7 @@ def erase(
     torch.manual_seed(config.seed)
     generator = torch.Generator("cpu").manual_seed(config.seed)
     unet = pipeline.unet
-    with unet_restored(unet):  # the pipeline is the caller's: leave it as it came, also when a step raises
+    with modules_restored(unet):  # the pipeline is the caller's: leave it as it came, also when a step raises
         model = TrainedUNet(unet, select_parameters(unet, config.parameter_group, PARAMETER_GROUPS))
         optimizer = torch.optim.Adam(model.trained.values(), lr=config.lr)
         hook = StepHook(control, config, model.trained, optimizer, generator)

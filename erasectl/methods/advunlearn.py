@@ -18,12 +18,20 @@ Chosen as issue 16's robust method after RECE's closed form: RECE and the other 
 were broken by both attacks on held-out concepts (README, "Attacks"); ESD's trained edit held best,
 and adversarial training is the literature's way of hardening it.
 
-Where erasectl differs from the authors' script: the UNet is trained (``--parameter-group``, ESD's
-groups; default ``esd-all``, their ``--train_method full``), not the text encoder their paper
-prefers, which erasectl's erasures do not train; the attack reuses the iteration's x_t rather than
-sampling a new one per attack step; the retain term is taken at the concept's x_t, as ESD's
-``--preserve`` term, rather than at x_t sampled under the retain prompts; the token starts from the
-model's generic word, not a random one.
+What is trained is ESD's ``--parameter-group``; the default, ``text-encoder``, is the paper's
+choice and their script's default (``--train_method text_encoder_full``): the text encoders'
+transformer layers under a frozen UNet, the trained conditioning computed through them with
+gradients, the frozen predictions from encodings made before training. The paper found the text
+encoder the module that keeps robustness with the least damage to other prompts; on the embedded
+world it is what kept the neighbours (README, "Attacks"). The UNet groups remain (``esd-all`` is
+their ``--train_method full``).
+
+Where erasectl differs from the authors' script: their text-encoder group also trains the layer
+norms, which erasectl leaves frozen so that a LoRA export carries the whole change; the attack
+reuses the iteration's x_t rather than sampling a new one per attack step; the retain term is taken
+at the concept's x_t, as ESD's ``--preserve`` term, and in the same step, rather than at x_t
+sampled under the retain prompts in a step of its own; the token starts from the model's generic
+word, not a random one.
 """
 
 from __future__ import annotations
@@ -37,7 +45,7 @@ from erasectl.methods import esd
 from erasectl.methods.esd import ESDConfig
 
 REFERENCE = "AdvUnlearn (OPTML-Group/AdvUnlearn, train-scripts/AdvUnlearn.py) argparse defaults"
-POSITIONS = ("prefix", "replace")
+POSITIONS = ("prefix", "replace", "both")
 
 
 @dataclass
@@ -46,12 +54,13 @@ class AdvUnlearnConfig(ESDConfig):
 
     steps: int = field(default=1000, metadata={"help": "Training iterations (warm-up included).", "source": f"{REFERENCE}: --iterations 1000"})
     lr: float = field(default=1e-5, metadata={"help": "Adam learning rate.", "source": f"{REFERENCE}: --lr 1e-5"})
-    parameter_group: str = field(default="esd-all", metadata={"help": ESDConfig.__dataclass_fields__["parameter_group"].metadata["help"], "source": f"{REFERENCE}: --train_method full, its option training the whole UNet (the authors' default trains the text encoder, which erasectl does not train)"})
+    parameter_group: str = field(default="text-encoder", metadata={"help": ESDConfig.__dataclass_fields__["parameter_group"].metadata["help"], "source": f"{REFERENCE}: --train_method text_encoder_full (the paper's choice: the text encoder, not the UNet; erasectl leaves out its layer norms)"})
     warmup_steps: int = field(default=200, metadata={"help": "Plain ESD iterations before the attack starts.", "source": f"{REFERENCE}: --warmup_iter 200"})
     attack_steps: int = field(default=30, metadata={"help": "Adam steps of the inner attack at each update.", "source": f"{REFERENCE}: --attack_step 30"})
     attack_lr: float = field(default=1e-3, metadata={"help": "Learning rate of the inner attack.", "source": f"{REFERENCE}: --attack_lr 1e-3"})
     attack_every: int = field(default=1, metadata={"help": "Iterations between updates of the adversarial token.", "source": f"{REFERENCE}: --adv_prompt_update_step 1"})
-    attack_position: str = field(default="prefix", metadata={"help": "prefix (the token before the concept's prompt) or replace (the token instead of the concept).", "source": f"{REFERENCE}: --attack_type prefix_k"})
+    attack_position: str = field(default="prefix", metadata={"help": "prefix (the token before the concept's prompt), replace (the token instead of the concept) or both (alternate samples).", "source": f"{REFERENCE}: --attack_type prefix_k"})
+    attack_share: float = field(default=1.0, metadata={"help": "Share of the samples after the warm-up trained on the adversarial prompt; the others keep their own prompt.", "source": f"{REFERENCE}: every sample after the warm-up"})
     preserve_weight: float = field(default=1.0, metadata={"help": "Weight of the utility-retaining term (the retain prompts, or --preserve).", "source": f"{REFERENCE}: --retain_loss_w 1.0"})
 
     def __post_init__(self) -> None:
@@ -60,6 +69,8 @@ class AdvUnlearnConfig(ESDConfig):
             raise ConfigError("warmup_steps must be 0 or more, attack_steps and attack_every at least 1")
         if not self.attack_lr > 0:
             raise ConfigError(f"attack_lr must be positive, got {self.attack_lr}")
+        if not 0 < self.attack_share <= 1:
+            raise ConfigError(f"attack_share must be in (0, 1], got {self.attack_share}")
         if self.attack_position not in POSITIONS:
             raise ConfigError(f"attack_position must be one of {', '.join(POSITIONS)}, got {self.attack_position!r}")
 
@@ -72,27 +83,37 @@ class Adversary:
         from erasectl.attacks import PLACEHOLDER, replace_concept
 
         self.pipeline, self.config, self.vectors = pipeline, config, vectors
-        if config.attack_position == "prefix":
-            self.prompts = [f"{PLACEHOLDER} {p}" for p in prompts]
-        else:
-            self.prompts = [replace_concept(p, c, PLACEHOLDER) for p, c in zip(prompts, concept_of)]
+        forms = {
+            "prefix": [f"{PLACEHOLDER} {p}" for p in prompts],
+            "replace": [replace_concept(p, c, PLACEHOLDER) for p, c in zip(prompts, concept_of)],
+        }
+        # both: the run's adversarial samples alternate between the two forms
+        self.forms = [forms["prefix"], forms["replace"]] if config.attack_position == "both" else [forms[config.attack_position]]
+        self.own = list(prompts)
         self.updates = 0
 
-    def trained_condition(self, step: int, model, latents, timesteps, which: list[int], hidden: torch.Tensor, concept_prediction: torch.Tensor, share: float) -> torch.Tensor:
-        """The trained condition of this iteration's samples: their own (``hidden``) during the
-        warm-up, then their adversarial prompts, the token first moved against ``model`` at ESD's
-        x_t toward the frozen model's ``concept_prediction`` there (``share``: this process's part
-        of the batch)."""
-        from erasectl.architecture import encode_prompts
+    def adversarial(self, sample_id: int) -> bool:
+        """Whether the run's ``sample_id``-th sample is trained on its adversarial prompt: an even
+        ``attack_share`` of the samples, in every batch size."""
+        share = self.config.attack_share
+        return int((sample_id + 1) * share) > int(sample_id * share)
 
+    def trained_prompts(self, step: int, model, latents, timesteps, which: list[int], sample_ids: list[int], concept_prediction: torch.Tensor, share: float) -> list[str] | None:
+        """The trained prompts of this iteration's samples (None: their own): after the warm-up,
+        the adversarial prompt for ``attack_share`` of them, the token first moved against
+        ``model`` at those samples' x_t toward the frozen model's ``concept_prediction`` there
+        (``share``: this process's part of the batch)."""
         if step < self.config.warmup_steps:
-            return hidden
-        prompts = [self.prompts[i] for i in which]
+            return None
+        chosen = [i for i, sample in enumerate(sample_ids) if self.adversarial(sample)]
+        trained = [self.forms[int(sample * self.config.attack_share) % len(self.forms)][w] if i in chosen else self.own[w] for i, (sample, w) in enumerate(zip(sample_ids, which))]
         if (step - self.config.warmup_steps) % self.config.attack_every == 0:
-            self._attack(model, latents, timesteps, prompts, concept_prediction, share)
-        return encode_prompts(self.pipeline, prompts)
+            self._attack(model, latents[chosen], timesteps[chosen], [trained[i] for i in chosen], concept_prediction[chosen], share * len(chosen) / len(which))
+        return trained
 
     def _attack(self, model, latents, timesteps, prompts, concept_prediction, share) -> None:
+        """``attack_steps`` Adam steps on the token; a process with none of the adversarial samples
+        still takes part in every sum over processes, with zero gradients."""
         from erasectl.architecture import differentiable_conditioning
         from erasectl.distributed import sum_over_processes
 
@@ -100,9 +121,12 @@ class Adversary:
         optimizer = torch.optim.Adam(vectors, lr=self.config.attack_lr)
         target = concept_prediction.float()
         for _ in range(self.config.attack_steps):
-            prediction = model(latents, timesteps, differentiable_conditioning(self.pipeline, prompts))
-            loss = torch.nn.functional.mse_loss(prediction.float(), target) * share
-            grads = [g.contiguous() for g in torch.autograd.grad(loss, vectors)]
+            if prompts:
+                prediction = model(latents, timesteps, differentiable_conditioning(self.pipeline, prompts))
+                loss = torch.nn.functional.mse_loss(prediction.float(), target) * share
+                grads = [g.contiguous() for g in torch.autograd.grad(loss, vectors)]
+            else:
+                grads = [torch.zeros_like(v) for v in vectors]
             sum_over_processes(grads)
             for vector, grad in zip(vectors, grads):
                 vector.grad = grad

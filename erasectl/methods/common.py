@@ -69,18 +69,21 @@ def unet_calls(unet_fn, latents, timesteps, conditions: list[torch.Tensor], batc
 
 
 @contextmanager
-def unet_restored(unet: torch.nn.Module):
-    """Leave the caller's UNet in the train/eval mode and with the ``requires_grad`` flags it came
-    with, and without gradients, whether the erasure inside finishes or raises."""
-    was_training = unet.training
-    flags = {name: p.requires_grad for name, p in unet.named_parameters()}
+def modules_restored(*modules: torch.nn.Module):
+    """Leave the caller's modules (the UNet, the text encoders) in the train/eval mode and with the
+    ``requires_grad`` flags they came with, and without gradients, whether the erasure inside
+    finishes or raises."""
+    modules = tuple(m for m in modules if m is not None)
+    was_training = [m.training for m in modules]
+    flags = [{name: p.requires_grad for name, p in m.named_parameters()} for m in modules]
     try:
         yield
     finally:
-        unet.train(was_training)
-        unet.zero_grad(set_to_none=True)
-        for name, parameter in unet.named_parameters():
-            parameter.requires_grad_(flags[name])
+        for module, training, flag in zip(modules, was_training, flags):
+            module.train(training)
+            module.zero_grad(set_to_none=True)
+            for name, parameter in module.named_parameters():
+                parameter.requires_grad_(flag[name])
 
 
 class TrainedUNet:
@@ -88,6 +91,8 @@ class TrainedUNet:
     tensors. Frozen predictions reuse the same module with the original tensors swapped in by
     ``torch.func.functional_call``, so no second UNet is held in memory.
     """
+
+    trains_text = False  # the text conditioning is the frozen encoders'
 
     def __init__(self, unet: torch.nn.Module, trained: dict[str, torch.nn.Parameter]):
         self.unet = unet
@@ -109,10 +114,39 @@ class TrainedUNet:
         base = {f"unet.{n}": t for n, t in self.original.items()}
         return erased, base
 
-    def restore(self) -> None:
-        with torch.no_grad():
-            for name, parameter in self.trained.items():
-                parameter.copy_(self.original[name])
+
+class TrainedTextEncoders:
+    """The pipeline's text encoders, trained in place (``trained``: their parameters under checkpoint
+    keys, ``text_encoder.<name>``), under a frozen UNet. Predictions take conditionings: the trained
+    one comes from ``differentiable_conditioning`` through the trained encoders, the frozen one from
+    encodings made before training, so the frozen prediction is the UNet's under no gradient."""
+
+    trains_text = True
+
+    def __init__(self, unet: torch.nn.Module, trained: dict[str, torch.nn.Parameter]):
+        self.unet = unet
+        self.trained = trained
+        self.original = {name: p.detach().clone() for name, p in trained.items()}
+
+    def __call__(self, latents, timesteps, hidden_states) -> torch.Tensor:
+        return predict_noise(self.unet, latents, timesteps, hidden_states)
+
+    @torch.no_grad()
+    def frozen(self, latents, timesteps, hidden_states) -> torch.Tensor:
+        return predict_noise(self.unet, latents, timesteps, hidden_states)
+
+    def checkpoint_tensors(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        return {n: p.detach().clone() for n, p in self.trained.items()}, dict(self.original)
+
+
+def trained_model(pipeline, group: str, unet_groups: tuple[str, ...]):
+    """What an erasure trains: the text encoders for the ``text-encoder`` group, else the UNet's
+    ``group`` (one of ``unet_groups``)."""
+    from erasectl.parameter_groups import TEXT_ENCODER_GROUP, select_parameters, select_text_encoder_parameters
+
+    if group == TEXT_ENCODER_GROUP:
+        return TrainedTextEncoders(pipeline.unet, select_text_encoder_parameters(pipeline))
+    return TrainedUNet(pipeline.unet, select_parameters(pipeline.unet, group, unet_groups))
 
 
 @torch.no_grad()

@@ -22,6 +22,11 @@ Three modes:
   for ``benchmarks/esd_speed.py``: fresh x_t sampled for every iteration, one UNet call per text
   condition, gradients for every UNet parameter, the explicit (non-fused) attention.
 
+``--parameter-group text-encoder`` trains the text encoders instead of the UNet (AdvUnlearn's
+choice, ``erasectl.methods.advunlearn``): the trained prediction takes its conditioning through
+the trained encoders, every frozen one the encodings made before training (x_t is then sampled by
+the frozen model in every mode, since the UNet is unchanged and its conditioning frozen).
+
 ``preserve_unconditional`` (erasectl's, off in the paper's settings) keeps the trained model's
 unconditional prediction equal to the frozen one: on small models the concept's strongest
 attribute can otherwise absorb the negative guidance (the shapes world loses colour, not circle).
@@ -35,15 +40,16 @@ import torch
 
 from erasectl.errors import ConfigError, UserError
 
-from erasectl.architecture import encode_prompts
+from erasectl.architecture import differentiable_conditioning, encode_prompts
 from erasectl.diffusion import prediction_type, sampling_scheduler
 from erasectl.distributed import batch_part, check_batch, gather_parts, world
-from erasectl.methods.common import ErasureResult, MethodConfig, Progress, Stopwatch, TrainedUNet, distance, unet_calls, unet_restored
-from erasectl.parameter_groups import select_parameters
+from erasectl.methods.common import ErasureResult, MethodConfig, Progress, Stopwatch, distance, modules_restored, trained_model, unet_calls
+from erasectl.parameter_groups import TEXT_ENCODER_GROUP
 from erasectl.run_state import RunControl, StepHook
 from erasectl.sampling import sample_trajectory
 
-PARAMETER_GROUPS = ("esd-x", "esd-u", "esd-all", "esd-x-strict")
+UNET_GROUPS = ("esd-x", "esd-u", "esd-all", "esd-x-strict")
+PARAMETER_GROUPS = (*UNET_GROUPS, TEXT_ENCODER_GROUP)
 MODES = ("fast", "faithful", "straightforward")
 REFERENCE = "ESD's diffusers script esd_sd.py (rohitgandikota/erasing), argparse defaults"
 # What --mode fast changes when the defaults are the paper's: its batching, nothing it learns.
@@ -57,7 +63,7 @@ class ESDConfig(MethodConfig):
 
     steps: int = field(default=200, metadata={"help": "Training iterations.", "source": f"{REFERENCE}: --iterations 200 (the paper, section 4: 1000)"})
     lr: float = field(default=5e-5, metadata={"help": "Adam learning rate.", "source": f"{REFERENCE}: --lr 5e-5 (the paper: 1e-5)"})
-    parameter_group: str = field(default="esd-x", metadata={"help": "esd-x (cross-attention), esd-u (all but cross-attention), esd-all, esd-x-strict (cross-attention K/V).", "source": "the authors' README example (--train_method esd-x); the paper uses ESD-x for styles, ESD-u for nudity and objects"})
+    parameter_group: str = field(default="esd-x", metadata={"help": "esd-x (cross-attention), esd-u (all but cross-attention), esd-all, esd-x-strict (cross-attention K/V), text-encoder (the text encoders' transformer layers, the UNet frozen).", "source": "the authors' README example (--train_method esd-x); the paper uses ESD-x for styles, ESD-u for nudity and objects"})
     negative_guidance: float = field(default=1.0, metadata={"help": "eta, the strength of the negative guidance target (the authors' script's negative_guidance is eta + 1).", "source": "the paper, eq. 4 with eta 1 (esd_sd.py --negative_guidance 2)"})
     start_guidance: float = field(default=3.0, metadata={"help": "Guidance scale when sampling x_t under the concept.", "source": f"{REFERENCE}: --guidance_scale 3"})
     ddim_steps: int = field(default=50, metadata={"help": "Sampler steps of the x_t trajectories (faithful: the model's own scheduler; fast: DDIM).", "source": f"{REFERENCE}: --num_inference_steps 50"})
@@ -157,13 +163,16 @@ def erase(
     torch.manual_seed(config.seed)
     generator = torch.Generator("cpu").manual_seed(config.seed)
     unet = pipeline.unet
-    with unet_restored(unet):  # the pipeline is the caller's: leave it as it came, also when a step raises
+    with modules_restored(unet, getattr(pipeline, "text_encoder", None), getattr(pipeline, "text_encoder_2", None)):  # the pipeline is the caller's: leave it as it came, also when a step raises
         return _train(pipeline, unet, config, prompts, progress, preserve_prompts, control, shortcuts, generator, watch, adversary)
 
 
 def _train(pipeline, unet, config, prompts, progress, preserve_prompts, control, shortcuts, generator, watch, adversary=None) -> ErasureResult:
     device = unet.device
-    model = TrainedUNet(unet, select_parameters(unet, config.parameter_group, PARAMETER_GROUPS))
+    model = trained_model(pipeline, config.parameter_group, UNET_GROUPS)
+    # The trained model's own text conditioning: through the trained encoders (with gradients) when
+    # they are what is trained, else the frozen encodings below.
+    encode_trained = differentiable_conditioning if model.trains_text else encode_prompts
     if not shortcuts.group_gradients_only:
         unet.requires_grad_(True)  # autograd through every weight; only the group is stepped
     if not shortcuts.fused_attention:
@@ -222,22 +231,27 @@ def _train(pipeline, unet, config, prompts, progress, preserve_prompts, control,
             latents, timesteps, hidden, which = latents[part], timesteps[part], hidden[part], which[part]
             uncond = unconditional.expand(len(latents), -1, -1)
             # Frozen predictions: the concept's and the unconditional one (the target's), then the
-            # preserved prompts'. Each kept term: (weight, trained condition, its frozen prediction's
+            # preserved prompts'. Each kept term: (weight, its prompts, its frozen condition's
             # index); the unconditional one reuses the target's, computed once.
             conditions, keep = [hidden, uncond], []
             if config.preserve_unconditional > 0:
-                keep.append((config.preserve_unconditional, uncond, 1))
+                keep.append((config.preserve_unconditional, [""], 1))
             if preserved is not None:
-                pick = torch.randint(0, len(preserved), (batch,), generator=generator)
-                keep.append((config.preserve_weight, preserved[pick][part], len(conditions)))
-                conditions.append(keep[-1][1])
+                pick = torch.randint(0, len(preserved), (batch,), generator=generator)[part]
+                keep.append((config.preserve_weight, [preserve_prompts[i] for i in pick.tolist()], len(conditions)))
+                conditions.append(preserved[pick])
             batched = shortcuts.batched_calls
             frozen = unet_calls(model.frozen, latents, timesteps, conditions, batched)
             target = guidance_target(frozen[0], frozen[1], config.negative_guidance)
-            trained_hidden = hidden
-            if adversary is not None:  # robust training: the adversarial prompt as the trained condition
-                trained_hidden = adversary.trained_condition(step, model, latents, timesteps, which.tolist(), hidden, frozen[0], len(latents) / batch)
-            trained = unet_calls(model, latents, timesteps, [trained_hidden] + [h for _, h, _ in keep], batched)
+            trained_prompts = None
+            if adversary is not None:  # robust training: the adversarial prompts as the trained condition
+                sample_ids = (torch.arange(batch) + step * batch)[part].tolist()  # each sample's place in the run
+                trained_prompts = adversary.trained_prompts(step, model, latents, timesteps, which.tolist(), sample_ids, frozen[0], len(latents) / batch)
+            if trained_prompts is None and model.trains_text:
+                trained_prompts = [prompts[i] for i in which.tolist()]
+            trained_hidden = hidden if trained_prompts is None else encode_trained(pipeline, trained_prompts)
+            kept_hidden = [encode_trained(pipeline, p).expand(len(conditions[i]), -1, -1) if model.trains_text else conditions[i] for _, p, i in keep]
+            trained = unet_calls(model, latents, timesteps, [trained_hidden, *kept_hidden], batched)
             loss = distance(trained[0].float(), target, config.loss)
             for (weight, _, index), prediction in zip(keep, trained[1:]):
                 loss = loss + weight * distance(prediction.float(), frozen[index].float(), config.loss)
