@@ -115,21 +115,13 @@ class TrainedUNet:
         return erased, base
 
 
-class TrainedTextEncoders:
+class TrainedTextEncoders(TrainedUNet):
     """The pipeline's text encoders, trained in place (``trained``: their parameters under checkpoint
     keys, ``text_encoder.<name>``), under a frozen UNet. Predictions take conditionings: the trained
     one comes from ``differentiable_conditioning`` through the trained encoders, the frozen one from
     encodings made before training, so the frozen prediction is the UNet's under no gradient."""
 
     trains_text = True
-
-    def __init__(self, unet: torch.nn.Module, trained: dict[str, torch.nn.Parameter]):
-        self.unet = unet
-        self.trained = trained
-        self.original = {name: p.detach().clone() for name, p in trained.items()}
-
-    def __call__(self, latents, timesteps, hidden_states) -> torch.Tensor:
-        return predict_noise(self.unet, latents, timesteps, hidden_states)
 
     @torch.no_grad()
     def frozen(self, latents, timesteps, hidden_states) -> torch.Tensor:
