@@ -41,6 +41,7 @@ import torch
 from erasectl.errors import ConfigError, UserError
 
 from erasectl.architecture import differentiable_conditioning, encode_prompts
+from erasectl.checkpoint import TEXT_ENCODERS
 from erasectl.diffusion import prediction_type, sampling_scheduler
 from erasectl.distributed import batch_part, check_batch, gather_parts, world
 from erasectl.methods.common import ErasureResult, MethodConfig, Progress, Stopwatch, distance, modules_restored, trained_model, unet_calls
@@ -163,7 +164,8 @@ def erase(
     torch.manual_seed(config.seed)
     generator = torch.Generator("cpu").manual_seed(config.seed)
     unet = pipeline.unet
-    with modules_restored(unet, getattr(pipeline, "text_encoder", None), getattr(pipeline, "text_encoder_2", None)):  # the pipeline is the caller's: leave it as it came, also when a step raises
+    encoders = [getattr(pipeline, component, None) for component in TEXT_ENCODERS]
+    with modules_restored(unet, *encoders):  # the pipeline is the caller's: leave it as it came, also when a step raises
         return _train(pipeline, unet, config, prompts, progress, preserve_prompts, control, shortcuts, generator, watch, adversary)
 
 
