@@ -22,6 +22,7 @@ Tuning runs: --concepts square --first-seed 100 --methods "advunlearn#a,advunlea
 from __future__ import annotations
 
 import argparse
+import shlex
 import json
 import tempfile
 import time
@@ -37,7 +38,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=8)
     parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--json", default=None)
-    parser.add_argument("--erase-args", action="append", default=[], help="METHOD[#VARIANT]=ARGS: more erase options for one method, e.g. 'advunlearn#a=--attack-lr 0.01' (tuning runs)")
+    parser.add_argument("--erase-args", action="append", default=[], help="METHOD[#VARIANT]=ARGS: more erase options for one method, split as a shell would, e.g. 'advunlearn#a=--preserve \"green shape,triangle\"' (tuning runs)")
     args = parser.parse_args()
 
     from typer.testing import CliRunner
@@ -55,7 +56,7 @@ def main() -> None:
                 method = spec.split("#")[0]  # METHOD#VARIANT: one method under several --erase-args
                 out = Path(tmp) / f"{concept.replace(' ', '_')}-{spec.replace('#', '-')}"
                 anchor = ["--anchor", ANCHORS[concept]] if method == "ablate" else []
-                done = runner.invoke(app, ["erase", "--concept", concept, "--method", method, *anchor, *extra.get(spec, "").split(), "--out", str(out), "--quiet", "--json"])
+                done = runner.invoke(app, ["erase", "--concept", concept, "--method", method, *anchor, *shlex.split(extra.get(spec, "")), "--out", str(out), "--quiet", "--json"])
                 assert done.exit_code == 0, done.output
                 recipe = json.loads(done.stdout.strip().splitlines()[-1])
                 erased[out.name] = {"method": spec, "erase_wall_s": recipe["wall_time_s"]}

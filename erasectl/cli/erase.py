@@ -29,7 +29,7 @@ def erase(
     concept: str = typer.Option(None, "--concept", help="The concept to erase, e.g. circle or \"grumpy cat\"; several: \"circle,red square\"."),
     method: str = typer.Option("esd", "--method", help="esd, ablate, uce, nullspace, rece or advunlearn."),
     anchor: str = typer.Option(None, "--anchor", help="ablate (required): the concept to map onto, e.g. shape for circle; uce: the guide (else --guide-choice decides)."),
-    preserve: str = typer.Option(None, "--preserve", help="Comma-separated concepts whose predictions are kept unchanged (every method). Default: a multi-word concept's words alone (\"blue square\" keeps blue and square); uce on the embedded model also keeps the attributes on the generic noun; advunlearn keeps its retain set (COCO objects; on the embedded model the attributes on the generic noun)."),
+    preserve: str = typer.Option(None, "--preserve", help="Comma-separated concepts whose predictions are kept unchanged (every method). Default: a multi-word concept's words alone (\"blue square\" keeps blue and square); uce on the embedded model also keeps the attributes on the generic noun; advunlearn also keeps its retain set (COCO objects that share no word with the concept; none on the embedded model, whose every other prompt names the generic noun)."),
     auto_preserve: int = typer.Option(None, "--auto-preserve", help="Preserve the K nearest valid phrases to each concept in text-embedding space."),
     concepts_file: Path = typer.Option(None, "--concepts-file", help="More concepts to erase, one per line."),
     anchor_prompts_file: Path = typer.Option(None, "--anchor-prompts-file", help="ablate: anchor prompts, one per line, each naming the anchor."),

@@ -9,8 +9,9 @@ of their ``attack_util.soft_prompt_attack``): the token that brings the concept 
 ESD's loss is taken with that adversarial prompt as the trained condition, the target still the
 frozen model's negative guidance for the concept's own prompt, plus a utility-retaining term that
 keeps retain prompts' predictions at the frozen model's (their ``retain_loss_w``; the retain set
-is COCO object prompts on real models, as theirs, and the attribute captions on the embedded
-world, which name no shape evaluate judges). The attack resumes from its last token (their
+is COCO object prompts on real models, as theirs, less any sharing a word with the concept; on
+the embedded world none, since its every other prompt names the generic noun that may be drawn as
+the concept, ``WorldProfile.retain_concepts``; a multi-word concept keeps its words alone). The attack resumes from its last token (their
 ``attack_init latest``); each update is ``attack_steps`` Adam steps with a fresh optimiser, as in
 their code; ``warmup_steps`` plain ESD iterations come first.
 

@@ -49,9 +49,11 @@ WORLD_DEFAULTS["rece"] = {
 WORLD_DEFAULTS["advunlearn"] = {
     **WORLD_DEFAULTS["esd"],  # AdvUnlearn is ESD with an attack inside
     "steps": (200, "ESD's world iterations"),
-    "negative_guidance": (1.0, "the paper's eta; tuned on square, seeds 100-107: with eta 0.5 the soft prompt kept 31-50% success"),
+    "negative_guidance": (0.5, "ESD's world eta; tuned with the text encoder and no retain set, seeds 100-107: eta 1 (the paper's) left neighbours 0.91 on square and 0.89 on green triangle, "
+                               "eta 0.5 0.93 and 0.96 at the same soft-prompt success (square 16%, ring 12%, green triangle 0%; prompt search on green triangle 12%)"),
     "parameter_group": ("text-encoder", "the paper's choice; tuned on square, seeds 100-107: soft-prompt success 44% training cross-attention (esd-x), 19% esd-u, 9% esd-all, 22% the text encoder (4 attack steps), with neighbours 0.96 / 0.97 / 0.94 / 0.99; "
-                                        "text encoder on triangle 3%, ring 50% (esd-all on ring 50%, prompt search 50%); neighbours of green triangle: esd-all 0.29 (4 seeds), the text encoder 0.93"),
+                                        "text encoder on triangle 3%, ring 50% (esd-all on ring 50%, prompt search 50%); neighbours of green triangle: esd-all 0.29 (4 seeds), the text encoder 0.93 "
+                                        "(all with the attribute captions retained; without them, WorldProfile.retain_concepts, ring 12%)"),
     "warmup_steps": (50, "tuned on square (esd-x, eta 1): 0 and 50 warm-up iterations both left 44% soft-prompt success; text encoder: 0 left 34%, 50 22%"),
     "attack_steps": (4, "tuned on square (text encoder, seeds 100-107): 2 steps every iteration 28%, 4 steps 22%, 8 steps 22% at 1.3x the time; "
                         "the token in place of the concept 16-22% but left 31-50% of the plain prompts' squares"),

@@ -36,9 +36,16 @@ class WorldProfile(PaperProfile):
         return [caption for caption in attribute_captions() if not any(words <= set(caption.split()) for words in named)]
 
     def retain_concepts(self, concepts: list[str]) -> list[str]:
-        """AdvUnlearn's retain set on the world: the default preservation (the attributes on the
-        generic noun), which names no shape evaluate judges."""
-        return self.default_preserve(concepts)
+        """AdvUnlearn's retain set on the world: none. AdvUnlearn retains objects unrelated to the
+        concept (its filtered COCO set drops those near it: ``coco_object_retain.csv`` against
+        ``coco_object_no_filter_retain.csv``), and every prompt the world could retain names the
+        generic noun, which the model may draw as the concept itself ("a red shape" can be a red
+        circle). Kept at the concept's x_t, such a prompt teaches the encoder to keep drawing the
+        concept one word away from its name, which is what a word-replacing learned token finds
+        (tuned on ring, seeds 100-107: soft-prompt success 50% with the attribute captions
+        retained, 12% without; README, "Attacks"). A multi-word concept still keeps its words
+        alone (``ErasureRequest.retained``)."""
+        return []
 
     def prior_vocabulary(self, pipeline, count: int) -> list[str]:
         """Every word of the world but the article (a vocabulary of 20 words)."""
