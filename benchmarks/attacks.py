@@ -12,8 +12,10 @@ least 90% of base, in at most 3x the time of their base method (esd; uce).
 
     python benchmarks/attacks.py --methods esd,advunlearn --json benchmarks/results-attacks-advunlearn.json
 
-(benchmarks/results-attacks-advunlearn-unet.json is the same run with the earlier world default,
-the whole UNet trained: `--parameter-group esd-all --attack-steps 2`.)
+(Earlier world defaults, the same run: benchmarks/results-attacks-advunlearn-unet.json trained the
+whole UNet, `--parameter-group esd-all --attack-steps 2`; results-attacks-advunlearn-attribute-retain.json
+the text encoder at eta 1 with the attribute captions on the generic noun as the retain set, the
+code of commit 4aa2418.)
 
 Tuning runs: --concepts square --first-seed 100 --methods "advunlearn#a,advunlearn#b" with
 --erase-args "advunlearn#a=--parameter-group esd-u" (one variant per METHOD#NAME).
