@@ -24,8 +24,8 @@ Tuning runs: --concepts square --first-seed 100 --methods "advunlearn#a,advunlea
 from __future__ import annotations
 
 import argparse
-import shlex
 import json
+import shlex
 import tempfile
 import time
 from pathlib import Path

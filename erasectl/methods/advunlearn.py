@@ -10,10 +10,11 @@ ESD's loss is taken with that adversarial prompt as the trained condition, the t
 frozen model's negative guidance for the concept's own prompt, plus a utility-retaining term that
 keeps retain prompts' predictions at the frozen model's (their ``retain_loss_w``; the retain set
 is COCO object prompts on real models, as theirs, less any sharing a word with the concept; on
-the embedded world none, since its every other prompt names the generic noun that may be drawn as
-the concept, ``WorldProfile.retain_concepts``; a multi-word concept keeps its words alone). The attack resumes from its last token (their
-``attack_init latest``); each update is ``attack_steps`` Adam steps with a fresh optimiser, as in
-their code; ``warmup_steps`` plain ESD iterations come first.
+the embedded world none, since its every other prompt names the generic noun that may be drawn
+as the concept, ``WorldProfile.retain_concepts``; a multi-word concept keeps its words alone).
+The attack resumes from its last token (their ``attack_init latest``); each update is
+``attack_steps`` Adam steps with a fresh optimiser, as in their code; ``warmup_steps`` plain ESD
+iterations come first.
 
 Chosen as issue 16's robust method after RECE's closed form: RECE and the other closed forms
 were broken by both attacks on held-out concepts (README, "Attacks"); ESD's trained edit held best,
@@ -30,9 +31,10 @@ their ``--train_method full``).
 Where erasectl differs from the authors' script: their text-encoder group also trains the layer
 norms, which erasectl leaves frozen so that a LoRA export carries the whole change; the attack
 reuses the iteration's x_t rather than sampling a new one per attack step; the retain term is taken
-at the concept's x_t, as ESD's ``--preserve`` term, and in the same step, rather than at x_t
-sampled under the retain prompts in a step of its own; the token starts from the model's generic
-word, not a random one.
+at the concept's x_t, as ESD's ``--preserve`` term, and in the same step (their ``--retain_train
+reg``, which their README's commands use), rather than at x_t sampled under the retain prompts in a
+step of its own (their argparse default ``iter``; on the embedded world no better: README,
+"Attacks"); the token starts from the model's generic word, not a random one.
 """
 
 from __future__ import annotations
