@@ -43,7 +43,7 @@ def _launch(args, tmp_path):
 def test_evaluate_on_two_processes_matches_one(tmp_path):
     erased = tmp_path / "uce"
     assert runner.invoke(app, ["erase", "--concept", "circle", "--method", "uce", "--out", str(erased), "--quiet"]).exit_code == 0
-    common = ["evaluate", "--checkpoint", str(erased / "erased.safetensors"), "--n-per-prompt", "2", "--json"]
+    common = ["evaluate", "--checkpoint", str(erased / "erased.safetensors"), "--n-per-prompt", "2", "--steps", "10", "--json"]
     with one_thread():
         one = runner.invoke(app, [*common, "--out", str(tmp_path / "one")])
     assert one.exit_code == 0, one.output
@@ -61,7 +61,7 @@ def test_evaluate_on_two_processes_matches_one(tmp_path):
 
 
 def test_generate_on_two_processes_writes_the_same_images(tmp_path):
-    common = ["generate", "--prompts", "a red circle,a blue ring,a green cross", "--n", "3", "--batch-size", "2", "--quiet"]
+    common = ["generate", "--prompts", "a red circle,a blue ring,a green cross", "--n", "3", "--batch-size", "2", "--steps", "10", "--quiet"]
     with one_thread():
         assert runner.invoke(app, [*common, "--out", str(tmp_path / "one")]).exit_code == 0
     two = _launch([*common, "--out", str(tmp_path / "two")], tmp_path)
