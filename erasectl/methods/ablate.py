@@ -38,7 +38,7 @@ from erasectl.errors import ConfigError, UserError
 from erasectl.architecture import encode_prompts
 from erasectl.diffusion import noise_target, training_scheduler
 from erasectl.distributed import batch_part, check_batch
-from erasectl.methods.common import ErasureResult, MethodConfig, Progress, Stopwatch, TrainedUNet, distance, unet_calls, modules_restored
+from erasectl.methods.common import ErasureResult, MethodConfig, Progress, Stopwatch, TrainedUNet, distance, modules_restored, unet_calls
 from erasectl.parameter_groups import select_parameters
 from erasectl.run_state import RunControl, StepHook
 
