@@ -40,6 +40,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=8)
     parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--json", default=None)
+    parser.add_argument("--keep", default=None, help="a folder to write the checkpoints and evaluations to and keep (default: a temporary one)")
     parser.add_argument("--erase-args", action="append", default=[], help="METHOD[#VARIANT]=ARGS: more erase options for one method, split as a shell would, e.g. 'advunlearn#a=--preserve \"green shape,triangle\"' (tuning runs)")
     args = parser.parse_args()
 
@@ -50,7 +51,8 @@ def main() -> None:
 
     runner = CliRunner()
     results = {"seeds": [args.first_seed, args.first_seed + args.seeds - 1], "erase_args": args.erase_args, "versions": versions(), "concepts": {}}
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as scratch:
+        tmp = args.keep or scratch
         for concept in [c.strip() for c in args.concepts.split(";")]:
             checkpoints, erased = [], {}
             extra = dict(item.split("=", 1) for item in args.erase_args)
