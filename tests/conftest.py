@@ -51,3 +51,14 @@ def esd_circle(tmp_path_factory):
 def ablate_circle(tmp_path_factory):
     """Concept Ablation, "circle" onto "shape", 30 iterations on 16 anchor images."""
     return _erase_circle("ablate", tmp_path_factory, {"steps": 30, "anchor_images": 16}, anchor="shape")
+
+
+def pytest_configure(config):
+    """Under pytest-xdist each worker is a process of its own: one torch thread each, so that two
+    workers share two cores rather than each fighting for both."""
+    import os
+
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(1)
