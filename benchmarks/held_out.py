@@ -57,7 +57,9 @@ CASES: dict[str, list[tuple[str, list[str]]]] = {
         ("nullspace defaults", ["--method", "nullspace"]),
         ("rece defaults", ["--method", "rece"]),
     ],
-    **{shape: [("uce defaults", ["--method", "uce"]), ("nullspace defaults", ["--method", "nullspace"]), ("rece defaults", ["--method", "rece"])] for shape in ("square", "triangle", "cross", "ring")},
+    **{shape: [("esd defaults", ["--method", "esd"]), ("ablate defaults, --anchor shape", ["--method", "ablate", "--anchor", "shape"]),
+               ("uce defaults", ["--method", "uce"]), ("nullspace defaults", ["--method", "nullspace"]), ("rece defaults", ["--method", "rece"])]
+       for shape in ("square", "triangle", "cross", "ring")},
 }
 # a style is drawn on 20 colour x shape prompts: 5 seeds give 100 images per set
 SEEDS = {"striped": 5}
