@@ -1,6 +1,6 @@
 """Does each erasure hold? Every method's defaults attacked by both attacks, through `erasectl evaluate --attack`.
 
-    python benchmarks/attacks.py [--concepts "circle;blue square"] [--methods esd,ablate,uce,nullspace,rece] [--seeds 8] [--json benchmarks/results-attacks.json]
+    python benchmarks/attacks.py [--concepts "circle;blue square"] [--methods esd,ablate,uce,nullspace,rece] [--seeds 8] [--json benchmarks/results-attacks.json] [--keep DIR]
 
 For each concept: erase with each method's defaults (ablation's anchor: the generic noun with the
 concept's colour), then one `erasectl evaluate --attack soft-prompt,prompt-search` run judges base
