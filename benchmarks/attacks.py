@@ -24,6 +24,7 @@ Tuning runs: --concepts square --first-seed 100 --methods "advunlearn#a,advunlea
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shlex
 import tempfile
@@ -51,8 +52,7 @@ def main() -> None:
 
     runner = CliRunner()
     results = {"seeds": [args.first_seed, args.first_seed + args.seeds - 1], "erase_args": args.erase_args, "versions": versions(), "concepts": {}}
-    with tempfile.TemporaryDirectory() as scratch:
-        tmp = args.keep or scratch
+    with contextlib.nullcontext(args.keep) if args.keep else tempfile.TemporaryDirectory() as tmp:
         for concept in [c.strip() for c in args.concepts.split(";")]:
             checkpoints, erased = [], {}
             extra = dict(item.split("=", 1) for item in args.erase_args)

@@ -27,7 +27,7 @@ def main() -> None:
     from erasectl.judge import ClipJudge
     from erasectl.models import load_erased_pipeline, load_pipeline
     from erasectl.provenance import versions
-    from erasectl.world.judging import read_attributes
+    from erasectl.world.judging import WORLD_BATCH_SIZE, read_attributes
     from erasectl.world.vocabulary import COLOURS
 
     judge = ClipJudge.load()
@@ -37,7 +37,7 @@ def main() -> None:
     for name in ["base", *args.checkpoints]:
         pipeline = load_pipeline() if name == "base" else load_erased_pipeline(name)
         pipeline.set_progress_bar_config(disable=True)
-        items = generate(pipeline, prompts, seeds, SamplerSettings(batch_size=64))
+        items = generate(pipeline, prompts, seeds, SamplerSettings(batch_size=WORLD_BATCH_SIZE))
         counts = collections.Counter(read["shape"] for read in read_attributes(judge, [item.image for item in items]))
         results["models"][name] = {shape: round(count / len(items), 4) for shape, count in sorted(counts.items())}
         print(name, json.dumps(results["models"][name]), flush=True)
