@@ -58,9 +58,10 @@ def save_figure(path: Path, images: list, readings: list[dict], counted: list[bo
         labelled_grid(list(groups.values()), list(groups), cell=64).save(path)
 
 
-def neighbours(pipeline, protocol, judge, seeds: list[int]) -> dict:
+def neighbours(pipeline, protocol, judge, seeds: list[int], figure: Path | None = None) -> dict:
     """The share of the protocol's surrounding images (every neighbour, colour templates, ``seeds``)
-    that each reader reads as the neighbour prompted, overall and per neighbour."""
+    that each reader reads as the neighbour prompted, overall and per neighbour; ``figure``: a grid
+    of each neighbour the readers disagree on by 10 points or more, one row per pair of readings."""
     from erasectl.generation import SamplerSettings, generate
     from erasectl.world.geometry import read_geometry
     from erasectl.world.judging import WORLD_BATCH_SIZE
@@ -70,10 +71,19 @@ def neighbours(pipeline, protocol, judge, seeds: list[int]) -> dict:
     for prompt_set in (s for s in protocol.prompt_sets() if s.role == "surrounding"):
         images = [item.image for item in generate(pipeline, prompt_set.prompts, seeds, SamplerSettings(batch_size=WORLD_BATCH_SIZE))]
         judged = judge.classify(judge.embed_images(images), candidates).tolist()
+        readings = [read_geometry(image) for image in images]
         found[prompt_set.label] = {
             "judge": round(sum(protocol.candidates[j] == prompt_set.label for j in judged) / len(images), 4),
-            "geometry": round(sum(geometric_hit(read_geometry(image), prompt_set.label) for image in images) / len(images), 4),
+            "geometry": round(sum(geometric_hit(r, prompt_set.label) for r in readings) / len(images), 4),
         }
+        if figure is not None and abs(found[prompt_set.label]["judge"] - found[prompt_set.label]["geometry"]) >= 0.1:
+            from erasectl.grids import labelled_grid
+
+            groups: dict[str, list] = collections.defaultdict(list)
+            for image, j, r in zip(images, judged, readings):
+                groups[f"judge: {protocol.candidates[j]}; geometry: {r['shape']}"].append(image)
+            figure.parent.mkdir(parents=True, exist_ok=True)
+            labelled_grid(list(groups.values()), list(groups), cell=64).save(figure.with_name(f"{figure.stem}-{prompt_set.label.replace(' ', '_')}.png"))
     return {reader: round(sum(v[reader] for v in found.values()) / len(found), 4) for reader in ("judge", "geometry")} | {"per_neighbour": found}
 
 
@@ -154,9 +164,10 @@ def main() -> None:
             row["prompts"] = summary["prompts"][:1]
             rows[attack] = row
             print(path, attack, json.dumps(row), flush=True)
-        rows["neighbours"] = {"base": neighbours(load_base(), protocol, judge, seeds), "erased": neighbours(load_erased(), protocol, judge, seeds)}
+        figure = Path(args.figures) / f"{Path(path).parent.name}-neighbours.png" if args.figures else None
+        rows["neighbours"] = {"base": neighbours(load_base(), protocol, judge, seeds), "erased": neighbours(load_erased(), protocol, judge, seeds, figure)}
         print(path, "neighbours", json.dumps(rows["neighbours"]), flush=True)
-        results["checkpoints"][f"{concept} / {erased.recipe['method']}"] = rows
+        results["checkpoints"][f"{concept} / {erased.recipe['method']} / erase seed {erased.recipe['config'].get('seed')}"] = rows
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
 
