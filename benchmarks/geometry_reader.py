@@ -1,5 +1,7 @@
 """The world judge checked by geometry: what the images behind a figure show, read from their pixels
-(``erasectl.world.geometry``) beside what the CLIP judge reads.
+(``erasectl.world.geometry``, which `erasectl evaluate` and `erasectl attack` also report on the
+world as the ``outline`` figures) beside what the CLIP judge reads, with figures of where they
+disagree.
 
     python benchmarks/geometry_reader.py [CHECKPOINT ...] [--attacks soft-prompt,prompt-search] [--seeds 8] [--json out.json]
 
@@ -32,26 +34,17 @@ def confusion(truth: list[str], read: list[str]) -> dict[str, dict[str, float]]:
     return {t: {r: round(n / sum(c.values()), 4) for r, n in sorted(c.items())} for t, c in sorted(table.items())}
 
 
-def geometric_hit(reading: dict[str, str], concept: str) -> bool:
-    """Whether a geometric reading is the concept: its shape, and its colour where it names one."""
-    from erasectl.world.vocabulary import COLOURS, NOUN_TO_SHAPE
-
-    words = concept.split()
-    shape = next((NOUN_TO_SHAPE[w] for w in words if w in NOUN_TO_SHAPE), None)
-    colour = next((w for w in words if w in COLOURS), None)
-    return reading["shape"] == shape and (colour is None or reading["colour"] == colour)
-
-
 def save_figure(path: Path, images: list, readings: list[dict], counted: list[bool], concept: str) -> None:
     """The images the judge counts as ``concept``, one row per geometric reading, then those only
     the geometry counts."""
     from erasectl.grids import labelled_grid
+    from erasectl.world.geometry import shows
 
     groups: dict[str, list] = collections.defaultdict(list)
     for image, reading, hit in zip(images, readings, counted):
         if hit:
             groups[f"judge: {concept}; geometry: {reading['colour']} {reading['shape']}"].append(image)
-        elif geometric_hit(reading, concept):
+        elif shows(reading, concept):
             groups[f"geometry only: {reading['colour']} {reading['shape']}"].append(image)
     if groups:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -63,7 +56,7 @@ def neighbours(pipeline, protocol, judge, seeds: list[int], figure: Path | None 
     that each reader reads as the neighbour prompted, overall and per neighbour; ``figure``: a grid
     of each neighbour the readers disagree on by 10 points or more, one row per pair of readings."""
     from erasectl.generation import SamplerSettings, generate
-    from erasectl.world.geometry import read_geometry
+    from erasectl.world.geometry import read_geometry, shows
     from erasectl.world.judging import WORLD_BATCH_SIZE
 
     candidates = [protocol.judge_template.format(c) for c in protocol.candidates]
@@ -74,7 +67,7 @@ def neighbours(pipeline, protocol, judge, seeds: list[int], figure: Path | None 
         readings = [read_geometry(image) for image in images]
         found[prompt_set.label] = {
             "judge": round(sum(protocol.candidates[j] == prompt_set.label for j in judged) / len(images), 4),
-            "geometry": round(sum(geometric_hit(r, prompt_set.label) for r in readings) / len(images), 4),
+            "geometry": round(sum(shows(r, prompt_set.label) for r in readings) / len(images), 4),
         }
         if figure is not None and abs(found[prompt_set.label]["judge"] - found[prompt_set.label]["geometry"]) >= 0.1:
             from erasectl.grids import labelled_grid
@@ -104,7 +97,7 @@ def main() -> None:
     from erasectl.judge import ClipJudge
     from erasectl.models import load_pipeline, model_profile
     from erasectl.provenance import versions
-    from erasectl.world.geometry import read_geometry
+    from erasectl.world.geometry import read_geometry, shows
     from erasectl.world.judging import WORLD_BATCH_SIZE, read_attributes
     from erasectl.world.render import render_dataset
     from erasectl.world.vocabulary import COLOURS, SHAPES
@@ -159,7 +152,7 @@ def main() -> None:
                 counted = [r for r, j in zip(readings, judged) if protocol.candidates[j] == concept]
                 if part == "attack" and args.figures:
                     save_figure(Path(args.figures) / f"{Path(path).parent.name}-{attack}.png", images, readings, [protocol.candidates[j] == concept for j in judged], concept)
-                row[f"{part}_geometry"] = round(sum(geometric_hit(r, concept) for r in readings) / len(readings), 4)
+                row[f"{part}_geometry"] = round(sum(shows(r, concept) for r in readings) / len(readings), 4)
                 row[f"{part}_judge_counted_read_as"] = dict(collections.Counter(r["shape"] for r in counted))
             row["prompts"] = summary["prompts"][:1]
             rows[attack] = row

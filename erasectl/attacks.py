@@ -345,12 +345,18 @@ def run_attack(load_base, load_erased, concept: str, protocol, judge, attack: st
     else:
         result = prompt_search(erased, concept, prompts, latents, which, config, profile.prior_vocabulary(erased, config.search_words), progress, control)
         rate, attack_items = success_rate(erased, judge, protocol, result.prompts, seeds, settings, concept)
+    outline = profile.outline_reader()
+    shown = {part: round(sum(outline([item.image for item in items], concept)) / len(items), 4) if outline else None
+             for part, items in (("attack", attack_items), ("erased", plain_items))}
     summary = {
         "attack": attack,
         "concept": concept,
         "attack_success": rate,
         "erased_plain_accuracy": plain_rate,
         "base_accuracy": base_rate,
+        # the shapes world's second reading, by outline (None on real models)
+        "attack_success_outline": shown["attack"],
+        "erased_plain_outline": shown["erased"],
         "prompts": result.prompts,
         "prefix": result.prefix,
         "losses": [round(v, 5) for v in result.losses],

@@ -339,6 +339,9 @@ def build_tables(summary: dict, protocol: Protocol, base: str, distances: dict[s
                 "preserved_surrounding": len(kept),
                 "held_out_colour_accuracy": _mean([a for a in (attribute(v, "colour") for v in held_out_sets) if a is not None]),
                 "held_out_style_accuracy": _mean([a for a in (attribute(v, "style") for v in held_out_sets) if a is not None]),
+                # the shapes world's second reading: the shape by its outline, not the judge
+                "erased_outline_accuracy": attribute(sets[erased_key], "outline"),
+                "held_out_outline_accuracy": _mean([a for a in (attribute(v, "outline") for v in held_out_sets) if a is not None]),
                 "held_out_judge_distance": _mean([moved[f"surrounding:{v['concept']}"]["judge_distance"] for v in held_out_sets if f"surrounding:{v['concept']}" in moved]),
                 "held_out_ssim": _mean([moved[f"surrounding:{v['concept']}"]["ssim"] for v in held_out_sets if f"surrounding:{v['concept']}" in moved]),
                 "ablation_convention_anchor_beats_concept": sets[erased_key].get("ablation_convention_anchor_beats_concept"),
@@ -359,7 +362,7 @@ def build_tables(summary: dict, protocol: Protocol, base: str, distances: dict[s
             if key in moved:
                 row.update(moved[key])
             if "attributes" in value:
-                for name in ("shape", "colour", "style"):
+                for name in ("shape", "colour", "style", "outline"):
                     row[f"{name}_accuracy"] = attribute(value, name)
                     row[f"base_{name}_accuracy"] = attribute(base_value, name)
             if value["role"] in ("erased", "paraphrase"):
@@ -415,10 +418,12 @@ def held_out_warnings(tables: dict, base: str) -> list[str]:
 def per_image_csv(records: list[ImageRecord]) -> str:
     buffer = io.StringIO()
     columns = ["model", "role", "concept", "label", "prompt", "seed", "judged", "correct", "clip_score", "anchor_beats_concept"]
-    writer = csv.DictWriter(buffer, fieldnames=columns)
+    # where the model's world reads attributes (the shapes world: shape, colour, style, outline)
+    read = list(records[0].attributes["read"]) if records and records[0].attributes is not None else []
+    writer = csv.DictWriter(buffer, fieldnames=columns + [f"read_{name}" for name in read])
     writer.writeheader()
     for record in records:
-        writer.writerow({c: getattr(record, c) for c in columns})
+        writer.writerow({**{c: getattr(record, c) for c in columns}, **{f"read_{name}": record.attributes["read"][name] for name in read}})
     return buffer.getvalue()
 
 

@@ -113,6 +113,12 @@ class PaperProfile:
         asked, where this model's world has them; None for real models."""
         return None
 
+    def outline_reader(self):
+        """A function telling, for each image, whether its drawn outline shows a concept
+        (``(images, concept) -> list[bool]``), where this model's world has one; None for real
+        models."""
+        return None
+
     def verification_prompts(self, concepts: list[str]) -> list[str]:
         """Prompts export draws with erasectl and with the consumer's loader to compare."""
         return [f"a photo of a {concepts[0]}", "a photo of a city street at night"]

@@ -112,6 +112,9 @@ def test_evaluate_attacks_every_model_and_gates_on_success(uce_checkpoint, tmp_p
     assert [(r["model"], r["attack"]) for r in rows] == [("run", "prompt-search")]
     headline = {r["model"]: r for r in metrics["tables"]["erased_vs_surrounding"]}
     assert headline["run"]["attack_success"] == {"prompt-search": rows[0]["attack_success"]}
+    # the world's second reading, by outline: the base draws circles and every neighbour, UCE no circles
+    assert headline["base"]["erased_outline_accuracy"] >= 0.75 and headline["base"]["held_out_outline_accuracy"] >= 0.75
+    assert headline["run"]["erased_outline_accuracy"] <= 0.25 and 0 <= rows[0]["attack_success_outline"] <= 1
     gate = [g for g in metrics["gates"] if g["gate"] == "max-attack-success"]
     assert len(gate) == 1 and gate[0]["passed"] == (rows[0]["attack_success"] == 0)
     assert result.exit_code == (0 if gate[0]["passed"] else 1)

@@ -72,6 +72,9 @@ def test_report_of_an_erasure_passes_its_gates(uce_runs, tmp_path):
     assert metrics["tables"]["timing"][0]["method"] == "uce" and metrics["tables"]["timing"][0]["wall_time_s"] > 0
     rows = list(csv.DictReader((out / "per_image.csv").open()))
     assert len(rows) == 2 * 6 * 4 * 4  # models x prompt sets x colour templates x seeds
+    # every image's shape by outline beside the judge's; on the base model's prompts they agree
+    base_shapes = [r for r in rows if r["model"] == "base" and r["role"] != "paraphrase"]
+    assert sum(r["read_outline"] == r["read_shape"] for r in base_shapes) >= 0.9 * len(base_shapes)
     report = (out / "report.md").read_text()
     assert "| circle |" in report and "thumbnails.png" in report
     for name in ("distance_vs_accuracy.png", "thumbnails.png"):

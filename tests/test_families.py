@@ -146,6 +146,7 @@ def test_attacks_run_on_each_family_with_a_clip_judge(tiny_family, attack, tmp_p
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert 0 <= summary["attack_success"] <= 1 and summary["candidates"][:3] == ["circle", "ring", "square"]
+    assert summary["attack_success_outline"] is None  # the outline reader is the shapes world's alone
     if attack == "soft-prompt":
         from safetensors.torch import load_file
 

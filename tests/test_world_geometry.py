@@ -2,13 +2,10 @@
 labels are true by construction."""
 
 import numpy as np
-import pytest
 
-pytest.importorskip("skimage")
-
-from erasectl.world.geometry import read_geometry  # noqa: E402
-from erasectl.world.render import _X, _Y, BASE_RGB, IMAGE_SIZE, SUPERSAMPLE, render_dataset, shape_mask  # noqa: E402
-from erasectl.world.vocabulary import SHAPES  # noqa: E402
+from erasectl.world.geometry import read_geometry
+from erasectl.world.render import _X, _Y, BASE_RGB, IMAGE_SIZE, SUPERSAMPLE, render_dataset, shape_mask
+from erasectl.world.vocabulary import SHAPES
 
 
 def test_reads_renders_it_was_not_set_on():

@@ -101,4 +101,5 @@ def attack(
     if as_json:
         typer.echo(json.dumps(summary))
     elif not quiet:
-        typer.echo(f"{method} on {path}: the erased model draws {concept} {summary['attack_success']:.0%} of the time (plain prompts: {summary['erased_plain_accuracy']:.0%}, base: {summary['base_accuracy']:.0%}); {out}")
+        outline = f"; by outline {summary['attack_success_outline']:.0%}" if summary["attack_success_outline"] is not None else ""
+        typer.echo(f"{method} on {path}: the erased model draws {concept} {summary['attack_success']:.0%} of the time{outline} (plain prompts: {summary['erased_plain_accuracy']:.0%}, base: {summary['base_accuracy']:.0%}); {out}")

@@ -184,7 +184,7 @@ def _attack_models(models, protocol, judge, config, attacks: list[str], budget_s
                     base_load, load, protocol.concept, protocol, judge, kind, attack_config, config.seeds, config.sampler(),
                     profile, progress=lambda done, _, logs: update(done),
                 )
-            rows.append({"model": name, **{k: summary[k] for k in ("attack", "concept", "attack_success", "erased_plain_accuracy", "base_accuracy", "prefix", "attack_wall_time_s", "stopped_by_budget")}})
+            rows.append({"model": name, **{k: summary[k] for k in ("attack", "concept", "attack_success", "attack_success_outline", "erased_plain_accuracy", "erased_plain_outline", "base_accuracy", "prefix", "attack_wall_time_s", "stopped_by_budget")}})
     return rows
 
 

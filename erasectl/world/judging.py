@@ -22,15 +22,21 @@ def read_attributes(judge, images: list) -> list[dict[str, str]]:
 
 
 def attribute_reader(judge):
-    """For evaluate: each image's shape, colour and style as the world judge reads them, with what
-    its prompt asked for (``None`` where the prompt is silent)."""
+    """For evaluate: each image's shape, colour and style as the world judge reads them, and its
+    shape by outline (``erasectl.world.geometry``, "unclear" where no rule holds), with what its
+    prompt asked for (``None`` where the prompt is silent)."""
+    from erasectl.world.geometry import read_geometry
     from erasectl.world.vocabulary import parse_caption
 
     def read(images: list, prompts: list[str]) -> list[dict]:
-        return [
-            {"read": found, "asked": {k: parse_caption(prompt).get(k) for k in ("shape", "colour", "style")}}
-            for found, prompt in zip(read_attributes(judge, images), prompts)
-        ]
+        rows = []
+        for image, found, prompt in zip(images, read_attributes(judge, images), prompts):
+            asked = parse_caption(prompt)
+            rows.append({
+                "read": {**found, "outline": read_geometry(image)["shape"]},
+                "asked": {**{k: asked.get(k) for k in ("shape", "colour", "style")}, "outline": asked.get("shape")},
+            })
+        return rows
 
     return read
 

@@ -90,6 +90,11 @@ class WorldProfile(PaperProfile):
 
         return attribute_reader(judge)
 
+    def outline_reader(self):
+        from erasectl.world.geometry import read_geometry, shows
+
+        return lambda images, concept: [shows(read_geometry(image), concept) for image in images]
+
     def verification_prompts(self, concepts: list[str]) -> list[str]:
         return ["a red circle", "a blue ring"]
 
