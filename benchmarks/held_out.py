@@ -103,7 +103,7 @@ def main() -> None:
             per_model = {}
             for row in metrics["tables"]["per_concept"]:
                 per_model.setdefault(row["model"], {})[f"{row['role']}:{row['concept']}"] = {
-                    k: row.get(k) for k in ("split", "in_prior", "accuracy", "colour_accuracy", "style_accuracy", "judge_distance", "ssim")
+                    k: row.get(k) for k in ("split", "in_prior", "accuracy", "colour_accuracy", "style_accuracy", "outline_accuracy", "judge_distance", "ssim")
                 }
             headline = {row["model"]: row for row in metrics["tables"]["erased_vs_surrounding"]}
             distribution = {row["model"]: row for row in metrics["tables"]["distribution"]}

@@ -1,5 +1,9 @@
 """The README's held-out tables, written from benchmarks/results-held_out.json (no figure typed by hand).
 
+"by outline": the held-out shapes as the shapes world's outline reader reads them (``-`` where the
+concept's results predate it); a set's cell adds ``[outline X]`` where that reader differs from the
+judge by 10 points or more.
+
     python benchmarks/held_out_tables.py [benchmarks/results-held_out.json]
 """
 
@@ -37,10 +41,10 @@ def main() -> None:
         names = [k.split(":", 1)[1] for k in sets]
         print(f"\n**{concept}** ({group['seeds_per_prompt'] if 'seeds_per_prompt' in group else results['seeds'][1] - results['seeds'][0] + 1} seeds per prompt; "
               f"p: preserved by the erasure; i: held out, but its words are in nullspace's automatic prior; unmarked: held out)\n")
-        print("| erasure | " + " | ".join(names) + " | held-out shape | held-out colour | drift | SSIM | FID | what replaces it | time |")
-        print("|---|" + "---|" * (len(names) + 7))
+        print("| erasure | " + " | ".join(names) + " | held-out shape | by outline | held-out colour | drift | SSIM | FID | what replaces it | time |")
+        print("|---|" + "---|" * (len(names) + 8))
         base = group["base"]["sets"]
-        print("| base | " + " | ".join(cell(base[k]["accuracy"]) for k in sets) + " | - | - | - | - | - | - | - |")
+        print("| base | " + " | ".join(cell(base[k]["accuracy"]) for k in sets) + " | - | - | - | - | - | - | - | - |")
         for case in group["cases"]:
             row = []
             for k in sets:
@@ -51,12 +55,15 @@ def main() -> None:
                 colour = value.get("colour_accuracy")
                 style = value.get("style_accuracy")
                 extra = f" ({cell(colour, True)} col" + (f", {cell(style, True)} style" if style is not None else "") + ")" if colour is not None and colour < 0.95 or (style is not None and style < 0.95) else ""
+                outline = value.get("outline_accuracy")
+                if outline is not None and abs(outline - value["accuracy"]) >= 0.1:
+                    extra += f" [outline {cell(outline)}]"
                 row.append(f"{cell(value['accuracy'])}{mark}{extra}")
             h = case["headline"]
             d = case.get("distribution") or {}
             replaced = case.get("replacement") or {}
             top = ", ".join(f"{k} {v:.2f}" for k, v in list(replaced.get("judged_as", {}).items())[:2])
-            print(f"| {case['case']} | " + " | ".join(row) + f" | {cell(h['surrounding_accuracy'])} | {cell(h['held_out_colour_accuracy'], True)} | "
+            print(f"| {case['case']} | " + " | ".join(row) + f" | {cell(h['surrounding_accuracy'])} | {cell(h.get('held_out_outline_accuracy'))} | {cell(h['held_out_colour_accuracy'], True)} | "
                   f"{cell(h['held_out_judge_distance'])} | {cell(h['held_out_ssim'])} | {cell(d.get('fid'))} | {top} | {case['method_wall_s']} s |")
 
 
