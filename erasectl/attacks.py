@@ -346,8 +346,8 @@ def run_attack(load_base, load_erased, concept: str, protocol, judge, attack: st
         result = prompt_search(erased, concept, prompts, latents, which, config, profile.prior_vocabulary(erased, config.search_words), progress, control)
         rate, attack_items = success_rate(erased, judge, protocol, result.prompts, seeds, settings, concept)
     outline = profile.outline_reader()
-    shown = {part: round(sum(outline([item.image for item in items], concept)) / len(items), 4) if outline else None
-             for part, items in (("attack", attack_items), ("erased", plain_items))}
+    shown = {part: outline([item.image for item in items], concept) if outline else None for part, items in (("attack", attack_items), ("erased", plain_items))}
+    shown = {part: round(sum(hits) / len(hits), 4) if hits is not None else None for part, hits in shown.items()}
     summary = {
         "attack": attack,
         "concept": concept,

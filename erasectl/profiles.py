@@ -115,8 +115,8 @@ class PaperProfile:
 
     def outline_reader(self):
         """A function telling, for each image, whether its drawn outline shows a concept
-        (``(images, concept) -> list[bool]``), where this model's world has one; None for real
-        models."""
+        (``(images, concept) -> list[bool]``, None for a concept no outline shows), where this
+        model's world has one; None for real models."""
         return None
 
     def verification_prompts(self, concepts: list[str]) -> list[str]:

@@ -30,3 +30,14 @@ def test_a_cross_with_rounded_arms_is_a_cross_and_an_empty_image_no_shape():
     assert read_geometry(_paint(shape_mask("circle", u, v, 10.0), "red"))["shape"] == "circle"
     assert read_geometry(_paint(swollen, "red")) == {"shape": "cross", "colour": "red"}
     assert read_geometry(_paint(np.zeros_like(swollen), "red")) == {"shape": "unclear", "colour": "none"}
+
+
+def test_the_world_profile_reads_outlines_of_shapes_and_of_no_style():
+    from erasectl.profiles import PaperProfile
+    from erasectl.world.profile import WorldProfile
+
+    images, labels = render_dataset(8, seed=3)
+    read = WorldProfile().outline_reader()
+    assert read(images, "circle") == [label.shape == "circle" for label in labels]
+    assert read(images, f"{labels[0].colour} {labels[0].shape}")[0] is True
+    assert read(images, "striped") is None and PaperProfile().outline_reader() is None

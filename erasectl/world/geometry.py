@@ -24,7 +24,6 @@ least 0.27, every other shape's at most 0.05; crosses' lobes at most 16 degrees 
 squares' at least 29), never on an erased model's images; ``benchmarks/geometry_reader.py``
 checks the reader on other renders and on the base model's draws. Where no rule holds the reading
 is ``"unclear"``: the reader does not force a choice the image does not support.
-
 """
 
 from __future__ import annotations
@@ -56,7 +55,8 @@ def measure_shape(image) -> dict | None:
     # that a shape touching it is not eroded away.
     closed = ndimage.binary_closing(np.pad(chroma > level, 1), structure=ndimage.generate_binary_structure(2, 1))[1:-1, 1:-1]
     small = _largest(closed)
-    if small is None or ndimage.binary_fill_holes(small).sum() < MIN_AREA:
+    area = float(ndimage.binary_fill_holes(small).sum()) if small is not None else 0.0
+    if area < MIN_AREA:
         return None
     # Traced at 4x: the saturation map interpolated (pixel centres aligned), the closed stripes kept in.
     fine = _largest(ndimage.zoom(np.where(closed, np.maximum(chroma, 1.01 * level), chroma), UPSAMPLE, order=1, mode="nearest", grid_mode=True) > level)
@@ -73,7 +73,7 @@ def measure_shape(image) -> dict | None:
     inside = pixels[small]
     lit = inside[inside.sum(-1) >= np.median(inside.sum(-1))].mean(0)
     return {
-        "area": float(ndimage.binary_fill_holes(small).sum()),
+        "area": area,
         "hole": 1.0 - float(fine.sum()) / float(filled.sum()),
         "roundness": float(radius.std() / radius.mean()),
         "lobes3": float(abs(harmonics[3])),

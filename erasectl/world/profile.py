@@ -92,8 +92,14 @@ class WorldProfile(PaperProfile):
 
     def outline_reader(self):
         from erasectl.world.geometry import read_geometry, shows
+        from erasectl.world.vocabulary import parse_caption
 
-        return lambda images, concept: [shows(read_geometry(image), concept) for image in images]
+        def read(images: list, concept: str) -> list[bool] | None:
+            if parse_caption(concept).get("shape") is None:
+                return None  # a colour or style alone: an outline cannot show it
+            return [shows(read_geometry(image), concept) for image in images]
+
+        return read
 
     def verification_prompts(self, concepts: list[str]) -> list[str]:
         return ["a red circle", "a blue ring"]
