@@ -1,8 +1,8 @@
 """The README's held-out tables, written from benchmarks/results-held_out.json (no figure typed by hand).
 
 "by outline": the held-out shapes as the shapes world's outline reader reads them (``-`` where the
-concept's results predate it); a set's cell adds ``[outline X]`` where that reader differs from the
-judge by 10 points or more.
+concept's results predate it, or the concept is a style); a set's cell adds ``[outline X]`` where
+that reader differs from the judge by 10 points or more.
 
     python benchmarks/held_out_tables.py [benchmarks/results-held_out.json]
 """
@@ -36,7 +36,10 @@ def in_prior(case: dict, concept: str) -> bool:
 def main() -> None:
     path = Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).parent / "results-held_out.json")
     results = json.loads(path.read_text())
+    from erasectl.world.vocabulary import parse_caption
+
     for concept, group in results["concepts"].items():
+        shaped = parse_caption(concept).get("shape") is not None  # a style's accuracy is no shape's: no outline beside it
         sets = [k for k in group["base"]["sets"]]
         names = [k.split(":", 1)[1] for k in sets]
         print(f"\n**{concept}** ({group['seeds_per_prompt'] if 'seeds_per_prompt' in group else results['seeds'][1] - results['seeds'][0] + 1} seeds per prompt; "
@@ -55,7 +58,7 @@ def main() -> None:
                 colour = value.get("colour_accuracy")
                 style = value.get("style_accuracy")
                 extra = f" ({cell(colour, True)} col" + (f", {cell(style, True)} style" if style is not None else "") + ")" if colour is not None and colour < 0.95 or (style is not None and style < 0.95) else ""
-                outline = value.get("outline_accuracy")
+                outline = value.get("outline_accuracy") if shaped else None
                 if outline is not None and abs(outline - value["accuracy"]) >= 0.1:
                     extra += f" [outline {cell(outline)}]"
                 row.append(f"{cell(value['accuracy'])}{mark}{extra}")
@@ -63,7 +66,7 @@ def main() -> None:
             d = case.get("distribution") or {}
             replaced = case.get("replacement") or {}
             top = ", ".join(f"{k} {v:.2f}" for k, v in list(replaced.get("judged_as", {}).items())[:2])
-            print(f"| {case['case']} | " + " | ".join(row) + f" | {cell(h['surrounding_accuracy'])} | {cell(h.get('held_out_outline_accuracy'))} | {cell(h['held_out_colour_accuracy'], True)} | "
+            print(f"| {case['case']} | " + " | ".join(row) + f" | {cell(h['surrounding_accuracy'])} | {cell(h.get('held_out_outline_accuracy') if shaped else None)} | {cell(h['held_out_colour_accuracy'], True)} | "
                   f"{cell(h['held_out_judge_distance'])} | {cell(h['held_out_ssim'])} | {cell(d.get('fid'))} | {top} | {case['method_wall_s']} s |")
 
 
