@@ -3,12 +3,12 @@
 world as the ``outline`` figures) beside what the CLIP judge reads, with figures of where they
 disagree.
 
-    python benchmarks/geometry_reader.py [CHECKPOINT ...] [--attacks soft-prompt,prompt-search] [--seeds 8] [--json out.json]
+    python benchmarks/geometry_reader.py [CHECKPOINT ...] [--attacks soft-prompt,prompt-search] [--seeds 8] [--skip-base] [--figures DIR] [--json out.json]
 
 1. Renders (labels true by construction): the reader's confusion on 2000 images of render seed 31.
    Its thresholds were set on render seed 7, so seed 31 is its held-out check.
 2. The base model's draws of "a <colour> <shape>" for every shape and colour, seeds 0-7: how often
-   each reader agrees with the prompt (the base model draws what it is asked 92-100% of the time).
+   each reader agrees with the prompt (so a disagreement later is the erased model's, or a reader's).
 3. For each erased checkpoint, each attack as `erasectl attack` runs it (its defaults, judged on
    seeds 0-7): the share of the attack's images the CLIP judge reads as the concept (the reported
    attack success), the share the geometry reads as the concept, and what the geometry reads in
