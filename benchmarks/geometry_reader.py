@@ -37,7 +37,6 @@ def confusion(truth: list[str], read: list[str]) -> dict[str, dict[str, float]]:
 def save_figure(path: Path, images: list, readings: list[dict], counted: list[bool], concept: str) -> None:
     """The images the judge counts as ``concept``, one row per geometric reading, then those only
     the geometry counts."""
-    from erasectl.grids import labelled_grid
     from erasectl.world.geometry import shows
 
     groups: dict[str, list] = collections.defaultdict(list)
@@ -46,6 +45,13 @@ def save_figure(path: Path, images: list, readings: list[dict], counted: list[bo
             groups[f"judge: {concept}; geometry: {reading['colour']} {reading['shape']}"].append(image)
         elif shows(reading, concept):
             groups[f"geometry only: {reading['colour']} {reading['shape']}"].append(image)
+    save_groups(path, groups)
+
+
+def save_groups(path: Path, groups: dict[str, list]) -> None:
+    """One grid: a row of images per label (none where there is no group)."""
+    from erasectl.grids import labelled_grid
+
     if groups:
         path.parent.mkdir(parents=True, exist_ok=True)
         labelled_grid(list(groups.values()), list(groups), cell=64).save(path)
@@ -70,13 +76,10 @@ def neighbours(pipeline, protocol, judge, seeds: list[int], figure: Path | None 
             "geometry": round(sum(shows(r, prompt_set.label) for r in readings) / len(images), 4),
         }
         if figure is not None and abs(found[prompt_set.label]["judge"] - found[prompt_set.label]["geometry"]) >= 0.1:
-            from erasectl.grids import labelled_grid
-
             groups: dict[str, list] = collections.defaultdict(list)
             for image, j, r in zip(images, judged, readings):
                 groups[f"judge: {protocol.candidates[j]}; geometry: {r['shape']}"].append(image)
-            figure.parent.mkdir(parents=True, exist_ok=True)
-            labelled_grid(list(groups.values()), list(groups), cell=64).save(figure.with_name(f"{figure.stem}-{prompt_set.label.replace(' ', '_')}.png"))
+            save_groups(figure.with_name(f"{figure.stem}-{prompt_set.label.replace(' ', '_')}.png"), groups)
     return {reader: round(sum(v[reader] for v in found.values()) / len(found), 4) for reader in ("judge", "geometry")} | {"per_neighbour": found}
 
 
@@ -97,7 +100,7 @@ def main() -> None:
     from erasectl.judge import ClipJudge
     from erasectl.models import load_pipeline, model_profile
     from erasectl.provenance import versions
-    from erasectl.world.geometry import read_geometry, shows
+    from erasectl.world.geometry import read_geometry
     from erasectl.world.judging import WORLD_BATCH_SIZE, read_attributes
     from erasectl.world.render import render_dataset
     from erasectl.world.vocabulary import COLOURS, SHAPES
@@ -144,7 +147,8 @@ def main() -> None:
         rows = {}
         for attack in args.attacks.split(","):
             summary, drawn = run_attack(load_base, load_erased, concept, protocol, judge, attack, AttackConfig(), seeds, SamplerSettings(batch_size=WORLD_BATCH_SIZE), profile)
-            row = {"method": erased.recipe["method"], "concept": concept, "attack_success_judge": summary["attack_success"], "erased_plain_judge": summary["erased_plain_accuracy"]}
+            row = {"method": erased.recipe["method"], "concept": concept, "attack_success_judge": summary["attack_success"], "erased_plain_judge": summary["erased_plain_accuracy"],
+                   "erased_geometry": summary["erased_plain_outline"], "attack_geometry": summary["attack_success_outline"]}
             for part in ("erased", "attack"):
                 images = [item.image for item in drawn[part]]
                 readings = [read_geometry(image) for image in images]
@@ -152,7 +156,6 @@ def main() -> None:
                 counted = [r for r, j in zip(readings, judged) if protocol.candidates[j] == concept]
                 if part == "attack" and args.figures:
                     save_figure(Path(args.figures) / f"{Path(path).parent.name}-{attack}.png", images, readings, [protocol.candidates[j] == concept for j in judged], concept)
-                row[f"{part}_geometry"] = round(sum(shows(r, concept) for r in readings) / len(readings), 4)
                 row[f"{part}_judge_counted_read_as"] = dict(collections.Counter(r["shape"] for r in counted))
             row["prompts"] = summary["prompts"][:1]
             rows[attack] = row

@@ -346,8 +346,11 @@ def run_attack(load_base, load_erased, concept: str, protocol, judge, attack: st
         result = prompt_search(erased, concept, prompts, latents, which, config, profile.prior_vocabulary(erased, config.search_words), progress, control)
         rate, attack_items = success_rate(erased, judge, protocol, result.prompts, seeds, settings, concept)
     outline = profile.outline_reader()
-    shown = {part: outline([item.image for item in items], concept) if outline else None for part, items in (("attack", attack_items), ("erased", plain_items))}
-    shown = {part: round(sum(hits) / len(hits), 4) if hits is not None else None for part, hits in shown.items()}
+
+    def outline_share(items) -> float | None:
+        hits = outline([item.image for item in items], concept) if outline else None
+        return round(sum(hits) / len(hits), 4) if hits is not None else None
+
     summary = {
         "attack": attack,
         "concept": concept,
@@ -355,8 +358,8 @@ def run_attack(load_base, load_erased, concept: str, protocol, judge, attack: st
         "erased_plain_accuracy": plain_rate,
         "base_accuracy": base_rate,
         # the shapes world's second reading, by outline (None on real models)
-        "attack_success_outline": shown["attack"],
-        "erased_plain_outline": shown["erased"],
+        "attack_success_outline": outline_share(attack_items),
+        "erased_plain_outline": outline_share(plain_items),
         "prompts": result.prompts,
         "prefix": result.prefix,
         "losses": [round(v, 5) for v in result.losses],
