@@ -31,6 +31,10 @@ import torch
 from erasectl.errors import ConfigError
 
 ATTACKS = ("soft-prompt", "prompt-search")
+# A defence that runs the soft-prompt attack in its loop (rece's and nullspace's attack rounds)
+# draws its images and noise from the erase seed plus this, so that it never trains on the images
+# evaluate's attack draws from the evaluation seeds (which, like erase seeds, start at 0).
+DEFENCE_SEED_OFFSET = 1_000_000
 PLACEHOLDER = "<erasectl-attack>"
 ENCODERS = (("tokenizer", "text_encoder", "clip_l"), ("tokenizer_2", "text_encoder_2", "clip_g"))
 
@@ -61,6 +65,11 @@ class AttackConfig:
     def progress_total(self, attack: str) -> int:
         """The steps an attack reports progress in: optimisation steps, or prefix positions."""
         return self.steps if attack == "soft-prompt" else self.rounds * self.prefix_tokens
+
+
+def defence_config(erase_seed: int, round_index: int, steps: int) -> "AttackConfig":
+    """The in-the-loop attack of a defence: its own images and noise, never evaluate's."""
+    return AttackConfig(images=16, steps=steps, seed=erase_seed + DEFENCE_SEED_OFFSET + round_index)
 
 
 @dataclass

@@ -143,6 +143,14 @@ def test_attack_rounds_erase_what_the_attack_finds(tmp_path):
     first, second = json.loads(plain.stdout), json.loads(looped.stdout)
     assert [r["round"] for r in second["attack_rounds"]] == [1] and second["erased_rows"] > first["erased_rows"]
     assert "attack_rounds" not in first
+    # the defence's attack learns from images of its own, never those evaluate's attack draws
+    from erasectl.attacks import defence_config
+
+    pipeline = load_pipeline()
+    evaluated, _ = concept_latents(pipeline, PROMPTS, AttackConfig(seed=0))
+    defended, _ = concept_latents(pipeline, PROMPTS, AttackConfig(seed=second["attack_rounds"][0]["seed"]))
+    assert second["attack_rounds"][0]["seed"] == defence_config(0, 0, 5).seed != 0
+    assert not torch.allclose(evaluated, defended)
 
 
 def test_prompt_search_resumes_to_the_same_prefix(uce_checkpoint, concept_images, tmp_path):
@@ -174,7 +182,7 @@ def test_advunlearn_inner_attack_moves_its_token_towards_the_concept():
     prompts = ["a circle"]
     hidden = encode_prompts(pipeline, prompts * 4)
     concept = model.frozen(latents, timesteps, hidden)
-    config = AdvUnlearnConfig(warmup_steps=0, attack_steps=10, attack_lr=1e-2, attack_position="replace")
+    config = AdvUnlearnConfig(warmup_steps=0, attack_steps=10, attack_lr=1e-2, attack_position="replace", attack_states="shared")
     with placeholder_token(pipeline, "shape") as vectors:
         adversary = Adversary(pipeline, prompts, ["circle"], config, vectors)
         start = {k: v.detach().clone() for k, v in vectors.items()}
@@ -190,6 +198,38 @@ def test_advunlearn_inner_attack_moves_its_token_towards_the_concept():
         assert not torch.equal(start["clip_l"], vectors["clip_l"])
     assert after < 0.8 * before, (before, after)
     assert all(not p.requires_grad or p.grad is None for p in pipeline.unet.parameters())  # the attack never leaves UNet gradients
+
+
+def test_advunlearn_attack_can_draw_fresh_states_for_every_step(tmp_path):
+    """--attack-states fresh (AdvUnlearn's own attack): every attack step asks for new states, and
+    the token is moved on those; the trained prompts stay the iteration's own samples'."""
+    from erasectl.architecture import encode_prompts
+    from erasectl.methods.advunlearn import Adversary, AdvUnlearnConfig
+    from erasectl.methods.common import TrainedUNet
+    from erasectl.parameter_groups import select_parameters
+
+    pipeline = load_pipeline()
+    model = TrainedUNet(pipeline.unet, select_parameters(pipeline.unet, "esd-x", ("esd-x",)))
+    generator = torch.Generator().manual_seed(0)
+    latents = torch.randn((4, 4, 32, 32), generator=generator)
+    timesteps = torch.tensor([900, 700, 500, 300])
+    concept = model.frozen(latents, timesteps, encode_prompts(pipeline, ["a circle"] * 4))
+    calls = []
+
+    def fresh_states():
+        calls.append(len(calls))
+        noise = torch.randn((2, 4, 32, 32), generator=generator)
+        steps = torch.tensor([800, 400])
+        return noise, steps, torch.tensor([0, 0]), model.frozen(noise, steps, encode_prompts(pipeline, ["a circle"] * 2))
+
+    with placeholder_token(pipeline, "shape") as vectors:
+        start = vectors["clip_l"].detach().clone()
+        adversary = Adversary(pipeline, ["a circle"], ["circle"], AdvUnlearnConfig(warmup_steps=0, attack_steps=3, attack_states="fresh"), vectors)
+        trained = adversary.trained_prompts(0, model, latents, timesteps, [0] * 4, [0, 1, 2, 3], concept, 1.0, fresh_states)
+        assert len(calls) == 3 and not torch.equal(vectors["clip_l"], start)
+    assert trained == [f"{PLACEHOLDER} a circle"] * 4  # the trained prompts are still the iteration's own samples'
+    result = runner.invoke(app, ["erase", "--concept", "circle", "--method", "advunlearn", "--attack-states", "new", "--out", str(tmp_path / "bad")])
+    assert result.exit_code == 2 and "attack_states must be one of shared, fresh" in result.output and not (tmp_path / "bad").exists()
 
 
 def test_advunlearn_is_esd_until_the_warm_up_ends_then_trains_on_the_adversarial_prompt(tmp_path):
@@ -223,11 +263,24 @@ def test_advunlearn_attack_share_spreads_the_adversarial_samples_evenly(tmp_path
         picked = [adversary.adversarial(i) for i in range(64)]
         assert sum(picked) == 64 * share
         assert all(sum(picked[i : i + int(1 / share)]) == 1 for i in range(0, 64, int(1 / share)))
-    # both: the adversarial samples alternate between the token before the prompt and in place of the concept
+    # both: the iterations alternate between a token before the prompt and one in place of the
+    # concept, each its own token, kept while the other is in use (and in resumable states)
     config = AdvUnlearnConfig(attack_share=0.5, attack_position="both", warmup_steps=0, attack_every=1000)
-    adversary = Adversary(None, ["a circle"], ["circle"], config, {})
-    trained = adversary.trained_prompts(1, None, None, None, [0] * 8, list(range(8, 16)), None, 1.0)
-    assert trained[0::2] == ["a circle"] * 4 and sorted(trained[1::2]) == sorted([f"{PLACEHOLDER} a circle", f"a {PLACEHOLDER}"] * 2)
+    vectors = {"clip_l": torch.nn.Parameter(torch.zeros(4))}
+    adversary = Adversary(None, ["a circle"], ["circle"], config, vectors)
+    trained = [adversary.trained_prompts(step, None, None, None, [0] * 8, list(range(8 * step, 8 * step + 8)), None, 1.0) for step in (1, 2)]
+    assert trained[0][0::2] == ["a circle"] * 4 and trained[0][1::2] == [f"a {PLACEHOLDER}"] * 4
+    assert trained[1][1::2] == [f"{PLACEHOLDER} a circle"] * 4
+    with torch.no_grad():
+        vectors["clip_l"].fill_(1.0)  # the prefix token moves; the replacing one must not
+    adversary.trained_prompts(3, None, None, None, [0] * 8, list(range(24, 32)), None, 1.0)
+    assert torch.equal(vectors["clip_l"], torch.zeros(4))
+    state = adversary.state()
+    assert torch.equal(state["adversary.0.clip_l"], torch.ones(4)) and int(state["adversary.active"]) == 1
+    resumed = Adversary(None, ["a circle"], ["circle"], config, {"clip_l": torch.nn.Parameter(torch.zeros(4))})
+    resumed.restore(state)
+    resumed.trained_prompts(4, None, None, None, [0] * 8, list(range(32, 40)), None, 1.0)
+    assert torch.equal(resumed.vectors["clip_l"], torch.ones(4))
     result = runner.invoke(app, ["erase", "--concept", "circle", "--method", "advunlearn", "--attack-share", "0", "--out", str(tmp_path / "bad")])
     assert result.exit_code == 2 and "attack_share must be in (0, 1]" in result.output and not (tmp_path / "bad").exists()
 

@@ -24,11 +24,14 @@ METHODS = {
     # interrupted after the warm-up: the adversarial token and the trained text encoder (the world
     # default) are part of the state
     "advunlearn": ({}, {"steps": 10, "trajectory_reuse": 4, "warmup_steps": 3}),
+    # new x_t for every attack step (AdvUnlearn's own), and two tokens, one in use and one kept
+    "advunlearn#fresh": ({}, {"steps": 10, "trajectory_reuse": 4, "warmup_steps": 3, "attack_states": "fresh", "attack_position": "both"}),
 }
 
 
-def _run(method, control=None):
-    request_args, config_args = METHODS[method]
+def _run(variant, control=None):
+    request_args, config_args = METHODS[variant]
+    method = variant.split("#")[0]
     request = ErasureRequest(["circle"], WorldProfile(), **request_args)
     config = build_config(method, WorldProfile(), config_args)
     return erase_concepts(load_pipeline(), method, request, config, control=control)

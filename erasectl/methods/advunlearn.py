@@ -28,13 +28,15 @@ encoder the module that keeps robustness with the least damage to other prompts;
 world it is what kept the neighbours (README, "Attacks"). The UNet groups remain (``esd-all`` is
 their ``--train_method full``).
 
-Where erasectl differs from the authors' script: their text-encoder group also trains the layer
-norms, which erasectl leaves frozen so that a LoRA export carries the whole change; the attack
-reuses the iteration's x_t rather than sampling a new one per attack step; the retain term is taken
-at the concept's x_t, as ESD's ``--preserve`` term, and in the same step (their ``--retain_train
-reg``, which their README's commands use), rather than at x_t sampled under the retain prompts in a
-step of its own (their argparse default ``iter``; on the embedded world no better: README,
-"Attacks"); the token starts from the model's generic word, not a random one.
+As theirs, every attack step draws a new x_t at a new timestep (``--attack-states fresh``); the
+embedded world's default attacks at the iteration's own x_t instead (``shared``), which did as
+well there (README, "Attacks"). Where erasectl differs from the authors' script: their
+text-encoder group also trains the layer norms, which erasectl leaves frozen so that a LoRA export
+carries the whole change; the retain term is taken at the concept's x_t, as ESD's ``--preserve``
+term, and in the same step (their ``--retain_train reg``, which their README's commands use),
+rather than at x_t sampled under the retain prompts in a step of its own (their argparse default
+``iter``; on the embedded world no better: README, "Attacks"); the token starts from the model's
+generic word, not a random one.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from erasectl.methods.esd import ESDConfig
 
 REFERENCE = "AdvUnlearn (OPTML-Group/AdvUnlearn, train-scripts/AdvUnlearn.py) argparse defaults"
 POSITIONS = ("prefix", "replace", "both")
+ATTACK_STATES = ("shared", "fresh")
 
 
 @dataclass
@@ -62,9 +65,10 @@ class AdvUnlearnConfig(ESDConfig):
     attack_steps: int = field(default=30, metadata={"help": "Adam steps of the inner attack at each update.", "source": f"{REFERENCE}: --attack_step 30"})
     attack_lr: float = field(default=1e-3, metadata={"help": "Learning rate of the inner attack.", "source": f"{REFERENCE}: --attack_lr 1e-3"})
     attack_every: int = field(default=1, metadata={"help": "Iterations between updates of the adversarial token.", "source": f"{REFERENCE}: --adv_prompt_update_step 1"})
-    attack_position: str = field(default="prefix", metadata={"help": "prefix (the token before the concept's prompt), replace (the token instead of the concept) or both (alternate samples).", "source": f"{REFERENCE}: --attack_type prefix_k"})
+    attack_position: str = field(default="prefix", metadata={"help": "prefix (the token before the concept's prompt), replace (the token instead of the concept) or both (a token for each, the iterations alternating between them).", "source": f"{REFERENCE}: --attack_type prefix_k"})
     attack_share: float = field(default=1.0, metadata={"help": "Share of the samples after the warm-up trained on the adversarial prompt; the others keep their own prompt.", "source": f"{REFERENCE}: every sample after the warm-up"})
     preserve_weight: float = field(default=1.0, metadata={"help": "Weight of the utility-retaining term (the retain prompts, or --preserve).", "source": f"{REFERENCE}: --retain_loss_w 1.0"})
+    attack_states: str = field(default="fresh", metadata={"help": "fresh (new x_t, timesteps and prompts for every attack step) or shared (every attack step at the iteration's own x_t: a saving).", "source": "AdvUnlearn's attack_util.soft_prompt_attack, which samples a new x_t at a new timestep for every attack step"})
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -74,6 +78,8 @@ class AdvUnlearnConfig(ESDConfig):
             raise ConfigError(f"attack_lr must be positive, got {self.attack_lr}")
         if not 0 < self.attack_share <= 1:
             raise ConfigError(f"attack_share must be in (0, 1], got {self.attack_share}")
+        if self.attack_states not in ATTACK_STATES:
+            raise ConfigError(f"attack_states must be one of {', '.join(ATTACK_STATES)}, got {self.attack_states!r}")
         if self.attack_position not in POSITIONS:
             raise ConfigError(f"attack_position must be one of {', '.join(POSITIONS)}, got {self.attack_position!r}")
 
@@ -90,10 +96,24 @@ class Adversary:
             "prefix": [f"{PLACEHOLDER} {p}" for p in prompts],
             "replace": [replace_concept(p, c, PLACEHOLDER) for p, c in zip(prompts, concept_of)],
         }
-        # both: the run's adversarial samples alternate between the two forms
+        # both: a token of its own for each form, the iterations after the warm-up alternating
+        # between them (one token cannot be both a prefix and the concept's word)
         self.forms = [forms["prefix"], forms["replace"]] if config.attack_position == "both" else [forms[config.attack_position]]
         self.own = list(prompts)
         self.updates = 0
+        start = {key: vector.detach().clone() for key, vector in vectors.items()}  # the generic word's embeddings
+        self.tokens = [dict(start) for _ in self.forms]  # each form's token while another is in use
+        self.active = 0
+
+    def _use(self, form: int) -> None:
+        """Put form ``form``'s token in the placeholder's place, keeping the one in use."""
+        if form == self.active:
+            return
+        with torch.no_grad():
+            self.tokens[self.active] = {key: vector.detach().clone() for key, vector in self.vectors.items()}
+            for key, vector in self.vectors.items():
+                vector.copy_(self.tokens[form][key])
+        self.active = form
 
     def adversarial(self, sample_id: int) -> bool:
         """Whether the run's ``sample_id``-th sample is trained on its adversarial prompt: an even
@@ -101,29 +121,50 @@ class Adversary:
         share = self.config.attack_share
         return int((sample_id + 1) * share) > int(sample_id * share)
 
-    def trained_prompts(self, step: int, model, latents, timesteps, which: list[int], sample_ids: list[int], concept_prediction: torch.Tensor, share: float) -> list[str] | None:
+    def trained_prompts(self, step: int, model, latents, timesteps, which: list[int], sample_ids: list[int], concept_prediction: torch.Tensor, share: float,
+                        fresh_states=None) -> list[str] | None:
         """The trained prompts of this iteration's samples (None: their own): after the warm-up,
         the adversarial prompt for ``attack_share`` of them, the token first moved against
         ``model`` at those samples' x_t toward the frozen model's ``concept_prediction`` there
-        (``share``: this process's part of the batch)."""
+        (``share``: this process's part of the batch). With ``attack_states`` fresh, each attack
+        step takes new states from ``fresh_states()`` instead: ``(x_t, timesteps, prompt indices,
+        the frozen concept predictions)``, this process's part."""
         if step < self.config.warmup_steps:
             return None
+        iteration = step - self.config.warmup_steps
+        self._use(iteration % len(self.forms))
+        form = self.forms[self.active]
         chosen = [i for i, sample in enumerate(sample_ids) if self.adversarial(sample)]
-        trained = [self.forms[int(sample * self.config.attack_share) % len(self.forms)][w] if i in chosen else self.own[w] for i, (sample, w) in enumerate(zip(sample_ids, which))]
-        if (step - self.config.warmup_steps) % self.config.attack_every == 0:
-            self._attack(model, latents[chosen], timesteps[chosen], [trained[i] for i in chosen], concept_prediction[chosen], share * len(chosen) / len(which))
+        trained = [form[w] if i in chosen else self.own[w] for i, w in enumerate(which)]
+        if iteration % self.config.attack_every == 0:
+            if self.config.attack_states == "fresh":
+                if fresh_states is None:
+                    raise ValueError("attack_states fresh needs the training loop's fresh_states")
+
+                def draws():
+                    latents, timesteps, indices, prediction = fresh_states()
+                    return latents, timesteps, [form[w] for w in indices.tolist()], prediction, share
+            else:
+                fixed = (latents[chosen], timesteps[chosen], [trained[i] for i in chosen], concept_prediction[chosen], share * len(chosen) / len(which))
+
+                def draws():
+                    return fixed
+            self._attack(model, draws)
         return trained
 
-    def _attack(self, model, latents, timesteps, prompts, concept_prediction, share) -> None:
-        """``attack_steps`` Adam steps on the token; a process with none of the adversarial samples
-        still takes part in every sum over processes, with zero gradients."""
+    def _attack(self, model, draws) -> None:
+        """``attack_steps`` Adam steps on the token, each on ``draws()``: x_t, timesteps, the
+        adversarial prompts, the frozen concept predictions and this process's share of the loss. A
+        process with none of the adversarial samples still takes part in every sum over processes,
+        with zero gradients."""
         from erasectl.architecture import differentiable_conditioning
         from erasectl.distributed import sum_over_processes
 
         vectors = list(self.vectors.values())
         optimizer = torch.optim.Adam(vectors, lr=self.config.attack_lr)
-        target = concept_prediction.float()
         for _ in range(self.config.attack_steps):
+            latents, timesteps, prompts, concept_prediction, share = draws()
+            target = concept_prediction.float()
             if prompts:
                 prediction = model(latents, timesteps, differentiable_conditioning(self.pipeline, prompts))
                 loss = torch.nn.functional.mse_loss(prediction.float(), target) * share
@@ -137,13 +178,23 @@ class Adversary:
         self.updates += 1
 
     def state(self) -> dict[str, torch.Tensor]:
-        return {f"adversary.{key}": vector.detach() for key, vector in self.vectors.items()}
+        """The token in use, and with two forms the other one and which is in use."""
+        state = {f"adversary.{key}": vector.detach() for key, vector in self.vectors.items()}
+        if len(self.forms) > 1:
+            state.update({f"adversary.{form}.{key}": vector for form, token in enumerate(self.tokens) if form != self.active for key, vector in token.items()})
+            state["adversary.active"] = torch.tensor(self.active)
+        return state
 
     def restore(self, extras: dict[str, torch.Tensor]) -> None:
         with torch.no_grad():
             for key, vector in self.vectors.items():
                 if f"adversary.{key}" in extras:
                     vector.copy_(extras[f"adversary.{key}"])
+        if "adversary.active" in extras:
+            self.active = int(extras["adversary.active"])
+            for form in range(len(self.forms)):
+                if form != self.active:
+                    self.tokens[form] = {key: extras[f"adversary.{form}.{key}"].clone() for key in self.vectors}
 
 
 Config = AdvUnlearnConfig

@@ -194,40 +194,50 @@ def _train(pipeline, unet, config, prompts, progress, preserve_prompts, control,
     bank_states, bank_prompts = extras.get("bank_states"), extras.get("bank_prompts")
     if adversary is not None:
         adversary.restore(extras)
+
+    def draw() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One iteration's x_t, their timesteps and prompt indices (all processes' samples)."""
+        if config.mode == "faithful":
+            which = torch.randint(0, len(prompts), (1,), generator=generator)
+            stop = int(torch.randint(0, config.ddim_steps, (1,), generator=generator))
+            noise = torch.randn((1, *latent_shape), generator=generator).to(device)
+            latents, timesteps = faithful_state(model.frozen, scheduler, noise, conditional[which], unconditional, config.start_guidance, stop)
+            return latents, timesteps.to(device), which
+        if not shortcuts.reuse_trajectories:
+            which = torch.randint(0, len(prompts), (config.batch_size,), generator=generator)
+            stops = torch.randint(0, config.ddim_steps, (config.batch_size,), generator=generator)
+            noise = torch.randn((config.batch_size, *latent_shape), generator=generator).to(device)
+            unet.eval()
+            latents = _sample_states(model, scheduler, noise, conditional[which], unconditional, config.start_guidance, stops)
+            unet.train()
+            return latents, scheduler.timesteps[stops].to(device), which
+        pick_step = torch.randint(0, config.ddim_steps, (config.batch_size,), generator=generator)
+        pick_traj = torch.randint(0, config.batch_size, (config.batch_size,), generator=generator)
+        return bank_states[pick_step, pick_traj], scheduler.timesteps[pick_step].to(device), bank_prompts[pick_traj]
+
+    def fresh_states() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """New x_t for the adversary, this process's part: states, timesteps, prompt indices and
+        the frozen model's prediction for each state's concept prompt."""
+        latents, timesteps, which = draw()
+        part = batch_part(len(latents))
+        latents, timesteps, which = latents[part], timesteps[part], which[part]
+        with torch.no_grad():
+            return latents, timesteps, which, model.frozen(latents, timesteps, conditional[which])
+
     try:
         unet.train()
         for step in range(start, config.steps):
-            if config.mode == "faithful":
-                which = torch.randint(0, len(prompts), (1,), generator=generator)
-                stop = int(torch.randint(0, config.ddim_steps, (1,), generator=generator))
-                noise = torch.randn((1, *latent_shape), generator=generator).to(device)
-                latents, timesteps = faithful_state(model.frozen, scheduler, noise, conditional[which], unconditional, config.start_guidance, stop)
-                timesteps = timesteps.to(device)
-                hidden = conditional[which]
-            elif not shortcuts.reuse_trajectories:
-                which = torch.randint(0, len(prompts), (config.batch_size,), generator=generator)
-                stops = torch.randint(0, config.ddim_steps, (config.batch_size,), generator=generator)
+            if shortcuts.reuse_trajectories and config.mode != "faithful" and step % config.trajectory_reuse == 0:
+                bank_prompts = torch.randint(0, len(prompts), (config.batch_size,), generator=generator)
                 noise = torch.randn((config.batch_size, *latent_shape), generator=generator).to(device)
+                part = batch_part(config.batch_size)  # each process samples its part of the bank
                 unet.eval()
-                latents = _sample_states(model, scheduler, noise, conditional[which], unconditional, config.start_guidance, stops)
+                states, _ = sample_trajectory(model, scheduler, noise[part], conditional[bank_prompts[part]], unconditional, config.start_guidance, stop=config.ddim_steps - 1)
                 unet.train()
-                timesteps = scheduler.timesteps[stops].to(device)
-                hidden = conditional[which]
-            else:
-                if step % config.trajectory_reuse == 0:
-                    bank_prompts = torch.randint(0, len(prompts), (config.batch_size,), generator=generator)
-                    noise = torch.randn((config.batch_size, *latent_shape), generator=generator).to(device)
-                    part = batch_part(config.batch_size)  # each process samples its part of the bank
-                    unet.eval()
-                    states, _ = sample_trajectory(model, scheduler, noise[part], conditional[bank_prompts[part]], unconditional, config.start_guidance, stop=config.ddim_steps - 1)
-                    unet.train()
-                    bank_states = gather_parts(torch.stack(states), dim=1)  # (steps, batch, ...): the state entering each step
-                pick_step = torch.randint(0, config.ddim_steps, (config.batch_size,), generator=generator)
-                pick_traj = torch.randint(0, config.batch_size, (config.batch_size,), generator=generator)
-                latents = bank_states[pick_step, pick_traj]
-                timesteps = scheduler.timesteps[pick_step].to(device)
-                which = bank_prompts[pick_traj]
-                hidden = conditional[which]
+                bank_states = gather_parts(torch.stack(states), dim=1)  # (steps, batch, ...): the state entering each step
+
+            latents, timesteps, which = draw()
+            hidden = conditional[which]
             batch = latents.shape[0]
             part = batch_part(batch)  # this process's part under data parallelism; all of it in one process
             latents, timesteps, hidden, which = latents[part], timesteps[part], hidden[part], which[part]
@@ -248,7 +258,7 @@ def _train(pipeline, unet, config, prompts, progress, preserve_prompts, control,
             trained_prompts = None
             if adversary is not None:  # robust training: the adversarial prompts as the trained condition
                 sample_ids = (torch.arange(batch) + step * batch)[part].tolist()  # each sample's place in the run
-                trained_prompts = adversary.trained_prompts(step, model, latents, timesteps, which.tolist(), sample_ids, frozen[0], len(latents) / batch)
+                trained_prompts = adversary.trained_prompts(step, model, latents, timesteps, which.tolist(), sample_ids, frozen[0], len(latents) / batch, fresh_states)
             if trained_prompts is None and model.trains_text:
                 trained_prompts = [prompts[i] for i in which.tolist()]
             trained_hidden = hidden if trained_prompts is None else encode_trained(pipeline, trained_prompts)

@@ -57,11 +57,12 @@ def with_attack_rounds(pipeline, request, config, guides: dict[str, str], solve)
     """Solve, attack the edited model with the soft-prompt attack, add the attack prompts' rows to
     the erased ones (with each concept's guide) and solve again, ``config.attack_rounds`` times;
     every solve starts from the original weights. ``solve(extra_rows)`` is the closed form."""
-    from erasectl.attacks import PLACEHOLDER, AttackConfig, concept_latents, learned_token, soft_prompt
+    from erasectl.attacks import PLACEHOLDER, concept_latents, defence_config, learned_token, soft_prompt
     from erasectl.checkpoint import assign_tensors
 
     prompts = {c: [t.format(c) for t in request.templates(c, "uce")] for c in request.concepts}
-    images = {c: concept_latents(pipeline, prompts[c], AttackConfig(images=16, seed=config.seed)) for c in request.concepts}  # drawn by the base model
+    # drawn by the base model, from seeds of the defence's own (never evaluate's attack images)
+    images = {c: concept_latents(pipeline, prompts[c], defence_config(config.seed, 0, config.attack_steps)) for c in request.concepts}
     rows, guide_rows, found = [], [], []
     seconds = 0.0
     for round_index in range(config.attack_rounds + 1):
@@ -71,13 +72,14 @@ def with_attack_rounds(pipeline, request, config, guides: dict[str, str], solve)
             break
         for concept in request.concepts:
             latents, which = images[concept]
-            attack = soft_prompt(pipeline, concept, prompts[concept], latents, which, AttackConfig(steps=config.attack_steps, seed=config.seed + round_index), request.profile.generic_word)
+            attack_config = defence_config(config.seed, round_index, config.attack_steps)
+            attack = soft_prompt(pipeline, concept, prompts[concept], latents, which, attack_config, request.profile.generic_word)
             seconds += attack.wall_time_s
             with learned_token(pipeline, attack.embeddings):
                 new, new_guides = concept_rows(pipeline, attack.prompts, [PLACEHOLDER] * len(attack.prompts), config.token_positions, [guides[concept]] * len(attack.prompts))
             rows.append(new)
             guide_rows.append(new_guides)
-            found.append({"concept": concept, "round": round_index + 1, "final_loss": attack.losses[-1] if attack.losses else None})
+            found.append({"concept": concept, "round": round_index + 1, "seed": attack_config.seed, "final_loss": attack.losses[-1] if attack.losses else None})
         with torch.no_grad():
             assign_tensors(pipeline, result.base)  # the next solve starts from the original weights
     result.wall_time_s = round(seconds, 3)

@@ -58,6 +58,8 @@ WORLD_DEFAULTS["advunlearn"] = {
     "attack_steps": (4, "tuned on square (text encoder, seeds 100-107): 2 steps every iteration 28%, 4 steps 22%, 8 steps 22% at 1.3x the time; "
                         "the token in place of the concept 16-22% but left 31-50% of the plain prompts' squares"),
     "attack_lr": (1e-2, "tuned on square (esd-x, eta 1, 4 seeds): 3e-2 gave 25% as 1e-2 did; text encoder, 4 steps: 22% both"),
+    "attack_states": ("shared", "tuned on ring and square, seeds 100-107 (t35): new x_t for every attack step, as their attack, left the soft prompt at 12% on ring and 22% on square, "
+                                "the iteration's own x_t 12% and 12-16%"),
 }
 
 def for_several_concepts(config, count: int, chosen: set[str]):
