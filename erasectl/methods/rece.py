@@ -13,7 +13,9 @@ stays a closed form: seconds on a CPU, and it reuses UCE's preservation.
 after a solve, erasectl's soft-prompt attack (textual inversion on the edited model, from images
 the base model draws) learns a token that draws the concept again; the text-encoder rows of its
 prompts join the erased rows, with the concept's guide, and the edit is solved again. This
-re-erases what the attack finds; it costs one attack per round.
+re-erases what the attack finds; it costs one attack per round. The attack learns from images and
+noise of seeds of its own (``erasectl.attacks.defence_config``), never those evaluate's attack
+draws from the evaluation seeds.
 """
 
 from __future__ import annotations
