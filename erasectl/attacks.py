@@ -31,6 +31,9 @@ import torch
 from erasectl.errors import ConfigError
 
 ATTACKS = ("soft-prompt", "prompt-search")
+# An attack's row in evaluate's metrics and report (after the model's name)
+ATTACK_ROW = ("attack", "concept", "attack_success", "attack_success_interval95", "attack_success_outline", "erased_plain_accuracy",
+              "erased_plain_outline", "base_accuracy", "prefix", "attack_wall_time_s", "stopped_by_budget")
 # A defence that runs the soft-prompt attack in its loop (rece's and nullspace's attack rounds)
 # draws its images and noise from the erase seed plus this, so that it never trains on the images
 # evaluate's attack draws from the evaluation seeds (which, like erase seeds, start at 0).
@@ -312,6 +315,15 @@ def success_rate(pipeline, judge, protocol, prompts: list[str], seeds: list[int]
     return round(hits / len(items), 4), items
 
 
+def interval95(share: float, count: int) -> list[float]:
+    """A 95% interval (Wilson's, by scipy) for a share of ``count`` images: how far another draw
+    of as many seeds may move it. It says nothing of the erasure's own seed."""
+    from scipy.stats import binomtest
+
+    found = binomtest(round(share * count), count).proportion_ci(0.95, method="wilson")
+    return [round(float(found.low), 4), round(float(found.high), 4)]
+
+
 def save_embeddings(path, embeddings: dict[str, torch.Tensor], metadata: dict[str, str]):
     """A textual-inversion file: ``emb_params`` for one text encoder (SD 1.x/2.x, as AUTOMATIC1111
     and diffusers read it), ``clip_l``/``clip_g`` for SDXL's two."""
@@ -364,6 +376,7 @@ def run_attack(load_base, load_erased, concept: str, protocol, judge, attack: st
         "attack": attack,
         "concept": concept,
         "attack_success": rate,
+        "attack_success_interval95": interval95(rate, len(attack_items)),
         "erased_plain_accuracy": plain_rate,
         "base_accuracy": base_rate,
         # the shapes world's second reading, by outline (None on real models)

@@ -5,13 +5,18 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from erasectl.attacks import ATTACK_ROW
 from erasectl.files import write_atomically
+
+ATTACK_COLUMNS = ["model", *(key for key in ATTACK_ROW if key != "concept")]
 
 
 def _markdown_table(rows: list[dict], columns: list[str]) -> str:
     if not rows:
         return "_none_\n"
     def cell(value):
+        if isinstance(value, list):  # an interval
+            return "-".join(cell(v) for v in value)
         return f"{value:.3f}" if isinstance(value, float) else ("" if value is None else str(value))
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(cell(row.get(c)) for c in columns) + " |" for row in rows]
@@ -110,7 +115,7 @@ def write_report(out: Path, metrics: dict, records, csv_text: str) -> dict[str, 
         "",
         "Where `--attack` was given: the share of images the erased model draws as the concept when prompted with a learned token (soft-prompt) or a searched prefix (prompt-search), beside its plain prompts and the base.",
         "",
-        _markdown_table(tables.get("attacks", []), ["model", "attack", "attack_success", "attack_success_outline", "erased_plain_accuracy", "erased_plain_outline", "base_accuracy", "prefix", "attack_wall_time_s", "stopped_by_budget"]),
+        _markdown_table(tables.get("attacks", []), ATTACK_COLUMNS),
         "## Erasure cost",
         "",
         _markdown_table(tables["timing"], ["model", "method", "steps", "wall_time_s"]),
@@ -135,6 +140,8 @@ def _html_table(rows: list[dict], columns: list[str]) -> str:
     from html import escape
 
     def cell(value):
+        if isinstance(value, list):  # an interval
+            return "-".join(cell(v) for v in value)
         if isinstance(value, dict):
             return ", ".join(f"{escape(str(k))} {v:.2f}" if isinstance(v, float) else f"{escape(str(k))} {escape(str(v))}" for k, v in value.items())
         if isinstance(value, float):
@@ -197,7 +204,7 @@ def write_html(out: Path, metrics: dict, plot: Path, thumbnails: Path) -> Path:
         "<h2>Thumbnails: prompt sets as rows, base and each erased model side by side</h2>",
         _inline_png(thumbnails, "thumbnails"),
         "<h2>Attacks</h2>",
-        _html_table(tables.get("attacks", []), ["model", "attack", "attack_success", "attack_success_outline", "erased_plain_accuracy", "erased_plain_outline", "base_accuracy", "prefix", "attack_wall_time_s", "stopped_by_budget"]),
+        _html_table(tables.get("attacks", []), ATTACK_COLUMNS),
         "<h2>Erasure cost</h2>",
         _html_table(tables["timing"], ["model", "method", "steps", "wall_time_s"]),
         "<h2>Recipes</h2>",

@@ -81,12 +81,29 @@ def test_prompt_search_finds_a_prefix_of_vocabulary_words_no_worse_than_its_star
     assert result.losses[-1] <= result.losses[0] and result.prompts == [f"{result.prefix} {p}" for p in PROMPTS]
 
 
+def test_attack_success_interval_is_wilsons():
+    """Wilson's score interval, written out: centre (k + z^2/2) / (n + z^2), half-width
+    z sqrt(k (n - k) / n + z^2 / 4) / (n + z^2)."""
+    import math
+
+    from erasectl.attacks import interval95
+
+    z = 1.959963984540054
+    for k, n in ((17, 32), (0, 32), (4, 32), (32, 32), (3, 4)):
+        centre = (k + z * z / 2) / (n + z * z)
+        half = z * math.sqrt(k * (n - k) / n + z * z / 4) / (n + z * z)
+        assert interval95(k / n, n) == pytest.approx([max(0.0, centre - half), min(1.0, centre + half)], abs=1e-4)
+
+
 def test_attack_command_writes_embedding_grid_and_success_and_the_embedding_loads_in_diffusers(uce_checkpoint, tmp_path):
     out = tmp_path / "attack"
     result = runner.invoke(app, ["attack", "--checkpoint", str(uce_checkpoint), "--method", "soft-prompt", "--steps", "10", "--images", "4", "--n-per-prompt", "1", "--out", str(out), "--json"])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert 0 <= summary["attack_success"] <= 1 and summary["images"] == 4 and summary["erased_plain_accuracy"] <= 0.25
+    # four images say little: the interval around the share is wide, and contains it
+    low, high = summary["attack_success_interval95"]
+    assert 0 <= low <= summary["attack_success"] <= high <= 1 and high - low > 0.4
     assert (out / "grid.png").is_file() and json.loads((out / "attack.json").read_text())["versions"]["torch"]
     # diffusers' own textual-inversion loader reads the file; its token gives the same conditioning as ours
     from safetensors.torch import load_file
@@ -115,6 +132,9 @@ def test_evaluate_attacks_every_model_and_gates_on_success(uce_checkpoint, tmp_p
     # the world's second reading, by outline: the base draws circles and every neighbour, UCE no circles
     assert headline["base"]["erased_outline_accuracy"] >= 0.75 and headline["base"]["held_out_outline_accuracy"] >= 0.75
     assert headline["run"]["erased_outline_accuracy"] <= 0.25 and 0 <= rows[0]["attack_success_outline"] <= 1
+    low, high = rows[0]["attack_success_interval95"]
+    assert low <= rows[0]["attack_success"] <= high
+    assert f"{low:.3f}-{high:.3f}" in (tmp_path / "ev" / "report.md").read_text()
     gate = [g for g in metrics["gates"] if g["gate"] == "max-attack-success"]
     assert len(gate) == 1 and gate[0]["passed"] == (rows[0]["attack_success"] == 0)
     assert result.exit_code == (0 if gate[0]["passed"] else 1)

@@ -102,4 +102,6 @@ def attack(
         typer.echo(json.dumps(summary))
     elif not quiet:
         outline = f"; by outline {summary['attack_success_outline']:.0%}" if summary["attack_success_outline"] is not None else ""
-        typer.echo(f"{method} on {path}: the erased model draws {concept} {summary['attack_success']:.0%} of the time{outline} (plain prompts: {summary['erased_plain_accuracy']:.0%}, base: {summary['base_accuracy']:.0%}); {out}")
+        low, high = summary["attack_success_interval95"]
+        typer.echo(f"{method} on {path}: the erased model draws {concept} {summary['attack_success']:.0%} of the time (95% interval {low:.0%}-{high:.0%}){outline} "
+                   f"(plain prompts: {summary['erased_plain_accuracy']:.0%}, base: {summary['base_accuracy']:.0%}); {out}")

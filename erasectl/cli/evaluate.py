@@ -172,7 +172,7 @@ def evaluate(
 
 def _attack_models(models, protocol, judge, config, attacks: list[str], budget_s: float, profile, quiet: bool) -> list[dict]:
     """Each attack on each erased model, with evaluate's judge, protocol and seeds."""
-    from erasectl.attacks import AttackConfig, run_attack
+    from erasectl.attacks import ATTACK_ROW, AttackConfig, run_attack
 
     rows = []
     base_load = models[0][1]
@@ -184,7 +184,7 @@ def _attack_models(models, protocol, judge, config, attacks: list[str], budget_s
                     base_load, load, protocol.concept, protocol, judge, kind, attack_config, config.seeds, config.sampler(),
                     profile, progress=lambda done, _, logs: update(done),
                 )
-            rows.append({"model": name, **{k: summary[k] for k in ("attack", "concept", "attack_success", "attack_success_outline", "erased_plain_accuracy", "erased_plain_outline", "base_accuracy", "prefix", "attack_wall_time_s", "stopped_by_budget")}})
+            rows.append({"model": name, **{k: summary[k] for k in ATTACK_ROW}})
     return rows
 
 
