@@ -36,10 +36,10 @@ def in_prior(case: dict, concept: str) -> bool:
 def main() -> None:
     path = Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).parent / "results-held_out.json")
     results = json.loads(path.read_text())
-    from erasectl.world.vocabulary import parse_caption
+    from erasectl.world.geometry import outlined
 
     for concept, group in results["concepts"].items():
-        shaped = parse_caption(concept).get("shape") is not None  # a style's accuracy is no shape's: no outline beside it
+        shaped = outlined(concept)  # a style's accuracy is no shape's: no outline beside it
         sets = [k for k in group["base"]["sets"]]
         names = [k.split(":", 1)[1] for k in sets]
         print(f"\n**{concept}** ({group['seeds_per_prompt'] if 'seeds_per_prompt' in group else results['seeds'][1] - results['seeds'][0] + 1} seeds per prompt; "

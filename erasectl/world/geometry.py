@@ -112,12 +112,22 @@ def _shape_of(found: dict) -> str:
     return "unclear"
 
 
+def _named_shape(concept: str) -> str | None:
+    from erasectl.world.vocabulary import NOUN_TO_SHAPE
+
+    return next((NOUN_TO_SHAPE[w] for w in concept.lower().split() if w in NOUN_TO_SHAPE), None)
+
+
+def outlined(concept: str) -> bool:
+    """Whether an outline can show ``concept``: it names a shape (a colour or style alone, no)."""
+    return _named_shape(concept) is not None
+
+
 def shows(reading: dict[str, str], concept: str) -> bool:
     """Whether an outline reading is ``concept``: its shape, and its colour where it names one
     ("blue square"). A concept without a shape (a colour or style alone) is never shown."""
-    from erasectl.world.vocabulary import COLOURS, NOUN_TO_SHAPE
+    from erasectl.world.vocabulary import COLOURS
 
-    words = concept.lower().split()
-    shape = next((NOUN_TO_SHAPE[w] for w in words if w in NOUN_TO_SHAPE), None)
-    colour = next((w for w in words if w in COLOURS), None)
+    shape = _named_shape(concept)
+    colour = next((w for w in concept.lower().split() if w in COLOURS), None)
     return shape is not None and reading["shape"] == shape and (colour is None or reading["colour"] == colour)

@@ -91,11 +91,10 @@ class WorldProfile(PaperProfile):
         return attribute_reader(judge)
 
     def outline_reader(self):
-        from erasectl.world.geometry import read_geometry, shows
-        from erasectl.world.vocabulary import parse_caption
+        from erasectl.world.geometry import outlined, read_geometry, shows
 
         def read(images: list, concept: str) -> list[bool] | None:
-            if parse_caption(concept).get("shape") is None:
+            if not outlined(concept):
                 return None  # a colour or style alone: an outline cannot show it
             return [shows(read_geometry(image), concept) for image in images]
 
