@@ -58,6 +58,9 @@ WORLD_DEFAULTS["advunlearn"] = {
     "attack_steps": (4, "tuned on square (text encoder, seeds 100-107): 2 steps every iteration 28%, 4 steps 22%, 8 steps 22% at 1.3x the time; "
                         "the token in place of the concept 16-22% but left 31-50% of the plain prompts' squares"),
     "attack_lr": (1e-2, "tuned on square (esd-x, eta 1, 4 seeds): 3e-2 gave 25% as 1e-2 did; text encoder, 4 steps: 22% both"),
+    "attack_position": ("prefix", "the paper's; tuned on ring, square and red cross, erase seeds 0 and 1, seeds 100-107 (t36, t39, t40): a token for each position (both) "
+                                  "held red cross at 0% where the prefix left 25% and 12%, but let ring's searched prefix back (41%) and left more of the plain prompts drawn; "
+                                  "the token in place of the concept left 25-41% of them (t27, t38, t41)"),
     "attack_states": ("shared", "tuned on ring and square, seeds 100-107 (t35): new x_t for every attack step, as their attack, left the soft prompt at 12% on ring and 22% on square, "
                                 "the iteration's own x_t 12% and 12-16%"),
 }
