@@ -10,9 +10,10 @@ concept, on the evaluation seeds). Goals (issue 16): each attack within 5 minute
 the robust methods (advunlearn; rece) at most 20% success for both attacks, held-out neighbours at
 least 90% of base, in at most 3x the time of their base method (esd; uce).
 
-    python benchmarks/attacks.py --methods esd,advunlearn --json benchmarks/results-attacks-advunlearn.json
+    python benchmarks/attacks.py --methods esd,advunlearn --erase-seeds 0,1 --json benchmarks/results-attacks-advunlearn.json
 
-(Earlier world defaults, the same run: benchmarks/results-attacks-advunlearn-unet.json trained the
+(Earlier world defaults, the same run at erase seed 0: benchmarks/results-attacks-advunlearn-200-iterations.json
+200 iterations; benchmarks/results-attacks-advunlearn-unet.json trained the
 whole UNet, `--parameter-group esd-all --attack-steps 2`; results-attacks-advunlearn-attribute-retain.json
 the text encoder at eta 1 with the attribute captions on the generic noun as the retain set, the
 code of commit 4aa2418.)
