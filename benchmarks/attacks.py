@@ -12,8 +12,10 @@ least 90% of base, in at most 3x the time of their base method (esd; uce).
 
     python benchmarks/attacks.py --methods esd,advunlearn --erase-seeds 0,1 --json benchmarks/results-attacks-advunlearn.json
 
-(Earlier world defaults, the same run at erase seed 0: benchmarks/results-attacks-advunlearn-200-iterations.json
-200 iterations; benchmarks/results-attacks-advunlearn-unet.json trained the
+(Earlier world defaults: benchmarks/results-attacks-advunlearn-attack-lr-1e-2.json the same run with
+the inner attack at lr 1e-2, erase seeds 0 and 1; at erase seed 0,
+benchmarks/results-attacks-advunlearn-200-iterations.json 200 iterations of it;
+benchmarks/results-attacks-advunlearn-unet.json trained the
 whole UNet, `--parameter-group esd-all --attack-steps 2`; results-attacks-advunlearn-attribute-retain.json
 the text encoder at eta 1 with the attribute captions on the generic noun as the retain set, the
 code of commit 4aa2418.)
