@@ -23,6 +23,19 @@ FORMAT = "erasectl.erased-weights"
 FORMAT_VERSION = "1"
 COMPONENTS = ("unet", "text_encoder", "text_encoder_2")
 TEXT_ENCODERS = ("text_encoder", "text_encoder_2")
+CHECKPOINT_FILE = "erased.safetensors"  # what `erasectl erase` writes in its run folder
+
+
+def checkpoint_file(path: str | Path) -> Path:
+    """The checkpoint file a user named: the file itself, or ``erase``'s run folder holding it."""
+    path = Path(path)
+    if path.is_dir():
+        if (path / CHECKPOINT_FILE).is_file():
+            return path / CHECKPOINT_FILE
+        raise UserError(f"{path} is a folder without {CHECKPOINT_FILE}; pass the .safetensors file that `erasectl erase` wrote, or its run folder")
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} does not exist; pass the .safetensors file that `erasectl erase` wrote, or its run folder")
+    return path
 
 
 def key_name(component: str, name: str) -> str:
@@ -104,9 +117,7 @@ class ErasedCheckpoint:
         from safetensors import SafetensorError
         from safetensors import safe_open
 
-        path = Path(path)
-        if not path.is_file():
-            raise UserError(f"checkpoint {path} does not exist; pass the .safetensors file that `erasectl erase` wrote")
+        path = checkpoint_file(path)
         if path.suffix in (".ckpt", ".pt", ".bin", ".pth", ".pkl"):
             raise UserError(f"{path} is a pickle file, which can run code when loaded; erasectl reads .safetensors checkpoints only")
         try:

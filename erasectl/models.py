@@ -201,8 +201,10 @@ def inference_setup(pipeline, dtype: str | None = None, scheduler: str | None = 
 
 def checkpoint_name(path) -> str:
     """How grids and reports name an erased model: its run folder, or the file's stem."""
+    from erasectl.checkpoint import CHECKPOINT_FILE
+
     path = Path(path)
-    return path.parent.name if path.name == "erased.safetensors" else path.stem
+    return path.parent.name if path.name == CHECKPOINT_FILE else path.stem
 
 
 def load_erased_pipeline(checkpoint_path, model: str | None = None, device: str = "cpu", allow_pickle: bool = False, config=None, revision: str | None = None, variant: str | None = None,
@@ -221,7 +223,9 @@ def load_erased_pipeline(checkpoint_path, model: str | None = None, device: str 
 
 def latest_checkpoint(runs_dir: Path = Path("runs")) -> Path:
     """The most recently written erased checkpoint under ``runs_dir``."""
-    found = sorted(runs_dir.glob("*/erased.safetensors"), key=lambda p: p.stat().st_mtime) if runs_dir.is_dir() else []
+    from erasectl.checkpoint import CHECKPOINT_FILE
+
+    found = sorted(runs_dir.glob(f"*/{CHECKPOINT_FILE}"), key=lambda p: p.stat().st_mtime) if runs_dir.is_dir() else []
     if not found:
         raise UserError(f"no erased checkpoint found in {runs_dir}/; run `erasectl erase` first or pass --checkpoint")
     return found[-1]

@@ -97,6 +97,21 @@ def test_truncated_checkpoint_is_refused(checkpoint, tmp_path):
     _one_line_exit_2(["compare", "--prompts", "a ring", "--checkpoint", str(path), "--out", str(tmp_path / "g.png")], "truncated or corrupt")
 
 
+def test_a_run_folder_stands_for_its_checkpoint(checkpoint, tmp_path):
+    """erase's run folder names its erased.safetensors; a folder without one is refused in a line."""
+    by_file = runner.invoke(app, ["generate", "--checkpoint", str(checkpoint), "--prompts", "a red circle", "--n", "1", "--steps", "5", "--out", str(tmp_path / "f"), "--json"])
+    by_folder = runner.invoke(app, ["generate", "--checkpoint", str(checkpoint.parent), "--prompts", "a red circle", "--n", "1", "--steps", "5", "--out", str(tmp_path / "d"), "--json"])
+    assert by_file.exit_code == 0 and by_folder.exit_code == 0, by_folder.output
+    assert json.loads(by_folder.stdout)["model"] == json.loads(by_file.stdout)["model"] == checkpoint.parent.name
+    drawn = [sorted(p.read_bytes() for p in (tmp_path / out).glob("0*.png")) for out in ("f", "d")]
+    assert len(drawn[0]) == 1 and drawn[0] == drawn[1]
+    empty = tmp_path / "empty-run"
+    empty.mkdir()
+    _one_line_exit_2(["compare", "--prompts", "a ring", "--checkpoint", str(empty), "--out", str(tmp_path / "g.png")], "without erased.safetensors")
+    _one_line_exit_2(["compare", "--prompts", "a ring", "--checkpoint", str(tmp_path / "missing"), "--out", str(tmp_path / "g.png")], "does not exist")
+    assert not (tmp_path / "g.png").exists()
+
+
 def test_pickle_checkpoints_are_refused(tmp_path):
     path = tmp_path / "erased.ckpt"
     torch.save({"unet.x": torch.zeros(1)}, path)

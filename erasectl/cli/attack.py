@@ -14,7 +14,7 @@ EXIT_INTERRUPTED = 130
 
 @user_errors
 def attack(
-    checkpoint: Path = typer.Option(None, "--checkpoint", help="The erased checkpoint to attack; default: the newest in runs/."),
+    checkpoint: Path = typer.Option(None, "--checkpoint", help="The erased checkpoint to attack (its .safetensors file or erase's run folder); default: the newest in runs/."),
     concept: str = typer.Option(None, "--concept", help="The concept to recover; default: the checkpoint's first."),
     method: str = typer.Option("soft-prompt", "--method", help="soft-prompt (textual inversion on the erased model) or prompt-search (a searched prefix of words)."),
     judge: str = typer.Option(None, "--judge", help="A CLIPModel hub id or folder; default: the embedded world judge (a real model needs a real CLIP)."),
@@ -40,7 +40,7 @@ def attack(
 ) -> None:
     """Try to make an erased model draw its concept again; write the prompts/embedding, a grid and the attack success rate."""
     from erasectl.attacks import ATTACKS, AttackConfig, run_attack, save_embeddings
-    from erasectl.checkpoint import ErasedCheckpoint, model_loaders
+    from erasectl.checkpoint import ErasedCheckpoint, checkpoint_file, model_loaders
     from erasectl.cli.common import split_list, stop_signals
     from erasectl.files import check_output_dir, prepare_output_dir, write_atomically
     from erasectl.generation import SamplerSettings
@@ -55,7 +55,7 @@ def attack(
     if n_per_prompt <= 0:
         raise UserError(f"--n-per-prompt must be at least 1, got {n_per_prompt}")
     config = AttackConfig(images=images, steps=steps, lr=lr, prefix_tokens=prefix_tokens, candidates=candidates, rounds=rounds, budget_s=budget_s, seed=seed)
-    path = checkpoint or latest_checkpoint()
+    path = checkpoint_file(checkpoint) if checkpoint else latest_checkpoint()
     erased = ErasedCheckpoint.load(path)
     concept = " ".join((concept or erased.recipe["concepts"][0]).split())
     if not concept:

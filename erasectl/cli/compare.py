@@ -14,7 +14,7 @@ from erasectl.errors import UserError
 def compare(
     prompts: str = typer.Option(None, "--prompts", help="Comma-separated prompts, one row each, e.g. \"a ring,a disc\"."),
     prompts_file: str = typer.Option(None, "--prompts-file", help="A text file with one prompt per line."),
-    checkpoint: list[Path] = typer.Option(None, "--checkpoint", help="An erased checkpoint; repeat for several. Default: the newest in runs/."),
+    checkpoint: list[Path] = typer.Option(None, "--checkpoint", help="An erased checkpoint (its .safetensors file or erase's run folder); repeat for several. Default: the newest in runs/."),
     model: str = typer.Option(None, "--model", help="The base model; default: the one named in the checkpoint."),
     n: int = typer.Option(4, "--n", help="Seeds per prompt, the same in every model's columns."),
     seed: int = typer.Option(0, "--seed", help="The first seed."),
@@ -37,7 +37,7 @@ def compare(
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
 ) -> None:
     """Base and erased models side by side: prompts as rows, the same seeds in each model's columns."""
-    from erasectl.checkpoint import ErasedCheckpoint, assign_tensors, component_tensors
+    from erasectl.checkpoint import ErasedCheckpoint, assign_tensors, checkpoint_file, component_tensors
     from erasectl.distributed import is_main_process
     from erasectl.files import write_atomically
     from erasectl.generation import SamplerSettings, generate
@@ -53,7 +53,7 @@ def compare(
         raise UserError(f"--out {out} must end in .png")
     if out.exists() and not force:
         raise UserError(f"{out} exists; choose another --out or pass --force")
-    paths = list(checkpoint) if checkpoint else [latest_checkpoint()]
+    paths = [checkpoint_file(p) for p in checkpoint] if checkpoint else [latest_checkpoint()]
     checkpoints = [ErasedCheckpoint.load(p) for p in paths]
     base_name = model or checkpoints[0].base_model
     base_config = model_config or checkpoints[0].base_config

@@ -90,6 +90,7 @@ def erase(
     Defaults depend on the model: real models get each paper's settings, the embedded shapes world
     its own measured ones; `erasectl defaults --method M [--model X]` prints them with their sources.
     """
+    from erasectl.checkpoint import CHECKPOINT_FILE
     from erasectl.erasure import ErasureRequest, build_config, check_concepts, erase_concepts
     from erasectl.files import check_output_dir, prepare_output_dir, write_atomically
     from erasectl.methods import get_method
@@ -141,7 +142,7 @@ def erase(
     if resume_from_checkpoint is not None:
         if out is None:
             raise UserError("--resume_from_checkpoint needs the --out of the interrupted run")
-        if (out / "erased.safetensors").exists() and not force:
+        if (out / CHECKPOINT_FILE).exists() and not force:
             raise UserError(f"{out} already holds a finished erasure; choose another --out or pass --force")
     elif out is not None:
         check_output_dir(out, force)
@@ -175,7 +176,7 @@ def erase(
     if not is_main_process():  # under accelerate launch every process holds the same erasure
         return
     prepare_output_dir(out, force or resume_from_checkpoint is not None or control.states() != [])
-    path = checkpoint.save(out / "erased.safetensors")
+    path = checkpoint.save(out / CHECKPOINT_FILE)
     summary = {
         "checkpoint": str(path),
         **checkpoint.recipe,

@@ -36,7 +36,7 @@ def _gates(metrics: dict, max_erased: float | None, min_ratio: float | None, max
 
 @user_errors
 def evaluate(
-    checkpoint: list[Path] = typer.Option(None, "--checkpoint", help="Erased checkpoint(s) to measure against their base; repeatable. Default: the newest in runs/."),
+    checkpoint: list[Path] = typer.Option(None, "--checkpoint", help="Erased checkpoint(s) (a .safetensors file or erase's run folder) to measure against their base; repeatable. Default: the newest in runs/."),
     concept: str = typer.Option(None, "--concept", help="The erased concept; default: the checkpoint's."),
     surrounding: str = typer.Option(None, "--surrounding", help="Comma-separated surrounding concepts; default for the embedded model: the other shapes."),
     auto_surrounding: int = typer.Option(None, "--auto-surrounding", help="Use the K nearest valid phrases in text-embedding space instead."),
@@ -75,7 +75,7 @@ def evaluate(
     as_json: bool = typer.Option(False, "--json", help="Print metrics.json on stdout."),
 ) -> None:
     """Measure erasures one fixed way: erased-concept, surrounding and paraphrase accuracy, CLIP score, distances, cost."""
-    from erasectl.checkpoint import ErasedCheckpoint, model_loaders
+    from erasectl.checkpoint import ErasedCheckpoint, checkpoint_file, model_loaders
     from erasectl.distributed import is_main_process
     from erasectl.evaluation import EvaluationConfig, evaluate as run, per_image_csv
     from erasectl.files import check_output_dir, prepare_output_dir
@@ -104,7 +104,7 @@ def evaluate(
 
         csv_rows = read_prompt_csv(prompts_csv)
         nudity_judge = NudityJudge()
-    paths = list(checkpoint or [])
+    paths = [checkpoint_file(p) for p in checkpoint or []]
     if not paths and concept is None and csv_rows is None:
         paths = [latest_checkpoint()]
     checkpoints = [ErasedCheckpoint.load(p) for p in paths]

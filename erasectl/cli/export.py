@@ -13,7 +13,7 @@ FORMATS = ("diffusers", "lora", "kohya", "single-file")
 
 @user_errors
 def export(
-    checkpoint: Path = typer.Argument(..., help="An erased checkpoint written by erasectl erase."),
+    checkpoint: Path = typer.Argument(..., help="An erased checkpoint written by erasectl erase: its .safetensors file or its run folder."),
     format: str = typer.Option(..., "--format", help="diffusers, lora (PEFT names: diffusers only), kohya (AUTOMATIC1111, ComfyUI, sd-scripts) or single-file (LDM layout)."),
     out: Path = typer.Option(None, "--out", help="Output folder; default: beside the checkpoint, named after the format."),
     force: bool = typer.Option(False, "--force", help="Write into an --out folder that already has files."),
@@ -27,7 +27,7 @@ def export(
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
 ) -> None:
     """Export an erasure as a diffusers folder, a LoRA (diffusers or kohya names) or a single LDM checkpoint."""
-    from erasectl.checkpoint import ErasedCheckpoint
+    from erasectl.checkpoint import ErasedCheckpoint, checkpoint_file
     from erasectl.export import export_diffusers, export_lora, export_single_file, verify_export
     from erasectl.files import check_output_dir, prepare_output_dir
     from erasectl.models import load_pipeline, model_profile, resolve_model
@@ -41,6 +41,7 @@ def export(
         raise UserError(f"--energy is a share in (0, 1], got {energy}")
     if bias_deltas and format != "kohya":
         raise UserError("--bias-deltas is for --format kohya (ComfyUI reads them as .diff_b keys)")
+    checkpoint = checkpoint_file(checkpoint)
     erased = ErasedCheckpoint.load(checkpoint)
     out = check_output_dir(out or checkpoint.parent / f"export-{format}", force)
     name, source = resolve_model(model or erased.base_model)

@@ -19,7 +19,7 @@ def generate(
     steps: int = typer.Option(25, "--steps", help="Sampler steps (DDIM for the embedded model)."),
     guidance: float = typer.Option(7.5, "--guidance", help="Classifier-free guidance scale."),
     model: str = typer.Option(None, "--model", help="Hub id or local diffusers folder; default: the embedded shapes model."),
-    checkpoint: Path = typer.Option(None, "--checkpoint", help="An erased checkpoint, applied to its base (or --model)."),
+    checkpoint: Path = typer.Option(None, "--checkpoint", help="An erased checkpoint (its .safetensors file or erase's run folder), applied to its base (or --model)."),
     out: Path = typer.Option(None, "--out", help="Output folder; default: runs/generate-<time>."),
     force: bool = typer.Option(False, "--force", help="Write into an output folder that already has files."),
     negative_prompt: str = NEGATIVE_PROMPT,
@@ -42,13 +42,14 @@ def generate(
     from erasectl.generation import SamplerSettings, save_images
     from erasectl.generation import generate as run_generation
     from erasectl.grids import labelled_grid
-    from erasectl.checkpoint import ErasedCheckpoint
+    from erasectl.checkpoint import ErasedCheckpoint, checkpoint_file
     from erasectl.models import inference_setup, load_erased_pipeline, load_pipeline, model_profile
     from erasectl.provenance import versions
 
     prompt_list = read_prompts(prompts, prompts_file)
     if n <= 0:
         raise UserError(f"--n must be at least 1, got {n}")
+    checkpoint = checkpoint_file(checkpoint) if checkpoint is not None else None
     loaded = ErasedCheckpoint.load(checkpoint) if checkpoint is not None else None  # read once: its base names the profile
     profile = model_profile(model or (loaded.base_model if loaded is not None else None), model_config)
     settings = SamplerSettings(steps=steps, guidance=guidance, batch_size=batch_size or profile.generation_batch_size, negative_prompt=negative_prompt, height=height, width=width)
