@@ -64,7 +64,9 @@ WORLD_DEFAULTS["advunlearn"] = {
                         "(circle's erasure), ten times a word's 0.35 (1e-3: 0.6 on ring)"),
     "attack_position": ("prefix", "the paper's; tuned on ring, square and red cross, erase seeds 0 and 1, seeds 100-107 (t36, t39, t40): a token for each position (both) "
                                   "held red cross at 0% where the prefix left 25% and 12%, but let ring's searched prefix back (41%) and left more of the plain prompts drawn; "
-                                  "the token in place of the concept left 25-41% of them (t27, t38, t41)"),
+                                  "the token in place of the concept left 25-41% of them (t27, t38, t41); "
+                                  "with the inner attack at lr 1e-3 (t46) the replacing token left ring's plain prompts 16-22% and its learned token 34-38%, "
+                                  "and a token for each position matched the prefix's attack figures at lower neighbours (square 0.88 against 0.96)"),
     "attack_states": ("shared", "tuned on ring and square, seeds 100-107 (t35): new x_t for every attack step, as their attack, left the soft prompt at 12% on ring and 22% on square, "
                                 "the iteration's own x_t 12% and 12-16%"),
 }
