@@ -143,7 +143,7 @@ def main() -> None:
         protocol = profile.protocol(concept, None, [], None, None)
         pipeline = load_pipeline(erased.base_model, config=erased.base_config)
         pipeline.set_progress_bar_config(disable=True)
-        (_, load_base, _), (_, load_erased, _) = model_loaders(pipeline, erased.base_model, [Path(path)], [erased])
+        (_, load_base, _), (_, load_erased, _) = model_loaders(pipeline, erased.base_model, [erased])
         rows = {}
         for attack in args.attacks.split(","):
             summary, drawn = run_attack(load_base, load_erased, concept, protocol, judge, attack, AttackConfig(), seeds, SamplerSettings(batch_size=WORLD_BATCH_SIZE), profile)

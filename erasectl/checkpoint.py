@@ -92,6 +92,7 @@ def assign_tensors(pipeline, tensors: dict[str, torch.Tensor]) -> None:
 class ErasedCheckpoint:
     tensors: dict[str, torch.Tensor]
     metadata: dict[str, str]
+    path: Path | None = None  # the file it was loaded from (``load`` resolves a run folder to it)
 
     @property
     def recipe(self) -> dict:
@@ -131,7 +132,7 @@ class ErasedCheckpoint:
         bad = [k for k in tensors if k.partition(".")[0] not in COMPONENTS]
         if bad or not tensors:
             raise UserError(f"{path} has unexpected keys ({', '.join(bad[:3]) or 'none at all'}); it is not an erasectl checkpoint")
-        return cls(tensors, metadata)
+        return cls(tensors, metadata, path)
 
     def check(self, pipeline, check_base: bool = True) -> None:
         """Refuse a pipeline this checkpoint was not made from: missing keys, shapes, fingerprint."""
@@ -169,9 +170,10 @@ def make_checkpoint(pipeline, trained: dict[str, torch.Tensor], base_tensors: di
     return ErasedCheckpoint(dict(trained), metadata)
 
 
-def model_loaders(base, base_name: str, paths: list[Path], checkpoints: list) -> list[tuple]:
-    """``(name, load, info)`` for the base and each checkpoint. One pipeline serves them all: the
-    base tensors are kept and swapped back in between models."""
+def model_loaders(base, base_name: str, checkpoints: list["ErasedCheckpoint"]) -> list[tuple]:
+    """``(name, load, info)`` for the base and each loaded checkpoint, named after the file it was
+    read from. One pipeline serves them all: the base tensors are kept and swapped back in between
+    models."""
     from erasectl.models import checkpoint_name
 
     keys = sorted({key for erased in checkpoints for key in erased.tensors})
@@ -187,7 +189,6 @@ def model_loaders(base, base_name: str, paths: list[Path], checkpoints: list) ->
         return load
 
     models = [("base", loader(None), {"model": base_name})]
-    for path, erased in zip(paths, checkpoints):
-        name = checkpoint_name(path)
-        models.append((name, loader(erased.tensors), {"checkpoint": str(path), "recipe": erased.recipe}))
+    for erased in checkpoints:
+        models.append((checkpoint_name(erased.path), loader(erased.tensors), {"checkpoint": str(erased.path), "recipe": erased.recipe}))
     return models

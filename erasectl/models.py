@@ -216,7 +216,7 @@ def load_erased_pipeline(checkpoint_path, model: str | None = None, device: str 
     checkpoint = loaded or ErasedCheckpoint.load(checkpoint_path)
     pipeline = load_pipeline(model or checkpoint.base_model, device=device, allow_pickle=allow_pickle, config=config or checkpoint.base_config, revision=revision, variant=variant)
     checkpoint.apply(pipeline)
-    pipeline.erasectl_model_name = checkpoint_name(checkpoint_path)
+    pipeline.erasectl_model_name = checkpoint_name(checkpoint.path or checkpoint_path)
     pipeline.erasectl_checkpoint = checkpoint
     return pipeline
 

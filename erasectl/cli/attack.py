@@ -40,7 +40,7 @@ def attack(
 ) -> None:
     """Try to make an erased model draw its concept again; write the prompts/embedding, a grid and the attack success rate."""
     from erasectl.attacks import ATTACKS, AttackConfig, run_attack, save_embeddings
-    from erasectl.checkpoint import ErasedCheckpoint, checkpoint_file, model_loaders
+    from erasectl.checkpoint import ErasedCheckpoint, model_loaders
     from erasectl.cli.common import split_list, stop_signals
     from erasectl.files import check_output_dir, prepare_output_dir, write_atomically
     from erasectl.generation import SamplerSettings
@@ -55,8 +55,8 @@ def attack(
     if n_per_prompt <= 0:
         raise UserError(f"--n-per-prompt must be at least 1, got {n_per_prompt}")
     config = AttackConfig(images=images, steps=steps, lr=lr, prefix_tokens=prefix_tokens, candidates=candidates, rounds=rounds, budget_s=budget_s, seed=seed)
-    path = checkpoint_file(checkpoint) if checkpoint else latest_checkpoint()
-    erased = ErasedCheckpoint.load(path)
+    erased = ErasedCheckpoint.load(checkpoint or latest_checkpoint())
+    path = erased.path
     concept = " ".join((concept or erased.recipe["concepts"][0]).split())
     if not concept:
         raise UserError("the concept is empty; pass --concept with the erased words")
@@ -72,7 +72,7 @@ def attack(
     clip_judge = ClipJudge.load(judge, device=device)
     pipeline = load_pipeline(erased.base_model, device=device, allow_pickle=allow_pickle, config=base_config)
     erased.check(pipeline)
-    (_, load_base, _), (_, load_erased, _) = model_loaders(pipeline, erased.base_model, [path], [erased])
+    (_, load_base, _), (_, load_erased, _) = model_loaders(pipeline, erased.base_model, [erased])
     seeds = list(range(seed, seed + n_per_prompt))
     settings = SamplerSettings(batch_size=profile.generation_batch_size)
     with stop_signals() as stop_requested, progress_bar(f"attacking {concept} ({method})", config.progress_total(method), enabled=not (quiet or as_json), loss="-") as update:

@@ -37,7 +37,7 @@ def compare(
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
 ) -> None:
     """Base and erased models side by side: prompts as rows, the same seeds in each model's columns."""
-    from erasectl.checkpoint import ErasedCheckpoint, assign_tensors, checkpoint_file, component_tensors
+    from erasectl.checkpoint import ErasedCheckpoint, assign_tensors, component_tensors
     from erasectl.distributed import is_main_process
     from erasectl.files import write_atomically
     from erasectl.generation import SamplerSettings, generate
@@ -53,8 +53,8 @@ def compare(
         raise UserError(f"--out {out} must end in .png")
     if out.exists() and not force:
         raise UserError(f"{out} exists; choose another --out or pass --force")
-    paths = [checkpoint_file(p) for p in checkpoint] if checkpoint else [latest_checkpoint()]
-    checkpoints = [ErasedCheckpoint.load(p) for p in paths]
+    checkpoints = [ErasedCheckpoint.load(p) for p in checkpoint or [latest_checkpoint()]]
+    paths = [c.path for c in checkpoints]
     base_name = model or checkpoints[0].base_model
     base_config = model_config or checkpoints[0].base_config
     profile = model_profile(base_name, base_config)

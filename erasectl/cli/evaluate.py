@@ -75,7 +75,7 @@ def evaluate(
     as_json: bool = typer.Option(False, "--json", help="Print metrics.json on stdout."),
 ) -> None:
     """Measure erasures one fixed way: erased-concept, surrounding and paraphrase accuracy, CLIP score, distances, cost."""
-    from erasectl.checkpoint import ErasedCheckpoint, checkpoint_file, model_loaders
+    from erasectl.checkpoint import ErasedCheckpoint, model_loaders
     from erasectl.distributed import is_main_process
     from erasectl.evaluation import EvaluationConfig, evaluate as run, per_image_csv
     from erasectl.files import check_output_dir, prepare_output_dir
@@ -104,10 +104,10 @@ def evaluate(
 
         csv_rows = read_prompt_csv(prompts_csv)
         nudity_judge = NudityJudge()
-    paths = [checkpoint_file(p) for p in checkpoint or []]
-    if not paths and concept is None and csv_rows is None:
-        paths = [latest_checkpoint()]
-    checkpoints = [ErasedCheckpoint.load(p) for p in paths]
+    named = list(checkpoint or [])
+    if not named and concept is None and csv_rows is None:
+        named = [latest_checkpoint()]
+    checkpoints = [ErasedCheckpoint.load(p) for p in named]
     concept = concept or (checkpoints[0].recipe["concepts"][0] if checkpoints else None)
     if csv_rows is None and (not concept or not concept.strip()):
         raise UserError("no concept to evaluate; pass --concept or a --checkpoint")
@@ -130,7 +130,7 @@ def evaluate(
     for erased in checkpoints:
         erased.check(base)
     inference_setup(base, dtype, scheduler, device)
-    models = model_loaders(base, base_name, paths, checkpoints)
+    models = model_loaders(base, base_name, checkpoints)
     if csv_rows is not None:
         _evaluate_nudity(models, csv_rows, nudity_judge, config, out, force, quiet, as_json)
         return

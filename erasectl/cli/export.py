@@ -27,7 +27,7 @@ def export(
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
 ) -> None:
     """Export an erasure as a diffusers folder, a LoRA (diffusers or kohya names) or a single LDM checkpoint."""
-    from erasectl.checkpoint import ErasedCheckpoint, checkpoint_file
+    from erasectl.checkpoint import ErasedCheckpoint
     from erasectl.export import export_diffusers, export_lora, export_single_file, verify_export
     from erasectl.files import check_output_dir, prepare_output_dir
     from erasectl.models import load_pipeline, model_profile, resolve_model
@@ -41,8 +41,8 @@ def export(
         raise UserError(f"--energy is a share in (0, 1], got {energy}")
     if bias_deltas and format != "kohya":
         raise UserError("--bias-deltas is for --format kohya (ComfyUI reads them as .diff_b keys)")
-    checkpoint = checkpoint_file(checkpoint)
     erased = ErasedCheckpoint.load(checkpoint)
+    checkpoint = erased.path
     out = check_output_dir(out or checkpoint.parent / f"export-{format}", force)
     name, source = resolve_model(model or erased.base_model)
     model_config = model_config or erased.base_config

@@ -42,14 +42,13 @@ def generate(
     from erasectl.generation import SamplerSettings, save_images
     from erasectl.generation import generate as run_generation
     from erasectl.grids import labelled_grid
-    from erasectl.checkpoint import ErasedCheckpoint, checkpoint_file
+    from erasectl.checkpoint import ErasedCheckpoint
     from erasectl.models import inference_setup, load_erased_pipeline, load_pipeline, model_profile
     from erasectl.provenance import versions
 
     prompt_list = read_prompts(prompts, prompts_file)
     if n <= 0:
         raise UserError(f"--n must be at least 1, got {n}")
-    checkpoint = checkpoint_file(checkpoint) if checkpoint is not None else None
     loaded = ErasedCheckpoint.load(checkpoint) if checkpoint is not None else None  # read once: its base names the profile
     profile = model_profile(model or (loaded.base_model if loaded is not None else None), model_config)
     settings = SamplerSettings(steps=steps, guidance=guidance, batch_size=batch_size or profile.generation_batch_size, negative_prompt=negative_prompt, height=height, width=width)
