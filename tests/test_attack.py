@@ -220,6 +220,47 @@ def test_advunlearn_inner_attack_moves_its_token_towards_the_concept():
     assert all(not p.requires_grad or p.grad is None for p in pipeline.unet.parameters())  # the attack never leaves UNet gradients
 
 
+def test_advunlearn_attack_moves_its_token_on_the_first_attack_samples_only():
+    """--attack-samples 1 (the paper's one sample per attack step): the token moves on the batch's
+    first adversarial sample alone, exactly as an attack on a batch of that sample would; every
+    sample is still trained on the adversarial prompt. Split over two processes, the parts pick
+    the same samples as one process."""
+    from erasectl.architecture import encode_prompts
+    from erasectl.methods.advunlearn import Adversary, AdvUnlearnConfig
+    from erasectl.methods.common import TrainedUNet
+    from erasectl.parameter_groups import select_parameters
+
+    pipeline = load_pipeline()
+    model = TrainedUNet(pipeline.unet, select_parameters(pipeline.unet, "esd-x", ("esd-x",)))
+    generator = torch.Generator().manual_seed(0)
+    latents = torch.randn((4, 4, 32, 32), generator=generator)
+    timesteps = torch.tensor([900, 700, 500, 300])
+    concept = model.frozen(latents, timesteps, encode_prompts(pipeline, ["a circle"] * 4))
+
+    def token_after(samples, batch):
+        config = AdvUnlearnConfig(warmup_steps=0, attack_steps=3, attack_lr=1e-2, attack_states="shared", attack_samples=samples)
+        with placeholder_token(pipeline, "shape") as vectors:
+            adversary = Adversary(pipeline, ["a circle"], ["circle"], config, vectors)
+            trained = adversary.trained_prompts(0, model, latents[:batch], timesteps[:batch], [0] * batch, list(range(batch)), concept[:batch], 1.0)
+            assert trained == [f"{PLACEHOLDER} a circle"] * batch
+            return vectors["clip_l"].detach().clone()
+
+    first = token_after(1, 4)
+    assert torch.equal(first, token_after(0, 1))  # the first sample alone
+    assert not torch.equal(first, token_after(0, 4))  # every sample: another token
+    for samples, share in ((1, 1.0), (3, 1.0), (2, 0.5)):
+        adversary = Adversary(pipeline, ["a circle"], ["circle"], AdvUnlearnConfig(attack_samples=samples, attack_share=share), {})
+        step, batch = 5, 8
+        ids = [step * batch + q for q in range(batch)]
+        chosen = [i for i in range(batch) if adversary.adversarial(ids[i])]
+        one, total = adversary._attacked(step, ids, chosen, 1.0)
+        parts = [adversary._attacked(step, ids[4 * p : 4 * p + 4], [i - 4 * p for i in chosen if 4 * p <= i < 4 * p + 4], 0.5) for p in (0, 1)]
+        assert total == samples == parts[0][1] == parts[1][1] and len(one) == samples
+        assert one == [*parts[0][0], *[i + 4 for i in parts[1][0]]] and set(one) <= set(chosen)
+    bad = runner.invoke(app, ["erase", "--concept", "circle", "--method", "advunlearn", "--attack-samples", "-1", "--out", "unused"])
+    assert bad.exit_code == 2 and "attack_samples must be 0" in bad.output
+
+
 def test_advunlearn_attack_can_draw_fresh_states_for_every_step(tmp_path):
     """--attack-states fresh (AdvUnlearn's own attack): every attack step asks for new states, and
     the token is moved on those; the trained prompts stay the iteration's own samples'."""
@@ -236,17 +277,17 @@ def test_advunlearn_attack_can_draw_fresh_states_for_every_step(tmp_path):
     concept = model.frozen(latents, timesteps, encode_prompts(pipeline, ["a circle"] * 4))
     calls = []
 
-    def fresh_states():
-        calls.append(len(calls))
-        noise = torch.randn((2, 4, 32, 32), generator=generator)
-        steps = torch.tensor([800, 400])
-        return noise, steps, torch.tensor([0, 0]), model.frozen(noise, steps, encode_prompts(pipeline, ["a circle"] * 2))
+    def fresh_states(count):
+        calls.append(count)
+        noise = torch.randn((count, 4, 32, 32), generator=generator)
+        steps = torch.tensor([800, 400])[:count]
+        return noise, steps, torch.tensor([0] * count), model.frozen(noise, steps, encode_prompts(pipeline, ["a circle"] * count)), 1.0
 
     with placeholder_token(pipeline, "shape") as vectors:
         start = vectors["clip_l"].detach().clone()
-        adversary = Adversary(pipeline, ["a circle"], ["circle"], AdvUnlearnConfig(warmup_steps=0, attack_steps=3, attack_states="fresh"), vectors)
+        adversary = Adversary(pipeline, ["a circle"], ["circle"], AdvUnlearnConfig(warmup_steps=0, attack_steps=3, attack_states="fresh", attack_samples=2), vectors)
         trained = adversary.trained_prompts(0, model, latents, timesteps, [0] * 4, [0, 1, 2, 3], concept, 1.0, fresh_states)
-        assert len(calls) == 3 and not torch.equal(vectors["clip_l"], start)
+        assert calls == [2, 2, 2] and not torch.equal(vectors["clip_l"], start)
     assert trained == [f"{PLACEHOLDER} a circle"] * 4  # the trained prompts are still the iteration's own samples'
     result = runner.invoke(app, ["erase", "--concept", "circle", "--method", "advunlearn", "--attack-states", "new", "--out", str(tmp_path / "bad")])
     assert result.exit_code == 2 and "attack_states must be one of shared, fresh" in result.output and not (tmp_path / "bad").exists()

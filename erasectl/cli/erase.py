@@ -72,6 +72,7 @@ def erase(
     attack_every: int = typer.Option(None, "--attack-every", help="advunlearn: iterations between updates of the adversarial token."),
     attack_position: str = typer.Option(None, "--attack-position", help="advunlearn: prefix (the token before the concept's prompt), replace (instead of the concept) or both (a token for each, alternate iterations)."),
     attack_share: float = typer.Option(None, "--attack-share", help="advunlearn: share of the samples after the warm-up trained on the adversarial prompt (the others on their own)."),
+    attack_samples: int = typer.Option(None, "--attack-samples", help="advunlearn: samples each attack step moves the token on, the first adversarial ones of the batch (0: all)."),
     attack_states: str = typer.Option(None, "--attack-states", help="advunlearn: fresh (new x_t for every attack step, as their attack) or shared (each attack step at the iteration's x_t)."),
     warmup_steps: int = typer.Option(None, "--warmup-steps", help="advunlearn: plain ESD iterations before the attack starts."),
     prior_exclude: str = typer.Option(None, "--prior-exclude", help="nullspace: comma-separated words to leave out of the automatic prior (to measure concepts it was not built from)."),
@@ -105,7 +106,7 @@ def erase(
         anchor_steps=anchor_steps, anchor_guidance=anchor_guidance, away=away, preserve_weight=preserve_weight,
         erase_scale=erase_scale, preserve_scale=preserve_scale, lamb=lamb, token_positions=token_positions, guide_choice=guide_choice,
         null_threshold=null_threshold, prior_words=prior_words, synonym_ratio=synonym_ratio, rounds=rounds, regular_scale=regular_scale, attack_rounds=attack_rounds, attack_steps=attack_steps,
-        attack_lr=attack_lr, attack_every=attack_every, attack_position=attack_position, attack_share=attack_share, attack_states=attack_states, warmup_steps=warmup_steps,
+        attack_lr=attack_lr, attack_every=attack_every, attack_position=attack_position, attack_share=attack_share, attack_samples=attack_samples, attack_states=attack_states, warmup_steps=warmup_steps,
     )
     from erasectl.erasure import check_mixed_precision
 

@@ -68,12 +68,15 @@ class AdvUnlearnConfig(ESDConfig):
     attack_position: str = field(default="prefix", metadata={"help": "prefix (the token before the concept's prompt), replace (the token instead of the concept) or both (a token for each, the iterations alternating between them).", "source": f"{REFERENCE}: --attack_type prefix_k"})
     attack_share: float = field(default=1.0, metadata={"help": "Share of the samples after the warm-up trained on the adversarial prompt; the others keep their own prompt.", "source": f"{REFERENCE}: every sample after the warm-up"})
     preserve_weight: float = field(default=1.0, metadata={"help": "Weight of the utility-retaining term (the retain prompts, or --preserve).", "source": f"{REFERENCE}: --retain_loss_w 1.0"})
+    attack_samples: int = field(default=1, metadata={"help": "Samples each attack step moves the token on, the first of the iteration's adversarial ones (0: all of them).", "source": "AdvUnlearn's attack_util.soft_prompt_attack, one sample (batch 1) per attack step"})
     attack_states: str = field(default="fresh", metadata={"help": "fresh (new x_t, timesteps and prompts for every attack step) or shared (every attack step at the iteration's own x_t: a saving).", "source": "AdvUnlearn's attack_util.soft_prompt_attack, which samples a new x_t at a new timestep for every attack step"})
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.warmup_steps < 0 or self.attack_steps < 1 or self.attack_every < 1:
             raise ConfigError("warmup_steps must be 0 or more, attack_steps and attack_every at least 1")
+        if self.attack_samples < 0:
+            raise ConfigError(f"attack_samples must be 0 (all the adversarial samples) or more, got {self.attack_samples}")
         if not self.attack_lr > 0:
             raise ConfigError(f"attack_lr must be positive, got {self.attack_lr}")
         if not 0 < self.attack_share <= 1:
@@ -127,8 +130,9 @@ class Adversary:
         the adversarial prompt for ``attack_share`` of them, the token first moved against
         ``model`` at those samples' x_t toward the frozen model's ``concept_prediction`` there
         (``share``: this process's part of the batch). With ``attack_states`` fresh, each attack
-        step takes new states from ``fresh_states()`` instead: ``(x_t, timesteps, prompt indices,
-        the frozen concept predictions)``, this process's part."""
+        step takes new states from ``fresh_states(attack_samples)`` instead: ``(x_t, timesteps,
+        prompt indices, the frozen concept predictions, this process's share of them)``, this
+        process's part of that many new samples (0: a whole batch)."""
         if step < self.config.warmup_steps:
             return None
         iteration = step - self.config.warmup_steps
@@ -142,15 +146,27 @@ class Adversary:
                     raise ValueError("attack_states fresh needs the training loop's fresh_states")
 
                 def draws():
-                    latents, timesteps, indices, prediction = fresh_states()
-                    return latents, timesteps, [form[w] for w in indices.tolist()], prediction, share
+                    latents, timesteps, indices, prediction, part_share = fresh_states(self.config.attack_samples)
+                    return latents, timesteps, [form[w] for w in indices.tolist()], prediction, part_share
             else:
-                fixed = (latents[chosen], timesteps[chosen], [trained[i] for i in chosen], concept_prediction[chosen], share * len(chosen) / len(which))
+                attacked, total = self._attacked(step, sample_ids, chosen, share)
+                fixed = (latents[attacked], timesteps[attacked], [trained[i] for i in attacked], concept_prediction[attacked], len(attacked) / max(1, total))
 
                 def draws():
                     return fixed
             self._attack(model, draws)
         return trained
+
+    def _attacked(self, step: int, sample_ids: list[int], chosen: list[int], share: float) -> tuple[list[int], int]:
+        """The samples the attack moves the token on, the first ``attack_samples`` adversarial ones of
+        the iteration's whole batch (0: all of them): this process's (indices into its part) and
+        how many there are over all processes."""
+        if not sample_ids:
+            return [], 0
+        batch = round(len(sample_ids) / share)  # every process's samples
+        positions = [q for q in range(batch) if self.adversarial(step * batch + q)]
+        used = set(positions[: self.config.attack_samples] if self.config.attack_samples else positions)
+        return [i for i in chosen if sample_ids[i] - step * batch in used], len(used)
 
     def _attack(self, model, draws) -> None:
         """``attack_steps`` Adam steps on the token, each on ``draws()``: x_t, timesteps, the

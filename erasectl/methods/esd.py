@@ -215,14 +215,16 @@ def _train(pipeline, unet, config, prompts, progress, preserve_prompts, control,
         pick_traj = torch.randint(0, config.batch_size, (config.batch_size,), generator=generator)
         return bank_states[pick_step, pick_traj], scheduler.timesteps[pick_step].to(device), bank_prompts[pick_traj]
 
-    def fresh_states() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """New x_t for the adversary, this process's part: states, timesteps, prompt indices and
-        the frozen model's prediction for each state's concept prompt."""
+    def fresh_states(count: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, float]:
+        """New x_t for the adversary, the first ``count`` of a drawn batch (0: all of it), this
+        process's part: states, timesteps, prompt indices, the frozen model's prediction for each
+        state's concept prompt, and this process's share of the ``count``."""
         latents, timesteps, which = draw()
-        part = batch_part(len(latents))
+        count = min(count or len(latents), len(latents))
+        part = batch_part(count)
         latents, timesteps, which = latents[part], timesteps[part], which[part]
         with torch.no_grad():
-            return latents, timesteps, which, model.frozen(latents, timesteps, conditional[which])
+            return latents, timesteps, which, model.frozen(latents, timesteps, conditional[which]), len(latents) / count
 
     try:
         unet.train()

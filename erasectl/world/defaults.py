@@ -67,6 +67,7 @@ WORLD_DEFAULTS["advunlearn"] = {
                                   "the token in place of the concept left 25-41% of them (t27, t38, t41); "
                                   "with the inner attack at lr 1e-3 (t46) the replacing token left ring's plain prompts 16-22% and its learned token 34-38%, "
                                   "and a token for each position matched the prefix's attack figures at lower neighbours (square 0.88 against 0.96)"),
+    "attack_samples": (0, "every adversarial sample of the batch (8), as before the option existed; the paper's attack uses one"),
     "attack_states": ("shared", "tuned on ring and square, seeds 100-107 (t35): new x_t for every attack step, as their attack, left the soft prompt at 12% on ring and 22% on square, "
                                 "the iteration's own x_t 12% and 12-16%"),
 }
