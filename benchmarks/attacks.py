@@ -12,7 +12,9 @@ least 90% of base, in at most 3x the time of their base method (esd; uce).
 
     python benchmarks/attacks.py --methods esd,advunlearn --erase-seeds 0,1 --json benchmarks/results-attacks-advunlearn.json
 
-(Earlier world defaults: benchmarks/results-attacks-advunlearn-attack-lr-1e-2.json the same run with
+(Earlier world defaults: benchmarks/results-attacks-advunlearn-every-sample.json the same run with the
+inner attack on every sample of the batch (`--attack-samples 0`), before t48;
+benchmarks/results-attacks-advunlearn-attack-lr-1e-2.json the same run with
 the inner attack at lr 1e-2, erase seeds 0 and 1; at erase seed 0,
 benchmarks/results-attacks-advunlearn-200-iterations.json 200 iterations of it;
 benchmarks/results-attacks-advunlearn-unet.json trained the

@@ -220,13 +220,10 @@ def test_advunlearn_inner_attack_moves_its_token_towards_the_concept():
     assert all(not p.requires_grad or p.grad is None for p in pipeline.unet.parameters())  # the attack never leaves UNet gradients
 
 
-def test_advunlearn_attack_moves_its_token_on_the_first_attack_samples_only():
-    """--attack-samples 1 (the paper's one sample per attack step): the token moves on the batch's
-    first adversarial sample alone, exactly as an attack on a batch of that sample would; every
-    sample is still trained on the adversarial prompt. Split over two processes, the parts pick
-    the same samples as one process."""
+def _adversary_setting():
+    """The embedded model with its cross-attention as the trained group, four x_t with their
+    timesteps, and the frozen model's prediction for "a circle" there."""
     from erasectl.architecture import encode_prompts
-    from erasectl.methods.advunlearn import Adversary, AdvUnlearnConfig
     from erasectl.methods.common import TrainedUNet
     from erasectl.parameter_groups import select_parameters
 
@@ -236,6 +233,17 @@ def test_advunlearn_attack_moves_its_token_on_the_first_attack_samples_only():
     latents = torch.randn((4, 4, 32, 32), generator=generator)
     timesteps = torch.tensor([900, 700, 500, 300])
     concept = model.frozen(latents, timesteps, encode_prompts(pipeline, ["a circle"] * 4))
+    return pipeline, model, generator, latents, timesteps, concept
+
+
+def test_advunlearn_attack_moves_its_token_on_the_first_attack_samples_only(tmp_path):
+    """--attack-samples 1 (the paper's one sample per attack step): the token moves on the batch's
+    first adversarial sample alone, exactly as an attack on a batch of that sample would; every
+    sample is still trained on the adversarial prompt. Split over two processes, the parts pick
+    the same samples as one process."""
+    from erasectl.methods.advunlearn import Adversary, AdvUnlearnConfig
+
+    pipeline, model, _, latents, timesteps, concept = _adversary_setting()
 
     def token_after(samples, batch):
         config = AdvUnlearnConfig(warmup_steps=0, attack_steps=3, attack_lr=1e-2, attack_states="shared", attack_samples=samples)
@@ -257,8 +265,8 @@ def test_advunlearn_attack_moves_its_token_on_the_first_attack_samples_only():
         parts = [adversary._attacked(step, ids[4 * p : 4 * p + 4], [i - 4 * p for i in chosen if 4 * p <= i < 4 * p + 4], 0.5) for p in (0, 1)]
         assert total == samples == parts[0][1] == parts[1][1] and len(one) == samples
         assert one == [*parts[0][0], *[i + 4 for i in parts[1][0]]] and set(one) <= set(chosen)
-    bad = runner.invoke(app, ["erase", "--concept", "circle", "--method", "advunlearn", "--attack-samples", "-1", "--out", "unused"])
-    assert bad.exit_code == 2 and "attack_samples must be 0" in bad.output
+    bad = runner.invoke(app, ["erase", "--concept", "circle", "--method", "advunlearn", "--attack-samples", "-1", "--out", str(tmp_path / "bad")])
+    assert bad.exit_code == 2 and "attack_samples must be 0" in bad.output and not (tmp_path / "bad").exists()
 
 
 def test_advunlearn_attack_can_draw_fresh_states_for_every_step(tmp_path):
@@ -266,15 +274,8 @@ def test_advunlearn_attack_can_draw_fresh_states_for_every_step(tmp_path):
     the token is moved on those; the trained prompts stay the iteration's own samples'."""
     from erasectl.architecture import encode_prompts
     from erasectl.methods.advunlearn import Adversary, AdvUnlearnConfig
-    from erasectl.methods.common import TrainedUNet
-    from erasectl.parameter_groups import select_parameters
 
-    pipeline = load_pipeline()
-    model = TrainedUNet(pipeline.unet, select_parameters(pipeline.unet, "esd-x", ("esd-x",)))
-    generator = torch.Generator().manual_seed(0)
-    latents = torch.randn((4, 4, 32, 32), generator=generator)
-    timesteps = torch.tensor([900, 700, 500, 300])
-    concept = model.frozen(latents, timesteps, encode_prompts(pipeline, ["a circle"] * 4))
+    pipeline, model, generator, latents, timesteps, concept = _adversary_setting()
     calls = []
 
     def fresh_states(count):

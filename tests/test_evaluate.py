@@ -55,7 +55,7 @@ def test_report_of_an_erasure_passes_its_gates(uce_runs, tmp_path):
     out = tmp_path / "ev"
     result = runner.invoke(
         app,
-        ["evaluate", "--checkpoint", str(path), "--n-per-prompt", "4", "--out", str(out), "--json",
+        ["evaluate", "--checkpoint", str(path), "--n-per-prompt", "4", "--steps", "10", "--out", str(out), "--json",
          "--max-erased-accuracy", "0.1", "--min-surrounding-ratio", "0.8"],
     )
     assert result.exit_code == 0, result.output
@@ -82,7 +82,7 @@ def test_report_of_an_erasure_passes_its_gates(uce_runs, tmp_path):
 
 
 def test_gate_fails_with_exit_1_naming_gate_and_figure(weak_checkpoint, tmp_path):
-    result = runner.invoke(app, ["evaluate", "--checkpoint", str(weak_checkpoint), "--n-per-prompt", "2", "--out", str(tmp_path / "ev"), "--quiet", "--max-erased-accuracy", "0.1"])
+    result = runner.invoke(app, ["evaluate", "--checkpoint", str(weak_checkpoint), "--n-per-prompt", "2", "--steps", "10", "--out", str(tmp_path / "ev"), "--quiet", "--max-erased-accuracy", "0.1"])
     assert result.exit_code == 1, result.output
     line = result.stderr.strip()
     import re
@@ -154,7 +154,7 @@ def test_no_default_preservation_is_a_default_surrounding_concept():
 def test_held_out_surroundings_are_the_headline_and_an_empty_set_is_said(uce_runs, tmp_path):
     out = tmp_path / "ev"
     result = runner.invoke(app, [
-        "evaluate", "--checkpoint", str(uce_runs["two-kept"]), "--checkpoint", str(uce_runs["all-kept"]), "--n-per-prompt", "2",
+        "evaluate", "--checkpoint", str(uce_runs["two-kept"]), "--checkpoint", str(uce_runs["all-kept"]), "--n-per-prompt", "2", "--steps", "10",
         "--out", str(out), "--json", "--min-surrounding-ratio", "0.5",
     ])
     metrics = json.loads(result.stdout)
@@ -174,7 +174,7 @@ def test_held_out_surroundings_are_the_headline_and_an_empty_set_is_said(uce_run
 
 
 def test_every_image_is_read_for_colour_and_style_and_what_replaces_the_concept(uce_runs, tmp_path):
-    result = runner.invoke(app, ["evaluate", "--checkpoint", str(uce_runs["to-ring"]), "--n-per-prompt", "2", "--out", str(tmp_path / "ev"), "--json"])
+    result = runner.invoke(app, ["evaluate", "--checkpoint", str(uce_runs["to-ring"]), "--n-per-prompt", "2", "--steps", "10", "--out", str(tmp_path / "ev"), "--json"])
     assert result.exit_code == 0, result.output
     metrics = json.loads(result.stdout)
     for row in metrics["tables"]["per_concept"]:
@@ -190,7 +190,7 @@ def test_report_html_is_one_self_contained_file(uce_runs, tmp_path):
     import re
 
     out = tmp_path / "ev"
-    result = runner.invoke(app, ["evaluate", "--checkpoint", str(uce_runs["two-kept"]), "--n-per-prompt", "1", "--out", str(out), "--quiet"])
+    result = runner.invoke(app, ["evaluate", "--checkpoint", str(uce_runs["two-kept"]), "--n-per-prompt", "1", "--steps", "10", "--out", str(out), "--quiet"])
     assert result.exit_code == 0, result.output
     page = (out / "report.html").read_text()
     assert page.startswith("<!DOCTYPE html>") and page.count("<table>") >= 5
@@ -210,7 +210,7 @@ def test_ablation_filters_no_anchor_image_with_the_judge_by_default_and_evaluate
         runs[name] = (json.loads(result.stdout), out / "erased.safetensors")
     assert runs["plain"][0]["config"]["filter_anchor_images"] is False and "anchor_filter" not in runs["plain"][0]
     assert runs["filtered"][0]["anchor_filter"] == "embedded:shapes-judge"
-    result = runner.invoke(app, ["evaluate", "--checkpoint", str(runs["plain"][1]), "--checkpoint", str(runs["filtered"][1]), "--n-per-prompt", "1", "--out", str(tmp_path / "ev"), "--json"])
+    result = runner.invoke(app, ["evaluate", "--checkpoint", str(runs["plain"][1]), "--checkpoint", str(runs["filtered"][1]), "--n-per-prompt", "1", "--steps", "10", "--out", str(tmp_path / "ev"), "--json"])
     assert result.exit_code == 0, result.output
     metrics = json.loads(result.stdout)
     assert metrics["judging"] == {"judge": "embedded:shapes-judge", "erasure_filters": {"plain": None, "filtered": "embedded:shapes-judge"}}
@@ -222,7 +222,7 @@ def test_image_drift_and_distribution_distance_see_what_the_class_does_not(uce_r
     FID/KID are given over the held-out surroundings and over --general-prompts."""
     general = tmp_path / "captions.csv"
     general.write_text("id,caption\n1,a green ring\n2,a yellow square\n")
-    result = runner.invoke(app, ["evaluate", "--checkpoint", str(uce_runs["two-kept"]), "--n-per-prompt", "2", "--general-prompts", str(general), "--out", str(tmp_path / "ev"), "--json"])
+    result = runner.invoke(app, ["evaluate", "--checkpoint", str(uce_runs["two-kept"]), "--n-per-prompt", "2", "--steps", "10", "--general-prompts", str(general), "--out", str(tmp_path / "ev"), "--json"])
     assert result.exit_code == 0, result.output
     metrics = json.loads(result.stdout)
     jsonschema.validate(metrics, SCHEMA)

@@ -195,8 +195,10 @@ def _train(pipeline, unet, config, prompts, progress, preserve_prompts, control,
     if adversary is not None:
         adversary.restore(extras)
 
-    def draw() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One iteration's x_t, their timesteps and prompt indices (all processes' samples)."""
+    def draw(size: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One iteration's x_t, their timesteps and prompt indices (all processes' samples): a batch,
+        or ``size`` samples (faithful mode: always one)."""
+        size = size or config.batch_size
         if config.mode == "faithful":
             which = torch.randint(0, len(prompts), (1,), generator=generator)
             stop = int(torch.randint(0, config.ddim_steps, (1,), generator=generator))
@@ -204,27 +206,28 @@ def _train(pipeline, unet, config, prompts, progress, preserve_prompts, control,
             latents, timesteps = faithful_state(model.frozen, scheduler, noise, conditional[which], unconditional, config.start_guidance, stop)
             return latents, timesteps.to(device), which
         if not shortcuts.reuse_trajectories:
-            which = torch.randint(0, len(prompts), (config.batch_size,), generator=generator)
-            stops = torch.randint(0, config.ddim_steps, (config.batch_size,), generator=generator)
-            noise = torch.randn((config.batch_size, *latent_shape), generator=generator).to(device)
+            which = torch.randint(0, len(prompts), (size,), generator=generator)
+            stops = torch.randint(0, config.ddim_steps, (size,), generator=generator)
+            noise = torch.randn((size, *latent_shape), generator=generator).to(device)
             unet.eval()
             latents = _sample_states(model, scheduler, noise, conditional[which], unconditional, config.start_guidance, stops)
             unet.train()
             return latents, scheduler.timesteps[stops].to(device), which
-        pick_step = torch.randint(0, config.ddim_steps, (config.batch_size,), generator=generator)
-        pick_traj = torch.randint(0, config.batch_size, (config.batch_size,), generator=generator)
+        pick_step = torch.randint(0, config.ddim_steps, (size,), generator=generator)
+        pick_traj = torch.randint(0, config.batch_size, (size,), generator=generator)
         return bank_states[pick_step, pick_traj], scheduler.timesteps[pick_step].to(device), bank_prompts[pick_traj]
 
     def fresh_states(count: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, float]:
-        """New x_t for the adversary, the first ``count`` of a drawn batch (0: all of it), this
-        process's part: states, timesteps, prompt indices, the frozen model's prediction for each
-        state's concept prompt, and this process's share of the ``count``."""
-        latents, timesteps, which = draw()
-        count = min(count or len(latents), len(latents))
-        part = batch_part(count)
+        """``count`` new x_t for the adversary (0: a batch), this process's part: states, timesteps,
+        prompt indices, the frozen model's prediction for each state's concept prompt, and this
+        process's share of them (a process may have none)."""
+        latents, timesteps, which = draw(count)
+        drawn = len(latents)
+        part = batch_part(drawn)
         latents, timesteps, which = latents[part], timesteps[part], which[part]
         with torch.no_grad():
-            return latents, timesteps, which, model.frozen(latents, timesteps, conditional[which]), len(latents) / count
+            prediction = model.frozen(latents, timesteps, conditional[which]) if len(latents) else torch.zeros_like(latents)
+        return latents, timesteps, which, prediction, len(latents) / drawn
 
     try:
         unet.train()
