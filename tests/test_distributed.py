@@ -78,8 +78,10 @@ def test_generate_on_two_processes_writes_the_same_images(tmp_path):
     [
         ["--method", "esd", "--steps", "6", "--ddim-steps", "5", "--trajectory-reuse", "3", "--batch-size", "4", "--preserve", "ring"],
         ["--method", "ablate", "--anchor", "shape", "--steps", "6", "--anchor-images", "6", "--anchor-steps", "5", "--batch-size", "4", "--preserve", "ring"],
+        # the adversary's three samples split 2 + 1 over the processes, its token moved by summed gradients
+        ["--method", "advunlearn", "--steps", "6", "--warmup-steps", "2", "--ddim-steps", "5", "--trajectory-reuse", "3", "--batch-size", "4", "--attack-samples", "3"],
     ],
-    ids=["esd", "ablate"],
+    ids=["esd", "ablate", "advunlearn"],
 )
 def test_erase_on_two_processes_matches_one(method_args, tmp_path):
     """Data parallel over the batch: each process trains on half of it and the summed gradients
