@@ -212,7 +212,7 @@ def test_advunlearn_inner_attack_moves_its_token_towards_the_concept():
                 return float(torch.nn.functional.mse_loss(model(latents, timesteps, encode_prompts(pipeline, adversary.forms[0] * 4)), concept))
 
         before = gap()
-        trained = adversary.trained_prompts(0, model, latents, timesteps, [0] * 4, [0, 1, 2, 3], concept, 1.0)
+        trained = adversary.trained_prompts(0, model, latents, timesteps, [0] * 4, [0, 1, 2, 3], concept, 4)
         after = gap()
         assert trained == adversary.forms[0] * 4 and adversary.updates == 1
         assert not torch.equal(start["clip_l"], vectors["clip_l"])
@@ -249,7 +249,7 @@ def test_advunlearn_attack_moves_its_token_on_the_first_attack_samples_only(tmp_
         config = AdvUnlearnConfig(warmup_steps=0, attack_steps=3, attack_lr=1e-2, attack_states="shared", attack_samples=samples)
         with placeholder_token(pipeline, "shape") as vectors:
             adversary = Adversary(pipeline, ["a circle"], ["circle"], config, vectors)
-            trained = adversary.trained_prompts(0, model, latents[:batch], timesteps[:batch], [0] * batch, list(range(batch)), concept[:batch], 1.0)
+            trained = adversary.trained_prompts(0, model, latents[:batch], timesteps[:batch], [0] * batch, list(range(batch)), concept[:batch], batch)
             assert trained == [f"{PLACEHOLDER} a circle"] * batch
             return vectors["clip_l"].detach().clone()
 
@@ -261,8 +261,8 @@ def test_advunlearn_attack_moves_its_token_on_the_first_attack_samples_only(tmp_
         step, batch = 5, 8
         ids = [step * batch + q for q in range(batch)]
         chosen = [i for i in range(batch) if adversary.adversarial(ids[i])]
-        one, total = adversary._attacked(step, ids, chosen, 1.0)
-        parts = [adversary._attacked(step, ids[4 * p : 4 * p + 4], [i - 4 * p for i in chosen if 4 * p <= i < 4 * p + 4], 0.5) for p in (0, 1)]
+        one, total = adversary._attacked(step, ids, chosen, batch)
+        parts = [adversary._attacked(step, ids[4 * p : 4 * p + 4], [i - 4 * p for i in chosen if 4 * p <= i < 4 * p + 4], batch) for p in (0, 1)]
         assert total == samples == parts[0][1] == parts[1][1] and len(one) == samples
         assert one == [*parts[0][0], *[i + 4 for i in parts[1][0]]] and set(one) <= set(chosen)
     bad = runner.invoke(app, ["erase", "--concept", "circle", "--method", "advunlearn", "--attack-samples", "-1", "--out", str(tmp_path / "bad")])
@@ -287,7 +287,7 @@ def test_advunlearn_attack_can_draw_fresh_states_for_every_step(tmp_path):
     with placeholder_token(pipeline, "shape") as vectors:
         start = vectors["clip_l"].detach().clone()
         adversary = Adversary(pipeline, ["a circle"], ["circle"], AdvUnlearnConfig(warmup_steps=0, attack_steps=3, attack_states="fresh", attack_samples=2), vectors)
-        trained = adversary.trained_prompts(0, model, latents, timesteps, [0] * 4, [0, 1, 2, 3], concept, 1.0, fresh_states)
+        trained = adversary.trained_prompts(0, model, latents, timesteps, [0] * 4, [0, 1, 2, 3], concept, 4, fresh_states)
         assert calls == [2, 2, 2] and not torch.equal(vectors["clip_l"], start)
     assert trained == [f"{PLACEHOLDER} a circle"] * 4  # the trained prompts are still the iteration's own samples'
     result = runner.invoke(app, ["erase", "--concept", "circle", "--method", "advunlearn", "--attack-states", "new", "--out", str(tmp_path / "bad")])
@@ -330,18 +330,18 @@ def test_advunlearn_attack_share_spreads_the_adversarial_samples_evenly(tmp_path
     config = AdvUnlearnConfig(attack_share=0.5, attack_position="both", warmup_steps=0, attack_every=1000)
     vectors = {"clip_l": torch.nn.Parameter(torch.zeros(4))}
     adversary = Adversary(None, ["a circle"], ["circle"], config, vectors)
-    trained = [adversary.trained_prompts(step, None, None, None, [0] * 8, list(range(8 * step, 8 * step + 8)), None, 1.0) for step in (1, 2)]
+    trained = [adversary.trained_prompts(step, None, None, None, [0] * 8, list(range(8 * step, 8 * step + 8)), None, 8) for step in (1, 2)]
     assert trained[0][0::2] == ["a circle"] * 4 and trained[0][1::2] == [f"a {PLACEHOLDER}"] * 4
     assert trained[1][1::2] == [f"{PLACEHOLDER} a circle"] * 4
     with torch.no_grad():
         vectors["clip_l"].fill_(1.0)  # the prefix token moves; the replacing one must not
-    adversary.trained_prompts(3, None, None, None, [0] * 8, list(range(24, 32)), None, 1.0)
+    adversary.trained_prompts(3, None, None, None, [0] * 8, list(range(24, 32)), None, 8)
     assert torch.equal(vectors["clip_l"], torch.zeros(4))
     state = adversary.state()
     assert torch.equal(state["adversary.0.clip_l"], torch.ones(4)) and int(state["adversary.active"]) == 1
     resumed = Adversary(None, ["a circle"], ["circle"], config, {"clip_l": torch.nn.Parameter(torch.zeros(4))})
     resumed.restore(state)
-    resumed.trained_prompts(4, None, None, None, [0] * 8, list(range(32, 40)), None, 1.0)
+    resumed.trained_prompts(4, None, None, None, [0] * 8, list(range(32, 40)), None, 8)
     assert torch.equal(resumed.vectors["clip_l"], torch.ones(4))
     result = runner.invoke(app, ["erase", "--concept", "circle", "--method", "advunlearn", "--attack-share", "0", "--out", str(tmp_path / "bad")])
     assert result.exit_code == 2 and "attack_share must be in (0, 1]" in result.output and not (tmp_path / "bad").exists()

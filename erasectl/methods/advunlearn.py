@@ -124,12 +124,12 @@ class Adversary:
         share = self.config.attack_share
         return int((sample_id + 1) * share) > int(sample_id * share)
 
-    def trained_prompts(self, step: int, model, latents, timesteps, which: list[int], sample_ids: list[int], concept_prediction: torch.Tensor, share: float,
+    def trained_prompts(self, step: int, model, latents, timesteps, which: list[int], sample_ids: list[int], concept_prediction: torch.Tensor, batch: int,
                         fresh_states=None) -> list[str] | None:
         """The trained prompts of this iteration's samples (None: their own): after the warm-up,
         the adversarial prompt for ``attack_share`` of them, the token first moved against
         ``model`` at those samples' x_t toward the frozen model's ``concept_prediction`` there
-        (``share``: this process's part of the batch). With ``attack_states`` fresh, each attack
+        (``batch``: the iteration's samples over every process). With ``attack_states`` fresh, each attack
         step takes new states from ``fresh_states(attack_samples)`` instead: ``(x_t, timesteps,
         prompt indices, the frozen concept predictions, this process's share of them)``, this
         process's part of that many new samples (0: a whole batch)."""
@@ -149,7 +149,7 @@ class Adversary:
                     latents, timesteps, indices, prediction, part_share = fresh_states(self.config.attack_samples)
                     return latents, timesteps, [form[w] for w in indices.tolist()], prediction, part_share
             else:
-                attacked, total = self._attacked(step, sample_ids, chosen, share)
+                attacked, total = self._attacked(step, sample_ids, chosen, batch)
                 fixed = (latents[attacked], timesteps[attacked], [trained[i] for i in attacked], concept_prediction[attacked], len(attacked) / max(1, total))
 
                 def draws():
@@ -157,13 +157,10 @@ class Adversary:
             self._attack(model, draws)
         return trained
 
-    def _attacked(self, step: int, sample_ids: list[int], chosen: list[int], share: float) -> tuple[list[int], int]:
+    def _attacked(self, step: int, sample_ids: list[int], chosen: list[int], batch: int) -> tuple[list[int], int]:
         """The samples the attack moves the token on, the first ``attack_samples`` adversarial ones of
         the iteration's whole batch (0: all of them): this process's (indices into its part) and
         how many there are over all processes."""
-        if not sample_ids:
-            return [], 0
-        batch = round(len(sample_ids) / share)  # every process's samples
         positions = [q for q in range(batch) if self.adversarial(step * batch + q)]
         used = set(positions[: self.config.attack_samples] if self.config.attack_samples else positions)
         return [i for i in chosen if sample_ids[i] - step * batch in used], len(used)

@@ -263,7 +263,7 @@ def _train(pipeline, unet, config, prompts, progress, preserve_prompts, control,
             trained_prompts = None
             if adversary is not None:  # robust training: the adversarial prompts as the trained condition
                 sample_ids = (torch.arange(batch) + step * batch)[part].tolist()  # each sample's place in the run
-                trained_prompts = adversary.trained_prompts(step, model, latents, timesteps, which.tolist(), sample_ids, frozen[0], len(latents) / batch, fresh_states)
+                trained_prompts = adversary.trained_prompts(step, model, latents, timesteps, which.tolist(), sample_ids, frozen[0], batch, fresh_states)
             if trained_prompts is None and model.trains_text:
                 trained_prompts = [prompts[i] for i in which.tolist()]
             trained_hidden = hidden if trained_prompts is None else encode_trained(pipeline, trained_prompts)
