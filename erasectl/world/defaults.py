@@ -69,7 +69,8 @@ WORLD_DEFAULTS["advunlearn"] = {
                                   "and a token for each position matched the prefix's attack figures at lower neighbours (square 0.88 against 0.96)"),
     "attack_samples": (1, "the paper's (their attack draws a batch of one); tuned on ring, square and red cross, erase seeds 0 and 1, seeds 100-107 (t48): learned token 9-12% (red cross 0%), "
                           "prompt search 0-3%, neighbours 0.95-1.00, at 1.75-2.10x ESD's time in the same run; every sample of the batch (0, the setting before) took 2.5-2.9x on the reported concepts; "
-                          "on the reported circle, not used to choose, the learned token rose to 56-62% (every sample: 31-44%)"),
+                          "on the reported circle, not used to choose, the learned token rose to 56-62% (every sample: 31-44%); "
+                          "on yellow, a tuning concept since t49, 100% (every sample 32%; t50-t54: no setting tried held it at 20% at erase seeds 0 and 1)"),
     "attack_states": ("shared", "tuned on ring and square, seeds 100-107 (t35): new x_t for every attack step, as their attack, left the soft prompt at 12% on ring and 22% on square, "
                                 "the iteration's own x_t 12% and 12-16%"),
 }
