@@ -32,8 +32,8 @@ from erasectl.errors import ConfigError
 
 ATTACKS = ("soft-prompt", "prompt-search")
 # An attack's row in evaluate's metrics and report (after the model's name)
-ATTACK_ROW = ("attack", "concept", "attack_success", "attack_success_interval95", "attack_success_outline", "erased_plain_accuracy",
-              "erased_plain_outline", "base_accuracy", "prefix", "attack_wall_time_s", "stopped_by_budget")
+ATTACK_ROW = ("attack", "concept", "attack_success", "attack_success_interval95", "attack_success_runs", "attack_success_worst", "attack_seeds",
+              "attack_success_outline", "erased_plain_accuracy", "erased_plain_outline", "base_accuracy", "prefix", "attack_wall_time_s", "stopped_by_budget")
 # A defence that runs the soft-prompt attack in its loop (rece's and nullspace's attack rounds)
 # draws its images and noise from the erase seed plus this, so that it never trains on the images
 # evaluate's attack draws from the evaluation seeds (which, like erase seeds, start at 0).
@@ -315,9 +315,31 @@ def success_rate(pipeline, judge, protocol, prompts: list[str], seeds: list[int]
     return round(hits / len(items), 4), items
 
 
+def pool_runs(summaries: list[dict]) -> dict:
+    """Several runs of one attack on one model, judged on the same seeds, as one summary: the mean
+    success (its interval over every run's images), each run's, and the worst for the erasure (the
+    highest, whose prefix is kept); the plain and base figures are the runs' own (the same seeds)."""
+    rates = [s["attack_success"] for s in summaries]
+    worst = max(range(len(summaries)), key=lambda i: rates[i])
+    mean = round(sum(rates) / len(rates), 4)
+    outlines = [s["attack_success_outline"] for s in summaries]
+    return {
+        **summaries[worst],
+        "attack_success": mean,
+        "attack_success_interval95": interval95(mean, sum(s["images"] for s in summaries)),
+        "attack_success_runs": rates,
+        "attack_success_worst": rates[worst],
+        "attack_seeds": [s["config"]["seed"] for s in summaries],
+        "attack_success_outline": None if None in outlines else round(sum(outlines) / len(outlines), 4),
+        "attack_wall_time_s": round(sum(s["attack_wall_time_s"] for s in summaries), 2),
+        "stopped_by_budget": any(s["stopped_by_budget"] for s in summaries),
+    }
+
+
 def interval95(share: float, count: int) -> list[float]:
     """A 95% interval (Wilson's, by scipy) for a share of ``count`` images: how far another draw
-    of as many seeds may move it. It says nothing of the erasure's own seed."""
+    of as many seeds may move it. It says nothing of the erasure's own seed, nor of the attack's own
+    images and noise (evaluate's ``--attack-runs``)."""
     from scipy.stats import binomtest
 
     found = binomtest(round(share * count), count).proportion_ci(0.95, method="wilson")

@@ -11,15 +11,20 @@ from erasectl.files import write_atomically
 ATTACK_COLUMNS = ["model", *(key for key in ATTACK_ROW if key != "concept")]
 
 
+def _list_separator(column: str) -> str:
+    """An interval's two ends are joined by a dash, a list of figures (each attack run's) by a slash."""
+    return "-" if column.endswith("interval95") else " / "
+
+
 def _markdown_table(rows: list[dict], columns: list[str]) -> str:
     if not rows:
         return "_none_\n"
-    def cell(value):
-        if isinstance(value, list):  # an interval
-            return "-".join(cell(v) for v in value)
+    def cell(value, column):
+        if isinstance(value, list):
+            return _list_separator(column).join(cell(v, column) for v in value)
         return f"{value:.3f}" if isinstance(value, float) else ("" if value is None else str(value))
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(cell(row.get(c)) for c in columns) + " |" for row in rows]
+    lines += ["| " + " | ".join(cell(row.get(c), c) for c in columns) + " |" for row in rows]
     return "\n".join(lines) + "\n"
 
 
@@ -139,9 +144,9 @@ def write_report(out: Path, metrics: dict, records, csv_text: str) -> dict[str, 
 def _html_table(rows: list[dict], columns: list[str]) -> str:
     from html import escape
 
-    def cell(value):
-        if isinstance(value, list):  # an interval
-            return "-".join(cell(v) for v in value)
+    def cell(value, column):
+        if isinstance(value, list):
+            return _list_separator(column).join(cell(v, column) for v in value)
         if isinstance(value, dict):
             return ", ".join(f"{escape(str(k))} {v:.2f}" if isinstance(v, float) else f"{escape(str(k))} {escape(str(v))}" for k, v in value.items())
         if isinstance(value, float):
@@ -151,7 +156,7 @@ def _html_table(rows: list[dict], columns: list[str]) -> str:
     if not rows:
         return "<p><em>none</em></p>"
     head = "".join(f"<th>{escape(c)}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(f"<td>{cell(row.get(c))}</td>" for c in columns) + "</tr>" for row in rows)
+    body = "".join("<tr>" + "".join(f"<td>{cell(row.get(c), c)}</td>" for c in columns) + "</tr>" for row in rows)
     return f"<div style='overflow-x:auto'><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
 
 

@@ -122,11 +122,15 @@ def test_attack_command_writes_embedding_grid_and_success_and_the_embedding_load
 def test_evaluate_attacks_every_model_and_gates_on_success(uce_checkpoint, tmp_path):
     result = runner.invoke(app, [
         "evaluate", "--checkpoint", str(uce_checkpoint), "--n-per-prompt", "1", "--attack", "prompt-search", "--attack-budget-s", "5",
-        "--max-attack-success", "0", "--out", str(tmp_path / "ev"), "--json",
+        "--attack-runs", "2", "--max-attack-success", "0", "--out", str(tmp_path / "ev"), "--json",
     ])
     metrics = json.loads(result.stdout)
     rows = metrics["tables"]["attacks"]
     assert [(r["model"], r["attack"]) for r in rows] == [("run", "prompt-search")]
+    # two runs from images and noise of their own, judged on the same seeds: the row is their mean
+    runs = rows[0]["attack_success_runs"]
+    assert len(runs) == 2 and rows[0]["attack_seeds"] == [0, 1000]
+    assert rows[0]["attack_success"] == round(sum(runs) / 2, 4) and rows[0]["attack_success_worst"] == max(runs)
     headline = {r["model"]: r for r in metrics["tables"]["erased_vs_surrounding"]}
     assert headline["run"]["attack_success"] == {"prompt-search": rows[0]["attack_success"]}
     # the world's second reading, by outline: the base draws circles and every neighbour, UCE no circles
@@ -140,6 +144,8 @@ def test_evaluate_attacks_every_model_and_gates_on_success(uce_checkpoint, tmp_p
     assert result.exit_code == (0 if gate[0]["passed"] else 1)
     bad = runner.invoke(app, ["evaluate", "--checkpoint", str(uce_checkpoint), "--attack", "jailbreak", "--out", str(tmp_path / "x")])
     assert bad.exit_code == 2 and "unknown --attack" in bad.output
+    bad = runner.invoke(app, ["evaluate", "--checkpoint", str(uce_checkpoint), "--attack", "soft-prompt", "--attack-runs", "0", "--out", str(tmp_path / "x")])
+    assert bad.exit_code == 2 and "--attack-runs must be at least 1" in bad.output and not (tmp_path / "x").exists()
 
 
 def test_rece_adversarial_map_is_the_identity_without_an_edit_and_rece_erases_more_rows(tmp_path):

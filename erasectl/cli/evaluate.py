@@ -67,6 +67,7 @@ def evaluate(
     max_paraphrase_accuracy: float = typer.Option(None, "--max-paraphrase-accuracy", help="Gate: fail if a paraphrase still yields the concept more often."),
     attack: str = typer.Option(None, "--attack", help="Also attack every erased model: soft-prompt, prompt-search, or both comma-separated (see erasectl attack); adds the attack success rate."),
     attack_budget_s: float = typer.Option(300.0, "--attack-budget-s", help="Seconds each attack may learn for, per model."),
+    attack_runs: int = typer.Option(1, "--attack-runs", help="Run each attack this many times per model, each from its own images and noise (seed + 1000 x run), judged on the same seeds; the success is their mean, with every run's and the worst."),
     max_attack_success: float = typer.Option(None, "--max-attack-success", help="Gate: fail if an attack makes an erased model draw the concept more often."),
     device: str = DEVICE,
     model_config: Path = MODEL_CONFIG,
@@ -89,6 +90,8 @@ def evaluate(
     for name in attacks:
         if name not in ATTACKS:
             raise UserError(f"unknown --attack {name!r}; choose from {', '.join(ATTACKS)}")
+    if attack_runs < 1:
+        raise UserError(f"--attack-runs must be at least 1, got {attack_runs}")
     if max_attack_success is not None and not attacks:
         raise UserError("--max-attack-success needs --attack soft-prompt and/or prompt-search")
     for name, value in (("--max-erased-accuracy", max_erased_accuracy), ("--min-surrounding-ratio", min_surrounding_ratio), ("--max-paraphrase-accuracy", max_paraphrase_accuracy), ("--max-attack-success", max_attack_success)):
@@ -148,7 +151,7 @@ def evaluate(
     with progress_bar("evaluating", total, enabled=not (quiet or as_json)) as update:
         metrics, records = run(models, protocol, clip_judge, config, progress=lambda done, _: update(done), attribute_reader=profile.attribute_reader(clip_judge), general_prompts=general_lines)
     if attacks:
-        metrics["tables"]["attacks"] = _attack_models(models, protocol, clip_judge, config, attacks, attack_budget_s, profile, quiet or as_json)
+        metrics["tables"]["attacks"] = _attack_models(models, protocol, clip_judge, config, attacks, attack_budget_s, profile, quiet or as_json, attack_runs)
         for row in metrics["tables"]["erased_vs_surrounding"]:
             found = {r["attack"]: r["attack_success"] for r in metrics["tables"]["attacks"] if r["model"] == row["model"]}
             if found:
@@ -170,21 +173,27 @@ def evaluate(
         raise typer.Exit(EXIT_GATE)
 
 
-def _attack_models(models, protocol, judge, config, attacks: list[str], budget_s: float, profile, quiet: bool) -> list[dict]:
-    """Each attack on each erased model, with evaluate's judge, protocol and seeds."""
-    from erasectl.attacks import ATTACK_ROW, AttackConfig, run_attack
+def _attack_models(models, protocol, judge, config, attacks: list[str], budget_s: float, profile, quiet: bool, runs: int = 1) -> list[dict]:
+    """Each attack on each erased model, with evaluate's judge, protocol and seeds, ``runs`` times
+    from images and noise of its own (one run's success moved by up to 25 points with them on the
+    world's yellow: README, "Attacks"); the row holds their mean."""
+    from erasectl.attacks import ATTACK_ROW, AttackConfig, pool_runs, run_attack
 
     rows = []
     base_load = models[0][1]
     for name, load, _ in models[1:]:
         for kind in attacks:
-            attack_config = AttackConfig(seed=config.seed, budget_s=budget_s)
-            with progress_bar(f"attacking {name} ({kind})", attack_config.progress_total(kind), enabled=not quiet) as update:
-                summary, _ = run_attack(
-                    base_load, load, protocol.concept, protocol, judge, kind, attack_config, config.seeds, config.sampler(),
-                    profile, progress=lambda done, _, logs: update(done),
-                )
-            rows.append({"model": name, **{k: summary[k] for k in ATTACK_ROW}})
+            summaries = []
+            for run in range(runs):
+                attack_config = AttackConfig(seed=config.seed + 1000 * run, budget_s=budget_s)
+                label = f"attacking {name} ({kind})" + (f", run {run + 1} of {runs}" if runs > 1 else "")
+                with progress_bar(label, attack_config.progress_total(kind), enabled=not quiet) as update:
+                    summary, _ = run_attack(
+                        base_load, load, protocol.concept, protocol, judge, kind, attack_config, config.seeds, config.sampler(),
+                        profile, progress=lambda done, _, logs: update(done),
+                    )
+                summaries.append(summary)
+            rows.append({"model": name, **{k: v for k, v in pool_runs(summaries).items() if k in ATTACK_ROW}})
     return rows
 
 
