@@ -26,10 +26,10 @@ Tuning runs: --concepts square --first-seed 100 --methods "advunlearn#a,advunlea
 --erase-args "advunlearn#a=--parameter-group esd-u" (one variant per METHOD#NAME). With
 --erase-seeds 0,1 each variant is erased once per erase seed and its figures are also given as a
 mean over them: one erase seed moved the default's tuning figures by 7-10 points (README, run t40),
-as much as most variants did. With --attack-runs K the soft-prompt attack is run K times per
-checkpoint (evaluate's run, then `erasectl attack` at first seed + 1000, + 2000, ...; each run its
-own images, noise and judging seeds), with the mean and the worst run: on yellow one run's success
-moved by up to 25 points with its seeds (README, "Attacks"), so a tuning decision needs several.
+as much as most variants did. With --attack-runs K each attack runs K times per checkpoint from
+images and noise of its own (evaluate's --attack-runs; the success is their mean, with the worst
+run): on yellow one run's success moved by up to 25 points with its seeds (README, "Attacks"), so
+a tuning decision needs several, and more judging seeds (--seeds).
 The JSON is written after every concept.
 """
 
@@ -55,8 +55,7 @@ def main() -> None:
     parser.add_argument("--json", default=None)
     parser.add_argument("--keep", default=None, help="a folder to write the checkpoints and evaluations to and keep (default: a temporary one)")
     parser.add_argument("--erase-seeds", default=None, help="comma-separated erase seeds: each method erased once per seed (its name then METHOD@SEED), with a mean row per method over them")
-    parser.add_argument("--attack-runs", type=int, default=1, help="soft-prompt runs per checkpoint: evaluate's, and each further one an `erasectl attack` "
-                        "at first seed + 1000 x run (its own images, noise and judging seeds), with their mean and worst")
+    parser.add_argument("--attack-runs", type=int, default=1, help="evaluate's --attack-runs: each attack run this many times per checkpoint, from images and noise of its own")
     parser.add_argument("--erase-args", action="append", default=[], help="METHOD[#VARIANT]=ARGS: more erase options for one method, split as a shell would, e.g. 'advunlearn#a=--preserve \"green shape,triangle\"' (tuning runs)")
     args = parser.parse_args()
 
@@ -86,6 +85,7 @@ def main() -> None:
                     checkpoints += ["--checkpoint", str(out / "erased.safetensors")]
             started = time.perf_counter()
             done = runner.invoke(app, ["evaluate", *checkpoints, "--n-per-prompt", str(args.seeds), "--seed", str(args.first_seed), "--attack", "soft-prompt,prompt-search",
+                                       "--attack-runs", str(args.attack_runs),
                                        "--out", str(Path(tmp) / f"eval-{concept.replace(' ', '_')}"), "--json", "--quiet"])
             assert done.exit_code == 0, done.output
             metrics = json.loads(done.stdout.strip().splitlines()[-1])
@@ -100,10 +100,10 @@ def main() -> None:
                     "held_out_colour": h["held_out_colour_accuracy"],
                     **{f"{k}_success": v["attack_success"] for k, v in mine.items()},
                     **{f"{k}_wall_s": v["attack_wall_time_s"] for k, v in mine.items()},
+                    **({f"{k}_runs": v["attack_success_runs"] for k, v in mine.items()} if args.attack_runs > 1 else {}),
+                    **({f"{k}_worst_run": v["attack_success_worst"] for k, v in mine.items()} if args.attack_runs > 1 else {}),
                     "prompt_search_prefix": mine.get("prompt-search", {}).get("prefix"),
                 })
-                if args.attack_runs > 1:
-                    rows[-1].update(attack_runs(runner, app, Path(tmp) / name_dir(concept, name), rows[-1], args))
                 print(concept, json.dumps(rows[-1]), flush=True)
             results["concepts"][concept] = {"evaluate_wall_s": round(time.perf_counter() - started, 1), "base": headline["base"], "rows": rows,
                                             "base_attack_free_accuracy": headline["base"]["erased_accuracy"]}
@@ -116,28 +116,12 @@ def main() -> None:
 
 
 MEANS = ("erase_wall_s", "erased_accuracy", "held_out_surrounding", "held_out_colour", "soft-prompt_success", "prompt-search_success",
-         "soft-prompt_mean_over_runs", "soft-prompt_worst_run", "erased_accuracy_mean_over_runs")
+         "soft-prompt_worst_run", "prompt-search_worst_run")
 
 
 def name_dir(concept: str, name: str) -> str:
     """A checkpoint's folder (and evaluate's model name) for METHOD[#VARIANT][@SEED]."""
     return f"{concept.replace(' ', '_')}-{name.replace('#', '-').replace('@', '-seed')}"
-
-
-def attack_runs(runner, app, folder: Path, row: dict, args) -> dict:
-    """The soft-prompt attack run again at further seeds (one run's success moved by up to 25
-    points with its seeds on yellow: README, "Attacks"): every run's success and the erased
-    model's plain accuracy on its judging seeds, their means and the worst run."""
-    successes, plains = [row["soft-prompt_success"]], [row["erased_accuracy"]]
-    for run in range(1, args.attack_runs):
-        done = runner.invoke(app, ["attack", "--checkpoint", str(folder / "erased.safetensors"), "--method", "soft-prompt", "--seed", str(args.first_seed + 1000 * run),
-                                   "--n-per-prompt", str(args.seeds), "--out", str(folder / f"attack-run{run}"), "--force", "--json", "--quiet"])
-        assert done.exit_code == 0, done.output
-        result = json.loads(done.stdout.strip().splitlines()[-1])
-        successes.append(result["attack_success"])
-        plains.append(result["erased_plain_accuracy"])
-    return {"soft-prompt_runs": successes, "soft-prompt_mean_over_runs": round(sum(successes) / len(successes), 4), "soft-prompt_worst_run": max(successes),
-            "erased_accuracy_runs": plains, "erased_accuracy_mean_over_runs": round(sum(plains) / len(plains), 4)}
 
 
 def seed_means(rows: list[dict]) -> list[dict]:
