@@ -317,8 +317,9 @@ def success_rate(pipeline, judge, protocol, prompts: list[str], seeds: list[int]
 
 def pool_runs(summaries: list[dict]) -> dict:
     """Several runs of one attack on one model, judged on the same seeds, as one summary: the mean
-    success (its interval over every run's images), each run's, and the worst for the erasure (the
-    highest, whose prefix is kept); the plain and base figures are the runs' own (the same seeds)."""
+    success, each run's, and the worst for the erasure (the highest, whose prefix is kept); the
+    plain and base figures are the runs' own (the same seeds). The interval counts every run's
+    images; as they share their seeds, another draw of seeds may move the mean further."""
     rates = [s["attack_success"] for s in summaries]
     worst = max(range(len(summaries)), key=lambda i: rates[i])
     mean = round(sum(rates) / len(rates), 4)

@@ -68,7 +68,7 @@ def evaluate(
     attack: str = typer.Option(None, "--attack", help="Also attack every erased model: soft-prompt, prompt-search, or both comma-separated (see erasectl attack); adds the attack success rate."),
     attack_budget_s: float = typer.Option(300.0, "--attack-budget-s", help="Seconds each attack may learn for, per model."),
     attack_runs: int = typer.Option(1, "--attack-runs", help="Run each attack this many times per model, each from its own images and noise (seed + 1000 x run), judged on the same seeds; the success is their mean, with every run's and the worst."),
-    max_attack_success: float = typer.Option(None, "--max-attack-success", help="Gate: fail if an attack makes an erased model draw the concept more often."),
+    max_attack_success: float = typer.Option(None, "--max-attack-success", help="Gate: fail if an attack makes an erased model draw the concept more often (with --attack-runs, on average over the runs)."),
     device: str = DEVICE,
     model_config: Path = MODEL_CONFIG,
     allow_pickle: bool = ALLOW_PICKLE,
