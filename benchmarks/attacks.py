@@ -75,13 +75,13 @@ def main() -> None:
                 method = spec.split("#")[0]  # METHOD#VARIANT: one method under several --erase-args
                 for seed in erase_seeds:
                     name = spec if seed is None else f"{spec}@{seed}"
-                    out = Path(tmp) / name_dir(concept, name)
+                    out = Path(tmp) / f"{concept.replace(' ', '_')}-{name.replace('#', '-').replace('@', '-seed')}"
                     anchor = ["--anchor", ANCHORS[concept]] if method == "ablate" else []
                     seeded = [] if seed is None else ["--seed", str(seed)]
                     done = runner.invoke(app, ["erase", "--concept", concept, "--method", method, *anchor, *shlex.split(extra.get(spec, "")), *seeded, "--out", str(out), "--quiet", "--json"])
                     assert done.exit_code == 0, done.output
                     recipe = json.loads(done.stdout.strip().splitlines()[-1])
-                    erased[name] = {"method": name, "erase_wall_s": recipe["wall_time_s"]}
+                    erased[out.name] = {"method": name, "erase_wall_s": recipe["wall_time_s"]}
                     checkpoints += ["--checkpoint", str(out / "erased.safetensors")]
             started = time.perf_counter()
             done = runner.invoke(app, ["evaluate", *checkpoints, "--n-per-prompt", str(args.seeds), "--seed", str(args.first_seed), "--attack", "soft-prompt,prompt-search",
@@ -93,8 +93,8 @@ def main() -> None:
             attacks = metrics["tables"]["attacks"]
             rows = []
             for name, info in erased.items():
-                h = headline[name_dir(concept, name)]
-                mine = {a["attack"]: a for a in attacks if a["model"] == name_dir(concept, name)}
+                h = headline[name]
+                mine = {a["attack"]: a for a in attacks if a["model"] == name}
                 rows.append({
                     **info, "erased_accuracy": h["erased_accuracy"], "held_out_surrounding": h["surrounding_accuracy"],
                     "held_out_colour": h["held_out_colour_accuracy"],
@@ -117,11 +117,6 @@ def main() -> None:
 
 MEANS = ("erase_wall_s", "erased_accuracy", "held_out_surrounding", "held_out_colour", "soft-prompt_success", "prompt-search_success",
          "soft-prompt_worst_run", "prompt-search_worst_run")
-
-
-def name_dir(concept: str, name: str) -> str:
-    """A checkpoint's folder (and evaluate's model name) for METHOD[#VARIANT][@SEED]."""
-    return f"{concept.replace(' ', '_')}-{name.replace('#', '-').replace('@', '-seed')}"
 
 
 def seed_means(rows: list[dict]) -> list[dict]:

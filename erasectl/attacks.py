@@ -369,19 +369,26 @@ def learned_token(pipeline, embeddings: dict[str, torch.Tensor]):
 
 
 def run_attack(load_base, load_erased, concept: str, protocol, judge, attack: str, config: AttackConfig, seeds: list[int], settings,
-               profile, progress=None, control=None) -> tuple[dict, dict]:
+               profile, progress=None, control=None, judged: dict | None = None) -> tuple[dict, dict]:
     """One attack on one erased model: draw the concept with the base model, attack the erased
     one, and judge what the erased model draws for the plain and the attack prompts on ``seeds``.
     The model's ``profile`` gives the word the learned token starts from and the search's words.
-    Returns ``(summary, images)``; ``images`` holds base / erased / attack items for a grid."""
+    ``judged``, shared by the attacks and runs on one erased model with the same ``seeds``, keeps
+    the base's and the plain prompts' judged images, which no attack changes, so they are drawn
+    once. Returns ``(summary, images)``; ``images`` holds base / erased / attack items for a grid."""
     if attack not in ATTACKS:
         raise ConfigError(f"unknown attack {attack!r}; choose one of {', '.join(ATTACKS)}")
     prompts = protocol.prompt_sets()[0].prompts
+    judged = {} if judged is None else judged
     base = load_base()
     latents, which = concept_latents(base, prompts, config)
-    base_rate, base_items = success_rate(base, judge, protocol, prompts, seeds, settings, concept)
+    if "base" not in judged:
+        judged["base"] = success_rate(base, judge, protocol, prompts, seeds, settings, concept)
+    base_rate, base_items = judged["base"]
     erased = load_erased()
-    plain_rate, plain_items = success_rate(erased, judge, protocol, prompts, seeds, settings, concept)
+    if "plain" not in judged:
+        judged["plain"] = success_rate(erased, judge, protocol, prompts, seeds, settings, concept)
+    plain_rate, plain_items = judged["plain"]
     if attack == "soft-prompt":
         result = soft_prompt(erased, concept, prompts, latents, which, config, profile.generic_word, progress, control)
         with learned_token(erased, result.embeddings):

@@ -182,6 +182,7 @@ def _attack_models(models, protocol, judge, config, attacks: list[str], budget_s
     rows = []
     base_load = models[0][1]
     for name, load, _ in models[1:]:
+        judged: dict = {}  # the base's and the plain prompts' images, the same for every attack and run
         for kind in attacks:
             summaries = []
             for run in range(runs):
@@ -190,7 +191,7 @@ def _attack_models(models, protocol, judge, config, attacks: list[str], budget_s
                 with progress_bar(label, attack_config.progress_total(kind), enabled=not quiet) as update:
                     summary, _ = run_attack(
                         base_load, load, protocol.concept, protocol, judge, kind, attack_config, config.seeds, config.sampler(),
-                        profile, progress=lambda done, _, logs: update(done),
+                        profile, progress=lambda done, _, logs: update(done), judged=judged,
                     )
                 summaries.append(summary)
             rows.append({"model": name, **{k: v for k, v in pool_runs(summaries).items() if k in ATTACK_ROW}})
