@@ -28,7 +28,7 @@ Tuning runs: --concepts square --first-seed 100 --methods "advunlearn#a,advunlea
 mean over them: one erase seed moved the default's tuning figures by 7-10 points (README, run t40),
 as much as most variants did. With --attack-runs K each attack runs K times per checkpoint from
 images and noise of its own (evaluate's --attack-runs; the success is their mean, with the worst
-run): on yellow one run's success moved by up to 25 points with its seeds (README, "Attacks"), so
+run): on yellow one run's success moved by up to 25 points with its seeds (docs/advunlearn-tuning.md), so
 a tuning decision needs several, and more judging seeds (--seeds).
 The JSON is written after every concept.
 """

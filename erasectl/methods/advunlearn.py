@@ -25,17 +25,17 @@ choice and their script's default (``--train_method text_encoder_full``): the te
 transformer layers under a frozen UNet, the trained conditioning computed through them with
 gradients, the frozen predictions from encodings made before training. The paper found the text
 encoder the module that keeps robustness with the least damage to other prompts; on the embedded
-world it is what kept the neighbours (README, "Attacks"). The UNet groups remain (``esd-all`` is
+world it is what kept the neighbours (docs/advunlearn-tuning.md). The UNet groups remain (``esd-all`` is
 their ``--train_method full``).
 
 As theirs, every attack step draws a new x_t at a new timestep (``--attack-states fresh``); the
 embedded world's default attacks at the iteration's own x_t instead (``shared``), which did as
-well there (README, "Attacks"). Where erasectl differs from the authors' script: their
+well there (docs/advunlearn-tuning.md). Where erasectl differs from the authors' script: their
 text-encoder group also trains the layer norms, which erasectl leaves frozen so that a LoRA export
 carries the whole change; the retain term is taken at the concept's x_t, as ESD's ``--preserve``
 term, and in the same step (their ``--retain_train reg``, which their README's commands use),
 rather than at x_t sampled under the retain prompts in a step of its own (their argparse default
-``iter``; on the embedded world no better: README, "Attacks"); the token starts from the model's
+``iter``; on the embedded world no better: docs/advunlearn-tuning.md); the token starts from the model's
 generic word, not a random one.
 """
 
