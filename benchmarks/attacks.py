@@ -12,6 +12,10 @@ least 90% of base, in at most 3x the time of their base method (esd; uce).
 
     python benchmarks/attacks.py --methods esd,advunlearn --erase-seeds 0,1 --json benchmarks/results-attacks-advunlearn.json
 
+The README's table (every method, three attack runs, 16 seeds per prompt):
+
+    python benchmarks/attacks.py --methods esd,ablate,uce,nullspace,rece,advunlearn --erase-seeds 0,1 --attack-runs 3 --seeds 16 --json benchmarks/results-attacks-all-methods.json
+
 (Earlier world defaults: benchmarks/results-attacks-advunlearn-every-sample.json the same run with the
 inner attack on every sample of the batch (`--attack-samples 0`), before t48;
 benchmarks/results-attacks-advunlearn-attack-lr-1e-2.json the same run with
