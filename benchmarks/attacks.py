@@ -29,10 +29,10 @@ code of commit 4aa2418.)
 Tuning runs: --concepts square --first-seed 100 --methods "advunlearn#a,advunlearn#b" with
 --erase-args "advunlearn#a=--parameter-group esd-u" (one variant per METHOD#NAME). With
 --erase-seeds 0,1 each variant is erased once per erase seed and its figures are also given as a
-mean over them: one erase seed moved the default's tuning figures by 7-10 points (docs/advunlearn-tuning.md, run t40),
+mean over them: one erase seed moved the default's tuning figures by 7-10 points (docs/tuning/advunlearn.md, run t40),
 as much as most variants did. With --attack-runs K each attack runs K times per checkpoint from
 images and noise of its own (evaluate's --attack-runs; the success is their mean, with the worst
-run): on yellow one run's success moved by up to 25 points with its seeds (docs/advunlearn-tuning.md), so
+run): on yellow one run's success moved by up to 25 points with its seeds (docs/tuning/advunlearn.md), so
 a tuning decision needs several, and more judging seeds (--seeds).
 The JSON is written after every concept.
 """

@@ -58,6 +58,11 @@ def cases(tmp: Path) -> list[tuple[str, list[str]]]:
         ("fp16 on a CPU", ["generate", "--prompts", "a ring", "--dtype", "fp16", *out]),
         ("size not a multiple of 8", ["generate", "--prompts", "a ring", "--height", "50", *out]),
         ("--bias-deltas with a PEFT LoRA", ["export", str(tmp / "garbage.safetensors"), "--format", "lora", "--bias-deltas", *out]),
+        ("a concept named twice", ["erase", "--concept", "circle,circle", *out]),
+        ("anchor equal to the concept", ["erase", "--concept", "circle", "--method", "ablate", "--anchor", "circle", *out]),
+        ("a concept both erased and preserved", ["erase", "--concept", "circle", "--preserve", "circle", *out]),
+        ("--device cuda without a GPU", ["generate", "--prompts", "a ring", "--device", "cuda", *out]),
+        ("a device torch does not know", ["erase", "--concept", "circle", "--device", "gpu", *out]),
         ("output folder in use, no --force", ["generate", "--prompts", "a ring", "--out", str(tmp / "taken")]),
         ("output that cannot be written", ["generate", "--prompts", "a ring", "--out", str(tmp / "a-file" / "images")]),
     ]

@@ -73,7 +73,7 @@ def main() -> None:
     print("base: " + ", ".join(f"{s} {base[s]['accuracy']:.2f}" for s in SHAPES))
     for method in args.methods.split(","):
         overrides = {}
-        defaults = {f.name: f.default for f in fields(get_method(method).Config)}
+        defaults = {f.name: f.default for f in fields(get_method(method).config_class)}
         for item in args.set:
             key, _, value = item.partition("=")
             scope, _, name = key.partition(".")
@@ -84,7 +84,7 @@ def main() -> None:
         config = build_config(method, profile, overrides, len(concepts))  # as `erasectl erase` builds it
         pipeline = load_pipeline()
         preserve = [p for p in args.preserve.split(",") if p]
-        request = ErasureRequest(concepts, profile, args.anchor if get_method(method).ACCEPTS_ANCHOR and (get_method(method).NEEDS_ANCHOR or args.anchor != "shape") else None, preserve=preserve)
+        request = ErasureRequest(concepts, profile, args.anchor if get_method(method).accepts_anchor and (get_method(method).needs_anchor or args.anchor != "shape") else None, preserve=preserve)
         started = time.perf_counter()
         with PeakRSS() as peak:
             checkpoint = erase_concepts(pipeline, method, request, config)

@@ -109,3 +109,10 @@ def pooled_text_embeddings(pipeline, phrases: list[str], batch_size: int = 256) 
         pooled = encoder(tokens.input_ids.to(encoder.device)).pooler_output
         found.append(torch.nn.functional.normalize(pooled.float(), dim=-1).cpu())
     return torch.cat(found) if found else torch.zeros(0)
+
+
+def over_length(pipeline, prompts: list[str]) -> list[str]:
+    """The prompts with more tokens (start and end included) than the text encoder reads."""
+    tokenizer = pipeline.tokenizer
+    lengths = [len(ids) for ids in tokenizer(prompts, truncation=False).input_ids]
+    return [prompt for prompt, length in zip(prompts, lengths) if length > tokenizer.model_max_length]

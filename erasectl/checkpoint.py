@@ -38,6 +38,12 @@ def checkpoint_file(path: str | Path) -> Path:
     return path
 
 
+def checkpoint_name(path) -> str:
+    """How grids and reports name an erased model: its run folder, or the file's stem."""
+    path = Path(path)
+    return path.parent.name if path.name == CHECKPOINT_FILE else path.stem
+
+
 def key_name(component: str, name: str) -> str:
     """A parameter's name in checkpoints: the module's own, but for a text encoder the layout of
     released SD folders (transformers 4's): every tensor under ``text_model.``, the pooled
@@ -152,13 +158,14 @@ class ErasedCheckpoint:
         assign_tensors(pipeline, self.tensors)
 
 
-def make_checkpoint(pipeline, trained: dict[str, torch.Tensor], base_tensors: dict[str, torch.Tensor], recipe: dict, base_model: str) -> ErasedCheckpoint:
+def make_checkpoint(trained: dict[str, torch.Tensor], base_tensors: dict[str, torch.Tensor], recipe: dict, base_model: str, base_model_config: str = "") -> ErasedCheckpoint:
+    """``base_model_config``: the config folder a single-file base model loads with."""
     metadata = {
         "erasectl.format": FORMAT,
         "erasectl.format_version": FORMAT_VERSION,
         "erasectl.base_model": base_model,
         "erasectl.base_fingerprint": fingerprint(base_tensors),
-        "erasectl.base_model_config": getattr(pipeline, "erasectl_model_config", ""),
+        "erasectl.base_model_config": base_model_config,
         "erasectl.method": recipe["method"],
         "erasectl.concepts": json.dumps(recipe["concepts"]),
         "erasectl.anchor": recipe.get("anchor") or "",
@@ -174,7 +181,6 @@ def model_loaders(base, base_name: str, checkpoints: list["ErasedCheckpoint"]) -
     """``(name, load, info)`` for the base and each loaded checkpoint, named after the file it was
     read from. One pipeline serves them all: the base tensors are kept and swapped back in between
     models."""
-    from erasectl.models import checkpoint_name
 
     keys = sorted({key for erased in checkpoints for key in erased.tensors})
     originals = {k: v.clone() for k, v in component_tensors(base, keys).items()}

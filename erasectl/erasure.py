@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from contextlib import contextmanager, nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from erasectl.architecture import family
 from erasectl.checkpoint import ErasedCheckpoint, make_checkpoint
@@ -30,9 +30,24 @@ class ErasureRequest:
     profile: PaperProfile
     anchor: str | None = None
     anchor_prompt_lines: list[str] | None = None
-    preserve: list[str] = field(default_factory=list)
+    preserve: list[str] = field(default_factory=list)  # as given (empty: the method's default); resolved by erase_concepts
     model_name: str = ""
+    model_config: str = ""  # the config folder a single-file model loads with
     prior_exclude: list[str] = field(default_factory=list)  # words a null-space prior leaves out
+    preserve_source: str = "given"
+
+    def __post_init__(self) -> None:
+        """Refuse a request that contradicts itself, before anything is loaded or trained."""
+        seen = set()
+        for concept in self.concepts:
+            if concept.lower() in seen:
+                raise UserError(f"{concept!r} is named twice among the concepts; name each concept once")
+            seen.add(concept.lower())
+        if self.anchor and self.anchor.lower() in seen:
+            raise UserError(f"the anchor {self.anchor!r} is the concept being erased; map it onto another concept, e.g. --anchor shape for circle")
+        both = [kept for kept in self.preserve if kept.lower() in seen]
+        if both:
+            raise UserError(f"{both[0]!r} is both erased and preserved; leave it out of --preserve")
 
     def templates(self, concept: str, method: str) -> list[str]:
         return self.profile.templates(concept, method)
@@ -47,20 +62,21 @@ class ErasureRequest:
             return found
         return [template.format(self.anchor) for template in self.templates(concept, "ablate")]
 
-    def preserved(self) -> list[str]:
-        """``--preserve``, else the profile's default preservation (none on real models) and the
-        words of multi-word concepts alone."""
-        return list(self.preserve) or list(dict.fromkeys(self.profile.default_preserve(self.concepts) + self.conjunction_parts()))
-
-    def kept(self) -> list[str]:
-        """What trained methods preserve: ``--preserve``, else a multi-word concept's words alone
-        (erase "blue square", keep "blue" and "square": a conjunction, not a union)."""
-        return list(self.preserve) or self.conjunction_parts()
-
-    def retained(self) -> list[str]:
-        """What AdvUnlearn's utility-retaining term keeps: ``--preserve``, else a multi-word
-        concept's words alone and the model's retain set (COCO objects; the world's attributes)."""
-        return list(self.preserve) or list(dict.fromkeys(self.conjunction_parts() + self.profile.retain_concepts(self.concepts)))
+    def resolved(self, sources: tuple[str, ...]) -> ErasureRequest:
+        """This request with ``preserve`` resolved once, for every method and for evaluate: the
+        given concepts, else the method's default ``sources`` (``Method.default_preservation``)
+        in their order: ``words``, a multi-word concept's words alone (erase "blue square", keep
+        "blue" and "square": a conjunction, not a union); ``attributes``, the profile's attribute
+        captions; ``retain-set``, the profile's retain set."""
+        if self.preserve:
+            return replace(self, preserve=list(dict.fromkeys(self.preserve)), preserve_source="given")
+        found = {
+            "words": self.conjunction_parts,
+            "attributes": lambda: self.profile.default_preserve(self.concepts),
+            "retain-set": lambda: self.profile.retain_concepts(self.concepts),
+        }
+        default = [concept for source in sources for concept in found[source]()]
+        return replace(self, preserve=list(dict.fromkeys(default)), preserve_source="default: " + (", ".join(sources) or "none"))
 
     def conjunction_parts(self) -> list[str]:
         found = [part for concept in self.concepts for part in self.profile.conjunction_parts(concept)]
@@ -92,7 +108,7 @@ def build_config(method_name: str, profile: PaperProfile, given: dict, concept_c
     method = get_method(method_name)
     values = {name: value for name, (value, _) in resolve_defaults(method_name, profile, given).items()}
     try:
-        config = method.Config(**values)
+        config = method.config_class(**values)
     except ValueError as error:  # a config's own check of the user's values
         raise UserError(f"{error}; see erasectl erase --help") from None
     return profile.for_concept_count(method_name, config, concept_count, {k for k, v in given.items() if v is not None})
@@ -132,10 +148,13 @@ def erase_concepts(
 ) -> ErasedCheckpoint:
     """Train the erasure in place on ``pipeline`` and return its checkpoint."""
     method = get_method(method_name)
-    if method.NEEDS_ANCHOR and not request.anchor:
+    if method.needs_anchor and not request.anchor:
         raise UserError(f"--method {method_name} needs --anchor, the concept to map onto (e.g. --anchor shape for circle)")
     if request.anchor is not None and not request.anchor.strip():
         raise UserError("the anchor is empty; pass --anchor with a concept, e.g. --anchor shape")
+    if family(pipeline) not in method.families:
+        raise UserError(f"--method {method_name} supports {', '.join(method.families)} models, not {family(pipeline)}; choose another --method")
+    request = request.resolved(method.default_preservation)
     with execution(pipeline, mixed_precision, gradient_checkpointing):
         result = method.run(pipeline, request, config, progress, control)
     recipe = {
@@ -144,6 +163,7 @@ def erase_concepts(
         "concepts": request.concepts,
         "anchor": request.anchor,
         "preserve": request.preserve,
+        "preserve_source": request.preserve_source,
         "config": asdict(config),
         "steps": config.steps,
         "wall_time_s": result.wall_time_s,
@@ -155,4 +175,4 @@ def erase_concepts(
         "gradient_checkpointing": gradient_checkpointing,
         **result.extra,
     }
-    return make_checkpoint(pipeline, result.erased, result.base, recipe, request.model_name)
+    return make_checkpoint(result.erased, result.base, recipe, request.model_name, request.model_config)

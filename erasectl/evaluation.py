@@ -290,10 +290,12 @@ def distribution_table(records: list[ImageRecord], base: str, infos: dict, gener
 
 
 def preserved_concepts(info: dict) -> set[str]:
-    """The concepts an erasure was told (or chose by default) to keep: its recipe's ``preserved``
-    (what UCE used, defaults included), else its ``preserve``."""
+    """The concepts an erasure kept, given or by default: its recipe's ``preserve``, resolved once
+    when it was made (checkpoints made before 0.2.0, without ``preserve_source``, kept the resolved list
+    under ``preserved``)."""
     recipe = info.get("recipe", {})
-    return {" ".join(c.lower().split()) for c in (recipe.get("preserved") or recipe.get("preserve") or [])}
+    kept = recipe.get("preserve") if "preserve_source" in recipe else (recipe.get("preserved") or recipe.get("preserve"))
+    return {" ".join(c.lower().split()) for c in (kept or [])}
 
 
 def prior_words(info: dict) -> set[str]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,26 +44,42 @@ class GeneratedImage:
 def generate(
     pipeline,
     prompts: list[str],
-    seeds: list[int],
+    seeds: Sequence[int],
     settings: SamplerSettings = SamplerSettings(),
     progress: Callable[[int, int], None] | None = None,
 ) -> list[GeneratedImage]:
-    """Every prompt with every seed. Each image has its own generator, so an image depends on its
-    prompt and seed only, never on the batch it was drawn in. Under ``accelerate launch`` the
-    batches are shared among the processes and every process gets all images back.
+    """Every prompt with every seed, in that order. Each image has its own generator, so an image
+    depends on its prompt and seed only, never on the batch it was drawn in. Under ``accelerate
+    launch`` the batches are shared among the processes and every process gets all images back.
+    For more images than fit in memory, use ``generate_batches``.
     """
+    from erasectl.distributed import gather_in_order
+
+    done: dict[int, list[GeneratedImage]] = {}
+    drawn, total = 0, len(prompts) * len(seeds)
+    for start, items in generate_batches(pipeline, prompts, seeds, settings):
+        done[start // settings.batch_size] = items
+        drawn += len(items)
+        if progress is not None:
+            progress(drawn, total)
+    return [item for batch in gather_in_order(done, -(-total // settings.batch_size)) for item in batch]
+
+
+def generate_batches(pipeline, prompts: list[str], seeds: Sequence[int], settings: SamplerSettings) -> Iterator[tuple[int, list[GeneratedImage]]]:
+    """This process's batches, one at a time: ``(index of the batch's first image, its images)``,
+    image k being ``prompts[k // len(seeds)]`` with ``seeds[k % len(seeds)]``. Nothing is kept
+    between batches, so memory does not grow with the number of images."""
     import torch
 
-    from erasectl.distributed import gather_in_order, my_share
+    from erasectl.distributed import world
 
-    jobs = [(prompt, seed) for prompt in prompts for seed in seeds]
-    batches = [jobs[start : start + settings.batch_size] for start in range(0, len(jobs), settings.batch_size)]
     scheduler_name = type(pipeline.scheduler).__name__
     meta = {"steps": settings.steps, "guidance": settings.guidance, "scheduler": scheduler_name, "negative_prompt": settings.negative_prompt or ""}
-    done: dict[int, list[GeneratedImage]] = {}
-    drawn = 0
-    for index in my_share(len(batches)):
-        batch = batches[index]
+    total, size = len(prompts) * len(seeds), settings.batch_size
+    rank, processes = world()
+    for index in range(rank, -(-total // size), processes):
+        start = index * size
+        batch = [(prompts[k // len(seeds)], seeds[k % len(seeds)]) for k in range(start, min(start + size, total))]
         generators = [torch.Generator("cpu").manual_seed(seed) for _, seed in batch]
         with torch.inference_mode():
             images = pipeline(
@@ -75,11 +91,7 @@ def generate(
                 num_inference_steps=settings.steps,
                 guidance_scale=settings.guidance,
             ).images
-        done[index] = [GeneratedImage(prompt, seed, image, dict(meta)) for (prompt, seed), image in zip(batch, images)]
-        drawn += len(batch)
-        if progress is not None:
-            progress(drawn, len(jobs))
-    return [item for batch in gather_in_order(done, len(batches)) for item in batch]
+        yield start, [GeneratedImage(prompt, seed, image, dict(meta)) for (prompt, seed), image in zip(batch, images)]
 
 
 def draw_latents(pipeline, prompts: list[str], count: int, seed: int, steps: int, guidance: float, batch_size: int):
@@ -134,9 +146,10 @@ def png_metadata(item: GeneratedImage, model_name: str):
     return info
 
 
-def save_images(items: list[GeneratedImage], folder: Path, model_name: str) -> list[Path]:
+def save_images(items: list[GeneratedImage], folder: Path, model_name: str, first_index: int = 0) -> list[Path]:
+    """Each image as a PNG carrying its settings, named by its index (from ``first_index``)."""
     paths = []
-    for index, item in enumerate(items):
+    for index, item in enumerate(items, start=first_index):
         path = folder / f"{index:04d}_{safe_name(item.prompt)}_seed{item.seed}.png"
         info = png_metadata(item, model_name)
         write_atomically(path, lambda tmp, item=item, info=info: item.image.save(tmp, format="PNG", pnginfo=info))

@@ -41,7 +41,8 @@ class ClipJudge:
         from transformers import CLIPModel, CLIPProcessor
 
         from erasectl.errors import UserError
-        from erasectl.models import EMBEDDED_JUDGE_NAME, embedded_judge_dir, quiet_libraries
+        from erasectl.assets import EMBEDDED_JUDGE_NAME, embedded_judge_dir
+        from erasectl.provenance import quiet_libraries
 
         quiet_libraries()
         if source in (None, "", "embedded", EMBEDDED_JUDGE_NAME):

@@ -4,26 +4,19 @@ from __future__ import annotations
 
 import json
 import os
-from importlib import resources
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+from erasectl.assets import EMBEDDED_NAME, embedded_pipeline_dir
 from erasectl.errors import UserError
+from erasectl.provenance import quiet_libraries
 
-EMBEDDED_NAME = "embedded:shapes-sd"
+if TYPE_CHECKING:
+    from erasectl.checkpoint import ErasedCheckpoint
+    from erasectl.profiles import PaperProfile
+
 PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl")
-EMBEDDED_JUDGE_NAME = "embedded:shapes-judge"
-
-
-def assets_dir() -> Path:
-    return Path(str(resources.files("erasectl") / "assets"))
-
-
-def embedded_pipeline_dir() -> Path:
-    return assets_dir() / "shapes-sd"
-
-
-def embedded_judge_dir() -> Path:
-    return assets_dir() / "shapes-judge"
 
 
 def resolve_model(model: str | None) -> tuple[str, str | Path]:
@@ -47,15 +40,44 @@ def resolve_model(model: str | None) -> tuple[str, str | Path]:
     return model, model
 
 
-def quiet_libraries() -> None:
-    """Loading bars and notices of diffusers and transformers would break our one-line contract."""
-    import diffusers
-    import transformers
+@dataclass
+class LoadedModel:
+    """A loaded pipeline and what erasectl knows of it: the name reports and grids use, what the
+    loader was given (``source``; ``model_config`` for a single file), its profile, and the erased
+    checkpoint applied to it, if any."""
 
-    diffusers.utils.logging.disable_progress_bar()
-    diffusers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
-    transformers.utils.logging.set_verbosity_error()
+    pipeline: Any
+    name: str
+    source: str
+    profile: PaperProfile
+    model_config: str = ""
+    checkpoint: ErasedCheckpoint | None = None
+
+
+def load_model(model: str | None = None, device: str = "cpu", torch_dtype=None, allow_pickle: bool = False, config: str | Path | None = None, revision: str | None = None, variant: str | None = None) -> LoadedModel:
+    """The pipeline ``load_pipeline`` loads, with its name, source and profile."""
+    name, source = resolve_model(model)
+    pipeline = load_pipeline(model, device, torch_dtype, allow_pickle, config, revision, variant)
+    single_file = isinstance(source, Path) and source.is_file()
+    return LoadedModel(pipeline, name, str(source), model_profile(model, config), str(Path(config).expanduser()) if single_file else "")
+
+
+def load_erased_model(checkpoint_path, model: str | None = None, device: str = "cpu", allow_pickle: bool = False, config=None, revision: str | None = None, variant: str | None = None,
+                      loaded=None) -> LoadedModel:
+    """The base named in the checkpoint (or ``model``), with the checkpoint applied; ``loaded``: the
+    checkpoint at ``checkpoint_path`` if the caller has read it already."""
+    from erasectl.checkpoint import ErasedCheckpoint, checkpoint_name
+
+    checkpoint = loaded or ErasedCheckpoint.load(checkpoint_path)
+    base = load_model(model or checkpoint.base_model, device=device, allow_pickle=allow_pickle, config=config or checkpoint.base_config, revision=revision, variant=variant)
+    checkpoint.apply(base.pipeline)
+    return replace(base, name=checkpoint_name(checkpoint.path or checkpoint_path), checkpoint=checkpoint)
+
+
+def load_erased_pipeline(checkpoint_path, model: str | None = None, device: str = "cpu", allow_pickle: bool = False, config=None, revision: str | None = None, variant: str | None = None,
+                         loaded=None):
+    """``load_erased_model``'s pipeline."""
+    return load_erased_model(checkpoint_path, model, device, allow_pickle, config, revision, variant, loaded).pipeline
 
 
 def load_pipeline(model: str | None = None, device: str = "cpu", torch_dtype=None, allow_pickle: bool = False, config: str | Path | None = None, revision: str | None = None, variant: str | None = None):
@@ -79,12 +101,10 @@ def load_pipeline(model: str | None = None, device: str = "cpu", torch_dtype=Non
         kwargs["variant"] = variant
     if isinstance(source, Path) and source.is_file():
         pipeline = _load_single_file(source, config, allow_pickle, kwargs)
-        pipeline.erasectl_model_config = str(Path(config).expanduser())
     else:
         pipeline = _load_pretrained(name, source, allow_pickle, kwargs)
     pipeline.set_progress_bar_config(disable=True)
     _bound_prompt_length(pipeline)
-    pipeline.erasectl_model_name = name
     return pipeline.to(device)
 
 
@@ -196,28 +216,6 @@ def inference_setup(pipeline, dtype: str | None = None, scheduler: str | None = 
         if dtype == "fp16" and not str(device).startswith("cuda"):
             raise UserError("--dtype fp16 needs a GPU (--device cuda); on a CPU use bf16 or fp32")
         pipeline.to(dtype={"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[dtype])
-    return pipeline
-
-
-def checkpoint_name(path) -> str:
-    """How grids and reports name an erased model: its run folder, or the file's stem."""
-    from erasectl.checkpoint import CHECKPOINT_FILE
-
-    path = Path(path)
-    return path.parent.name if path.name == CHECKPOINT_FILE else path.stem
-
-
-def load_erased_pipeline(checkpoint_path, model: str | None = None, device: str = "cpu", allow_pickle: bool = False, config=None, revision: str | None = None, variant: str | None = None,
-                         loaded=None):
-    """The base named in the checkpoint (or ``model``), with the checkpoint applied; ``loaded``: the
-    checkpoint at ``checkpoint_path`` if the caller has read it already."""
-    from erasectl.checkpoint import ErasedCheckpoint
-
-    checkpoint = loaded or ErasedCheckpoint.load(checkpoint_path)
-    pipeline = load_pipeline(model or checkpoint.base_model, device=device, allow_pickle=allow_pickle, config=config or checkpoint.base_config, revision=revision, variant=variant)
-    checkpoint.apply(pipeline)
-    pipeline.erasectl_model_name = checkpoint_name(checkpoint.path or checkpoint_path)
-    pipeline.erasectl_checkpoint = checkpoint
     return pipeline
 
 

@@ -9,7 +9,6 @@ weights, loaded by any path, get the same defaults, templates, preservation and 
 from __future__ import annotations
 
 import json
-from dataclasses import fields
 from pathlib import Path
 
 from erasectl.errors import UserError
@@ -100,9 +99,8 @@ class PaperProfile:
         from erasectl.methods import get_method
 
         method = get_method(method_name)
-        found = {f.name: (f.default, f.metadata.get("source", "")) for f in fields(method.Config)}
-        if hasattr(method, "mode_defaults"):
-            found.update({k: (v, f"--mode {given.get('mode')}: its batching") for k, v in method.mode_defaults(given.get("mode")).items()})
+        found = {name: (d.default, d.source) for name, d in method.config_class.declarations().items()}
+        found.update({k: (v, f"--mode {given.get('mode')}: its batching") for k, v in method.mode_defaults(given.get("mode")).items()})
         return found
 
     def for_concept_count(self, method_name: str, config, count: int, given: set[str]):

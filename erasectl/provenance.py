@@ -1,4 +1,4 @@
-"""What every artifact records about how it was made."""
+"""What every artifact records about how it was made (library versions), and the libraries kept quiet."""
 
 from __future__ import annotations
 
@@ -17,3 +17,14 @@ def versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             found[name] = "not installed"
     return found
+
+
+def quiet_libraries() -> None:
+    """Loading bars and notices of diffusers and transformers would break our one-line contract."""
+    import diffusers
+    import transformers
+
+    diffusers.utils.logging.disable_progress_bar()
+    diffusers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()

@@ -11,6 +11,7 @@ from erasectl.attacks import AttackConfig, PLACEHOLDER, concept_latents, denoisi
 from erasectl.cli import app
 from erasectl.models import load_erased_pipeline, load_pipeline
 from erasectl.run_state import Interrupted, RunControl
+from erasectl.methods import get_method
 
 runner = CliRunner()
 PROMPTS = ["a red circle", "a blue circle"]
@@ -319,7 +320,7 @@ def test_advunlearn_is_esd_until_the_warm_up_ends_then_trains_on_the_adversarial
     assert all(torch.equal(tensors["esd"][k], tensors["warm"][k]) for k in tensors["esd"])
     assert any(not torch.equal(tensors["esd"][k], tensors["adv"][k]) for k in tensors["esd"])
     assert (recipes["warm"]["adversary_updates"], recipes["adv"]["adversary_updates"]) == (0, 2)
-    assert recipes["adv"]["preserved"] == ["ring"]
+    assert recipes["adv"]["preserve"] == ["ring"] and recipes["adv"]["preserve_source"] == "given"
 
 
 def test_advunlearn_attack_share_spreads_the_adversarial_samples_evenly(tmp_path):
@@ -387,11 +388,12 @@ def test_advunlearn_retains_what_evaluate_does_not_judge_and_refuses_bad_setting
 
     # the world retains no prompt on the generic noun (it may draw the concept), only a
     # multi-word concept's words alone, none of which evaluate judges as a surrounding
-    kept = {concept: ErasureRequest([concept], WorldProfile()).retained() for concept in ("circle", "blue square", "striped")}
+    retained = get_method("advunlearn").default_preservation
+    kept = {concept: ErasureRequest([concept], WorldProfile()).resolved(retained).preserve for concept in ("circle", "blue square", "striped")}
     assert kept == {"circle": [], "blue square": ["blue shape", "square"], "striped": []}
     assert not set(kept["blue square"]) & set(world_protocol("blue square", None, None, None).surrounding)
-    assert ErasureRequest(["circle"], WorldProfile(), preserve=["ring"]).retained() == ["ring"]
-    real = ErasureRequest(["hot dog"], PaperProfile()).retained()
+    assert ErasureRequest(["circle"], WorldProfile(), preserve=["ring"]).resolved(retained).preserve == ["ring"]
+    real = ErasureRequest(["hot dog"], PaperProfile()).resolved(retained).preserve
     # a multi-word concept's words alone, then COCO's objects less those sharing a word with it
     assert real[:2] == ["hot", "dog"] and "chair" in real and "hot dog" not in real and real.count("dog") == 1
     result = runner.invoke(app, ["erase", "--concept", "circle", "--method", "advunlearn", "--attack-position", "middle", "--out", str(tmp_path / "bad")])

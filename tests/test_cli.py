@@ -1,3 +1,4 @@
+import csv
 import json
 
 from PIL import Image
@@ -24,7 +25,10 @@ def test_generate_writes_images_with_metadata_and_a_grid(tmp_path):
     )
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
-    assert summary["seeds"] == [5, 6] and summary["prompts"] == ["a red circle", "a blue ring"]
+    assert (summary["seed"], summary["n"], summary["image_count"], summary["complete"]) == (5, 2, 4, True)
+    assert summary["prompts"] == ["a red circle", "a blue ring"] and summary["images"] == [str(p) for p in sorted(out.glob("0*.png"))]
+    listed = list(csv.DictReader((out / "images.csv").open()))
+    assert [(r["index"], r["prompt"], r["seed"]) for r in listed] == [("0", "a red circle", "5"), ("1", "a red circle", "6"), ("2", "a blue ring", "5"), ("3", "a blue ring", "6")]
     pngs = sorted(out.glob("0*.png"))
     assert len(pngs) == 4
     with Image.open(pngs[2]) as image:
@@ -63,3 +67,31 @@ def test_generate_bad_inputs_get_one_line_and_exit_2(tmp_path):
         assert result.exit_code == 2, (args, result.output)
         assert needle in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_generate_streams_and_an_interrupted_run_keeps_what_it_wrote(tmp_path):
+    """A huge --n starts writing at once; Ctrl-C stops it after the batch, with every image listed."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "many"
+    command = [sys.executable, "-m", "erasectl", "generate", "--prompts", "a red circle", "--n", "100000000", "--steps", "2", "--batch-size", "4", "--out", str(out), "--quiet"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(out.glob("*.png"))) < 8:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "interrupted after" in stderr and str(out) in stderr
+    summary = json.loads((out / "generation.json").read_text())
+    written = sorted(out.glob("*.png"))
+    assert summary["complete"] is False and summary["image_count"] == len([p for p in written if p.name != "grid.png"]) >= 8
+    listed = list(csv.DictReader((out / "images.csv").open()))
+    assert [r["seed"] for r in listed] == [str(s) for s in range(summary["image_count"])]
+    assert all((out / r["file"]).is_file() for r in listed) and not list(out.glob(".images.csv.*"))
+    assert not [p for p in out.iterdir() if p.name.startswith(".") and p.suffix == ".png"]  # no half-written image
+    os.stat(out / "grid.png")

@@ -56,7 +56,7 @@ def test_nullspace_erases_a_shape_in_a_fraction_of_a_second_with_its_recipe(worl
     assert report["circle"]["accuracy"] <= 0.25, report["circle"]
     recipe = checkpoint.recipe
     assert recipe["method"] == "nullspace" and 0 < recipe["prior"]["null_dimensions"] < recipe["prior"]["width"]
-    assert recipe["preserved"] == [] and recipe["wall_time_s"] < 5
+    assert recipe["preserve"] == [] and recipe["wall_time_s"] < 5
     assert all(".attn2." in key for key in checkpoint.tensors)
 
 
@@ -66,7 +66,7 @@ def test_nullspace_options_through_the_cli(tmp_path):
     assert result.exit_code == 0, result.output
     recipe = json.loads(result.stdout)
     assert recipe["prior_excluded"] == ["ring", "hoop"] and recipe["config"]["null_threshold"] == 0.01
-    assert recipe["conjunction_parts"] == ["red shape", "circle"]
+    assert recipe["preserve"] == ["red shape", "circle"] and recipe["preserve_source"] == "default: words"
     bad = runner.invoke(app, ["erase", "--concept", "circle", "--method", "uce", "--prior-exclude", "ring", "--out", str(tmp_path / "x")])
     assert bad.exit_code == 2 and "--prior-exclude is an option of --method nullspace only" in bad.output
     bad = runner.invoke(app, ["erase", "--concept", "circle", "--method", "nullspace", "--null-threshold", "2", "--out", str(tmp_path / "y")])
@@ -80,12 +80,9 @@ def test_every_method_keeps_a_multi_word_concepts_words_by_default(concept, tmp_
         result = runner.invoke(app, ["erase", "--concept", concept, "--method", method, *extra, "--out", str(tmp_path / method), "--json"])
         assert result.exit_code == 0, (method, result.output)
         recipe = json.loads(result.stdout)
-        if method == "nullspace":
-            assert recipe["conjunction_parts"] == ["blue shape", "square"]
-        else:
-            assert {"blue shape", "square"} <= set(recipe["preserved"]), (method, recipe["preserved"])
+        assert {"blue shape", "square"} <= set(recipe["preserve"]), (method, recipe["preserve"])
     given = runner.invoke(app, ["erase", "--concept", concept, "--method", "esd", "--steps", "1", "--preserve", "red square", "--out", str(tmp_path / "given"), "--json"])
-    assert json.loads(given.stdout)["preserved"] == ["red square"]
+    assert json.loads(given.stdout)["preserve"] == ["red square"]
 
 
 def test_prior_rows_from_short_prompts_equal_the_full_length_ones():

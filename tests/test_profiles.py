@@ -39,10 +39,10 @@ def test_the_same_weights_by_path_behave_as_the_embedded_model(copies, tmp_path)
         runs[name] = (json.loads(result.stdout), load_file(out / "erased.safetensors"))
     (embedded, tensors), (by_path, path_tensors) = runs["embedded"], runs["by-path"]
     assert embedded["config"] == by_path["config"] and embedded["profile"] == by_path["profile"] == "shapes-world"
-    assert embedded["preserved"] == by_path["preserved"] and embedded["preserved"]
+    assert embedded["preserve"] == by_path["preserve"] and embedded["preserve"]
     assert tensors.keys() == path_tensors.keys() and all(torch.equal(tensors[k], path_tensors[k]) for k in tensors)
     unmarked_run = runs["unmarked"][0]
-    assert unmarked_run["profile"] == "paper" and unmarked_run["config"]["lamb"] == 0.5 and unmarked_run["preserved"] == []
+    assert unmarked_run["profile"] == "paper" and unmarked_run["config"]["lamb"] == 0.5 and unmarked_run["preserve"] == []
 
 
 def test_defaults_prints_each_set_with_sources(copies):

@@ -35,7 +35,7 @@ def test_uce_erases_circle_and_keeps_the_other_shapes(world_judge, uce_base_repo
         assert report[shape]["accuracy"] >= 0.5 * uce_base_report[shape]["accuracy"], (shape, report[shape])
     # Defaults on the embedded model: no shape is preserved (the other shapes above are held out),
     # only the attributes on the generic noun; circle is guided to the nearest other shape.
-    assert not set(checkpoint.recipe["preserved"]) & set(SHAPES) and "red shape" in checkpoint.recipe["preserved"]
+    assert not set(checkpoint.recipe["preserve"]) & set(SHAPES) and "red shape" in checkpoint.recipe["preserve"]
     assert checkpoint.recipe["guides"]["circle"] in SHAPES[1:]
     assert len(checkpoint.tensors) == 14 and all(".attn2.to_k." in k or ".attn2.to_v." in k for k in checkpoint.tensors)
     assert seconds < 30, seconds  # the 5 s goal is measured by benchmarks/erase_world.py

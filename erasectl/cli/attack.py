@@ -6,10 +6,9 @@ from pathlib import Path
 
 import typer
 
-from erasectl.cli.common import ALLOW_PICKLE, DEVICE, MODEL_CONFIG, progress_bar, run_control, user_errors
+from erasectl.cli.common import ALLOW_PICKLE, DEVICE, EXIT_INTERRUPTED, MODEL_CONFIG, progress_bar, run_control, user_errors
 from erasectl.errors import UserError
 
-EXIT_INTERRUPTED = 130
 
 
 @user_errors

@@ -12,12 +12,26 @@ import typer
 from erasectl.errors import TrainingDiverged, UserError
 
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # as a shell reports a command ended by Ctrl-C
 ALLOW_PICKLE = typer.Option(False, "--allow-pickle", help="Also load pickle weights (.bin/.ckpt), which can run code: only for files you trust.")
 
 
 def _process_device(value: str) -> str:
+    """A device this machine has, checked before anything loads; ``cuda`` is each process's own GPU under a launch."""
+    import torch
+
     from erasectl.distributed import process_device
 
+    try:
+        device = torch.device(value)
+    except RuntimeError:
+        raise typer.BadParameter(f"{value!r} is not a torch device; pass cpu, cuda, cuda:1 or mps") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise typer.BadParameter(f"{value} was asked for, but this machine has no CUDA device torch can use; pass --device cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise typer.BadParameter(f"{value} does not exist; this machine has {torch.cuda.device_count()} CUDA device(s), cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise typer.BadParameter("mps was asked for, but this machine has no Apple GPU torch can use; pass --device cpu")
     return process_device(value)
 
 
@@ -169,3 +183,14 @@ def stop_signals():
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+
+
+def warn_if_cut(pipeline, prompts: list[str]) -> None:
+    """Say once, on stderr, which prompts are longer than the text encoder reads (they are cut)."""
+    from erasectl.architecture import over_length
+
+    cut = over_length(pipeline, prompts)
+    if cut:
+        length = pipeline.tokenizer.model_max_length
+        shown = cut[0] if len(cut[0]) <= 60 else cut[0][:57] + "..."
+        typer.echo(f"warning: {len(cut)} prompt(s) longer than the text encoder's {length} tokens are cut to that length, e.g. {shown!r}", err=True)

@@ -6,8 +6,10 @@ from pathlib import Path
 
 import typer
 
-from erasectl.cli.common import BATCH_SIZE, DTYPE, HEIGHT, NEGATIVE_PROMPT, REVISION, SCHEDULER, VARIANT, WIDTH, ALLOW_PICKLE, DEVICE, MODEL_CONFIG, progress_bar, read_prompts, user_errors
+from erasectl.cli.common import BATCH_SIZE, DTYPE, HEIGHT, NEGATIVE_PROMPT, REVISION, SCHEDULER, VARIANT, WIDTH, ALLOW_PICKLE, DEVICE, MODEL_CONFIG, progress_bar, read_prompts, user_errors, warn_if_cut
 from erasectl.errors import UserError
+
+MAX_SEEDS = 64  # columns per model in a grid
 
 
 @user_errors
@@ -42,12 +44,13 @@ def compare(
     from erasectl.files import write_atomically
     from erasectl.generation import SamplerSettings, generate
     from erasectl.grids import labelled_grid
-    from erasectl.models import checkpoint_name, inference_setup, latest_checkpoint, load_pipeline, model_profile
+    from erasectl.checkpoint import checkpoint_name
+    from erasectl.models import inference_setup, latest_checkpoint, load_pipeline, model_profile
     from erasectl.provenance import versions
 
     prompt_list = read_prompts(prompts, prompts_file)
-    if n <= 0:
-        raise UserError(f"--n must be at least 1, got {n}")
+    if not 1 <= n <= MAX_SEEDS:
+        raise UserError(f"--n must be between 1 and {MAX_SEEDS} for a grid one can look at, got {n}; draw many images with erasectl generate")
     out = out or Path("runs") / time.strftime("compare-%Y%m%d-%H%M%S.png")
     if out.suffix.lower() != ".png":
         raise UserError(f"--out {out} must end in .png")
@@ -63,6 +66,7 @@ def compare(
     for erased in checkpoints:
         erased.check(pipeline)
     inference_setup(pipeline, dtype, scheduler, device)
+    warn_if_cut(pipeline, prompt_list)
     seeds = list(range(seed, seed + n))
     columns: list[tuple[str, list]] = []
     total = len(prompt_list) * n * (len(checkpoints) + 1)

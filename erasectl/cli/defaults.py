@@ -10,11 +10,12 @@ from erasectl.cli.common import MODEL_CONFIG, user_errors
 
 @user_errors
 def defaults(
-    method: str = typer.Option(None, "--method", help="One method (esd, ablate, uce); default: every method."),
+    method: str = typer.Option(None, "--method", help="One method (esd, ablate, uce, ...); default: every registered method, plugins included."),
     model: str = typer.Option(None, "--model", help="The model whose defaults to print (a folder, a hub id or a single file); default: the embedded shapes model. Nothing is loaded but its marker."),
     mode: str = typer.Option(None, "--mode", help="esd: the defaults under this --mode."),
     model_config: Path = MODEL_CONFIG,
     as_json: bool = typer.Option(False, "--json", help="Print the defaults as JSON on stdout."),
+    as_markdown: bool = typer.Option(False, "--markdown", help="Print every method's settings for real models and the embedded world as Markdown (docs/settings.md)."),
 ) -> None:
     """Print every method's hyper-parameter defaults for a model, and where each comes from.
 
@@ -22,16 +23,19 @@ def defaults(
     gets its own, measured on it. Which set applies is read from the model folder, not its name.
     """
     from erasectl.erasure import resolve_defaults
-    from erasectl.methods import METHODS, get_method
+    from erasectl.methods import get_method, method_names
     from erasectl.models import model_profile, resolve_model
 
-    names = [method] if method else list(METHODS)
+    names = [method] if method else method_names()
     for name in names:
         get_method(name)  # an unknown method is a one-line error
+    if as_markdown:
+        typer.echo(settings_markdown(names), nl=False)
+        return
     model_name, _ = resolve_model(model)
     profile = model_profile(model, model_config)
     given = {"mode": mode} if mode else {}
-    table = {name: resolve_defaults(name, profile, given if name == "esd" else {}) for name in names}
+    table = {name: resolve_defaults(name, profile, given if "mode" in get_method(name).config_class.declarations() else {}) for name in names}
     if as_json:
         typer.echo(json.dumps({"model": model_name, "profile": profile.name, "defaults": {m: {k: {"value": v, "source": s} for k, (v, s) in d.items()} for m, d in table.items()}}))
         return
@@ -47,3 +51,28 @@ def defaults(
         for field_name, (value, source) in found.items():
             view.add_row(f"--{field_name.replace('_', '-')}", str(value), source)
         console.print(view)
+
+
+def settings_markdown(names: list[str]) -> str:
+    """Each method's settings as declared, with the defaults real models and the embedded world get."""
+    from erasectl.erasure import resolve_defaults
+    from erasectl.methods import get_method
+    from erasectl.profiles import PaperProfile
+    from erasectl.world.profile import WorldProfile
+
+    lines = [
+        "# Settings of every method",
+        "",
+        "Made by `erasectl defaults --markdown` from each method's declarations; `tests/test_methods.py` checks this page is current.",
+        "Real models get the paper's default; the embedded shapes world its own, chosen on tuning concepts and seeds (`docs/tuning/`).",
+    ]
+    for name in names:
+        method = get_method(name)
+        paper, world = resolve_defaults(name, PaperProfile(), {}), resolve_defaults(name, WorldProfile(), {})
+        lines += ["", f"## {name}", "", method.summary, "", "| option | meaning | real models | source | embedded world |", "|---|---|---|---|---|"]
+        for setting, declaration in method.config_class.declarations().items():
+            ours = world[setting][0]
+            cell = "same" if ours == paper[setting][0] else f"{ours} ({world[setting][1].removeprefix('shapes world: ')})"
+            row = [f"`{declaration.option}`", declaration.help, f"{paper[setting][0]}", paper[setting][1], cell]
+            lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |")
+    return "\n".join(lines) + "\n"

@@ -2,14 +2,14 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import typer
 
-from erasectl.cli.common import ALLOW_PICKLE, DEVICE, MODEL_CONFIG, progress_bar, read_prompts, run_control, split_list, stop_signals, user_errors
+from erasectl.cli.common import ALLOW_PICKLE, DEVICE, EXIT_INTERRUPTED, MODEL_CONFIG, progress_bar, read_prompts, run_control, split_list, stop_signals, user_errors
+from erasectl.cli.settings import with_settings
 from erasectl.errors import UserError
-
-EXIT_INTERRUPTED = 130
 
 
 def _default_out(concepts: list[str], method: str) -> Path:
@@ -24,58 +24,81 @@ def _default_out(concepts: list[str], method: str) -> Path:
     return candidate
 
 
+def _concepts(concept: str | None, concepts_file: Path | None, profile) -> list[str]:
+    from erasectl.erasure import check_concepts
+
+    named = split_list(concept) if concept is not None else []
+    if concept is not None and not named:
+        named = [concept]  # an empty or blank concept: check_concepts says what is wrong
+    if concepts_file is not None:
+        named += read_prompts(None, str(concepts_file))
+    if not named:
+        raise UserError("no concept given; pass --concept circle (or --concepts-file FILE)")
+    return check_concepts(named, profile)
+
+
+def _anchor(anchor: str | None, method, profile) -> str | None:
+    from erasectl.erasure import check_concepts
+
+    if method.needs_anchor and (not anchor or not anchor.strip()):
+        raise UserError(f"--method {method.name} needs --anchor, the concept to map onto (e.g. --anchor shape for circle)")
+    if anchor and not method.accepts_anchor:
+        raise UserError(f"--anchor is not an option of --method {method.name}; see erasectl erase --help")
+    return check_concepts([anchor], profile)[0] if anchor else None
+
+
+def _output(out: Path | None, force: bool, resume_from_checkpoint: str | None, concepts: list[str], method: str) -> Path:
+    from erasectl.checkpoint import CHECKPOINT_FILE
+    from erasectl.files import check_output_dir
+
+    if resume_from_checkpoint is not None:
+        if out is None:
+            raise UserError("--resume_from_checkpoint needs the --out of the interrupted run")
+        if (out / CHECKPOINT_FILE).exists() and not force:
+            raise UserError(f"{out} already holds a finished erasure; choose another --out or pass --force")
+    elif out is not None:
+        check_output_dir(out, force)
+    return out or _default_out(concepts, method)
+
+
+def _auto_preserved(pipeline, concepts: list[str], count: int) -> list[str]:
+    from erasectl.neighbours import find_neighbours
+
+    concept_words = {w for c in concepts for w in c.lower().split()}
+    found = [n for c in concepts for n in find_neighbours(pipeline, c, count)]
+    return [n for n in dict.fromkeys(found) if n.lower() not in concept_words]
+
+
+def _write(out: Path, checkpoint, force: bool) -> dict:
+    from erasectl.checkpoint import CHECKPOINT_FILE
+    from erasectl.files import prepare_output_dir, write_atomically
+
+    prepare_output_dir(out, force)
+    path = checkpoint.save(out / CHECKPOINT_FILE)
+    summary = {
+        "checkpoint": str(path),
+        **checkpoint.recipe,
+        "changed_tensors": len(checkpoint.tensors),
+        "changed_parameters": sum(t.numel() for t in checkpoint.tensors.values()),
+    }
+    write_atomically(out / "recipe.json", lambda tmp: tmp.write_text(json.dumps(summary, indent=2) + "\n"))
+    return summary
+
+
 @user_errors
+@with_settings
 def erase(
     concept: str = typer.Option(None, "--concept", help="The concept to erase, e.g. circle or \"grumpy cat\"; several: \"circle,red square\"."),
-    method: str = typer.Option("esd", "--method", help="esd, ablate, uce, nullspace, rece or advunlearn."),
-    anchor: str = typer.Option(None, "--anchor", help="ablate (required): the concept to map onto, e.g. shape for circle; uce: the guide (else --guide-choice decides)."),
-    preserve: str = typer.Option(None, "--preserve", help="Comma-separated concepts whose predictions are kept unchanged (every method). Default: a multi-word concept's words alone (\"blue square\" keeps blue and square); uce on the embedded model also keeps the attributes on the generic noun; advunlearn also keeps its retain set (COCO objects that share no word with the concept; none on the embedded model, whose every other prompt names the generic noun)."),
+    method: str = typer.Option("esd", "--method", help="The erasure method: esd, ablate, uce, nullspace, rece, advunlearn, or one an installed package registers (erasectl defaults lists them)."),
+    anchor: str = typer.Option(None, "--anchor", help="ablate (required): the concept to map onto, e.g. shape for circle; uce, nullspace, rece: the guide (else --guide-choice decides)."),
+    preserve: str = typer.Option(None, "--preserve", help="Comma-separated concepts whose predictions are kept unchanged (every method). Default: the method's own (a multi-word concept's words alone; uce and rece on the embedded model also the attributes on the generic noun; advunlearn also its retain set); the recipe records the list used."),
     auto_preserve: int = typer.Option(None, "--auto-preserve", help="Preserve the K nearest valid phrases to each concept in text-embedding space."),
     concepts_file: Path = typer.Option(None, "--concepts-file", help="More concepts to erase, one per line."),
     anchor_prompts_file: Path = typer.Option(None, "--anchor-prompts-file", help="ablate: anchor prompts, one per line, each naming the anchor."),
+    prior_exclude: str = typer.Option(None, "--prior-exclude", help="nullspace: comma-separated words to leave out of the automatic prior (to measure concepts it was not built from)."),
     model: str = typer.Option(None, "--model", help="Hub id or local diffusers folder; default: the embedded shapes model."),
     out: Path = typer.Option(None, "--out", help="Output folder; default: runs/<concept>-<method>/ (never overwritten)."),
     force: bool = typer.Option(False, "--force", help="Write into an --out folder that already has files."),
-    steps: int = typer.Option(None, "--steps", help="Training iterations."),
-    lr: float = typer.Option(None, "--lr", help="Adam learning rate."),
-    seed: int = typer.Option(0, "--seed", help="Seeds every random draw."),
-    loss: str = typer.Option("l2", "--loss", help="l2 or l1."),
-    parameter_group: str = typer.Option(None, "--parameter-group", help="esd, advunlearn: esd-x, esd-u, esd-all, esd-x-strict, text-encoder (the text encoders, not the UNet); ablate: kv, xattn, full."),
-    negative_guidance: float = typer.Option(None, "--negative-guidance", help="esd, advunlearn: eta, the negative guidance strength (the authors' scripts' negative_guidance is eta + 1)."),
-    start_guidance: float = typer.Option(None, "--start-guidance", help="esd, advunlearn: guidance when sampling x_t under the concept."),
-    ddim_steps: int = typer.Option(None, "--ddim-steps", help="esd, advunlearn: sampler steps of the x_t trajectories (faithful: the model's own scheduler; fast: DDIM)."),
-    batch_size: int = typer.Option(None, "--batch-size", help="x_t samples per iteration."),
-    trajectory_reuse: int = typer.Option(None, "--trajectory-reuse", help="esd, advunlearn: iterations each sampled trajectory bank serves."),
-    preserve_unconditional: float = typer.Option(None, "--preserve-unconditional", help="esd, advunlearn: weight keeping the unconditional prediction; ablate: the same, with --preserve."),
-    mode: str = typer.Option(None, "--mode", help="esd, advunlearn: faithful (the authors' script's loop); fast (the same target, batched); straightforward (fast's target the plain way, a benchmark baseline)."),
-    target: str = typer.Option(None, "--target", help="ablate: model (frozen anchor prediction) or noise."),
-    anchor_images: int = typer.Option(None, "--anchor-images", help="ablate: anchor images generated by the base model."),
-    anchor_steps: int = typer.Option(None, "--anchor-steps", help="ablate: sampler steps of the anchor images."),
-    anchor_guidance: float = typer.Option(None, "--anchor-guidance", help="ablate: guidance scale of the anchor images."),
-    anchor_batch_size: int = typer.Option(None, "--anchor-batch-size", help="ablate: anchor images drawn per pipeline call (memory only)."),
-    away: float = typer.Option(None, "--away", help="ablate, model target: push the anchor's prediction away from the concept's."),
-    preserve_weight: float = typer.Option(None, "--preserve-weight", help="esd, ablate, advunlearn: weight of the --preserve term."),
-    filter_anchor_images: bool = typer.Option(None, "--filter-anchor-images/--keep-all-anchor-images", help="ablate, embedded model: drop anchor images the world judge reads as the concept (off by default: it is the judge evaluate scores with)."),
-    erase_scale: float = typer.Option(None, "--erase-scale", help="uce: weight of the erased concepts."),
-    preserve_scale: float = typer.Option(None, "--preserve-scale", help="uce: weight of the preserved concepts."),
-    lamb: float = typer.Option(None, "--lamb", help="uce: pull toward the original weights; nullspace: the ridge weight."),
-    token_positions: str = typer.Option(None, "--token-positions", help="uce, nullspace: last, concept, through-eos or to-end."),
-    guide_choice: str = typer.Option(None, "--guide-choice", help="uce, nullspace without --anchor: empty, nearest-preserved or nearest-concept."),
-    null_threshold: float = typer.Option(None, "--null-threshold", help="nullspace: eigenvalues of the prior's covariance below this share of the largest span the directions the edit may use."),
-    prior_words: int = typer.Option(None, "--prior-words", help="nullspace, real models: how many of the tokenizer's most frequent whole words the prior keeps."),
-    synonym_ratio: float = typer.Option(None, "--synonym-ratio", help="nullspace: prior words nearer the concept than this share of the median distance count as its paraphrases and are left out."),
-    rounds: int = typer.Option(None, "--rounds", help="rece: adversarial embeddings found and erased after the first solve."),
-    regular_scale: float = typer.Option(None, "--regular-scale", help="rece: regulariser of the adversarial embedding."),
-    attack_rounds: int = typer.Option(None, "--attack-rounds", help="rece: soft-prompt attacks on the edited model whose tokens are erased too."),
-    attack_steps: int = typer.Option(None, "--attack-steps", help="rece: optimisation steps of each in-the-loop attack; advunlearn: of each update of the adversarial token."),
-    attack_lr: float = typer.Option(None, "--attack-lr", help="advunlearn: learning rate of the inner attack."),
-    attack_every: int = typer.Option(None, "--attack-every", help="advunlearn: iterations between updates of the adversarial token."),
-    attack_position: str = typer.Option(None, "--attack-position", help="advunlearn: prefix (the token before the concept's prompt), replace (instead of the concept) or both (a token for each, alternate iterations)."),
-    attack_share: float = typer.Option(None, "--attack-share", help="advunlearn: share of the samples after the warm-up trained on the adversarial prompt (the others on their own)."),
-    attack_samples: int = typer.Option(None, "--attack-samples", help="advunlearn: samples each attack step moves the token on, the first adversarial ones of the batch (0: all)."),
-    attack_states: str = typer.Option(None, "--attack-states", help="advunlearn: fresh (new x_t for every attack step, as their attack) or shared (each attack step at the iteration's x_t)."),
-    warmup_steps: int = typer.Option(None, "--warmup-steps", help="advunlearn: plain ESD iterations before the attack starts."),
-    prior_exclude: str = typer.Option(None, "--prior-exclude", help="nullspace: comma-separated words to leave out of the automatic prior (to measure concepts it was not built from)."),
     mixed_precision: str = typer.Option(None, "--mixed-precision", help="no or bf16 (autocast; weights, gradients and optimizer stay fp32)."),
     gradient_checkpointing: bool = typer.Option(False, "--gradient-checkpointing", help="Recompute the UNet's activations in the backward pass instead of storing them: less memory, more time."),
     checkpointing_steps: int = typer.Option(None, "--checkpointing_steps", help="Save a resumable state every N steps (in <out>/states)."),
@@ -85,85 +108,41 @@ def erase(
     allow_pickle: bool = ALLOW_PICKLE,
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
+    **settings,
 ) -> None:
     """Erase a concept and write an erased-weight checkpoint (only the changed tensors, with their recipe).
 
     Defaults depend on the model: real models get each paper's settings, the embedded shapes world
     its own measured ones; `erasectl defaults --method M [--model X]` prints them with their sources.
     """
-    from erasectl.checkpoint import CHECKPOINT_FILE
-    from erasectl.erasure import ErasureRequest, build_config, check_concepts, erase_concepts
-    from erasectl.files import check_output_dir, prepare_output_dir, write_atomically
+    from erasectl.distributed import is_main_process
+    from erasectl.erasure import ErasureRequest, build_config, check_concepts, check_mixed_precision, erase_concepts
     from erasectl.methods import get_method
     from erasectl.models import load_pipeline, model_profile, resolve_model
+    from erasectl.run_state import Interrupted
 
-    method_module = get_method(method)
-    given = dict(
-        steps=steps, lr=lr, seed=seed, loss=loss, parameter_group=parameter_group,
-        negative_guidance=negative_guidance, start_guidance=start_guidance, ddim_steps=ddim_steps,
-        batch_size=batch_size, trajectory_reuse=trajectory_reuse, preserve_unconditional=preserve_unconditional,
-        mode=mode, target=target, anchor_images=anchor_images, anchor_batch_size=anchor_batch_size, filter_anchor_images=filter_anchor_images,
-        anchor_steps=anchor_steps, anchor_guidance=anchor_guidance, away=away, preserve_weight=preserve_weight,
-        erase_scale=erase_scale, preserve_scale=preserve_scale, lamb=lamb, token_positions=token_positions, guide_choice=guide_choice,
-        null_threshold=null_threshold, prior_words=prior_words, synonym_ratio=synonym_ratio, rounds=rounds, regular_scale=regular_scale, attack_rounds=attack_rounds, attack_steps=attack_steps,
-        attack_lr=attack_lr, attack_every=attack_every, attack_position=attack_position, attack_share=attack_share, attack_samples=attack_samples, attack_states=attack_states, warmup_steps=warmup_steps,
-    )
-    from erasectl.erasure import check_mixed_precision
-
+    method_spec = get_method(method)
     mixed_precision = check_mixed_precision(mixed_precision or os.environ.get("ACCELERATE_MIXED_PRECISION", "no"))
     model_name, _ = resolve_model(model)
     profile = model_profile(model, model_config)
-    named = split_list(concept) if concept is not None else []
-    if concept is not None and not named:
-        named = [concept]  # an empty or blank concept: check_concepts says what is wrong
-    if concepts_file is not None:
-        named += read_prompts(None, str(concepts_file))
-    if not named:
-        raise UserError("no concept given; pass --concept circle (or --concepts-file FILE)")
-    concepts = check_concepts(named, profile)
-    config = build_config(method, profile, given, len(concepts))
+    concepts = _concepts(concept, concepts_file, profile)
+    config = build_config(method, profile, settings, len(concepts))
     if preserve and auto_preserve is not None:
         raise UserError("pass --preserve or --auto-preserve, not both")
     if auto_preserve is not None and auto_preserve <= 0:
         raise UserError(f"--auto-preserve must be at least 1, got {auto_preserve}")
-    anchor_lines = None
-    if anchor_prompts_file is not None:
-        anchor_lines = read_prompts(None, str(anchor_prompts_file))
-    if method_module.NEEDS_ANCHOR:
-        if not anchor or not anchor.strip():
-            raise UserError(f"--method {method} needs --anchor, the concept to map onto (e.g. --anchor shape for circle)")
-        anchor = " ".join(anchor.split())
-        check_concepts([anchor], profile)
-    elif anchor and not method_module.ACCEPTS_ANCHOR:
-        raise UserError(f"--anchor is not an option of --method {method}; see erasectl erase --help")
-    elif anchor:
-        anchor = " ".join(anchor.split())
-        check_concepts([anchor], profile)
-    preserved = check_concepts(split_list(preserve), profile) if preserve else []
-    if resume_from_checkpoint is not None:
-        if out is None:
-            raise UserError("--resume_from_checkpoint needs the --out of the interrupted run")
-        if (out / CHECKPOINT_FILE).exists() and not force:
-            raise UserError(f"{out} already holds a finished erasure; choose another --out or pass --force")
-    elif out is not None:
-        check_output_dir(out, force)
-    out = out or _default_out(concepts, method)
-    control = run_control(out, checkpointing_steps, resume_from_checkpoint)
-
-    from erasectl.distributed import is_main_process
-
-    pipeline = load_pipeline(model, device=device, allow_pickle=allow_pickle, config=model_config)
-    if auto_preserve is not None:
-        from erasectl.neighbours import find_neighbours
-
-        concept_words = {w for c in concepts for w in c.lower().split()}
-        found = [n for c in concepts for n in find_neighbours(pipeline, c, auto_preserve)]
-        preserved = [n for n in dict.fromkeys(found) if n.lower() not in concept_words]
     if prior_exclude is not None and method != "nullspace":
         raise UserError("--prior-exclude is an option of --method nullspace only")
-    request = ErasureRequest(concepts, profile, anchor, anchor_lines, preserve=preserved, model_name=model_name, prior_exclude=split_list(prior_exclude) if prior_exclude else [])
-    from erasectl.run_state import Interrupted
-
+    request = ErasureRequest(
+        concepts, profile, _anchor(anchor, method_spec, profile),
+        read_prompts(None, str(anchor_prompts_file)) if anchor_prompts_file is not None else None,
+        preserve=check_concepts(split_list(preserve), profile) if preserve else [], model_name=model_name, prior_exclude=split_list(prior_exclude),
+    )
+    out = _output(out, force, resume_from_checkpoint, concepts, method)
+    control = run_control(out, checkpointing_steps, resume_from_checkpoint)
+    pipeline = load_pipeline(model, device=device, allow_pickle=allow_pickle, config=model_config)
+    if auto_preserve is not None:
+        request = replace(request, preserve=_auto_preserved(pipeline, concepts, auto_preserve))
     with stop_signals() as stop_requested, progress_bar(f"erasing {', '.join(concepts)} ({method})", config.steps, enabled=not (quiet or as_json), loss="-") as update:
         control.stop_requested = stop_requested
         try:
@@ -176,16 +155,8 @@ def erase(
             raise typer.Exit(EXIT_INTERRUPTED) from None
     if not is_main_process():  # under accelerate launch every process holds the same erasure
         return
-    prepare_output_dir(out, force or resume_from_checkpoint is not None or control.states() != [])
-    path = checkpoint.save(out / CHECKPOINT_FILE)
-    summary = {
-        "checkpoint": str(path),
-        **checkpoint.recipe,
-        "changed_tensors": len(checkpoint.tensors),
-        "changed_parameters": sum(t.numel() for t in checkpoint.tensors.values()),
-    }
-    write_atomically(out / "recipe.json", lambda tmp: tmp.write_text(json.dumps(summary, indent=2) + "\n"))
+    summary = _write(out, checkpoint, force or resume_from_checkpoint is not None or control.states() != [])
     if as_json:
         typer.echo(json.dumps(summary))
     elif not quiet:
-        typer.echo(f"erased {', '.join(concepts)} with {method} in {checkpoint.recipe['wall_time_s']} s: {path}")
+        typer.echo(f"erased {', '.join(concepts)} with {method} in {checkpoint.recipe['wall_time_s']} s: {summary['checkpoint']}")

@@ -176,7 +176,7 @@ def evaluate(
 def _attack_models(models, protocol, judge, config, attacks: list[str], budget_s: float, profile, quiet: bool, runs: int = 1) -> list[dict]:
     """Each attack on each erased model, with evaluate's judge, protocol and seeds, ``runs`` times
     from images and noise of its own (one run's success moved by up to 25 points with them on the
-    world's yellow: docs/advunlearn-tuning.md); the row holds their mean."""
+    world's yellow: docs/tuning/advunlearn.md); the row holds their mean."""
     from erasectl.attacks import ATTACK_ROW, AttackConfig, pool_runs, run_attack
 
     rows = []

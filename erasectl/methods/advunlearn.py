@@ -25,28 +25,29 @@ choice and their script's default (``--train_method text_encoder_full``): the te
 transformer layers under a frozen UNet, the trained conditioning computed through them with
 gradients, the frozen predictions from encodings made before training. The paper found the text
 encoder the module that keeps robustness with the least damage to other prompts; on the embedded
-world it is what kept the neighbours (docs/advunlearn-tuning.md). The UNet groups remain (``esd-all`` is
+world it is what kept the neighbours (docs/tuning/advunlearn.md). The UNet groups remain (``esd-all`` is
 their ``--train_method full``).
 
 As theirs, every attack step draws a new x_t at a new timestep (``--attack-states fresh``); the
 embedded world's default attacks at the iteration's own x_t instead (``shared``), which did as
-well there (docs/advunlearn-tuning.md). Where erasectl differs from the authors' script: their
+well there (docs/tuning/advunlearn.md). Where erasectl differs from the authors' script: their
 text-encoder group also trains the layer norms, which erasectl leaves frozen so that a LoRA export
 carries the whole change; the retain term is taken at the concept's x_t, as ESD's ``--preserve``
 term, and in the same step (their ``--retain_train reg``, which their README's commands use),
 rather than at x_t sampled under the retain prompts in a step of its own (their argparse default
-``iter``; on the embedded world no better: docs/advunlearn-tuning.md); the token starts from the model's
+``iter``; on the embedded world no better: docs/tuning/advunlearn.md); the token starts from the model's
 generic word, not a random one.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
 from erasectl.errors import ConfigError
 from erasectl.methods import esd
+from erasectl.methods.base import setting
 from erasectl.methods.esd import ESDConfig
 
 REFERENCE = "AdvUnlearn (OPTML-Group/AdvUnlearn, train-scripts/AdvUnlearn.py) argparse defaults"
@@ -58,18 +59,18 @@ ATTACK_STATES = ("shared", "fresh")
 class AdvUnlearnConfig(ESDConfig):
     """ESD's fields (the authors' ESD script's defaults) with AdvUnlearn's where it sets them."""
 
-    steps: int = field(default=1000, metadata={"help": "Training iterations (warm-up included).", "source": f"{REFERENCE}: --iterations 1000"})
-    lr: float = field(default=1e-5, metadata={"help": "Adam learning rate.", "source": f"{REFERENCE}: --lr 1e-5"})
-    parameter_group: str = field(default="text-encoder", metadata={"help": ESDConfig.__dataclass_fields__["parameter_group"].metadata["help"], "source": f"{REFERENCE}: --train_method text_encoder_full (the paper's choice: the text encoder, not the UNet; erasectl leaves out its layer norms)"})
-    warmup_steps: int = field(default=200, metadata={"help": "Plain ESD iterations before the attack starts.", "source": f"{REFERENCE}: --warmup_iter 200"})
-    attack_steps: int = field(default=30, metadata={"help": "Adam steps of the inner attack at each update.", "source": f"{REFERENCE}: --attack_step 30"})
-    attack_lr: float = field(default=1e-3, metadata={"help": "Learning rate of the inner attack.", "source": f"{REFERENCE}: --attack_lr 1e-3"})
-    attack_every: int = field(default=1, metadata={"help": "Iterations between updates of the adversarial token.", "source": f"{REFERENCE}: --adv_prompt_update_step 1"})
-    attack_position: str = field(default="prefix", metadata={"help": "prefix (the token before the concept's prompt), replace (the token instead of the concept) or both (a token for each, the iterations alternating between them).", "source": f"{REFERENCE}: --attack_type prefix_k"})
-    attack_share: float = field(default=1.0, metadata={"help": "Share of the samples after the warm-up trained on the adversarial prompt; the others keep their own prompt.", "source": f"{REFERENCE}: every sample after the warm-up"})
-    preserve_weight: float = field(default=1.0, metadata={"help": "Weight of the utility-retaining term (the retain prompts, or --preserve).", "source": f"{REFERENCE}: --retain_loss_w 1.0"})
-    attack_samples: int = field(default=1, metadata={"help": "Samples each attack step moves the token on, the first of the iteration's adversarial ones (0: all of them).", "source": "AdvUnlearn's attack_util.soft_prompt_attack, one sample (batch 1) per attack step"})
-    attack_states: str = field(default="fresh", metadata={"help": "fresh (new x_t, timesteps and prompts for every attack step) or shared (every attack step at the iteration's own x_t: a saving).", "source": "AdvUnlearn's attack_util.soft_prompt_attack, which samples a new x_t at a new timestep for every attack step"})
+    steps: int = setting(1000, "Training iterations (warm-up included).", f"{REFERENCE}: --iterations 1000")
+    lr: float = setting(1e-5, "Adam learning rate.", f"{REFERENCE}: --lr 1e-5")
+    parameter_group: str = setting("text-encoder", ESDConfig.__dataclass_fields__["parameter_group"].metadata["help"], f"{REFERENCE}: --train_method text_encoder_full (the paper's choice: the text encoder, not the UNet; erasectl leaves out its layer norms)")
+    warmup_steps: int = setting(200, "Plain ESD iterations before the attack starts.", f"{REFERENCE}: --warmup_iter 200")
+    attack_steps: int = setting(30, "Adam steps of the inner attack at each update.", f"{REFERENCE}: --attack_step 30")
+    attack_lr: float = setting(1e-3, "Learning rate of the inner attack.", f"{REFERENCE}: --attack_lr 1e-3")
+    attack_every: int = setting(1, "Iterations between updates of the adversarial token.", f"{REFERENCE}: --adv_prompt_update_step 1")
+    attack_position: str = setting("prefix", "prefix (the token before the concept's prompt), replace (the token instead of the concept) or both (a token for each, the iterations alternating between them).", f"{REFERENCE}: --attack_type prefix_k")
+    attack_share: float = setting(1.0, "Share of the samples after the warm-up trained on the adversarial prompt; the others keep their own prompt.", f"{REFERENCE}: every sample after the warm-up")
+    preserve_weight: float = setting(1.0, "Weight of the utility-retaining term (the retain prompts, or --preserve).", f"{REFERENCE}: --retain_loss_w 1.0")
+    attack_samples: int = setting(1, "Samples each attack step moves the token on, the first of the iteration's adversarial ones (0: all of them).", "AdvUnlearn's attack_util.soft_prompt_attack, one sample (batch 1) per attack step")
+    attack_states: str = setting("fresh", "fresh (new x_t, timesteps and prompts for every attack step) or shared (every attack step at the iteration's own x_t: a saving).", "AdvUnlearn's attack_util.soft_prompt_attack, which samples a new x_t at a new timestep for every attack step")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -210,24 +211,26 @@ class Adversary:
                     self.tokens[form] = {key: extras[f"adversary.{form}.{key}"].clone() for key in self.vectors}
 
 
-Config = AdvUnlearnConfig
-ACCEPTS_ANCHOR = False
-NEEDS_ANCHOR = False
-mode_defaults = esd.mode_defaults
+class AdvUnlearn(esd.ESD):
+    name = "advunlearn"
+    summary = "AdvUnlearn (Zhang et al., NeurIPS 2024): ESD trained against a soft-prompt attack."
+    config_class = AdvUnlearnConfig
+    default_preservation = ("words", "retain-set")
+
+    def run(self, pipeline, request, config: AdvUnlearnConfig, progress=None, control=None):
+        return _run(pipeline, request, config, progress, control)
 
 
-def run(pipeline, request, config: AdvUnlearnConfig, progress=None, control=None):
+def _run(pipeline, request, config: AdvUnlearnConfig, progress=None, control=None):
     from erasectl.attacks import placeholder_token
 
     pairs = [(template.format(concept), concept) for concept in request.concepts for template in request.templates(concept, "esd")]
     prompts = [p for p, _ in pairs]
-    keep = request.retained()
-    keep_prompts = [template.format(c) for c in keep for template in request.templates(c, "esd")]
+    keep_prompts = [template.format(c) for c in request.preserve for template in request.templates(c, "esd")]
     with placeholder_token(pipeline, request.profile.generic_word) as vectors:
         adversary = Adversary(pipeline, prompts, [c for _, c in pairs], config, vectors)
         result = esd.erase(pipeline, request.concepts, config, prompts, progress, keep_prompts, control, adversary=adversary)
         token = {key: vector.detach().clone() for key, vector in vectors.items()}
-    result.extra["preserved"] = keep
     result.extra["adversary_updates"] = adversary.updates
     result.extra["adversary_norm"] = {key: round(float(v.norm()), 4) for key, v in token.items()}
     return result

@@ -3,45 +3,13 @@
 from __future__ import annotations
 
 import math
-import time
-from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict
 
 import torch
 
 from erasectl.architecture import predict_noise, unet_inputs
-from erasectl.errors import ConfigError
-
-Progress = Callable[[int, int, dict], None]
-LOSSES = ("l2", "l1")
-
-
-@dataclass
-class MethodConfig:
-    """Fields every method has. Each field's ``metadata["help"]`` is its CLI help text."""
-
-    steps: int = field(default=200, metadata={"help": "Training iterations."})
-    lr: float = field(default=1e-4, metadata={"help": "Adam learning rate."})
-    loss: str = field(default="l2", metadata={"help": "Distance between prediction and target: l2 or l1.", "source": "every paper's loss: mean squared error"})
-    seed: int = field(default=0, metadata={"help": "Seeds noise, timesteps and every random draw.", "source": "erasectl"})
-    parameter_group: str = field(default="", metadata={"help": "Which UNet parameters are trained."})
-
-    def __post_init__(self) -> None:
-        if self.steps <= 0:
-            raise ConfigError(f"steps must be at least 1, got {self.steps}")
-        if not self.lr > 0:
-            raise ConfigError(f"lr must be positive, got {self.lr}")
-        if self.loss not in LOSSES:
-            raise ConfigError(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def field_help(cls) -> dict[str, tuple[object, str]]:
-        return {f.name: (f.default, f.metadata.get("help", "")) for f in fields(cls)}
-
+from erasectl.methods.base import MethodConfig, Progress
 
 def check_finite(loss: torch.Tensor, step: int, config: MethodConfig) -> float:
     """The loss as a float, or ``TrainingDiverged`` naming the step and the hyper-parameters."""
@@ -154,20 +122,3 @@ def write_solved(projections: list[tuple[str, torch.nn.Module]], solve_one, prog
         if progress is not None:
             progress(done, len(projections), {"loss": 0.0})
     return erased, base
-
-
-@dataclass
-class ErasureResult:
-    erased: dict[str, torch.Tensor]
-    base: dict[str, torch.Tensor]
-    losses: list[float]
-    wall_time_s: float
-    extra: dict = field(default_factory=dict)
-
-
-class Stopwatch:
-    def __init__(self) -> None:
-        self.started = time.perf_counter()
-
-    def seconds(self) -> float:
-        return round(time.perf_counter() - self.started, 2)

@@ -34,7 +34,7 @@ attribute can otherwise absorb the negative guidance (the shapes world loses col
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -44,7 +44,8 @@ from erasectl.architecture import differentiable_conditioning, encode_prompts
 from erasectl.checkpoint import TEXT_ENCODERS
 from erasectl.diffusion import prediction_type, sampling_scheduler
 from erasectl.distributed import batch_part, check_batch, gather_parts, world
-from erasectl.methods.common import ErasureResult, MethodConfig, Progress, Stopwatch, distance, modules_restored, trained_model, unet_calls
+from erasectl.methods.base import ErasureResult, Method, MethodConfig, Progress, Stopwatch, setting
+from erasectl.methods.common import distance, modules_restored, trained_model, unet_calls
 from erasectl.parameter_groups import TEXT_ENCODER_GROUP
 from erasectl.run_state import RunControl, StepHook
 from erasectl.sampling import sample_trajectory
@@ -62,17 +63,17 @@ class ESDConfig(MethodConfig):
     """Defaults: the authors' diffusers script, which real models get (the embedded world's own
     measured set lives in ``erasectl.world.defaults``)."""
 
-    steps: int = field(default=200, metadata={"help": "Training iterations.", "source": f"{REFERENCE}: --iterations 200 (the paper, section 4: 1000)"})
-    lr: float = field(default=5e-5, metadata={"help": "Adam learning rate.", "source": f"{REFERENCE}: --lr 5e-5 (the paper: 1e-5)"})
-    parameter_group: str = field(default="esd-x", metadata={"help": "esd-x (cross-attention), esd-u (all but cross-attention), esd-all, esd-x-strict (cross-attention K/V), text-encoder (the text encoders' transformer layers, the UNet frozen).", "source": "the authors' README example (--train_method esd-x); the paper uses ESD-x for styles, ESD-u for nudity and objects"})
-    negative_guidance: float = field(default=1.0, metadata={"help": "eta, the strength of the negative guidance target (the authors' script's negative_guidance is eta + 1).", "source": "the paper, eq. 4 with eta 1 (esd_sd.py --negative_guidance 2)"})
-    start_guidance: float = field(default=3.0, metadata={"help": "Guidance scale when sampling x_t under the concept.", "source": f"{REFERENCE}: --guidance_scale 3"})
-    ddim_steps: int = field(default=50, metadata={"help": "Sampler steps of the x_t trajectories (faithful: the model's own scheduler; fast: DDIM).", "source": f"{REFERENCE}: --num_inference_steps 50"})
-    batch_size: int = field(default=1, metadata={"help": "x_t samples per iteration.", "source": f"{REFERENCE}: batchsize 1"})
-    trajectory_reuse: int = field(default=1, metadata={"help": "fast mode: iterations each bank of sampled trajectories serves (1: sample anew every iteration).", "source": "the script samples anew every iteration"})
-    preserve_unconditional: float = field(default=0.0, metadata={"help": "Weight of the term keeping the unconditional prediction unchanged (0: off).", "source": "not in the paper: off"})
-    preserve_weight: float = field(default=1.0, metadata={"help": "Weight of the term keeping the --preserve concepts' predictions unchanged.", "source": "not in the paper; used only with --preserve"})
-    mode: str = field(default="faithful", metadata={"help": "faithful (the authors' script's loop); fast (the same target, batched); straightforward (fast's target the plain way: a benchmark baseline).", "source": "the authors' loop"})
+    steps: int = setting(200, "Training iterations.", f"{REFERENCE}: --iterations 200 (the paper, section 4: 1000)")
+    lr: float = setting(5e-5, "Adam learning rate.", f"{REFERENCE}: --lr 5e-5 (the paper: 1e-5)")
+    parameter_group: str = setting("esd-x", "esd-x (cross-attention), esd-u (all but cross-attention), esd-all, esd-x-strict (cross-attention K/V), text-encoder (the text encoders' transformer layers, the UNet frozen).", "the authors' README example (--train_method esd-x); the paper uses ESD-x for styles, ESD-u for nudity and objects")
+    negative_guidance: float = setting(1.0, "eta, the strength of the negative guidance target (the authors' script's negative_guidance is eta + 1).", "the paper, eq. 4 with eta 1 (esd_sd.py --negative_guidance 2)")
+    start_guidance: float = setting(3.0, "Guidance scale when sampling x_t under the concept.", f"{REFERENCE}: --guidance_scale 3")
+    ddim_steps: int = setting(50, "Sampler steps of the x_t trajectories (faithful: the model's own scheduler; fast: DDIM).", f"{REFERENCE}: --num_inference_steps 50")
+    batch_size: int = setting(1, "x_t samples per iteration.", f"{REFERENCE}: batchsize 1")
+    trajectory_reuse: int = setting(1, "fast mode: iterations each bank of sampled trajectories serves (1: sample anew every iteration).", "the script samples anew every iteration")
+    preserve_unconditional: float = setting(0.0, "Weight of the term keeping the unconditional prediction unchanged (0: off).", "not in the paper: off")
+    preserve_weight: float = setting(1.0, "Weight of the term keeping the --preserve concepts' predictions unchanged.", "not in the paper; used only with --preserve")
+    mode: str = setting("faithful", "faithful (the authors' script's loop); fast (the same target, batched); straightforward (fast's target the plain way: a benchmark baseline).", "the authors' loop")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -281,15 +282,15 @@ def _train(pipeline, unet, config, prompts, progress, preserve_prompts, control,
     return ErasureResult(erased, base, losses, watch.seconds())
 
 
-Config = ESDConfig
-ACCEPTS_ANCHOR = False
-NEEDS_ANCHOR = False
+class ESD(Method):
+    name = "esd"
+    summary = "ESD (Gandikota et al., ICCV 2023): fine-tune toward negatively guided predictions."
+    config_class = ESDConfig
 
+    def mode_defaults(self, mode: str | None) -> dict:
+        return mode_defaults(mode)
 
-def run(pipeline, request, config: ESDConfig, progress: Progress | None = None, control: RunControl | None = None) -> ErasureResult:
-    prompts = [template.format(concept) for concept in request.concepts for template in request.templates(concept, "esd")]
-    kept_concepts = request.kept()
-    kept = [template.format(concept) for concept in kept_concepts for template in request.templates(concept, "esd")]
-    result = erase(pipeline, request.concepts, config, prompts, progress, kept, control)
-    result.extra["preserved"] = kept_concepts
-    return result
+    def run(self, pipeline, request, config: ESDConfig, progress: Progress | None = None, control: RunControl | None = None) -> ErasureResult:
+        prompts = [template.format(concept) for concept in request.concepts for template in request.templates(concept, "esd")]
+        kept = [template.format(concept) for concept in request.preserve for template in request.templates(concept, "esd")]
+        return erase(pipeline, request.concepts, config, prompts, progress, kept, control)

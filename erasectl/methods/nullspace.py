@@ -33,12 +33,13 @@ edits K and V by default on the embedded model (SPEED's default is V only, which
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
 from erasectl.errors import ConfigError
-from erasectl.methods.common import ErasureResult, MethodConfig, Progress, Stopwatch, write_solved
+from erasectl.methods.base import ErasureResult, Method, MethodConfig, Progress, Stopwatch, setting
+from erasectl.methods.common import write_solved
 from erasectl.methods.uce import GUIDE_CHOICES, POSITIONS, choose_guides, concept_rows
 
 REFERENCE = "SPEED (Ouxiang-Li/SPEED, train_erase_null.py) argparse defaults"
@@ -47,17 +48,17 @@ GROUPS = ("v", "kv")
 
 @dataclass
 class NullSpaceConfig(MethodConfig):
-    steps: int = field(default=1, metadata={"help": "Closed form: one solve (kept for a uniform recipe).", "source": "closed form"})
-    lr: float = field(default=1.0, metadata={"help": "Unused by the closed form.", "source": "closed form"})
-    parameter_group: str = field(default="v", metadata={"help": "v: cross-attention value projections; kv: keys and values.", "source": f"{REFERENCE}: --params V"})
-    lamb: float = field(default=1e-3, metadata={"help": "Ridge weight, relative to the concept rows' mean squared norm in the null space.", "source": f"{REFERENCE}: --retain_scale 1 over unit-scale rows; relative here"})
-    null_threshold: float = field(default=1e-3, metadata={"help": "Eigenvalues of the prior's covariance below this share of the largest span the null space the edit may use.", "source": f"{REFERENCE}: --threshold 0.1 (absolute, on SD 1.4's CLIP rows); relative here"})
-    prior_words: int = field(default=1000, metadata={"help": "Real models: the tokenizer's most frequent whole words in the prior (the embedded model uses its whole vocabulary).", "source": f"{REFERENCE}: a retain list of ~1,350 instances"})
-    synonym_ratio: float = field(default=0.25, metadata={"help": "Prior words nearer the concept than this share of the median distance are its paraphrases and left out.", "source": "erasectl"})
-    token_positions: str = field(default="last", metadata={"help": "last, concept, through-eos or to-end (as uce).", "source": f"{REFERENCE}: the last subject token"})
-    guide_choice: str = field(default="empty", metadata={"help": "Without --anchor: empty, nearest-preserved or nearest-concept (as uce).", "source": f"{REFERENCE}: --anchor_concepts '' (to null)"})
-    attack_rounds: int = field(default=0, metadata={"help": "Soft-prompt attacks on the edited model whose tokens are erased too, one solve each (see rece).", "source": "erasectl (SPEED has none)"})
-    attack_steps: int = field(default=100, metadata={"help": "Optimisation steps of each in-the-loop attack.", "source": "erasectl"})
+    steps: int = setting(1, "Closed form: one solve (kept for a uniform recipe).", "closed form")
+    lr: float = setting(1.0, "Unused by the closed form.", "closed form")
+    parameter_group: str = setting("v", "v: cross-attention value projections; kv: keys and values.", f"{REFERENCE}: --params V")
+    lamb: float = setting(1e-3, "Ridge weight, relative to the concept rows' mean squared norm in the null space.", f"{REFERENCE}: --retain_scale 1 over unit-scale rows; relative here")
+    null_threshold: float = setting(1e-3, "Eigenvalues of the prior's covariance below this share of the largest span the null space the edit may use.", f"{REFERENCE}: --threshold 0.1 (absolute, on SD 1.4's CLIP rows); relative here")
+    prior_words: int = setting(1000, "Real models: the tokenizer's most frequent whole words in the prior (the embedded model uses its whole vocabulary).", f"{REFERENCE}: a retain list of ~1,350 instances")
+    synonym_ratio: float = setting(0.25, "Prior words nearer the concept than this share of the median distance are its paraphrases and left out.", "erasectl")
+    token_positions: str = setting("last", "last, concept, through-eos or to-end (as uce).", f"{REFERENCE}: the last subject token")
+    guide_choice: str = setting("empty", "Without --anchor: empty, nearest-preserved or nearest-concept (as uce).", f"{REFERENCE}: --anchor_concepts '' (to null)")
+    attack_rounds: int = setting(0, "Soft-prompt attacks on the edited model whose tokens are erased too, one solve each (see rece).", "erasectl (SPEED has none)")
+    attack_steps: int = setting(100, "Optimisation steps of each in-the-loop attack.", "erasectl")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -73,9 +74,6 @@ class NullSpaceConfig(MethodConfig):
             raise ConfigError("attack_rounds must be 0 or more and attack_steps at least 1")
 
 
-Config = NullSpaceConfig
-ACCEPTS_ANCHOR = True
-NEEDS_ANCHOR = False
 
 
 def prior_vocabulary(pipeline, request, config: NullSpaceConfig) -> list[str]:
@@ -100,8 +98,7 @@ def prior_phrases(pipeline, request, config: NullSpaceConfig, table=None) -> lis
             distances = (pooled - centre).norm(dim=1)
             near |= {w for w, d in zip(words, distances.tolist()) if d < config.synonym_ratio * distances.median().item()}
         words = [w for w in words if w not in near]
-    parts = [p for c in request.concepts for p in request.profile.conjunction_parts(c)]
-    return list(dict.fromkeys(words + parts + list(request.preserve)))
+    return list(dict.fromkeys(words + list(request.preserve)))
 
 
 def prior_prompt(request, phrase: str) -> str:
@@ -199,9 +196,18 @@ def solve(w0: torch.Tensor, erase: torch.Tensor, guide: torch.Tensor, basis: tor
     return w0 + y @ basis.T
 
 
-def run(pipeline, request, config: NullSpaceConfig, progress: Progress | None = None, control=None) -> ErasureResult:
-    """A closed form has nothing to resume; ``control`` is accepted for a uniform interface.
-    With ``attack_rounds``, what the soft-prompt attack finds is erased too (``rece.with_attack_rounds``)."""
+class NullSpace(Method):
+    name = "nullspace"
+    summary = "Null-space edit in the spirit of SPEED (Li et al., 2025): UCE's edit kept off a broad prior."
+    config_class = NullSpaceConfig
+    accepts_anchor = True
+
+    def run(self, pipeline, request, config: NullSpaceConfig, progress: Progress | None = None, control=None) -> ErasureResult:
+        return _run(pipeline, request, config, progress)
+
+
+def _run(pipeline, request, config: NullSpaceConfig, progress: Progress | None = None) -> ErasureResult:
+    """With ``attack_rounds``, what the soft-prompt attack finds is erased too (``rece.with_attack_rounds``)."""
     with torch.autocast(pipeline.unet.device.type, enabled=False):
         prepared = _prepare(pipeline, request, config)
 
@@ -241,8 +247,6 @@ def _prepare(pipeline, request, config: NullSpaceConfig) -> dict:
         "guides": guides,
         "prior": {"words": len(prior), "rows": len(rows), "null_dimensions": basis.shape[1], "width": rows.shape[1], "phrases": prior},
         "prior_excluded": list(request.prior_exclude),
-        "preserved": list(request.preserve),
-        "conjunction_parts": [p for c in request.concepts for p in request.profile.conjunction_parts(c)],
     }
     return {"guides": guides, "erase_rows": erase_rows, "guide_rows": guide_rows, "basis": basis, "extra": extra, "seconds": watch.seconds()}
 

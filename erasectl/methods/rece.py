@@ -20,22 +20,23 @@ draws from the evaluation seeds.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
 from erasectl.errors import ConfigError
-from erasectl.methods.uce import UCEConfig, choose_guides, concept_rows, run as uce_run
+from erasectl.methods.base import Method, setting
+from erasectl.methods.uce import UCE, UCEConfig, choose_guides, closed_form, concept_rows, edit_request
 
 REFERENCE = "RECE (CharlesGong12/RECE, train_object.py) argparse defaults"
 
 
 @dataclass
 class RECEConfig(UCEConfig):
-    rounds: int = field(default=1, metadata={"help": "Adversarial embeddings found and erased after the first solve.", "source": f"{REFERENCE}: --epochs 1 (objects)"})
-    regular_scale: float = field(default=1e-3, metadata={"help": "Surrogate regulariser of the adversarial embedding.", "source": f"{REFERENCE}: --regular_scale 1e-3"})
-    attack_rounds: int = field(default=0, metadata={"help": "Soft-prompt attacks on the edited model whose tokens are erased too, one solve each (0: RECE alone).", "source": "erasectl (RECE has none)"})
-    attack_steps: int = field(default=100, metadata={"help": "Optimisation steps of each in-the-loop attack.", "source": "erasectl"})
+    rounds: int = setting(1, "Adversarial embeddings found and erased after the first solve.", f"{REFERENCE}: --epochs 1 (objects)")
+    regular_scale: float = setting(1e-3, "Surrogate regulariser of the adversarial embedding.", f"{REFERENCE}: --regular_scale 1e-3")
+    attack_rounds: int = setting(0, "Soft-prompt attacks on the edited model whose tokens are erased too, one solve each (0: RECE alone).", "erasectl (RECE has none)")
+    attack_steps: int = setting(100, "Optimisation steps of each in-the-loop attack.", "erasectl")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -43,16 +44,51 @@ class RECEConfig(UCEConfig):
             raise ConfigError("rounds and attack_rounds must be 0 or more, attack_steps at least 1, regular_scale 0 or more")
 
 
-Config = RECEConfig
-ACCEPTS_ANCHOR = True
-NEEDS_ANCHOR = False
+def solve_rounds(originals: dict[str, torch.Tensor], rows: torch.Tensor, guide_rows: torch.Tensor, preserve_rows, config: RECEConfig) -> tuple[dict, dict]:
+    """UCE's solve, then ``config.rounds`` times: the embeddings the edited model turns back into
+    the concept's original outputs (``adversarial_map``) join the erased rows, with the same guides,
+    and the edit is solved again from the original weights."""
+    all_rows, all_guides = rows, guide_rows
+    for round_index in range(config.rounds + 1):
+        solved = {name: closed_form(w0, all_rows, all_guides.double() @ w0.double().T, preserve_rows, config) for name, w0 in originals.items()}
+        if round_index == config.rounds:
+            break
+        adversarial = rows.double() @ adversarial_map(solved, originals, config.regular_scale).T
+        all_rows, all_guides = torch.cat([all_rows, adversarial.float()]), torch.cat([all_guides, guide_rows])
+    extra = {"erased_rows": len(all_rows)}
+    if config.rounds:
+        extra["adversarial_rows"] = len(all_rows) - len(rows)
+    return solved, extra
 
 
-def run(pipeline, request, config: RECEConfig, progress=None, control=None):
-    if not config.attack_rounds:
-        return uce_run(pipeline, request, config, progress, control)
-    guides = choose_guides(pipeline, request.concepts, request.anchor, request.preserved(), config.guide_choice, request.guide_candidates)
-    return with_attack_rounds(pipeline, request, config, guides, lambda extra: uce_run(pipeline, request, config, progress, control, extra))
+def adversarial_map(edited: dict[str, torch.Tensor], originals: dict[str, torch.Tensor], regular_scale: float) -> torch.Tensor:
+    """RECE's closed-form adversarial embedding (Gong et al., ECCV 2024; CharlesGong12/RECE,
+    ``close_form_emb`` with its surrogate regulariser): the matrix M such that e = M c makes every
+    edited projection W' output (nearly) what the original W0 gave for c,
+    M = (sum W'^T W' (1 + r))^-1 sum (W'^T W0 + r W'^T W'), summed over keys and values."""
+    first = next(iter(edited.values()))
+    left = torch.zeros(first.shape[1], first.shape[1], dtype=torch.float64)
+    right = torch.zeros_like(left)
+    for name, w in edited.items():
+        w, w0 = w.double(), originals[name].double()
+        left += (1 + regular_scale) * w.T @ w
+        right += w.T @ w0 + regular_scale * w.T @ w
+    return torch.linalg.solve(left, right)
+
+
+class RECE(UCE):
+    name = "rece"
+    summary = "RECE (Gong et al., ECCV 2024): UCE that also erases the embeddings that undo its edit."
+    config_class = RECEConfig
+
+    def run(self, pipeline, request, config: RECEConfig, progress=None, control=None):
+        def solve(extra_rows=None):
+            return edit_request(pipeline, request, config, progress, extra_rows, solve_rounds)
+
+        if not config.attack_rounds:
+            return solve()
+        guides = choose_guides(pipeline, request.concepts, request.anchor, request.preserve, config.guide_choice, request.guide_candidates)
+        return with_attack_rounds(pipeline, request, config, guides, solve)
 
 
 def with_attack_rounds(pipeline, request, config, guides: dict[str, str], solve):

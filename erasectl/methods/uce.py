@@ -21,15 +21,19 @@ positions after the concept meet those after the guide, end token with end token
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
 from erasectl.errors import ConfigError
 
 from erasectl.architecture import encode_prompts, token_rows
-from erasectl.methods.common import ErasureResult, MethodConfig, Progress, Stopwatch, write_solved
+from erasectl.methods.base import ErasureResult, Method, MethodConfig, Progress, Stopwatch, setting
+from erasectl.methods.common import write_solved
 
+# (original weights by name, rows, guide rows, preserved rows, config) -> (solved weights, recipe extras)
+SolveAll = Callable[[dict, torch.Tensor, torch.Tensor, "torch.Tensor | None", "UCEConfig"], tuple[dict, dict]]
 POSITIONS = ("last", "concept", "through-eos", "to-end")
 GUIDE_CHOICES = ("empty", "nearest-preserved", "nearest-concept")
 REFERENCE = "UCE's script uce_sd_erase.py (rohitgandikota/unified-concept-editing), argparse defaults"
@@ -40,14 +44,14 @@ class UCEConfig(MethodConfig):
     """Defaults: the authors' script, which real models get (the embedded world's own measured set
     lives in ``erasectl.world.defaults``)."""
 
-    steps: int = field(default=1, metadata={"help": "Closed form: one solve (kept for a uniform recipe).", "source": "closed form"})
-    lr: float = field(default=1.0, metadata={"help": "Unused by the closed form.", "source": "closed form"})
-    parameter_group: str = field(default="kv", metadata={"help": "kv: cross-attention key and value projections.", "source": f"{REFERENCE}: attn2 to_k and to_v"})
-    erase_scale: float = field(default=1.0, metadata={"help": "es: weight of the erased concepts' rows.", "source": f"{REFERENCE}: --erase_scale 1"})
-    preserve_scale: float = field(default=1.0, metadata={"help": "ps: weight of the preserved concepts' rows.", "source": f"{REFERENCE}: --preserve_scale 1"})
-    lamb: float = field(default=0.5, metadata={"help": "lam: pull toward the original weights W0.", "source": f"{REFERENCE}: --lamb 0.5"})
-    guide_choice: str = field(default="empty", metadata={"help": "Without --anchor: empty (the empty prompt, the paper's default for objects), nearest-preserved (the preserved concept nearest in the text encoder's pooled space; the empty prompt when none is preserved) or nearest-concept (the nearest of the model profile's alternatives to the concept, e.g. another shape on the embedded model; the empty prompt where the profile has none).", "source": f"{REFERENCE}: guide_concepts default ''"})
-    token_positions: str = field(default="last", metadata={"help": "last (the token before the end token), concept, through-eos or to-end.", "source": f"{REFERENCE}: the last token (attention_mask.sum() - 2)"})
+    steps: int = setting(1, "Closed form: one solve (kept for a uniform recipe).", "closed form")
+    lr: float = setting(1.0, "Unused by the closed form.", "closed form")
+    parameter_group: str = setting("kv", "kv: cross-attention key and value projections.", f"{REFERENCE}: attn2 to_k and to_v")
+    erase_scale: float = setting(1.0, "es: weight of the erased concepts' rows.", f"{REFERENCE}: --erase_scale 1")
+    preserve_scale: float = setting(1.0, "ps: weight of the preserved concepts' rows.", f"{REFERENCE}: --preserve_scale 1")
+    lamb: float = setting(0.5, "lam: pull toward the original weights W0.", f"{REFERENCE}: --lamb 0.5")
+    guide_choice: str = setting("empty", "Without --anchor: empty (the empty prompt, the paper's default for objects), nearest-preserved (the preserved concept nearest in the text encoder's pooled space; the empty prompt when none is preserved) or nearest-concept (the nearest of the model profile's alternatives to the concept, e.g. another shape on the embedded model; the empty prompt where the profile has none).", f"{REFERENCE}: guide_concepts default ''")
+    token_positions: str = setting("last", "last (the token before the end token), concept, through-eos or to-end.", f"{REFERENCE}: the last token (attention_mask.sum() - 2)")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -61,9 +65,6 @@ class UCEConfig(MethodConfig):
             raise ConfigError("lamb must be positive and the scales 0 or more")
 
 
-Config = UCEConfig
-ACCEPTS_ANCHOR = True
-NEEDS_ANCHOR = False
 
 
 def _find(sequence: list[int], part: list[int]) -> int:
@@ -143,15 +144,22 @@ def closed_form(w0: torch.Tensor, erase: torch.Tensor, targets: torch.Tensor, pr
 
 
 def erase(pipeline, concept_prompts: list[tuple[str, str]], guides: list[str], preserve_prompts: list[tuple[str, str]], config: UCEConfig, progress: Progress | None = None,
-          extra_rows: tuple[torch.Tensor, torch.Tensor] | None = None) -> ErasureResult:
+          extra_rows: tuple[torch.Tensor, torch.Tensor] | None = None, solve_all: SolveAll | None = None) -> ErasureResult:
     """``concept_prompts``/``preserve_prompts`` are ``(prompt, concept words)``; ``guides[i]`` is
     the guide of ``concept_prompts[i]`` (its guide prompt is the prompt with the concept replaced).
-    ``extra_rows``: more ``(rows, guide rows)`` to erase (RECE's attack rounds)."""
+    ``extra_rows``: more ``(rows, guide rows)`` to erase (RECE's attack rounds); ``solve_all``:
+    the solve of every projection (default: UCE's one solve; RECE passes its rounds)."""
     with torch.autocast(pipeline.unet.device.type, enabled=False):  # a closed form gains nothing from bf16
-        return _edit(pipeline, concept_prompts, guides, preserve_prompts, config, progress, extra_rows)
+        return _edit(pipeline, concept_prompts, guides, preserve_prompts, config, progress, extra_rows, solve_all or solve_once)
 
 
-def _edit(pipeline, concept_prompts, guides, preserve_prompts, config: UCEConfig, progress, extra_rows=None) -> ErasureResult:
+def solve_once(originals: dict[str, torch.Tensor], rows: torch.Tensor, guide_rows: torch.Tensor, preserve_rows, config: UCEConfig) -> tuple[dict, dict]:
+    """UCE's solve of each projection: ``(solved weights by name, what to record)``."""
+    solved = {name: closed_form(w0, rows, guide_rows.double() @ w0.double().T, preserve_rows, config) for name, w0 in originals.items()}
+    return solved, {"erased_rows": len(rows)}
+
+
+def _edit(pipeline, concept_prompts, guides, preserve_prompts, config: UCEConfig, progress, extra_rows, solve_all: SolveAll) -> ErasureResult:
     watch = Stopwatch()
     erase_rows, guide_rows = concept_rows(
         pipeline, [p for p, _ in concept_prompts], [c for _, c in concept_prompts], config.token_positions, guides
@@ -163,36 +171,10 @@ def _edit(pipeline, concept_prompts, guides, preserve_prompts, config: UCEConfig
         preserve_rows, _ = concept_rows(pipeline, [p for p, _ in preserve_prompts], [c for _, c in preserve_prompts], config.token_positions)
     projections = [(n, m) for n, m in pipeline.unet.named_modules() if n.endswith(("attn2.to_k", "attn2.to_v"))]
     originals = {name: module.weight.detach().clone() for name, module in projections}
-    rounds = getattr(config, "rounds", 0)
-    all_rows, all_guides = erase_rows, guide_rows
-    for round_index in range(rounds + 1):
-        solved = {name: closed_form(w0, all_rows, all_guides.double() @ w0.double().T, preserve_rows, config) for name, w0 in originals.items()}
-        if round_index == rounds:
-            break
-        # RECE: the embeddings the edited model turns back into the concept's original outputs,
-        # erased in the next solve with the same guides
-        adversarial = erase_rows.double() @ adversarial_map(solved, originals, config.regular_scale).T
-        all_rows, all_guides = torch.cat([all_rows, adversarial.float()]), torch.cat([all_guides, guide_rows])
+    solved, extra = solve_all(originals, erase_rows, guide_rows, preserve_rows, config)
     erased, base = write_solved(projections, lambda name, _: solved[name], progress)
-    extra = {"erased_rows": len(all_rows), "preserved_rows": 0 if preserve_rows is None else len(preserve_rows)}
-    if rounds:
-        extra["adversarial_rows"] = len(all_rows) - len(erase_rows)
+    extra["preserved_rows"] = 0 if preserve_rows is None else len(preserve_rows)
     return ErasureResult(erased, base, [0.0], watch.seconds(), extra)
-
-
-def adversarial_map(edited: dict[str, torch.Tensor], originals: dict[str, torch.Tensor], regular_scale: float) -> torch.Tensor:
-    """RECE's closed-form adversarial embedding (Gong et al., ECCV 2024; CharlesGong12/RECE,
-    ``close_form_emb`` with its surrogate regulariser): the matrix M such that e = M c makes every
-    edited projection W' output (nearly) what the original W0 gave for c,
-    M = (sum W'^T W' (1 + r))^-1 sum (W'^T W0 + r W'^T W'), summed over keys and values."""
-    first = next(iter(edited.values()))
-    left = torch.zeros(first.shape[1], first.shape[1], dtype=torch.float64)
-    right = torch.zeros_like(left)
-    for name, w in edited.items():
-        w, w0 = w.double(), originals[name].double()
-        left += (1 + regular_scale) * w.T @ w
-        right += w.T @ w0 + regular_scale * w.T @ w
-    return torch.linalg.solve(left, right)
 
 
 def choose_guides(pipeline, concepts: list[str], anchor: str | None, preserve: list[str], choice: str = "empty", candidates=None) -> dict[str, str]:
@@ -216,9 +198,9 @@ def choose_guides(pipeline, concepts: list[str], anchor: str | None, preserve: l
     return guides
 
 
-def run(pipeline, request, config: UCEConfig, progress: Progress | None = None, control=None, extra_rows=None) -> ErasureResult:
-    """A closed form has nothing to resume; ``control`` is accepted for a uniform interface."""
-    preserve = request.preserved()
+def edit_request(pipeline, request, config: UCEConfig, progress: Progress | None = None, extra_rows=None, solve_all: SolveAll | None = None) -> ErasureResult:
+    """The edit for an erasure request: its concepts' prompts, guides and preserved concepts."""
+    preserve = request.preserve
     guides = choose_guides(pipeline, request.concepts, request.anchor, preserve, config.guide_choice, request.guide_candidates)
     concept_prompts, guide_words = [], []
     for concept in request.concepts:
@@ -226,6 +208,17 @@ def run(pipeline, request, config: UCEConfig, progress: Progress | None = None, 
             concept_prompts.append((template.format(concept), concept))
             guide_words.append(guides[concept])
     preserve_prompts = [(template.format(kept), kept) for kept in preserve for template in request.templates(kept, "uce")]
-    result = erase(pipeline, concept_prompts, guide_words, preserve_prompts, config, progress, extra_rows)
-    result.extra.update({"guides": guides, "preserved": preserve})
+    result = erase(pipeline, concept_prompts, guide_words, preserve_prompts, config, progress, extra_rows, solve_all)
+    result.extra["guides"] = guides
     return result
+
+
+class UCE(Method):
+    name = "uce"
+    summary = "UCE (Gandikota et al., WACV 2024): closed-form edit of cross-attention keys and values."
+    config_class = UCEConfig
+    accepts_anchor = True
+    default_preservation = ("attributes", "words")
+
+    def run(self, pipeline, request, config: UCEConfig, progress: Progress | None = None, control=None) -> ErasureResult:
+        return edit_request(pipeline, request, config, progress)  # a closed form has nothing to resume
