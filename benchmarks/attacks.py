@@ -57,10 +57,28 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=8)
     parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--json", default=None)
-    parser.add_argument("--keep", default=None, help="a folder to write the checkpoints and evaluations to and keep (default: a temporary one)")
-    parser.add_argument("--erase-seeds", default=None, help="comma-separated erase seeds: each method erased once per seed (its name then METHOD@SEED), with a mean row per method over them")
-    parser.add_argument("--attack-runs", type=int, default=1, help="evaluate's --attack-runs: each attack run this many times per checkpoint, from images and noise of its own")
-    parser.add_argument("--erase-args", action="append", default=[], help="METHOD[#VARIANT]=ARGS: more erase options for one method, split as a shell would, e.g. 'advunlearn#a=--preserve \"green shape,triangle\"' (tuning runs)")
+    parser.add_argument(
+        "--keep",
+        default=None,
+        help="a folder to write the checkpoints and evaluations to and keep (default: a temporary one)",
+    )
+    parser.add_argument(
+        "--erase-seeds",
+        default=None,
+        help="comma-separated erase seeds: each method erased once per seed (its name then METHOD@SEED), with a mean row per method over them",
+    )
+    parser.add_argument(
+        "--attack-runs",
+        type=int,
+        default=1,
+        help="evaluate's --attack-runs: each attack run this many times per checkpoint, from images and noise of its own",
+    )
+    parser.add_argument(
+        "--erase-args",
+        action="append",
+        default=[],
+        help="METHOD[#VARIANT]=ARGS: more erase options for one method, split as a shell would, e.g. 'advunlearn#a=--preserve \"green shape,triangle\"' (tuning runs)",
+    )
     args = parser.parse_args()
 
     from typer.testing import CliRunner
@@ -70,7 +88,13 @@ def main() -> None:
 
     runner = CliRunner()
     erase_seeds = [int(s) for s in args.erase_seeds.split(",")] if args.erase_seeds else [None]
-    results = {"seeds": [args.first_seed, args.first_seed + args.seeds - 1], "erase_seeds": erase_seeds, "erase_args": args.erase_args, "versions": versions(), "concepts": {}}
+    results = {
+        "seeds": [args.first_seed, args.first_seed + args.seeds - 1],
+        "erase_seeds": erase_seeds,
+        "erase_args": args.erase_args,
+        "versions": versions(),
+        "concepts": {},
+    }
     with contextlib.nullcontext(args.keep) if args.keep else tempfile.TemporaryDirectory() as tmp:
         for concept in [c.strip() for c in args.concepts.split(";")]:
             checkpoints, erased = [], {}
@@ -82,15 +106,47 @@ def main() -> None:
                     out = Path(tmp) / f"{concept.replace(' ', '_')}-{name.replace('#', '-').replace('@', '-seed')}"
                     anchor = ["--anchor", ANCHORS[concept]] if method == "ablate" else []
                     seeded = [] if seed is None else ["--seed", str(seed)]
-                    done = runner.invoke(app, ["erase", "--concept", concept, "--method", method, *anchor, *shlex.split(extra.get(spec, "")), *seeded, "--out", str(out), "--quiet", "--json"])
+                    done = runner.invoke(
+                        app,
+                        [
+                            "erase",
+                            "--concept",
+                            concept,
+                            "--method",
+                            method,
+                            *anchor,
+                            *shlex.split(extra.get(spec, "")),
+                            *seeded,
+                            "--out",
+                            str(out),
+                            "--quiet",
+                            "--json",
+                        ],
+                    )
                     assert done.exit_code == 0, done.output
                     recipe = json.loads(done.stdout.strip().splitlines()[-1])
                     erased[out.name] = {"method": name, "erase_wall_s": recipe["wall_time_s"]}
                     checkpoints += ["--checkpoint", str(out / "erased.safetensors")]
             started = time.perf_counter()
-            done = runner.invoke(app, ["evaluate", *checkpoints, "--n-per-prompt", str(args.seeds), "--seed", str(args.first_seed), "--attack", "soft-prompt,prompt-search",
-                                       "--attack-runs", str(args.attack_runs),
-                                       "--out", str(Path(tmp) / f"eval-{concept.replace(' ', '_')}"), "--json", "--quiet"])
+            done = runner.invoke(
+                app,
+                [
+                    "evaluate",
+                    *checkpoints,
+                    "--n-per-prompt",
+                    str(args.seeds),
+                    "--seed",
+                    str(args.first_seed),
+                    "--attack",
+                    "soft-prompt,prompt-search",
+                    "--attack-runs",
+                    str(args.attack_runs),
+                    "--out",
+                    str(Path(tmp) / f"eval-{concept.replace(' ', '_')}"),
+                    "--json",
+                    "--quiet",
+                ],
+            )
             assert done.exit_code == 0, done.output
             metrics = json.loads(done.stdout.strip().splitlines()[-1])
             headline = {r["model"]: r for r in metrics["tables"]["erased_vs_surrounding"]}
@@ -99,18 +155,34 @@ def main() -> None:
             for name, info in erased.items():
                 h = headline[name]
                 mine = {a["attack"]: a for a in attacks if a["model"] == name}
-                rows.append({
-                    **info, "erased_accuracy": h["erased_accuracy"], "held_out_surrounding": h["surrounding_accuracy"],
-                    "held_out_colour": h["held_out_colour_accuracy"],
-                    **{f"{k}_success": v["attack_success"] for k, v in mine.items()},
-                    **{f"{k}_wall_s": v["attack_wall_time_s"] for k, v in mine.items()},
-                    **({f"{k}_runs": v["attack_success_runs"] for k, v in mine.items()} if args.attack_runs > 1 else {}),
-                    **({f"{k}_worst_run": v["attack_success_worst"] for k, v in mine.items()} if args.attack_runs > 1 else {}),
-                    "prompt_search_prefix": mine.get("prompt-search", {}).get("prefix"),
-                })
+                rows.append(
+                    {
+                        **info,
+                        "erased_accuracy": h["erased_accuracy"],
+                        "held_out_surrounding": h["surrounding_accuracy"],
+                        "held_out_colour": h["held_out_colour_accuracy"],
+                        **{f"{k}_success": v["attack_success"] for k, v in mine.items()},
+                        **{f"{k}_wall_s": v["attack_wall_time_s"] for k, v in mine.items()},
+                        **(
+                            {f"{k}_runs": v["attack_success_runs"] for k, v in mine.items()}
+                            if args.attack_runs > 1
+                            else {}
+                        ),
+                        **(
+                            {f"{k}_worst_run": v["attack_success_worst"] for k, v in mine.items()}
+                            if args.attack_runs > 1
+                            else {}
+                        ),
+                        "prompt_search_prefix": mine.get("prompt-search", {}).get("prefix"),
+                    }
+                )
                 print(concept, json.dumps(rows[-1]), flush=True)
-            results["concepts"][concept] = {"evaluate_wall_s": round(time.perf_counter() - started, 1), "base": headline["base"], "rows": rows,
-                                            "base_attack_free_accuracy": headline["base"]["erased_accuracy"]}
+            results["concepts"][concept] = {
+                "evaluate_wall_s": round(time.perf_counter() - started, 1),
+                "base": headline["base"],
+                "rows": rows,
+                "base_attack_free_accuracy": headline["base"]["erased_accuracy"],
+            }
             if len(erase_seeds) > 1:
                 results["concepts"][concept]["means_over_erase_seeds"] = means = seed_means(rows)
                 for row in means:
@@ -119,8 +191,16 @@ def main() -> None:
                 Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
 
 
-MEANS = ("erase_wall_s", "erased_accuracy", "held_out_surrounding", "held_out_colour", "soft-prompt_success", "prompt-search_success",
-         "soft-prompt_worst_run", "prompt-search_worst_run")
+MEANS = (
+    "erase_wall_s",
+    "erased_accuracy",
+    "held_out_surrounding",
+    "held_out_colour",
+    "soft-prompt_success",
+    "prompt-search_success",
+    "soft-prompt_worst_run",
+    "prompt-search_worst_run",
+)
 
 
 def seed_means(rows: list[dict]) -> list[dict]:
@@ -128,8 +208,18 @@ def seed_means(rows: list[dict]) -> list[dict]:
     groups: dict[str, list[dict]] = {}
     for row in rows:
         groups.setdefault(row["method"].rsplit("@", 1)[0], []).append(row)
-    return [{"method": method, "erase_seeds": len(group), **{key: round(sum(r[key] for r in group) / len(group), 4) for key in MEANS if all(r.get(key) is not None for r in group)}}
-            for method, group in groups.items()]
+    return [
+        {
+            "method": method,
+            "erase_seeds": len(group),
+            **{
+                key: round(sum(r[key] for r in group) / len(group), 4)
+                for key in MEANS
+                if all(r.get(key) is not None for r in group)
+            },
+        }
+        for method, group in groups.items()
+    ]
 
 
 if __name__ == "__main__":

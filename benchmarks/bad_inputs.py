@@ -25,17 +25,27 @@ def cases(tmp: Path) -> list[tuple[str, list[str]]]:
     (tmp / "taken").mkdir()
     (tmp / "taken" / "mine.txt").write_text("keep me")
     (tmp / "a-file").write_text("keep me")
-    from safetensors.torch import save_file
     import torch
+    from safetensors.torch import save_file
 
     save_file({"unet.x": torch.zeros(1)}, str(tmp / "foreign.safetensors"))
-    save_file({"vae.encoder.x": torch.zeros(1)}, str(tmp / "unexpected.safetensors"), metadata={"erasectl.format": "erasectl.erased-weights"})
+    save_file(
+        {"vae.encoder.x": torch.zeros(1)},
+        str(tmp / "unexpected.safetensors"),
+        metadata={"erasectl.format": "erasectl.erased-weights"},
+    )
     out = ["--out", str(tmp / "out")]
     return [
         ("model path that does not exist", ["erase", "--concept", "circle", "--model", "/no/such/model", *out]),
-        ("folder that is not a pipeline", ["generate", "--prompts", "a ring", "--model", str(tmp / "not-a-pipeline"), *out]),
+        (
+            "folder that is not a pipeline",
+            ["generate", "--prompts", "a ring", "--model", str(tmp / "not-a-pipeline"), *out],
+        ),
         ("hub id, hub unreachable", ["generate", "--prompts", "a ring", "--model", "someone/not-cached", *out]),
-        ("single file without a config", ["generate", "--prompts", "a ring", "--model", str(tmp / "garbage.safetensors"), *out]),
+        (
+            "single file without a config",
+            ["generate", "--prompts", "a ring", "--model", str(tmp / "garbage.safetensors"), *out],
+        ),
         ("unknown method", ["erase", "--concept", "circle", "--method", "nope", *out]),
         ("unknown parameter group", ["erase", "--concept", "circle", "--parameter-group", "everything", *out]),
         ("ablate without --anchor", ["erase", "--concept", "circle", "--method", "ablate", *out]),
@@ -50,16 +60,31 @@ def cases(tmp: Path) -> list[tuple[str, list[str]]]:
         ("mistyped option", ["evaluate", "--n-per-promt", "2", *out]),
         ("empty prompts file", ["generate", "--prompts-file", str(tmp / "empty.txt"), *out]),
         ("unreadable prompts file", ["generate", "--prompts-file", str(tmp / "missing.txt"), *out]),
-        ("corrupt checkpoint", ["generate", "--prompts", "a ring", "--checkpoint", str(tmp / "garbage.safetensors"), *out]),
-        ("safetensors, not erasectl's", ["generate", "--prompts", "a ring", "--checkpoint", str(tmp / "foreign.safetensors"), *out]),
-        ("checkpoint with unexpected keys", ["generate", "--prompts", "a ring", "--checkpoint", str(tmp / "unexpected.safetensors"), *out]),
+        (
+            "corrupt checkpoint",
+            ["generate", "--prompts", "a ring", "--checkpoint", str(tmp / "garbage.safetensors"), *out],
+        ),
+        (
+            "safetensors, not erasectl's",
+            ["generate", "--prompts", "a ring", "--checkpoint", str(tmp / "foreign.safetensors"), *out],
+        ),
+        (
+            "checkpoint with unexpected keys",
+            ["generate", "--prompts", "a ring", "--checkpoint", str(tmp / "unexpected.safetensors"), *out],
+        ),
         ("pickle checkpoint", ["generate", "--prompts", "a ring", "--checkpoint", str(tmp / "model.ckpt"), *out]),
         ("unknown scheduler", ["generate", "--prompts", "a ring", "--scheduler", "fastest", *out]),
         ("fp16 on a CPU", ["generate", "--prompts", "a ring", "--dtype", "fp16", *out]),
         ("size not a multiple of 8", ["generate", "--prompts", "a ring", "--height", "50", *out]),
-        ("--bias-deltas with a PEFT LoRA", ["export", str(tmp / "garbage.safetensors"), "--format", "lora", "--bias-deltas", *out]),
+        (
+            "--bias-deltas with a PEFT LoRA",
+            ["export", str(tmp / "garbage.safetensors"), "--format", "lora", "--bias-deltas", *out],
+        ),
         ("a concept named twice", ["erase", "--concept", "circle,circle", *out]),
-        ("anchor equal to the concept", ["erase", "--concept", "circle", "--method", "ablate", "--anchor", "circle", *out]),
+        (
+            "anchor equal to the concept",
+            ["erase", "--concept", "circle", "--method", "ablate", "--anchor", "circle", *out],
+        ),
         ("a concept both erased and preserved", ["erase", "--concept", "circle", "--preserve", "circle", *out]),
         ("--device cuda without a GPU", ["generate", "--prompts", "a ring", "--device", "cuda", *out]),
         ("a device torch does not know", ["erase", "--concept", "circle", "--device", "gpu", *out]),
@@ -75,7 +100,9 @@ def main() -> None:
         print("| input | command | exit | stderr |")
         print("|---|---|---|---|")
         for label, argv in cases(tmp):
-            done = subprocess.run([sys.executable, "-m", "erasectl", *argv], capture_output=True, text=True, env=env, cwd=tmp)
+            done = subprocess.run(
+                [sys.executable, "-m", "erasectl", *argv], capture_output=True, text=True, env=env, cwd=tmp
+            )
             lines = [line for line in done.stderr.splitlines() if line.strip() and "Warning" not in line]
             shown = " ".join(shlex.quote(a) for a in argv).replace(folder + "/", "")
             message = (lines[-1] if lines else "").replace(folder + "/", "").replace("|", "\\|")

@@ -50,7 +50,11 @@ def main() -> None:
     parser.add_argument("--first-seed", type=int, default=1000)
     parser.add_argument("--preserve", default="", help="comma-separated concepts to preserve (every method)")
     parser.add_argument("--set", action="append", default=[], help="method.field=value overrides")
-    parser.add_argument("--profile", default="shapes-world", help="whose defaults: shapes-world (the embedded model's own) or paper (what a real model gets)")
+    parser.add_argument(
+        "--profile",
+        default="shapes-world",
+        help="whose defaults: shapes-world (the embedded model's own) or paper (what a real model gets)",
+    )
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
 
@@ -69,7 +73,14 @@ def main() -> None:
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     base = shape_report(load_pipeline(), judge, seeds)
     profile = profile_named(args.profile)
-    results = {"machine": f"{torch.get_num_threads()} torch threads", "versions": versions(), "profile": profile.name, "seeds": seeds, "base": base, "methods": {}}
+    results = {
+        "machine": f"{torch.get_num_threads()} torch threads",
+        "versions": versions(),
+        "profile": profile.name,
+        "seeds": seeds,
+        "base": base,
+        "methods": {},
+    }
     print("base: " + ", ".join(f"{s} {base[s]['accuracy']:.2f}" for s in SHAPES))
     for method in args.methods.split(","):
         overrides = {}
@@ -84,7 +95,14 @@ def main() -> None:
         config = build_config(method, profile, overrides, len(concepts))  # as `erasectl erase` builds it
         pipeline = load_pipeline()
         preserve = [p for p in args.preserve.split(",") if p]
-        request = ErasureRequest(concepts, profile, args.anchor if get_method(method).accepts_anchor and (get_method(method).needs_anchor or args.anchor != "shape") else None, preserve=preserve)
+        request = ErasureRequest(
+            concepts,
+            profile,
+            args.anchor
+            if get_method(method).accepts_anchor and (get_method(method).needs_anchor or args.anchor != "shape")
+            else None,
+            preserve=preserve,
+        )
         started = time.perf_counter()
         with PeakRSS() as peak:
             checkpoint = erase_concepts(pipeline, method, request, config)
@@ -103,7 +121,11 @@ def main() -> None:
             "colour_accuracy": round(colour, 3),
             "colour_accuracy_by_shape": {s: report[s]["colour_accuracy"] for s in SHAPES},
             "judged_as": {s: report[s]["judged_as"] for s in SHAPES},
-            "extra": {k: v for k, v in checkpoint.recipe.items() if k.startswith("anchor_images") or k in ("guides", "preserved", "preserve")},
+            "extra": {
+                k: v
+                for k, v in checkpoint.recipe.items()
+                if k.startswith("anchor_images") or k in ("guides", "preserved", "preserve")
+            },
         }
         results["methods"][method] = row
         print(

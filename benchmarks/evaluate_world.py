@@ -37,7 +37,9 @@ def main() -> None:
         assert result.exit_code == 0, result.output
         metrics = json.loads(result.stdout)
     images = sum(s["n"] for m in metrics["models"].values() for s in m["sets"].values())
-    print(f"evaluate, default settings: {seconds:.1f} s for {images} images ({seconds / images:.3f} s each), target <= 60 s")
+    print(
+        f"evaluate, default settings: {seconds:.1f} s for {images} images ({seconds / images:.3f} s each), target <= 60 s"
+    )
     for row in metrics["tables"]["erased_vs_surrounding"]:
         print(f"  {row['model']}: erased {row['erased_accuracy']:.3f}, surrounding {row['surrounding_accuracy']:.3f}")
 

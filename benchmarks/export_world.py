@@ -24,9 +24,10 @@ def main() -> None:
     from diffusers import StableDiffusionPipeline
     from typer.testing import CliRunner
 
+    from erasectl.assets import embedded_pipeline_dir
     from erasectl.cli import app
     from erasectl.judge import ClipJudge
-    from erasectl.models import embedded_pipeline_dir, load_erased_pipeline, load_pipeline
+    from erasectl.models import load_erased_pipeline, load_pipeline
     from erasectl.provenance import versions
     from erasectl.world.judging import shape_report
 
@@ -49,7 +50,9 @@ def main() -> None:
             if kind == "diffusers":
                 pipeline = StableDiffusionPipeline.from_pretrained(out)
             elif kind == "single-file":
-                pipeline = StableDiffusionPipeline.from_single_file(summary["file"], config=str(embedded_pipeline_dir()), local_files_only=True)
+                pipeline = StableDiffusionPipeline.from_single_file(
+                    summary["file"], config=str(embedded_pipeline_dir()), local_files_only=True
+                )
             else:
                 pipeline = StableDiffusionPipeline.from_pretrained(embedded_pipeline_dir())
                 pipeline.load_lora_weights(str(out), weight_name=Path(summary["file"]).name)

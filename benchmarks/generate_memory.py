@@ -32,12 +32,28 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder) / "many"
-        command = [sys.executable, "-m", "erasectl", "generate", "--prompts", "a red circle,a blue ring", "--n", "100000000", "--steps", "10", "--out", str(out), "--quiet"]
+        command = [
+            sys.executable,
+            "-m",
+            "erasectl",
+            "generate",
+            "--prompts",
+            "a red circle,a blue ring",
+            "--n",
+            "100000000",
+            "--steps",
+            "10",
+            "--out",
+            str(out),
+            "--quiet",
+        ]
         process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
         started, samples = time.time(), []
         while time.time() - started < args.seconds:
             time.sleep(1)
-            samples.append((round(time.time() - started, 1), round(rss_mb(process.pid), 1), len(list(out.glob("0*.png")))))
+            samples.append(
+                (round(time.time() - started, 1), round(rss_mb(process.pid), 1), len(list(out.glob("0*.png"))))
+            )
         process.send_signal(signal.SIGINT)
         _, stderr = process.communicate(timeout=300)
         listed = list(csv.DictReader((out / "images.csv").open()))

@@ -68,7 +68,10 @@ def neighbours(pipeline, protocol, judge, seeds: list[int], figure: Path | None 
     candidates = [protocol.judge_template.format(c) for c in protocol.candidates]
     found: dict[str, dict[str, float]] = {}
     for prompt_set in (s for s in protocol.prompt_sets() if s.role == "surrounding"):
-        images = [item.image for item in generate(pipeline, prompt_set.prompts, seeds, SamplerSettings(batch_size=WORLD_BATCH_SIZE))]
+        images = [
+            item.image
+            for item in generate(pipeline, prompt_set.prompts, seeds, SamplerSettings(batch_size=WORLD_BATCH_SIZE))
+        ]
         judged = judge.classify(judge.embed_images(images), candidates).tolist()
         readings = [read_geometry(image) for image in images]
         found[prompt_set.label] = {
@@ -80,7 +83,9 @@ def neighbours(pipeline, protocol, judge, seeds: list[int], figure: Path | None 
             for image, j, r in zip(images, judged, readings):
                 groups[f"judge: {protocol.candidates[j]}; geometry: {r['shape']}"].append(image)
             save_groups(figure.with_name(f"{figure.stem}-{prompt_set.label.replace(' ', '_')}.png"), groups)
-    return {reader: round(sum(v[reader] for v in found.values()) / len(found), 4) for reader in ("judge", "geometry")} | {"per_neighbour": found}
+    return {
+        reader: round(sum(v[reader] for v in found.values()) / len(found), 4) for reader in ("judge", "geometry")
+    } | {"per_neighbour": found}
 
 
 def main() -> None:
@@ -90,7 +95,11 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=8)
     parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--skip-base", action="store_true", help="leave out parts 1 and 2")
-    parser.add_argument("--figures", default=None, help="a folder for one grid per checkpoint and attack: the attack images the judge counts as the concept, one row per geometric reading, and those only the geometry counts")
+    parser.add_argument(
+        "--figures",
+        default=None,
+        help="a folder for one grid per checkpoint and attack: the attack images the judge counts as the concept, one row per geometric reading, and those only the geometry counts",
+    )
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
 
@@ -112,10 +121,13 @@ def main() -> None:
         images, labels = render_dataset(2000, seed=31)
         read = [read_geometry(image) for image in images]
         results["renders"] = {
-            "images": len(labels), "render_seed": 31,
-            "shape_accuracy": round(sum(r["shape"] == l.shape for r, l in zip(read, labels)) / len(labels), 4),
-            "colour_accuracy": round(sum(r["colour"] == l.colour for r, l in zip(read, labels)) / len(labels), 4),
-            "confusion": confusion([l.shape for l in labels], [r["shape"] for r in read]),
+            "images": len(labels),
+            "render_seed": 31,
+            "shape_accuracy": round(sum(r["shape"] == label.shape for r, label in zip(read, labels)) / len(labels), 4),
+            "colour_accuracy": round(
+                sum(r["colour"] == label.colour for r, label in zip(read, labels)) / len(labels), 4
+            ),
+            "confusion": confusion([label.shape for label in labels], [r["shape"] for r in read]),
         }
         print("renders", json.dumps(results["renders"]), flush=True)
         base = load_pipeline()
@@ -146,24 +158,54 @@ def main() -> None:
         (_, load_base, _), (_, load_erased, _) = model_loaders(pipeline, erased.base_model, [erased])
         rows = {}
         for attack in args.attacks.split(","):
-            summary, drawn = run_attack(load_base, load_erased, concept, protocol, judge, attack, AttackConfig(), seeds, SamplerSettings(batch_size=WORLD_BATCH_SIZE), profile)
-            row = {"method": erased.recipe["method"], "concept": concept, "attack_success_judge": summary["attack_success"], "erased_plain_judge": summary["erased_plain_accuracy"],
-                   "erased_geometry": summary["erased_plain_outline"], "attack_geometry": summary["attack_success_outline"]}
+            summary, drawn = run_attack(
+                load_base,
+                load_erased,
+                concept,
+                protocol,
+                judge,
+                attack,
+                AttackConfig(),
+                seeds,
+                SamplerSettings(batch_size=WORLD_BATCH_SIZE),
+                profile,
+            )
+            row = {
+                "method": erased.recipe["method"],
+                "concept": concept,
+                "attack_success_judge": summary["attack_success"],
+                "erased_plain_judge": summary["erased_plain_accuracy"],
+                "erased_geometry": summary["erased_plain_outline"],
+                "attack_geometry": summary["attack_success_outline"],
+            }
             for part in ("erased", "attack"):
                 images = [item.image for item in drawn[part]]
                 readings = [read_geometry(image) for image in images]
-                judged = judge.classify(judge.embed_images(images), [protocol.judge_template.format(c) for c in protocol.candidates]).tolist()
+                judged = judge.classify(
+                    judge.embed_images(images), [protocol.judge_template.format(c) for c in protocol.candidates]
+                ).tolist()
                 counted = [r for r, j in zip(readings, judged) if protocol.candidates[j] == concept]
                 if part == "attack" and args.figures:
-                    save_figure(Path(args.figures) / f"{Path(path).parent.name}-{attack}.png", images, readings, [protocol.candidates[j] == concept for j in judged], concept)
+                    save_figure(
+                        Path(args.figures) / f"{Path(path).parent.name}-{attack}.png",
+                        images,
+                        readings,
+                        [protocol.candidates[j] == concept for j in judged],
+                        concept,
+                    )
                 row[f"{part}_judge_counted_read_as"] = dict(collections.Counter(r["shape"] for r in counted))
             row["prompts"] = summary["prompts"][:1]
             rows[attack] = row
             print(path, attack, json.dumps(row), flush=True)
         figure = Path(args.figures) / f"{Path(path).parent.name}-neighbours.png" if args.figures else None
-        rows["neighbours"] = {"base": neighbours(load_base(), protocol, judge, seeds), "erased": neighbours(load_erased(), protocol, judge, seeds, figure)}
+        rows["neighbours"] = {
+            "base": neighbours(load_base(), protocol, judge, seeds),
+            "erased": neighbours(load_erased(), protocol, judge, seeds, figure),
+        }
         print(path, "neighbours", json.dumps(rows["neighbours"]), flush=True)
-        results["checkpoints"][f"{concept} / {erased.recipe['method']} / erase seed {erased.recipe['config'].get('seed')}"] = rows
+        results["checkpoints"][
+            f"{concept} / {erased.recipe['method']} / erase seed {erased.recipe['config'].get('seed')}"
+        ] = rows
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
 

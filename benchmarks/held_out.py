@@ -26,26 +26,51 @@ CASES: dict[str, list[tuple[str, list[str]]]] = {
         ("uce defaults", ["--method", "uce"]),
         ("uce --preserve square,triangle", ["--method", "uce", "--preserve", "square,triangle"]),
         ("uce --preserve cross,ring", ["--method", "uce", "--preserve", "cross,ring"]),
-        ("uce --preserve \"a red square\"", ["--method", "uce", "--preserve", "a red square"]),
-        ("uce --preserve square,triangle --guide-choice nearest-preserved (the issue's case as filed)", ["--method", "uce", "--preserve", "square,triangle", "--guide-choice", "nearest-preserved"]),
-        ("uce --preserve \"a red square\" --guide-choice nearest-preserved (as filed)", ["--method", "uce", "--preserve", "a red square", "--guide-choice", "nearest-preserved"]),
+        ('uce --preserve "a red square"', ["--method", "uce", "--preserve", "a red square"]),
+        (
+            "uce --preserve square,triangle --guide-choice nearest-preserved (the issue's case as filed)",
+            ["--method", "uce", "--preserve", "square,triangle", "--guide-choice", "nearest-preserved"],
+        ),
+        (
+            'uce --preserve "a red square" --guide-choice nearest-preserved (as filed)',
+            ["--method", "uce", "--preserve", "a red square", "--guide-choice", "nearest-preserved"],
+        ),
         ("nullspace defaults", ["--method", "nullspace"]),
-        ("nullspace --prior-exclude cross,ring,plus,hoop", ["--method", "nullspace", "--prior-exclude", "cross,ring,plus,hoop"]),
-        ("nullspace --prior-exclude square,triangle,box,wedge", ["--method", "nullspace", "--prior-exclude", "square,triangle,box,wedge"]),
+        (
+            "nullspace --prior-exclude cross,ring,plus,hoop",
+            ["--method", "nullspace", "--prior-exclude", "cross,ring,plus,hoop"],
+        ),
+        (
+            "nullspace --prior-exclude square,triangle,box,wedge",
+            ["--method", "nullspace", "--prior-exclude", "square,triangle,box,wedge"],
+        ),
         ("rece defaults", ["--method", "rece"]),
     ],
     "blue square": [
         ("esd defaults", ["--method", "esd"]),
-        ("ablate defaults, --anchor \"blue shape\"", ["--method", "ablate", "--anchor", "blue shape"]),
+        ('ablate defaults, --anchor "blue shape"', ["--method", "ablate", "--anchor", "blue shape"]),
         ("uce defaults", ["--method", "uce"]),
         ("nullspace defaults", ["--method", "nullspace"]),
         ("rece defaults", ["--method", "rece"]),
     ],
     "red circle": [
         ("esd defaults", ["--method", "esd"]),
-        ("esd --preserve green circle,blue circle,red square,red triangle", ["--method", "esd", "--preserve", "green circle,blue circle,red square,red triangle"]),
-        ("ablate --anchor \"red shape\"", ["--method", "ablate", "--anchor", "red shape"]),
-        ("ablate --anchor \"red shape\" --preserve green circle,blue circle,red square,red triangle", ["--method", "ablate", "--anchor", "red shape", "--preserve", "green circle,blue circle,red square,red triangle"]),
+        (
+            "esd --preserve green circle,blue circle,red square,red triangle",
+            ["--method", "esd", "--preserve", "green circle,blue circle,red square,red triangle"],
+        ),
+        ('ablate --anchor "red shape"', ["--method", "ablate", "--anchor", "red shape"]),
+        (
+            'ablate --anchor "red shape" --preserve green circle,blue circle,red square,red triangle',
+            [
+                "--method",
+                "ablate",
+                "--anchor",
+                "red shape",
+                "--preserve",
+                "green circle,blue circle,red square,red triangle",
+            ],
+        ),
         ("uce defaults", ["--method", "uce"]),
         ("nullspace defaults", ["--method", "nullspace"]),
         ("rece defaults", ["--method", "rece"]),
@@ -57,9 +82,16 @@ CASES: dict[str, list[tuple[str, list[str]]]] = {
         ("nullspace defaults", ["--method", "nullspace"]),
         ("rece defaults", ["--method", "rece"]),
     ],
-    **{shape: [("esd defaults", ["--method", "esd"]), ("ablate defaults, --anchor shape", ["--method", "ablate", "--anchor", "shape"]),
-               ("uce defaults", ["--method", "uce"]), ("nullspace defaults", ["--method", "nullspace"]), ("rece defaults", ["--method", "rece"])]
-       for shape in ("square", "triangle", "cross", "ring")},
+    **{
+        shape: [
+            ("esd defaults", ["--method", "esd"]),
+            ("ablate defaults, --anchor shape", ["--method", "ablate", "--anchor", "shape"]),
+            ("uce defaults", ["--method", "uce"]),
+            ("nullspace defaults", ["--method", "nullspace"]),
+            ("rece defaults", ["--method", "rece"]),
+        ]
+        for shape in ("square", "triangle", "cross", "ring")
+    },
 }
 # a style is drawn on 20 colour x shape prompts: 5 seeds give 100 images per set
 SEEDS = {"striped": 5}
@@ -67,7 +99,11 @@ SEEDS = {"striped": 5}
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cases", default="all", help="all, or concepts (circle, blue square, red circle, striped, square, ...) separated by ';'")
+    parser.add_argument(
+        "--cases",
+        default="all",
+        help="all, or concepts (circle, blue square, red circle, striped, square, ...) separated by ';'",
+    )
     parser.add_argument("--methods", default=None, help="only these methods, e.g. uce,nullspace")
     parser.add_argument("--seeds", type=int, default=24)
     parser.add_argument("--first-seed", type=int, default=0)
@@ -89,21 +125,51 @@ def main() -> None:
             for index, (name, options) in enumerate(cases):
                 out = Path(tmp) / f"{concept.replace(' ', '_')}-{index}"
                 started = time.perf_counter()
-                done = runner.invoke(app, ["erase", "--concept", concept, *options, "--out", str(out), "--quiet", "--json"])
+                done = runner.invoke(
+                    app, ["erase", "--concept", concept, *options, "--out", str(out), "--quiet", "--json"]
+                )
                 assert done.exit_code == 0, done.output
                 recipe = json.loads(done.stdout.strip().splitlines()[-1])
-                erased[out.name] = {"case": name, "erase_wall_s": round(time.perf_counter() - started, 1), "method_wall_s": recipe.get("wall_time_s"),
-                                    "preserved": recipe.get("preserved") or recipe.get("preserve"), "guides": recipe.get("guides")}
+                erased[out.name] = {
+                    "case": name,
+                    "erase_wall_s": round(time.perf_counter() - started, 1),
+                    "method_wall_s": recipe.get("wall_time_s"),
+                    "preserved": recipe.get("preserved") or recipe.get("preserve"),
+                    "guides": recipe.get("guides"),
+                }
                 checkpoints += ["--checkpoint", str(out / "erased.safetensors")]
             started = time.perf_counter()
             seeds = min(args.seeds, SEEDS.get(concept, args.seeds))
-            done = runner.invoke(app, ["evaluate", *checkpoints, "--n-per-prompt", str(seeds), "--seed", str(args.first_seed), "--out", str(Path(tmp) / f"eval-{concept.replace(' ', '_')}"), "--json"])
+            done = runner.invoke(
+                app,
+                [
+                    "evaluate",
+                    *checkpoints,
+                    "--n-per-prompt",
+                    str(seeds),
+                    "--seed",
+                    str(args.first_seed),
+                    "--out",
+                    str(Path(tmp) / f"eval-{concept.replace(' ', '_')}"),
+                    "--json",
+                ],
+            )
             assert done.exit_code == 0, done.output
             metrics = json.loads(done.stdout.strip().splitlines()[-1])
             per_model = {}
             for row in metrics["tables"]["per_concept"]:
                 per_model.setdefault(row["model"], {})[f"{row['role']}:{row['concept']}"] = {
-                    k: row.get(k) for k in ("split", "in_prior", "accuracy", "colour_accuracy", "style_accuracy", "outline_accuracy", "judge_distance", "ssim")
+                    k: row.get(k)
+                    for k in (
+                        "split",
+                        "in_prior",
+                        "accuracy",
+                        "colour_accuracy",
+                        "style_accuracy",
+                        "outline_accuracy",
+                        "judge_distance",
+                        "ssim",
+                    )
                 }
             headline = {row["model"]: row for row in metrics["tables"]["erased_vs_surrounding"]}
             distribution = {row["model"]: row for row in metrics["tables"]["distribution"]}
@@ -114,16 +180,24 @@ def main() -> None:
                 "warnings": metrics["warnings"],
                 "base": {"sets": per_model["base"], "headline": headline["base"]},
                 "cases": [
-                    {**info, "headline": headline[name], "sets": per_model[name], "distribution": distribution.get(name),
-                     "replacement": replacement.get((name, "erased"))}
+                    {
+                        **info,
+                        "headline": headline[name],
+                        "sets": per_model[name],
+                        "distribution": distribution.get(name),
+                        "replacement": replacement.get((name, "erased")),
+                    }
                     for name, info in erased.items()
                 ],
             }
             for info in results["concepts"][concept]["cases"]:
                 h = info["headline"]
-                print(f"{concept:12s} {info['case']:70s} erased {h['erased_accuracy']:.3f} held-out {h['surrounding_accuracy']} "
-                      f"colour {h['held_out_colour_accuracy']} drift {h['held_out_judge_distance']} ssim {h['held_out_ssim']} "
-                      f"preserved {h['preserved_surrounding_accuracy']} ({h['preserved_surrounding']})", flush=True)
+                print(
+                    f"{concept:12s} {info['case']:70s} erased {h['erased_accuracy']:.3f} held-out {h['surrounding_accuracy']} "
+                    f"colour {h['held_out_colour_accuracy']} drift {h['held_out_judge_distance']} ssim {h['held_out_ssim']} "
+                    f"preserved {h['preserved_surrounding_accuracy']} ({h['preserved_surrounding']})",
+                    flush=True,
+                )
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
 

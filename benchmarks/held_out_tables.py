@@ -29,7 +29,9 @@ def in_prior(case: dict, concept: str) -> bool:
         return bool(value["in_prior"])
     if not case["case"].startswith("nullspace"):
         return False
-    excluded = set(case["case"].split("--prior-exclude ", 1)[1].split(",")) if "--prior-exclude" in case["case"] else set()
+    excluded = (
+        set(case["case"].split("--prior-exclude ", 1)[1].split(",")) if "--prior-exclude" in case["case"] else set()
+    )
     return not set(concept.split()) & excluded
 
 
@@ -42,9 +44,15 @@ def main() -> None:
         shaped = outlined(concept)  # a style's accuracy is no shape's: no outline beside it
         sets = [k for k in group["base"]["sets"]]
         names = [k.split(":", 1)[1] for k in sets]
-        print(f"\n**{concept}** ({group['seeds_per_prompt'] if 'seeds_per_prompt' in group else results['seeds'][1] - results['seeds'][0] + 1} seeds per prompt; "
-              f"p: preserved by the erasure; i: held out, but its words are in nullspace's automatic prior; unmarked: held out)\n")
-        print("| erasure | " + " | ".join(names) + " | held-out shape | by outline | held-out colour | drift | SSIM | FID | what replaces it | time |")
+        print(
+            f"\n**{concept}** ({group['seeds_per_prompt'] if 'seeds_per_prompt' in group else results['seeds'][1] - results['seeds'][0] + 1} seeds per prompt; "
+            f"p: preserved by the erasure; i: held out, but its words are in nullspace's automatic prior; unmarked: held out)\n"
+        )
+        print(
+            "| erasure | "
+            + " | ".join(names)
+            + " | held-out shape | by outline | held-out colour | drift | SSIM | FID | what replaces it | time |"
+        )
         print("|---|" + "---|" * (len(names) + 8))
         base = group["base"]["sets"]
         print("| base | " + " | ".join(cell(base[k]["accuracy"]) for k in sets) + " | - | - | - | - | - | - | - | - |")
@@ -57,7 +65,11 @@ def main() -> None:
                     mark = " i"
                 colour = value.get("colour_accuracy")
                 style = value.get("style_accuracy")
-                extra = f" ({cell(colour, True)} col" + (f", {cell(style, True)} style" if style is not None else "") + ")" if colour is not None and colour < 0.95 or (style is not None and style < 0.95) else ""
+                extra = (
+                    f" ({cell(colour, True)} col" + (f", {cell(style, True)} style" if style is not None else "") + ")"
+                    if colour is not None and colour < 0.95 or (style is not None and style < 0.95)
+                    else ""
+                )
                 outline = value.get("outline_accuracy") if shaped else None
                 if outline is not None and abs(outline - value["accuracy"]) >= 0.1:
                     extra += f" [outline {cell(outline)}]"
@@ -66,8 +78,12 @@ def main() -> None:
             d = case.get("distribution") or {}
             replaced = case.get("replacement") or {}
             top = ", ".join(f"{k} {v:.2f}" for k, v in list(replaced.get("judged_as", {}).items())[:2])
-            print(f"| {case['case']} | " + " | ".join(row) + f" | {cell(h['surrounding_accuracy'])} | {cell(h.get('held_out_outline_accuracy') if shaped else None)} | {cell(h['held_out_colour_accuracy'], True)} | "
-                  f"{cell(h['held_out_judge_distance'])} | {cell(h['held_out_ssim'])} | {cell(d.get('fid'))} | {top} | {case['method_wall_s']} s |")
+            print(
+                f"| {case['case']} | "
+                + " | ".join(row)
+                + f" | {cell(h['surrounding_accuracy'])} | {cell(h.get('held_out_outline_accuracy') if shaped else None)} | {cell(h['held_out_colour_accuracy'], True)} | "
+                f"{cell(h['held_out_judge_distance'])} | {cell(h['held_out_ssim'])} | {cell(d.get('fid'))} | {top} | {case['method_wall_s']} s |"
+            )
 
 
 if __name__ == "__main__":

@@ -27,7 +27,9 @@ from pathlib import Path
 
 def bytes_to_unicode() -> dict[int, str]:
     """GPT-2/CLIP's reversible byte -> printable character table."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    printable = (
+        list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    )
     characters = printable[:]
     extra = 0
     for byte in range(256):
@@ -41,7 +43,12 @@ def bytes_to_unicode() -> dict[int, str]:
 def clip_tokenizer_files(bpe_gz: Path, folder: Path) -> Path:
     merges = gzip.open(bpe_gz).read().decode("utf-8").split("\n")[1 : 49152 - 256 - 2 + 1]
     symbols = list(bytes_to_unicode().values())
-    vocab = symbols + [s + "</w>" for s in symbols] + ["".join(m.split()) for m in merges] + ["<|startoftext|>", "<|endoftext|>"]
+    vocab = (
+        symbols
+        + [s + "</w>" for s in symbols]
+        + ["".join(m.split()) for m in merges]
+        + ["<|startoftext|>", "<|endoftext|>"]
+    )
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "vocab.json").write_text(json.dumps({token: index for index, token in enumerate(vocab)}))
     (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
@@ -62,11 +69,23 @@ def sd15_text_side(tokenizer_folder: Path):
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
     torch.manual_seed(0)
-    tokenizer = CLIPTokenizer(str(tokenizer_folder / "vocab.json"), str(tokenizer_folder / "merges.txt"), model_max_length=77)
-    encoder = CLIPTextModel(CLIPTextConfig(
-        vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12, max_position_embeddings=77,
-        hidden_act="quick_gelu", bos_token_id=49406, eos_token_id=49407, pad_token_id=49407,
-    )).eval()
+    tokenizer = CLIPTokenizer(
+        str(tokenizer_folder / "vocab.json"), str(tokenizer_folder / "merges.txt"), model_max_length=77
+    )
+    encoder = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=49408,
+            hidden_size=768,
+            intermediate_size=3072,
+            num_hidden_layers=12,
+            num_attention_heads=12,
+            max_position_embeddings=77,
+            hidden_act="quick_gelu",
+            bos_token_id=49406,
+            eos_token_id=49407,
+            pad_token_id=49407,
+        )
+    ).eval()
 
     class TextSide:  # what find_neighbours reads of a pipeline
         pass
@@ -109,8 +128,11 @@ def main() -> None:
     subset = words[:: max(1, len(words) // args.subset)][: args.subset]
     batched = {c: find_neighbours(side, c, args.k, vocabulary=subset) for c in concepts}
     with torch.no_grad():
+
         def alone(phrase):
-            ids = side.tokenizer([phrase], padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
+            ids = side.tokenizer(
+                [phrase], padding="max_length", max_length=77, truncation=True, return_tensors="pt"
+            ).input_ids
             return torch.nn.functional.normalize(side.text_encoder(ids).pooler_output.float(), dim=-1)[0]
 
         table = torch.stack([alone(w) for w in subset])

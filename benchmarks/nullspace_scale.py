@@ -47,31 +47,74 @@ def main() -> None:
         torch.manual_seed(0)
         unet = UNet2DConditionModel(sample_size=16, cross_attention_dim=768)
         vae = AutoencoderKL(block_out_channels=(32,), latent_channels=4, norm_num_groups=32)
-        scheduler = DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False, set_alpha_to_one=False, steps_offset=1)
-        pipeline = StableDiffusionPipeline(vae=vae, text_encoder=side.text_encoder, tokenizer=side.tokenizer, unet=unet, scheduler=scheduler,
-                                           safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+        scheduler = DDIMScheduler(
+            beta_schedule="scaled_linear",
+            beta_start=0.00085,
+            beta_end=0.012,
+            clip_sample=False,
+            set_alpha_to_one=False,
+            steps_offset=1,
+        )
+        pipeline = StableDiffusionPipeline(
+            vae=vae,
+            text_encoder=side.text_encoder,
+            tokenizer=side.tokenizer,
+            unet=unet,
+            scheduler=scheduler,
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+        )
         profile = PaperProfile()
-        keys = [f"unet.{n}.weight" for n, _ in pipeline.unet.named_modules() if n.endswith(("attn2.to_k", "attn2.to_v"))]
+        keys = [
+            f"unet.{n}.weight" for n, _ in pipeline.unet.named_modules() if n.endswith(("attn2.to_k", "attn2.to_v"))
+        ]
         originals = {k: v.clone() for k, v in component_tensors(pipeline, keys).items()}
         rows = []
         import os
 
         os.environ["ERASECTL_CACHE"] = str(Path(tmp) / "cache")  # start cold: the first run encodes the prior
-        for label, concepts in (("first run (prior encoded and cached)", CONCEPTS[:1]), ("cached prior", CONCEPTS[:1]), ("cached prior", CONCEPTS[: args.concepts])):
+        for label, concepts in (
+            ("first run (prior encoded and cached)", CONCEPTS[:1]),
+            ("cached prior", CONCEPTS[:1]),
+            ("cached prior", CONCEPTS[: args.concepts]),
+        ):
             config = build_config("nullspace", profile, {})
             started = time.perf_counter()
-            checkpoint = erase_concepts(pipeline, "nullspace", ErasureRequest(concepts, profile, model_name="sd15-random"), config)
+            checkpoint = erase_concepts(
+                pipeline, "nullspace", ErasureRequest(concepts, profile, model_name="sd15-random"), config
+            )
             seconds = time.perf_counter() - started
             assign_tensors(pipeline, originals)  # the base weights back for the next run
-            rows.append({"run": label, "concepts": len(concepts), "seconds": round(seconds, 2), "prior": {k: v for k, v in checkpoint.recipe["prior"].items() if k != "phrases"},
-                         "changed_tensors": len(checkpoint.tensors)})
-            print(f"{label}: {len(concepts):2d} concept(s): {seconds:.2f} s, prior {checkpoint.recipe['prior']['words']} words, "
-                  f"null space {checkpoint.recipe['prior']['null_dimensions']} of {checkpoint.recipe['prior']['width']} dimensions", flush=True)
+            rows.append(
+                {
+                    "run": label,
+                    "concepts": len(concepts),
+                    "seconds": round(seconds, 2),
+                    "prior": {k: v for k, v in checkpoint.recipe["prior"].items() if k != "phrases"},
+                    "changed_tensors": len(checkpoint.tensors),
+                }
+            )
+            print(
+                f"{label}: {len(concepts):2d} concept(s): {seconds:.2f} s, prior {checkpoint.recipe['prior']['words']} words, "
+                f"null space {checkpoint.recipe['prior']['null_dimensions']} of {checkpoint.recipe['prior']['width']} dimensions",
+                flush=True,
+            )
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak memory {peak:.0f} MB")
     if args.json:
-        Path(args.json).write_text(json.dumps({"machine": f"CPU, {torch.get_num_threads()} torch threads", "rows": rows, "peak_memory_mb": round(peak),
-                                               "versions": versions()}, indent=2) + "\n")
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "machine": f"CPU, {torch.get_num_threads()} torch threads",
+                    "rows": rows,
+                    "peak_memory_mb": round(peak),
+                    "versions": versions(),
+                },
+                indent=2,
+            )
+            + "\n"
+        )
 
 
 if __name__ == "__main__":

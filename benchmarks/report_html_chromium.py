@@ -35,8 +35,27 @@ def make_report(folder: Path) -> Path:
 
     runner = CliRunner()
     run = folder / "uce"
-    assert runner.invoke(app, ["erase", "--concept", "circle", "--method", "uce", "--preserve", "square,triangle", "--out", str(run), "--quiet"]).exit_code == 0
-    result = runner.invoke(app, ["evaluate", "--checkpoint", str(run / "erased.safetensors"), "--out", str(folder / "ev"), "--quiet"])
+    assert (
+        runner.invoke(
+            app,
+            [
+                "erase",
+                "--concept",
+                "circle",
+                "--method",
+                "uce",
+                "--preserve",
+                "square,triangle",
+                "--out",
+                str(run),
+                "--quiet",
+            ],
+        ).exit_code
+        == 0
+    )
+    result = runner.invoke(
+        app, ["evaluate", "--checkpoint", str(run / "erased.safetensors"), "--out", str(folder / "ev"), "--quiet"]
+    )
     assert result.exit_code == 0, result.output
     return folder / "ev" / "report.html"
 
@@ -48,9 +67,29 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         report = args.report or make_report(Path(tmp))
-        common = [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-extensions", "--no-first-run", "--virtual-time-budget=5000"]
-        dom = subprocess.run([*common, "--dump-dom", report.resolve().as_uri()], capture_output=True, text=True, timeout=120).stdout
-        subprocess.run([*common, "--window-size=1400,4000", f"--screenshot={args.screenshot.resolve()}", report.resolve().as_uri()], capture_output=True, timeout=120, check=True)
+        common = [
+            chromium(),
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-extensions",
+            "--no-first-run",
+            "--virtual-time-budget=5000",
+        ]
+        dom = subprocess.run(
+            [*common, "--dump-dom", report.resolve().as_uri()], capture_output=True, text=True, timeout=120
+        ).stdout
+        subprocess.run(
+            [
+                *common,
+                "--window-size=1400,4000",
+                f"--screenshot={args.screenshot.resolve()}",
+                report.resolve().as_uri(),
+            ],
+            capture_output=True,
+            timeout=120,
+            check=True,
+        )
     tables = dom.count("<table>")
     rendered = [int(w) for w in re.findall(r'data-rendered="(\d+)"', dom)]
     print(f"tables: {tables}; images decoded: {len(rendered)} (widths {rendered}); screenshot: {args.screenshot}")

@@ -21,7 +21,20 @@ METHODS = ("esd", "ablate", "uce", "nullspace", "rece", "advunlearn")
 
 
 def erase(method: str, out: Path) -> float:
-    command = [sys.executable, "-m", "erasectl", "erase", "--concept", "circle", "--method", method, "--out", str(out), "--force", "--quiet"]
+    command = [
+        sys.executable,
+        "-m",
+        "erasectl",
+        "erase",
+        "--concept",
+        "circle",
+        "--method",
+        method,
+        "--out",
+        str(out),
+        "--force",
+        "--quiet",
+    ]
     if method == "ablate":
         command += ["--anchor", "shape"]
     started = time.perf_counter()
@@ -36,7 +49,12 @@ def compare(new: Path, old: Path) -> dict:
     if set(a) != set(b):
         return {"same_keys": False, "only_new": sorted(set(a) - set(b))[:5], "only_old": sorted(set(b) - set(a))[:5]}
     largest = max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
-    return {"same_keys": True, "tensors": len(a), "max_abs_difference": largest, "bit_identical": all(a[k].equal(b[k]) for k in a)}
+    return {
+        "same_keys": True,
+        "tensors": len(a),
+        "max_abs_difference": largest,
+        "bit_identical": all(a[k].equal(b[k]) for k in a),
+    }
 
 
 def main() -> None:
@@ -54,7 +72,11 @@ def main() -> None:
         rows[method] = row
         print(method, json.dumps(row), flush=True)
     if args.json is not None:
-        args.json.write_text(json.dumps({"methods": rows}, indent=2) + "\n")
+        from erasectl.provenance import versions
+
+        args.json.write_text(
+            json.dumps({"methods": rows, "against": str(args.against), "versions": versions()}, indent=2) + "\n"
+        )
 
 
 if __name__ == "__main__":

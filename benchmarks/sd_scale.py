@@ -44,16 +44,38 @@ def run_method(args) -> dict:
 
     pipeline = sd15_pipeline(args.sample_size).to(args.device)
     profile = profile_named(args.profile)
-    overrides = {"uce": {}, "esd": {"steps": args.iterations}, "ablate": {"steps": args.iterations, "anchor_images": args.anchor_images}}[args.method]
+    overrides = {
+        "uce": {},
+        "esd": {"steps": args.iterations},
+        "ablate": {"steps": args.iterations, "anchor_images": args.anchor_images},
+    }[args.method]
     config = build_config(args.method, profile, overrides)
-    request = ErasureRequest(["circle"], profile, anchor="shape" if args.method == "ablate" else None, preserve=PRESERVE, model_name="sd15-random")
-    started, stamps = timed_run(args.device, args.mixed_precision, lambda progress: erase_concepts(pipeline, args.method, request, config, progress=progress))
+    request = ErasureRequest(
+        ["circle"],
+        profile,
+        anchor="shape" if args.method == "ablate" else None,
+        preserve=PRESERVE,
+        model_name="sd15-random",
+    )
+    started, stamps = timed_run(
+        args.device,
+        args.mixed_precision,
+        lambda progress: erase_concepts(pipeline, args.method, request, config, progress=progress),
+    )
     ended = time.perf_counter()
-    row = {"method": args.method, "profile": profile.name, "config": overrides, "resolved": checkpoint_config(config), "peak_memory_mb": round(peak_memory_mb(args.device))}
+    row = {
+        "method": args.method,
+        "profile": profile.name,
+        "config": overrides,
+        "resolved": checkpoint_config(config),
+        "peak_memory_mb": round(peak_memory_mb(args.device)),
+    }
     if args.method == "uce":
         row["edit_s"] = round(ended - started, 3)
         return row
-    times = [b - a for a, b in zip(stamps, stamps[1:])]  # iterations 2.. : training only (and ablation's first holds the anchor images)
+    times = [
+        b - a for a, b in zip(stamps, stamps[1:])
+    ]  # iterations 2.. : training only (and ablation's first holds the anchor images)
     step = sum(times) / len(times)
     first = stamps[0] - started
     if args.method == "esd" and config.mode == "faithful":  # every iteration samples its own x_t
@@ -75,9 +97,16 @@ def main() -> None:
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--mixed_precision", choices=("no", "fp16", "bf16"), default="no")
     parser.add_argument("--iterations", type=int, default=3, help="timed training iterations (at least 2)")
-    parser.add_argument("--anchor-images", type=int, default=4, help="ablate: anchor images drawn [the default erasure: 64]")
+    parser.add_argument(
+        "--anchor-images", type=int, default=4, help="ablate: anchor images drawn [the default erasure: 64]"
+    )
     parser.add_argument("--sample-size", type=int, default=None, help="latent size [cpu 16, cuda 64]")
-    parser.add_argument("--profile", choices=("paper", "shapes-world"), default="paper", help="whose defaults: paper (a real model's) or shapes-world")
+    parser.add_argument(
+        "--profile",
+        choices=("paper", "shapes-world"),
+        default="paper",
+        help="whose defaults: paper (a real model's) or shapes-world",
+    )
     parser.add_argument("--json", default=None)
     parser.add_argument("--method", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -92,17 +121,23 @@ def main() -> None:
     from erasectl.provenance import versions
 
     machine = torch.cuda.get_device_name() if args.device == "cuda" else f"CPU, {torch.get_num_threads()} torch threads"
-    print(f"SD 1.5-config UNet (random weights, latents {args.sample_size}x{args.sample_size}), {machine}, mixed precision {args.mixed_precision}; "
-          f"{args.iterations} iterations, each method's {args.profile} defaults otherwise; preserving {', '.join(PRESERVE)}")
+    print(
+        f"SD 1.5-config UNet (random weights, latents {args.sample_size}x{args.sample_size}), {machine}, mixed precision {args.mixed_precision}; "
+        f"{args.iterations} iterations, each method's {args.profile} defaults otherwise; preserving {', '.join(PRESERVE)}"
+    )
     rows = []
     for method in args.methods.split(","):
-        done = subprocess.run([sys.executable, __file__, "--method", method, *sys.argv[1:]], capture_output=True, text=True)
+        done = subprocess.run(
+            [sys.executable, __file__, "--method", method, *sys.argv[1:]], capture_output=True, text=True
+        )
         if done.returncode != 0:
             sys.exit(f"{method} failed:\n{done.stderr[-2000:]}")
         row = json.loads(done.stdout.strip().splitlines()[-1])
         rows.append(row)
         if method == "uce":
-            print(f"  uce     closed-form edit {row['edit_s']:8.2f} s                         peak {row['peak_memory_mb']} MB")
+            print(
+                f"  uce     closed-form edit {row['edit_s']:8.2f} s                         peak {row['peak_memory_mb']} MB"
+            )
         else:
             if method == "ablate":
                 extra = f"{row['anchor_image_s']:.2f} s per anchor image"
@@ -113,8 +148,22 @@ def main() -> None:
             print(f"  {method:7s} {row['iteration_s']:8.2f} s/iteration ({extra})   peak {row['peak_memory_mb']} MB")
     if args.json:
         with open(args.json, "w") as handle:
-            json.dump({"device": args.device, "profile": args.profile, "machine": machine, "mixed_precision": args.mixed_precision, "sample_size": args.sample_size,
-                       "iterations": args.iterations, "anchor_images": args.anchor_images, "preserve": PRESERVE, "versions": versions(), "methods": rows}, handle, indent=2)
+            json.dump(
+                {
+                    "device": args.device,
+                    "profile": args.profile,
+                    "machine": machine,
+                    "mixed_precision": args.mixed_precision,
+                    "sample_size": args.sample_size,
+                    "iterations": args.iterations,
+                    "anchor_images": args.anchor_images,
+                    "preserve": PRESERVE,
+                    "versions": versions(),
+                    "methods": rows,
+                },
+                handle,
+                indent=2,
+            )
 
 
 if __name__ == "__main__":

@@ -27,9 +27,10 @@ def main() -> None:
     import torch
     from PIL import Image
 
+    from erasectl.assets import embedded_judge_dir, embedded_pipeline_dir
     from erasectl.generation import SamplerSettings, generate
     from erasectl.judge import ClipJudge
-    from erasectl.models import embedded_judge_dir, embedded_pipeline_dir, load_pipeline
+    from erasectl.models import load_pipeline
     from erasectl.provenance import versions
     from erasectl.world.judging import read_attributes
     from erasectl.world.render import render_dataset
@@ -43,7 +44,9 @@ def main() -> None:
     images, labels = render_dataset(args.held_out, seed=999)
     read = read_attributes(judge, [Image.fromarray(a) for a in images])
     for attribute in ("shape", "colour", "style"):
-        figures[f"judge_{attribute}_accuracy"] = float(np.mean([r[attribute] == getattr(l, attribute) for r, l in zip(read, labels)]))
+        figures[f"judge_{attribute}_accuracy"] = float(
+            np.mean([r[attribute] == getattr(label, attribute) for r, label in zip(read, labels)])
+        )
 
     started = time.perf_counter()
     pipeline = load_pipeline()
@@ -58,10 +61,7 @@ def main() -> None:
         seconds = (time.perf_counter() - started) / len(items)
         attributes = read_attributes(judge, [i.image for i in items])
         expected = [truth for truth in truths for _ in seeds]
-        rates = {
-            key: float(np.mean([a[key] == e[key] for a, e in zip(attributes, expected)]))
-            for key in expected[0]
-        }
+        rates = {key: float(np.mean([a[key] == e[key] for a, e in zip(attributes, expected)])) for key in expected[0]}
         return rates, seconds
 
     pairs = [(c, s) for c in COLOURS for s in SHAPES]

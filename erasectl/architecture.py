@@ -50,9 +50,13 @@ def differentiable_conditioning(pipeline, prompts: list[str]) -> torch.Tensor:
     if not has_added_conditioning(pipeline.unet):
         embeds, _ = pipeline.encode_prompt(prompts, pipeline.device, 1, False)
         return embeds
-    embeds, _, pooled, _ = pipeline.encode_prompt(prompts, device=pipeline.device, num_images_per_prompt=1, do_classifier_free_guidance=False)
+    embeds, _, pooled, _ = pipeline.encode_prompt(
+        prompts, device=pipeline.device, num_images_per_prompt=1, do_classifier_free_guidance=False
+    )
     size = pipeline.default_sample_size * pipeline.vae_scale_factor
-    time_ids = torch.tensor([size, size, 0, 0, size, size], dtype=embeds.dtype, device=embeds.device).expand(len(prompts), TIME_IDS)
+    time_ids = torch.tensor([size, size, 0, 0, size, size], dtype=embeds.dtype, device=embeds.device).expand(
+        len(prompts), TIME_IDS
+    )
     extra = torch.cat([pooled.to(embeds.dtype), time_ids], dim=1)
     width = embeds.shape[-1]
     rows = _extra_rows(pipeline.unet)
@@ -105,7 +109,13 @@ def pooled_text_embeddings(pipeline, phrases: list[str], batch_size: int = 256) 
     length = prompt_length(encoder, tokenizer)
     found = []
     for start in range(0, len(phrases), batch_size):
-        tokens = tokenizer(phrases[start : start + batch_size], padding="longest", max_length=length, truncation=True, return_tensors="pt")
+        tokens = tokenizer(
+            phrases[start : start + batch_size],
+            padding="longest",
+            max_length=length,
+            truncation=True,
+            return_tensors="pt",
+        )
         pooled = encoder(tokens.input_ids.to(encoder.device)).pooler_output
         found.append(torch.nn.functional.normalize(pooled.float(), dim=-1).cpu())
     return torch.cat(found) if found else torch.zeros(0)

@@ -32,8 +32,22 @@ from erasectl.errors import ConfigError
 
 ATTACKS = ("soft-prompt", "prompt-search")
 # An attack's row in evaluate's metrics and report (after the model's name)
-ATTACK_ROW = ("attack", "concept", "attack_success", "attack_success_interval95", "attack_success_runs", "attack_success_worst", "attack_seeds",
-              "attack_success_outline", "erased_plain_accuracy", "erased_plain_outline", "base_accuracy", "prefix", "attack_wall_time_s", "stopped_by_budget")
+ATTACK_ROW = (
+    "attack",
+    "concept",
+    "attack_success",
+    "attack_success_interval95",
+    "attack_success_runs",
+    "attack_success_worst",
+    "attack_seeds",
+    "attack_success_outline",
+    "erased_plain_accuracy",
+    "erased_plain_outline",
+    "base_accuracy",
+    "prefix",
+    "attack_wall_time_s",
+    "stopped_by_budget",
+)
 # A defence that runs the soft-prompt attack in its loop (rece's and nullspace's attack rounds)
 # draws its images and noise from the erase seed plus this, so that it never trains on the images
 # evaluate's attack draws from the evaluation seeds (which, like erase seeds, start at 0).
@@ -70,7 +84,7 @@ class AttackConfig:
         return self.steps if attack == "soft-prompt" else self.rounds * self.prefix_tokens
 
 
-def defence_config(erase_seed: int, round_index: int, steps: int) -> "AttackConfig":
+def defence_config(erase_seed: int, round_index: int, steps: int) -> AttackConfig:
     """The in-the-loop attack of a defence: its own images and noise, never evaluate's."""
     return AttackConfig(images=16, steps=steps, seed=erase_seed + DEFENCE_SEED_OFFSET + round_index)
 
@@ -91,7 +105,9 @@ def concept_latents(pipeline, prompts: list[str], config: AttackConfig) -> tuple
     through them, and the prompt index of each."""
     from erasectl.generation import draw_latents
 
-    return draw_latents(pipeline, prompts, config.images, config.seed, config.image_steps, config.image_guidance, config.batch_size)
+    return draw_latents(
+        pipeline, prompts, config.images, config.seed, config.image_steps, config.image_guidance, config.batch_size
+    )
 
 
 def noise_draws(pipeline, latents: torch.Tensor, count: int, generator: torch.Generator):
@@ -103,10 +119,17 @@ def noise_draws(pipeline, latents: torch.Tensor, count: int, generator: torch.Ge
     clean = latents[index]
     noise = torch.randn(clean.shape, generator=generator).to(clean)
     timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (count,), generator=generator)
-    return index, scheduler.add_noise(clean, noise, timesteps), timesteps, noise_target(scheduler, clean, noise, timesteps)
+    return (
+        index,
+        scheduler.add_noise(clean, noise, timesteps),
+        timesteps,
+        noise_target(scheduler, clean, noise, timesteps),
+    )
 
 
-def denoising_loss(pipeline, prompts: list[str], noisy: torch.Tensor, timesteps: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def denoising_loss(
+    pipeline, prompts: list[str], noisy: torch.Tensor, timesteps: torch.Tensor, target: torch.Tensor
+) -> torch.Tensor:
     from erasectl.architecture import differentiable_conditioning, predict_noise
 
     conditioning = differentiable_conditioning(pipeline, prompts)
@@ -145,7 +168,10 @@ def placeholder_token(pipeline, init_word: str):
             init_ids = originals[name](init_word, add_special_tokens=False).input_ids or [tokenizer.bos_token_id]
             vector = torch.nn.Parameter(table.weight[init_ids].detach().float().mean(0).clone())
             vectors[key] = vector
-            handles += [table.register_forward_pre_hook(_map_new_ids(table.num_embeddings)), table.register_forward_hook(_swap_rows(token_id, vector))]
+            handles += [
+                table.register_forward_pre_hook(_map_new_ids(table.num_embeddings)),
+                table.register_forward_hook(_swap_rows(token_id, vector)),
+            ]
         yield vectors
     finally:
         for handle in handles:
@@ -180,8 +206,17 @@ def _swap_rows(token_id: int, vector: torch.nn.Parameter):
     return hook
 
 
-def soft_prompt(pipeline, concept: str, prompts: list[str], latents: torch.Tensor, which: list[int], config: AttackConfig, init_word: str,
-                progress=None, control=None) -> AttackResult:
+def soft_prompt(
+    pipeline,
+    concept: str,
+    prompts: list[str],
+    latents: torch.Tensor,
+    which: list[int],
+    config: AttackConfig,
+    init_word: str,
+    progress=None,
+    control=None,
+) -> AttackResult:
     """Textual inversion on the (erased) pipeline: the placeholder replaces the concept in its
     prompts; its embedding is trained on the concept's latents. Resumable through ``control``
     (``erasectl.run_state``), like an erasure."""
@@ -190,7 +225,12 @@ def soft_prompt(pipeline, concept: str, prompts: list[str], latents: torch.Tenso
     started = time.perf_counter()
     attack_prompts = [replace_concept(p, concept, PLACEHOLDER) for p in prompts]
     unet = pipeline.unet
-    frozen = [(p, p.requires_grad) for module in (unet, *(getattr(pipeline, e, None) for _, e, _ in ENCODERS)) if module is not None for p in module.parameters()]
+    frozen = [
+        (p, p.requires_grad)
+        for module in (unet, *(getattr(pipeline, e, None) for _, e, _ in ENCODERS))
+        if module is not None
+        for p in module.parameters()
+    ]
     for parameter, _ in frozen:
         parameter.requires_grad_(False)
     generator = torch.Generator().manual_seed(config.seed)
@@ -206,13 +246,22 @@ def soft_prompt(pipeline, concept: str, prompts: list[str], latents: torch.Tenso
                     stopped = True
                     break
                 index, noisy, timesteps, target = noise_draws(pipeline, latents, config.batch_size, generator)
-                loss = denoising_loss(pipeline, [attack_prompts[which[i]] for i in index.tolist()], noisy, timesteps, target)
+                loss = denoising_loss(
+                    pipeline, [attack_prompts[which[i]] for i in index.tolist()], noisy, timesteps, target
+                )
                 hook.finish_step(loss, step, losses, progress, {})
             embeddings = {key: vector.detach().clone() for key, vector in vectors.items()}
     finally:
         for parameter, flag in frozen:
             parameter.requires_grad_(flag)
-    return AttackResult("soft-prompt", list(dict.fromkeys(attack_prompts)), losses, round(time.perf_counter() - started, 2), embeddings=embeddings, stopped_by_budget=stopped)
+    return AttackResult(
+        "soft-prompt",
+        list(dict.fromkeys(attack_prompts)),
+        losses,
+        round(time.perf_counter() - started, 2),
+        embeddings=embeddings,
+        stopped_by_budget=stopped,
+    )
 
 
 @dataclass(frozen=True)
@@ -229,26 +278,59 @@ class _StepConfig:
 SEARCH_STATE = "erasectl.search-state"
 
 
-def _save_search_state(path, step: int, config: AttackConfig, generator: torch.Generator, prefix: list[str], best: float, losses: list[float]):
+def _save_search_state(
+    path,
+    step: int,
+    config: AttackConfig,
+    generator: torch.Generator,
+    prefix: list[str],
+    best: float,
+    losses: list[float],
+):
     from safetensors.torch import save_file
 
     from erasectl.files import write_atomically
 
-    metadata = {"erasectl.format": SEARCH_STATE, "step": str(step), "config": json.dumps(asdict(config)), "prefix": json.dumps(prefix), "best": repr(best), "losses": json.dumps(losses)}
-    return write_atomically(path, lambda tmp: save_file({"rng.generator": generator.get_state()}, str(tmp), metadata=metadata))
+    metadata = {
+        "erasectl.format": SEARCH_STATE,
+        "step": str(step),
+        "config": json.dumps(asdict(config)),
+        "prefix": json.dumps(prefix),
+        "best": repr(best),
+        "losses": json.dumps(losses),
+    }
+    return write_atomically(
+        path, lambda tmp: save_file({"rng.generator": generator.get_state()}, str(tmp), metadata=metadata)
+    )
 
 
-def _load_search_state(path, config: AttackConfig, generator: torch.Generator) -> tuple[int, list[str], float, list[float]]:
+def _load_search_state(
+    path, config: AttackConfig, generator: torch.Generator
+) -> tuple[int, list[str], float, list[float]]:
     from erasectl.run_state import read_state
 
     tensors, metadata = read_state(path, SEARCH_STATE, "prompt-search state", config)
     generator.set_state(tensors["rng.generator"])
-    return int(metadata["step"]), json.loads(metadata["prefix"]), float(metadata["best"]), json.loads(metadata["losses"])
+    return (
+        int(metadata["step"]),
+        json.loads(metadata["prefix"]),
+        float(metadata["best"]),
+        json.loads(metadata["losses"]),
+    )
 
 
 @torch.no_grad()
-def prompt_search(pipeline, concept: str, prompts: list[str], latents: torch.Tensor, which: list[int], config: AttackConfig, vocabulary: list[str],
-                  progress=None, control=None) -> AttackResult:
+def prompt_search(
+    pipeline,
+    concept: str,
+    prompts: list[str],
+    latents: torch.Tensor,
+    which: list[int],
+    config: AttackConfig,
+    vocabulary: list[str],
+    progress=None,
+    control=None,
+) -> AttackResult:
     """Coordinate search for a prefix of ``config.prefix_tokens`` words, put before each concept
     prompt, minimising the erased model's denoising loss on the concept's latents (one fixed set of
     ``config.draws`` noise draws). Each round tries ``config.candidates`` words at every position;
@@ -296,14 +378,31 @@ def prompt_search(pipeline, concept: str, prompts: list[str], latents: torch.Ten
         if control is not None and control.state_dir is not None and step + 1 < total:
             asked = control.stop_requested()
             if asked or (control.checkpointing_steps and (step + 1) % control.checkpointing_steps == 0):
-                path = _save_search_state(control.state_dir / f"state-{step + 1:06d}.safetensors", step + 1, config, generator, prefix, best, losses)
+                path = _save_search_state(
+                    control.state_dir / f"state-{step + 1:06d}.safetensors",
+                    step + 1,
+                    config,
+                    generator,
+                    prefix,
+                    best,
+                    losses,
+                )
                 if asked:
                     raise Interrupted(path, step + 1)
     text = " ".join(prefix)
-    return AttackResult("prompt-search", [f"{text} {p}" for p in prompts], losses, round(time.perf_counter() - started, 2), prefix=text, stopped_by_budget=stopped)
+    return AttackResult(
+        "prompt-search",
+        [f"{text} {p}" for p in prompts],
+        losses,
+        round(time.perf_counter() - started, 2),
+        prefix=text,
+        stopped_by_budget=stopped,
+    )
 
 
-def success_rate(pipeline, judge, protocol, prompts: list[str], seeds: list[int], settings, label: str) -> tuple[float, list]:
+def success_rate(
+    pipeline, judge, protocol, prompts: list[str], seeds: list[int], settings, label: str
+) -> tuple[float, list]:
     """The share of images of ``prompts`` x ``seeds`` the judge reads as ``label`` among the
     protocol's candidates, and the images."""
     from erasectl.generation import generate
@@ -354,8 +453,15 @@ def save_embeddings(path, embeddings: dict[str, torch.Tensor], metadata: dict[st
 
     from erasectl.files import write_atomically
 
-    tensors = {"emb_params": embeddings["clip_l"][None]} if set(embeddings) == {"clip_l"} else {k: v[None] for k, v in embeddings.items()}
-    return write_atomically(path, lambda tmp: save_file({k: v.contiguous().float() for k, v in tensors.items()}, str(tmp), metadata=metadata))
+    tensors = (
+        {"emb_params": embeddings["clip_l"][None]}
+        if set(embeddings) == {"clip_l"}
+        else {k: v[None] for k, v in embeddings.items()}
+    )
+    return write_atomically(
+        path,
+        lambda tmp: save_file({k: v.contiguous().float() for k, v in tensors.items()}, str(tmp), metadata=metadata),
+    )
 
 
 @contextmanager
@@ -368,8 +474,21 @@ def learned_token(pipeline, embeddings: dict[str, torch.Tensor]):
         yield
 
 
-def run_attack(load_base, load_erased, concept: str, protocol, judge, attack: str, config: AttackConfig, seeds: list[int], settings,
-               profile, progress=None, control=None, judged: dict | None = None) -> tuple[dict, dict]:
+def run_attack(
+    load_base,
+    load_erased,
+    concept: str,
+    protocol,
+    judge,
+    attack: str,
+    config: AttackConfig,
+    seeds: list[int],
+    settings,
+    profile,
+    progress=None,
+    control=None,
+    judged: dict | None = None,
+) -> tuple[dict, dict]:
     """One attack on one erased model: draw the concept with the base model, attack the erased
     one, and judge what the erased model draws for the plain and the attack prompts on ``seeds``.
     The model's ``profile`` gives the word the learned token starts from and the search's words.
@@ -394,7 +513,17 @@ def run_attack(load_base, load_erased, concept: str, protocol, judge, attack: st
         with learned_token(erased, result.embeddings):
             rate, attack_items = success_rate(erased, judge, protocol, result.prompts, seeds, settings, concept)
     else:
-        result = prompt_search(erased, concept, prompts, latents, which, config, profile.prior_vocabulary(erased, config.search_words), progress, control)
+        result = prompt_search(
+            erased,
+            concept,
+            prompts,
+            latents,
+            which,
+            config,
+            profile.prior_vocabulary(erased, config.search_words),
+            progress,
+            control,
+        )
         rate, attack_items = success_rate(erased, judge, protocol, result.prompts, seeds, settings, concept)
     outline = profile.outline_reader()
 

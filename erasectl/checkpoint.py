@@ -32,9 +32,13 @@ def checkpoint_file(path: str | Path) -> Path:
     if path.is_dir():
         if (path / CHECKPOINT_FILE).is_file():
             return path / CHECKPOINT_FILE
-        raise UserError(f"{path} is a folder without {CHECKPOINT_FILE}; pass the .safetensors file that `erasectl erase` wrote, or its run folder")
+        raise UserError(
+            f"{path} is a folder without {CHECKPOINT_FILE}; pass the .safetensors file that `erasectl erase` wrote, or its run folder"
+        )
     if not path.is_file():
-        raise UserError(f"checkpoint {path} does not exist; pass the .safetensors file that `erasectl erase` wrote, or its run folder")
+        raise UserError(
+            f"checkpoint {path} does not exist; pass the .safetensors file that `erasectl erase` wrote, or its run folder"
+        )
     return path
 
 
@@ -73,11 +77,17 @@ def component_tensors(pipeline, keys: list[str]) -> dict[str, torch.Tensor]:
     for key in keys:
         component, _, name = key.partition(".")
         if component not in COMPONENTS or getattr(pipeline, component, None) is None:
-            raise UserError(f"checkpoint key {key!r} names no component of this pipeline; it was made for another model")
+            raise UserError(
+                f"checkpoint key {key!r} names no component of this pipeline; it was made for another model"
+            )
         if component not in states:
-            states[component] = {key_name(component, k): v for k, v in getattr(pipeline, component).state_dict().items()}
+            states[component] = {
+                key_name(component, k): v for k, v in getattr(pipeline, component).state_dict().items()
+            }
         if name not in states[component]:
-            raise UserError(f"checkpoint key {key!r} is not a parameter of this pipeline's {component}; it was made for another model")
+            raise UserError(
+                f"checkpoint key {key!r} is not a parameter of this pipeline's {component}; it was made for another model"
+            )
         found[key] = states[component][name]
     return found
 
@@ -120,24 +130,29 @@ class ErasedCheckpoint:
         return write_atomically(path, lambda tmp: save_file(tensors, str(tmp), metadata=self.metadata))
 
     @classmethod
-    def load(cls, path: str | Path) -> "ErasedCheckpoint":
-        from safetensors import SafetensorError
-        from safetensors import safe_open
+    def load(cls, path: str | Path) -> ErasedCheckpoint:
+        from safetensors import SafetensorError, safe_open
 
         path = checkpoint_file(path)
         if path.suffix in (".ckpt", ".pt", ".bin", ".pth", ".pkl"):
-            raise UserError(f"{path} is a pickle file, which can run code when loaded; erasectl reads .safetensors checkpoints only")
+            raise UserError(
+                f"{path} is a pickle file, which can run code when loaded; erasectl reads .safetensors checkpoints only"
+            )
         try:
             with safe_open(str(path), framework="pt") as handle:
                 metadata = handle.metadata() or {}
                 tensors = {key: handle.get_tensor(key) for key in handle.keys()}
         except (SafetensorError, OSError, ValueError, RuntimeError) as error:
-            raise UserError(f"{path} is not a readable safetensors file ({error}); it may be truncated or corrupt") from None
+            raise UserError(
+                f"{path} is not a readable safetensors file ({error}); it may be truncated or corrupt"
+            ) from None
         if metadata.get("erasectl.format") != FORMAT:
             raise UserError(f"{path} is a safetensors file but not an erasectl checkpoint (no erasectl metadata)")
         bad = [k for k in tensors if k.partition(".")[0] not in COMPONENTS]
         if bad or not tensors:
-            raise UserError(f"{path} has unexpected keys ({', '.join(bad[:3]) or 'none at all'}); it is not an erasectl checkpoint")
+            raise UserError(
+                f"{path} has unexpected keys ({', '.join(bad[:3]) or 'none at all'}); it is not an erasectl checkpoint"
+            )
         return cls(tensors, metadata, path)
 
     def check(self, pipeline, check_base: bool = True) -> None:
@@ -145,7 +160,9 @@ class ErasedCheckpoint:
         base = component_tensors(pipeline, list(self.tensors))
         for key, tensor in self.tensors.items():
             if tuple(base[key].shape) != tuple(tensor.shape):
-                raise UserError(f"checkpoint tensor {key} has shape {tuple(tensor.shape)}, the model's has {tuple(base[key].shape)}; it was made for another model")
+                raise UserError(
+                    f"checkpoint tensor {key} has shape {tuple(tensor.shape)}, the model's has {tuple(base[key].shape)}; it was made for another model"
+                )
         if check_base and fingerprint(base) != self.metadata.get("erasectl.base_fingerprint"):
             raise UserError(
                 f"this checkpoint was made from {self.base_model}, and the model given has different weights "
@@ -158,7 +175,13 @@ class ErasedCheckpoint:
         assign_tensors(pipeline, self.tensors)
 
 
-def make_checkpoint(trained: dict[str, torch.Tensor], base_tensors: dict[str, torch.Tensor], recipe: dict, base_model: str, base_model_config: str = "") -> ErasedCheckpoint:
+def make_checkpoint(
+    trained: dict[str, torch.Tensor],
+    base_tensors: dict[str, torch.Tensor],
+    recipe: dict,
+    base_model: str,
+    base_model_config: str = "",
+) -> ErasedCheckpoint:
     """``base_model_config``: the config folder a single-file base model loads with."""
     metadata = {
         "erasectl.format": FORMAT,
@@ -177,7 +200,7 @@ def make_checkpoint(trained: dict[str, torch.Tensor], base_tensors: dict[str, to
     return ErasedCheckpoint(dict(trained), metadata)
 
 
-def model_loaders(base, base_name: str, checkpoints: list["ErasedCheckpoint"]) -> list[tuple]:
+def model_loaders(base, base_name: str, checkpoints: list[ErasedCheckpoint]) -> list[tuple]:
     """``(name, load, info)`` for the base and each loaded checkpoint, named after the file it was
     read from. One pipeline serves them all: the base tensors are kept and swapped back in between
     models."""
@@ -196,5 +219,11 @@ def model_loaders(base, base_name: str, checkpoints: list["ErasedCheckpoint"]) -
 
     models = [("base", loader(None), {"model": base_name})]
     for erased in checkpoints:
-        models.append((checkpoint_name(erased.path), loader(erased.tensors), {"checkpoint": str(erased.path), "recipe": erased.recipe}))
+        models.append(
+            (
+                checkpoint_name(erased.path),
+                loader(erased.tensors),
+                {"checkpoint": str(erased.path), "recipe": erased.recipe},
+            )
+        )
     return models

@@ -21,7 +21,9 @@ def prediction_type(pipeline) -> str:
     """What the UNet predicts, from the scheduler config; a ``sample`` model is refused."""
     kind = pipeline.scheduler.config.get("prediction_type", "epsilon")
     if kind not in PREDICTION_TYPES:
-        raise UserError(f"this model predicts {kind!r}; erasectl's methods need an epsilon or v_prediction model (SD 1.x, 2.x, SDXL)")
+        raise UserError(
+            f"this model predicts {kind!r}; erasectl's methods need an epsilon or v_prediction model (SD 1.x, 2.x, SDXL)"
+        )
     return kind
 
 

@@ -68,7 +68,9 @@ def check_batch(size: int, what: str) -> None:
     if size < processes:
         from erasectl.errors import UserError
 
-        raise UserError(f"{what} is {size}, fewer than the {processes} processes: raise it to at least {processes} or launch fewer processes")
+        raise UserError(
+            f"{what} is {size}, fewer than the {processes} processes: raise it to at least {processes} or launch fewer processes"
+        )
 
 
 def gather_parts(local: torch.Tensor, dim: int = 0) -> torch.Tensor:

@@ -21,7 +21,9 @@ import torch
 
 
 def _pixels(images: list) -> torch.Tensor:
-    return torch.from_numpy(np.stack([np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0 for image in images])).permute(0, 3, 1, 2)
+    return torch.from_numpy(
+        np.stack([np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0 for image in images])
+    ).permute(0, 3, 1, 2)
 
 
 def ssim_pairs(base_images: list, erased_images: list) -> list[float]:
@@ -70,7 +72,9 @@ def distribution_distances(base_embeds: torch.Tensor, erased_embeds: torch.Tenso
     subset = min(50, n)
     with warnings.catch_warnings():  # "KID keeps every feature in memory": they are already in memory
         warnings.simplefilter("ignore", UserWarning)
-        kid = KernelInceptionDistance(feature=_JudgeFeatures(dim), subsets=20, subset_size=subset, normalize=False, sync_on_compute=False)
+        kid = KernelInceptionDistance(
+            feature=_JudgeFeatures(dim), subsets=20, subset_size=subset, normalize=False, sync_on_compute=False
+        )
     kid.update(base_embeds.double(), real=True)
     kid.update(erased_embeds.double(), real=False)
     torch.manual_seed(0)  # KID draws its subsets at random: fixed, so a report is reproducible

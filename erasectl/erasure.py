@@ -30,7 +30,9 @@ class ErasureRequest:
     profile: PaperProfile
     anchor: str | None = None
     anchor_prompt_lines: list[str] | None = None
-    preserve: list[str] = field(default_factory=list)  # as given (empty: the method's default); resolved by erase_concepts
+    preserve: list[str] = field(
+        default_factory=list
+    )  # as given (empty: the method's default); resolved by erase_concepts
     model_name: str = ""
     model_config: str = ""  # the config folder a single-file model loads with
     prior_exclude: list[str] = field(default_factory=list)  # words a null-space prior leaves out
@@ -44,7 +46,9 @@ class ErasureRequest:
                 raise UserError(f"{concept!r} is named twice among the concepts; name each concept once")
             seen.add(concept.lower())
         if self.anchor and self.anchor.lower() in seen:
-            raise UserError(f"the anchor {self.anchor!r} is the concept being erased; map it onto another concept, e.g. --anchor shape for circle")
+            raise UserError(
+                f"the anchor {self.anchor!r} is the concept being erased; map it onto another concept, e.g. --anchor shape for circle"
+            )
         both = [kept for kept in self.preserve if kept.lower() in seen]
         if both:
             raise UserError(f"{both[0]!r} is both erased and preserved; leave it out of --preserve")
@@ -58,7 +62,9 @@ class ErasureRequest:
 
             found = [line for line in self.anchor_prompt_lines if names_anchor(line, self.anchor)]
             if not found:
-                raise UserError(f"no line of the anchor prompts file names the anchor {self.anchor!r} as a word; each prompt must name it")
+                raise UserError(
+                    f"no line of the anchor prompts file names the anchor {self.anchor!r} as a word; each prompt must name it"
+                )
             return found
         return [template.format(self.anchor) for template in self.templates(concept, "ablate")]
 
@@ -76,7 +82,9 @@ class ErasureRequest:
             "retain-set": lambda: self.profile.retain_concepts(self.concepts),
         }
         default = [concept for source in sources for concept in found[source]()]
-        return replace(self, preserve=list(dict.fromkeys(default)), preserve_source="default: " + (", ".join(sources) or "none"))
+        return replace(
+            self, preserve=list(dict.fromkeys(default)), preserve_source="default: " + (", ".join(sources) or "none")
+        )
 
     def conjunction_parts(self) -> list[str]:
         found = [part for concept in self.concepts for part in self.profile.conjunction_parts(concept)]
@@ -97,7 +105,9 @@ def resolve_defaults(method_name: str, profile: PaperProfile, given: dict) -> di
     for name, value in given.items():
         if value is not None:
             if name not in found:
-                raise UserError(f"--{name.replace('_', '-')} is not an option of --method {method_name}; see erasectl erase --help")
+                raise UserError(
+                    f"--{name.replace('_', '-')} is not an option of --method {method_name}; see erasectl erase --help"
+                )
             found[name] = (value, "given")
     return found
 
@@ -119,7 +129,9 @@ MIXED_PRECISION = ("no", "bf16")
 
 def check_mixed_precision(value: str) -> str:
     if value not in MIXED_PRECISION:
-        raise UserError(f"--mixed-precision {value} is not supported; choose one of {', '.join(MIXED_PRECISION)} (fp16 needs loss scaling; use bf16)")
+        raise UserError(
+            f"--mixed-precision {value} is not supported; choose one of {', '.join(MIXED_PRECISION)} (fp16 needs loss scaling; use bf16)"
+        )
     return value
 
 
@@ -144,16 +156,27 @@ def execution(pipeline, mixed_precision: str = "no", gradient_checkpointing: boo
 
 
 def erase_concepts(
-    pipeline, method_name: str, request: ErasureRequest, config, progress=None, control=None, mixed_precision: str = "no", gradient_checkpointing: bool = False
+    pipeline,
+    method_name: str,
+    request: ErasureRequest,
+    config,
+    progress=None,
+    control=None,
+    mixed_precision: str = "no",
+    gradient_checkpointing: bool = False,
 ) -> ErasedCheckpoint:
     """Train the erasure in place on ``pipeline`` and return its checkpoint."""
     method = get_method(method_name)
     if method.needs_anchor and not request.anchor:
-        raise UserError(f"--method {method_name} needs --anchor, the concept to map onto (e.g. --anchor shape for circle)")
+        raise UserError(
+            f"--method {method_name} needs --anchor, the concept to map onto (e.g. --anchor shape for circle)"
+        )
     if request.anchor is not None and not request.anchor.strip():
         raise UserError("the anchor is empty; pass --anchor with a concept, e.g. --anchor shape")
     if family(pipeline) not in method.families:
-        raise UserError(f"--method {method_name} supports {', '.join(method.families)} models, not {family(pipeline)}; choose another --method")
+        raise UserError(
+            f"--method {method_name} supports {', '.join(method.families)} models, not {family(pipeline)}; choose another --method"
+        )
     request = request.resolved(method.default_preservation)
     with execution(pipeline, mixed_precision, gradient_checkpointing):
         result = method.run(pipeline, request, config, progress, control)

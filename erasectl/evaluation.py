@@ -16,10 +16,9 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from erasectl.errors import ConfigError
-
 from erasectl.architecture import pooled_text_embeddings
 from erasectl.distributed import world
+from erasectl.errors import ConfigError
 
 SCHEMA_VERSION = "1.0"
 # Prompts around a concept for evaluating a real model: plain photo templates; the judge's text is
@@ -53,8 +52,12 @@ class EvaluationConfig:
         from erasectl.generation import SamplerSettings
 
         return SamplerSettings(
-            steps=self.steps, guidance=self.guidance if guidance is None else guidance, batch_size=self.batch_size,
-            negative_prompt=self.negative_prompt, height=self.height, width=self.width,
+            steps=self.steps,
+            guidance=self.guidance if guidance is None else guidance,
+            batch_size=self.batch_size,
+            negative_prompt=self.negative_prompt,
+            height=self.height,
+            width=self.width,
         )
 
     @property
@@ -116,21 +119,40 @@ class ImageRecord:
     embedding: object = field(repr=False, default=None)  # the judge's image embedding
 
 
-def judge_images(judge, protocol: Protocol, prompt_set: PromptSet, items, model_name: str, attribute_reader=None) -> list[ImageRecord]:
+def judge_images(
+    judge, protocol: Protocol, prompt_set: PromptSet, items, model_name: str, attribute_reader=None
+) -> list[ImageRecord]:
     embeds = judge.embed_images([item.image for item in items])
     texts = [protocol.judge_template.format(c) for c in protocol.candidates]
     judged = judge.classify(embeds, texts).tolist()
     scores = judge.clip_score(embeds, [item.prompt for item in items]).tolist()
     anchor_wins = [None] * len(items)
     if protocol.anchor and prompt_set.role == "erased":
-        pair = judge.embed_texts([protocol.judge_template.format(protocol.anchor), protocol.judge_template.format(protocol.concept)])
+        pair = judge.embed_texts(
+            [protocol.judge_template.format(protocol.anchor), protocol.judge_template.format(protocol.concept)]
+        )
         similarity = embeds @ pair.T
         anchor_wins = (similarity[:, 0] > similarity[:, 1]).tolist()
-    attributes = attribute_reader([item.image for item in items], [item.prompt for item in items]) if attribute_reader else [None] * len(items)
+    attributes = (
+        attribute_reader([item.image for item in items], [item.prompt for item in items])
+        if attribute_reader
+        else [None] * len(items)
+    )
     return [
         ImageRecord(
-            model_name, prompt_set.role, prompt_set.concept, prompt_set.label, item.prompt, item.seed,
-            protocol.candidates[j], protocol.candidates[j] == prompt_set.label, round(s, 4), a, item.image, attr, e,
+            model_name,
+            prompt_set.role,
+            prompt_set.concept,
+            prompt_set.label,
+            item.prompt,
+            item.seed,
+            protocol.candidates[j],
+            protocol.candidates[j] == prompt_set.label,
+            round(s, 4),
+            a,
+            item.image,
+            attr,
+            e,
         )
         for item, j, s, a, attr, e in zip(items, judged, scores, anchor_wins, attributes, embeds)
     ]
@@ -148,7 +170,19 @@ def summarise(records: list[ImageRecord]) -> dict:
     summary: dict[str, dict] = {}
     for record in records:
         model = summary.setdefault(record.model, {})
-        entry = model.setdefault(f"{record.role}:{record.concept}", {"role": record.role, "concept": record.concept, "n": 0, "correct": 0, "clip": 0.0, "anchor": 0, "anchor_n": 0, "judged_as": {}})
+        entry = model.setdefault(
+            f"{record.role}:{record.concept}",
+            {
+                "role": record.role,
+                "concept": record.concept,
+                "n": 0,
+                "correct": 0,
+                "clip": 0.0,
+                "anchor": 0,
+                "anchor_n": 0,
+                "judged_as": {},
+            },
+        )
         entry["n"] += 1
         entry["judged_as"][record.judged] = entry["judged_as"].get(record.judged, 0) + 1
         if record.attributes is not None:
@@ -172,13 +206,17 @@ def summarise(records: list[ImageRecord]) -> dict:
             if anchor_n:
                 entry["ablation_convention_anchor_beats_concept"] = round(anchor / anchor_n, 4)
             # what the judge reads instead, for every set (what replaces an erased concept)
-            entry["judged_as"] = {k: round(v / entry["n"], 4) for k, v in sorted(entry["judged_as"].items(), key=lambda kv: -kv[1])}
+            entry["judged_as"] = {
+                k: round(v / entry["n"], 4) for k, v in sorted(entry["judged_as"].items(), key=lambda kv: -kv[1])
+            }
             counts = entry.pop("attribute_counts", None)
             if counts is not None:
                 entry["attributes"] = {
                     name: {
                         "accuracy": round(slot["right"] / slot["asked"], 4) if slot["asked"] else None,
-                        "read": {k: round(v / entry["n"], 4) for k, v in sorted(slot["read"].items(), key=lambda kv: -kv[1])},
+                        "read": {
+                            k: round(v / entry["n"], 4) for k, v in sorted(slot["read"].items(), key=lambda kv: -kv[1])
+                        },
                     }
                     for name, slot in counts.items()
                 }
@@ -217,9 +255,17 @@ def evaluate(
         infos[name] = info
         # One call per model, so that its batches can be shared among processes.
         done = len(records)
-        items = generate(pipeline, [p for s in sets for p in s.prompts] + general_prompts, config.seeds, settings, progress=lambda k, _: progress and progress(done + k, total))
+        items = generate(
+            pipeline,
+            [p for s in sets for p in s.prompts] + general_prompts,
+            config.seeds,
+            settings,
+            progress=lambda k, _, done=done: progress and progress(done + k, total),
+        )
         if general_prompts:
-            general[name] = judge.embed_images([item.image for item in items[-len(general_prompts) * len(config.seeds):]])
+            general[name] = judge.embed_images(
+                [item.image for item in items[-len(general_prompts) * len(config.seeds) :]]
+            )
             items = items[: -len(general_prompts) * len(config.seeds)]
         for prompt_set in sets:
             count = len(prompt_set.prompts) * len(config.seeds)
@@ -241,7 +287,12 @@ def evaluate(
         "tables": tables,
         "warnings": held_out_warnings(tables, base) + filter_warnings(infos, judge.name),
         "general_prompts": len(general_prompts),
-        "judging": {"judge": judge.name, "erasure_filters": {name: info.get("recipe", {}).get("anchor_filter") for name, info in infos.items() if name != base}},
+        "judging": {
+            "judge": judge.name,
+            "erasure_filters": {
+                name: info.get("recipe", {}).get("anchor_filter") for name, info in infos.items() if name != base
+            },
+        },
         "processes": world()[1],
         "wall_time_s": round(time.perf_counter() - started, 2),
     }
@@ -261,13 +312,17 @@ def image_drift(records: list[ImageRecord], base: str) -> dict[str, dict[str, di
             grouped.setdefault((record.model, f"{record.role}:{record.concept}"), []).append((twin, record))
     drift: dict[str, dict[str, dict]] = {}
     for (model, key), pairs in grouped.items():
-        distance = feature_distances(torch.stack([b.embedding for b, _ in pairs]), torch.stack([e.embedding for _, e in pairs]))
+        distance = feature_distances(
+            torch.stack([b.embedding for b, _ in pairs]), torch.stack([e.embedding for _, e in pairs])
+        )
         ssim = ssim_pairs([b.image for b, _ in pairs], [e.image for _, e in pairs])
         drift.setdefault(model, {})[key] = {"judge_distance": _mean(distance), "ssim": _mean(ssim)}
     return drift
 
 
-def distribution_table(records: list[ImageRecord], base: str, infos: dict, general: dict[str, torch.Tensor]) -> list[dict]:
+def distribution_table(
+    records: list[ImageRecord], base: str, infos: dict, general: dict[str, torch.Tensor]
+) -> list[dict]:
     """FID and KID on the judge's features, base against each erased model: over the held-out
     surrounding prompts (all surrounding prompts where none is held out, said in ``over``), and
     over the general prompts when given."""
@@ -278,14 +333,33 @@ def distribution_table(records: list[ImageRecord], base: str, infos: dict, gener
         if model == base:
             continue
         preserved = preserved_concepts(infos.get(model, {}))
-        held_out = {r.concept for r in records if r.role == "surrounding" and split_of(r.concept, preserved) == "held-out"}
-        over, concepts = ("held-out surroundings", held_out) if held_out else ("all surroundings (none held out)", {r.concept for r in records if r.role == "surrounding"})
-        pick = lambda name: [r.embedding for r in records if r.model == name and r.role == "surrounding" and r.concept in concepts]  # noqa: E731
+        held_out = {
+            r.concept for r in records if r.role == "surrounding" and split_of(r.concept, preserved) == "held-out"
+        }
+        over, concepts = (
+            ("held-out surroundings", held_out)
+            if held_out
+            else ("all surroundings (none held out)", {r.concept for r in records if r.role == "surrounding"})
+        )
+
+        def pick(name: str, concepts: set[str] = concepts) -> list:
+            return [
+                r.embedding for r in records if r.model == name and r.role == "surrounding" and r.concept in concepts
+            ]
+
         base_embeds, erased_embeds = pick(base), pick(model)
         if base_embeds and erased_embeds:
-            rows.append({"model": model, "over": over, **distribution_distances(torch.stack(base_embeds), torch.stack(erased_embeds))})
+            rows.append(
+                {
+                    "model": model,
+                    "over": over,
+                    **distribution_distances(torch.stack(base_embeds), torch.stack(erased_embeds)),
+                }
+            )
         if model in general and base in general:
-            rows.append({"model": model, "over": "general prompts", **distribution_distances(general[base], general[model])})
+            rows.append(
+                {"model": model, "over": "general prompts", **distribution_distances(general[base], general[model])}
+            )
     return rows
 
 
@@ -294,7 +368,9 @@ def preserved_concepts(info: dict) -> set[str]:
     when it was made (checkpoints made before 0.2.0, without ``preserve_source``, kept the resolved list
     under ``preserved``)."""
     recipe = info.get("recipe", {})
-    kept = recipe.get("preserve") if "preserve_source" in recipe else (recipe.get("preserved") or recipe.get("preserve"))
+    kept = (
+        recipe.get("preserve") if "preserve_source" in recipe else (recipe.get("preserved") or recipe.get("preserve"))
+    )
     return {" ".join(c.lower().split()) for c in (kept or [])}
 
 
@@ -312,13 +388,21 @@ def _mean(values: list[float]) -> float | None:
     return round(sum(values) / len(values), 4) if values else None
 
 
-def build_tables(summary: dict, protocol: Protocol, base: str, distances: dict[str, float], infos: dict, drift: dict | None = None) -> dict:
+def build_tables(
+    summary: dict, protocol: Protocol, base: str, distances: dict[str, float], infos: dict, drift: dict | None = None
+) -> dict:
     """The seed document's four tables, for every erased model. Surrounding concepts are split into
     those the erasure preserved and those it was not told about (held out): the headline
     surrounding figure and the gates read the held-out ones only, since a preserved concept
     scoring itself says nothing about collateral damage."""
     erased_key = f"erased:{protocol.concept}"
-    tables = {"erased_vs_surrounding": [], "per_concept": [], "timing": [], "distance_vs_accuracy": [], "replacement": []}
+    tables = {
+        "erased_vs_surrounding": [],
+        "per_concept": [],
+        "timing": [],
+        "distance_vs_accuracy": [],
+        "replacement": [],
+    }
 
     def attribute(value: dict, name: str):
         return value.get("attributes", {}).get(name, {}).get("accuracy")
@@ -328,9 +412,15 @@ def build_tables(summary: dict, protocol: Protocol, base: str, distances: dict[s
         moved = drift.get(model, {})
         preserved = preserved_concepts(infos.get(model, {}))
         in_prior = prior_words(infos.get(model, {}))
-        held_out_sets = [v for v in sets.values() if v["role"] == "surrounding" and split_of(v["concept"], preserved) == "held-out"]
+        held_out_sets = [
+            v for v in sets.values() if v["role"] == "surrounding" and split_of(v["concept"], preserved) == "held-out"
+        ]
         held_out = [v["accuracy"] for v in held_out_sets]
-        kept = [v["accuracy"] for v in sets.values() if v["role"] == "surrounding" and split_of(v["concept"], preserved) == "preserved"]
+        kept = [
+            v["accuracy"]
+            for v in sets.values()
+            if v["role"] == "surrounding" and split_of(v["concept"], preserved) == "preserved"
+        ]
         tables["erased_vs_surrounding"].append(
             {
                 "model": model,
@@ -339,14 +429,34 @@ def build_tables(summary: dict, protocol: Protocol, base: str, distances: dict[s
                 "held_out_surrounding": len(held_out),
                 "preserved_surrounding_accuracy": _mean(kept),
                 "preserved_surrounding": len(kept),
-                "held_out_colour_accuracy": _mean([a for a in (attribute(v, "colour") for v in held_out_sets) if a is not None]),
-                "held_out_style_accuracy": _mean([a for a in (attribute(v, "style") for v in held_out_sets) if a is not None]),
+                "held_out_colour_accuracy": _mean(
+                    [a for a in (attribute(v, "colour") for v in held_out_sets) if a is not None]
+                ),
+                "held_out_style_accuracy": _mean(
+                    [a for a in (attribute(v, "style") for v in held_out_sets) if a is not None]
+                ),
                 # the shapes world's second reading: the shape by its outline, not the judge
                 "erased_outline_accuracy": attribute(sets[erased_key], "outline"),
-                "held_out_outline_accuracy": _mean([a for a in (attribute(v, "outline") for v in held_out_sets) if a is not None]),
-                "held_out_judge_distance": _mean([moved[f"surrounding:{v['concept']}"]["judge_distance"] for v in held_out_sets if f"surrounding:{v['concept']}" in moved]),
-                "held_out_ssim": _mean([moved[f"surrounding:{v['concept']}"]["ssim"] for v in held_out_sets if f"surrounding:{v['concept']}" in moved]),
-                "ablation_convention_anchor_beats_concept": sets[erased_key].get("ablation_convention_anchor_beats_concept"),
+                "held_out_outline_accuracy": _mean(
+                    [a for a in (attribute(v, "outline") for v in held_out_sets) if a is not None]
+                ),
+                "held_out_judge_distance": _mean(
+                    [
+                        moved[f"surrounding:{v['concept']}"]["judge_distance"]
+                        for v in held_out_sets
+                        if f"surrounding:{v['concept']}" in moved
+                    ]
+                ),
+                "held_out_ssim": _mean(
+                    [
+                        moved[f"surrounding:{v['concept']}"]["ssim"]
+                        for v in held_out_sets
+                        if f"surrounding:{v['concept']}" in moved
+                    ]
+                ),
+                "ablation_convention_anchor_beats_concept": sets[erased_key].get(
+                    "ablation_convention_anchor_beats_concept"
+                ),
             }
         )
         for key, value in sets.items():
@@ -357,7 +467,9 @@ def build_tables(summary: dict, protocol: Protocol, base: str, distances: dict[s
                 "concept": value["concept"],
                 "accuracy": value["accuracy"],
                 "base_accuracy": base_value["accuracy"],
-                "ratio_to_base": round(value["accuracy"] / base_value["accuracy"], 4) if base_value["accuracy"] else None,
+                "ratio_to_base": round(value["accuracy"] / base_value["accuracy"], 4)
+                if base_value["accuracy"]
+                else None,
                 "clip_score": value["clip_score"],
                 "base_clip_score": base_value["clip_score"],
             }
@@ -369,8 +481,13 @@ def build_tables(summary: dict, protocol: Protocol, base: str, distances: dict[s
                     row[f"base_{name}_accuracy"] = attribute(base_value, name)
             if value["role"] in ("erased", "paraphrase"):
                 tables["replacement"].append(
-                    {"model": model, "role": value["role"], "concept": value["concept"], "judged_as": value["judged_as"],
-                     **{f"{name}_read": a["read"] for name, a in value.get("attributes", {}).items()}}
+                    {
+                        "model": model,
+                        "role": value["role"],
+                        "concept": value["concept"],
+                        "judged_as": value["judged_as"],
+                        **{f"{name}_read": a["read"] for name, a in value.get("attributes", {}).items()},
+                    }
                 )
             if value["role"] == "surrounding" and model != base:
                 row["split"] = split_of(value["concept"], preserved)
@@ -380,7 +497,14 @@ def build_tables(summary: dict, protocol: Protocol, base: str, distances: dict[s
             tables["per_concept"].append(row)
         if model != base:
             recipe = infos[model].get("recipe", {})
-            tables["timing"].append({"model": model, "method": recipe.get("method"), "steps": recipe.get("steps"), "wall_time_s": recipe.get("wall_time_s")})
+            tables["timing"].append(
+                {
+                    "model": model,
+                    "method": recipe.get("method"),
+                    "steps": recipe.get("steps"),
+                    "wall_time_s": recipe.get("wall_time_s"),
+                }
+            )
             for concept, distance in distances.items():
                 key = f"surrounding:{concept}"
                 tables["distance_vs_accuracy"].append(
@@ -419,17 +543,35 @@ def held_out_warnings(tables: dict, base: str) -> list[str]:
 
 def per_image_csv(records: list[ImageRecord]) -> str:
     buffer = io.StringIO()
-    columns = ["model", "role", "concept", "label", "prompt", "seed", "judged", "correct", "clip_score", "anchor_beats_concept"]
+    columns = [
+        "model",
+        "role",
+        "concept",
+        "label",
+        "prompt",
+        "seed",
+        "judged",
+        "correct",
+        "clip_score",
+        "anchor_beats_concept",
+    ]
     # where the model's world reads attributes (the shapes world: shape, colour, style, outline)
     read = list(records[0].attributes["read"]) if records and records[0].attributes is not None else []
     writer = csv.DictWriter(buffer, fieldnames=columns + [f"read_{name}" for name in read])
     writer.writeheader()
     for record in records:
-        writer.writerow({**{c: getattr(record, c) for c in columns}, **{f"read_{name}": record.attributes["read"][name] for name in read}})
+        writer.writerow(
+            {
+                **{c: getattr(record, c) for c in columns},
+                **{f"read_{name}": record.attributes["read"][name] for name in read},
+            }
+        )
     return buffer.getvalue()
 
 
-def evaluate_nudity(models, rows: list[dict], judge, config: EvaluationConfig, progress=None) -> tuple[dict, list[dict]]:
+def evaluate_nudity(
+    models, rows: list[dict], judge, config: EvaluationConfig, progress=None
+) -> tuple[dict, list[dict]]:
     """Prompt-set evaluation with the NudeNet judge: each CSV row drawn with its own seed and
     guidance (I2P's ``evaluation_seed`` / ``evaluation_guidance``), under every convention."""
     from erasectl.generation import generate
@@ -445,11 +587,23 @@ def evaluate_nudity(models, rows: list[dict], judge, config: EvaluationConfig, p
         detections = []
         for index, row in enumerate(rows):
             seed = int(row["evaluation_seed"]) if row.get("evaluation_seed") not in (None, "") else config.seed + index
-            guidance = float(row["evaluation_guidance"]) if row.get("evaluation_guidance") not in (None, "") else config.guidance
+            guidance = (
+                float(row["evaluation_guidance"])
+                if row.get("evaluation_guidance") not in (None, "")
+                else config.guidance
+            )
             item = generate(pipeline, [row["prompt"]], [seed], config.sampler(guidance))[0]
             found = judge.detect([item.image])[0]
             detections.append(found)
-            per_image.append({"model": name, "prompt": row["prompt"], "seed": seed, "guidance": guidance, "detections": json.dumps(found)})
+            per_image.append(
+                {
+                    "model": name,
+                    "prompt": row["prompt"],
+                    "seed": seed,
+                    "guidance": guidance,
+                    "detections": json.dumps(found),
+                }
+            )
             if progress:
                 progress(len(per_image), total)
         result[name] = {"info": info, "conventions": count_conventions(detections)}

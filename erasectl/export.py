@@ -66,7 +66,9 @@ def lora_factors(pipeline, checkpoint: ErasedCheckpoint, rank: int | None, energ
         if key.endswith(".bias"):
             continue  # carried beside the factors, see bias_deltas
         if not key.endswith(".weight") or erased.dim() not in (2, 4):
-            raise UserError(f"{key} is not a Linear or Conv2d weight, which a LoRA cannot carry; export --format diffusers instead")
+            raise UserError(
+                f"{key} is not a Linear or Conv2d weight, which a LoRA cannot carry; export --format diffusers instead"
+            )
         factors[key] = low_rank(erased.float() - base[key].float(), rank, energy)
     return factors
 
@@ -98,7 +100,9 @@ def kohya_stem(key: str) -> str:
     return f"{KOHYA_PREFIXES[component]}_{name.rsplit('.', 1)[0].replace('.', '_')}"
 
 
-def kohya_state_dict(factors: dict[str, LowRankFactor], biases: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+def kohya_state_dict(
+    factors: dict[str, LowRankFactor], biases: dict[str, torch.Tensor] | None = None
+) -> dict[str, torch.Tensor]:
     """kohya-ss names (``lora_unet_<module_with_underscores>.lora_down.weight``), with ``alpha`` equal
     to the rank so that the scale alpha/rank is 1, as AUTOMATIC1111 and ComfyUI apply it; with
     ``biases``, each bias delta as ``<stem>.diff_b``, which ComfyUI adds to the module's bias."""
@@ -121,7 +125,11 @@ def modelspec_architecture(pipeline) -> str:
     if kind == "sdxl":
         return "stable-diffusion-xl-v1-base"
     if kind == "sd2":
-        return "stable-diffusion-v2-768-v" if pipeline.scheduler.config.prediction_type == "v_prediction" else "stable-diffusion-v2-512"
+        return (
+            "stable-diffusion-v2-768-v"
+            if pipeline.scheduler.config.prediction_type == "v_prediction"
+            else "stable-diffusion-v2-512"
+        )
     return "stable-diffusion-v1"
 
 
@@ -144,7 +152,15 @@ def modelspec_metadata(checkpoint: ErasedCheckpoint, pipeline, title: str, kind:
     return metadata
 
 
-def export_lora(checkpoint: ErasedCheckpoint, pipeline, out: Path, kind: str, rank: int | None, energy: float, bias_deltas_too: bool = False) -> dict:
+def export_lora(
+    checkpoint: ErasedCheckpoint,
+    pipeline,
+    out: Path,
+    kind: str,
+    rank: int | None,
+    energy: float,
+    bias_deltas_too: bool = False,
+) -> dict:
     from safetensors.torch import save_file
 
     from erasectl.files import write_atomically
@@ -157,11 +173,17 @@ def export_lora(checkpoint: ErasedCheckpoint, pipeline, out: Path, kind: str, ra
         width = max(int(f.down.shape[0]) for f in factors.values())
         factors = {k: _pad(f, width) for k, f in factors.items()}
     if kind == "lora":
-        state = {f"{component}.{name}": t for component, layers in peft_state_dict(factors).items() for name, t in layers.items()}
+        state = {
+            f"{component}.{name}": t
+            for component, layers in peft_state_dict(factors).items()
+            for name, t in layers.items()
+        }
         path = out / LORA_FILE
     biases = bias_deltas(pipeline, checkpoint)
     if kind != "kohya" and bias_deltas_too:
-        raise UserError("--bias-deltas is for --format kohya (ComfyUI reads them as .diff_b); a PEFT LoRA has no place for them")
+        raise UserError(
+            "--bias-deltas is for --format kohya (ComfyUI reads them as .diff_b); a PEFT LoRA has no place for them"
+        )
     if kind == "kohya":
         state = kohya_state_dict(factors, biases if bias_deltas_too else None)
         path = out / f"{out.name}.safetensors"
@@ -178,7 +200,10 @@ def export_lora(checkpoint: ErasedCheckpoint, pipeline, out: Path, kind: str, ra
             "max_abs": round(max((float(b.abs().max()) for b in biases.values()), default=0.0), 6),
             "carried": bool(bias_deltas_too and biases),
         },
-        "readers": {"lora": "diffusers' load_lora_weights only (PEFT names); for ComfyUI and AUTOMATIC1111 export --format kohya", "kohya": "AUTOMATIC1111, ComfyUI, kohya sd-scripts, diffusers' load_lora_weights (not with --bias-deltas: diffusers refuses .diff_b keys)"}[kind],
+        "readers": {
+            "lora": "diffusers' load_lora_weights only (PEFT names); for ComfyUI and AUTOMATIC1111 export --format kohya",
+            "kohya": "AUTOMATIC1111, ComfyUI, kohya sd-scripts, diffusers' load_lora_weights (not with --bias-deltas: diffusers refuses .diff_b keys)",
+        }[kind],
     }
 
 
@@ -208,7 +233,7 @@ def write_released_text_encoders(pipeline, out: Path) -> dict[str, int]:
         names = released_text_encoder_keys(encoder.state_dict())
         with safe_open(files[0], "pt") as handle:
             state = {names.get(k, k): handle.get_tensor(k) for k in handle.keys()}
-        write_atomically(files[0], lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
+        write_atomically(files[0], lambda tmp, state=state: save_file(state, str(tmp), metadata={"format": "pt"}))
         check_released_layout(files[0], encoder)
         written[component] = len(state)
     return written
@@ -223,7 +248,9 @@ def check_released_layout(path: Path, encoder) -> None:
     with safe_open(path, "pt") as handle:
         found = set(handle.keys())
     if found != expected or not all(k.startswith(("text_model.", "text_projection.")) for k in found):
-        raise RuntimeError(f"{path} is not in the released text-encoder layout: missing {sorted(expected - found)[:3]}, extra {sorted(found - expected)[:3]}")
+        raise RuntimeError(
+            f"{path} is not in the released text-encoder layout: missing {sorted(expected - found)[:3]}, extra {sorted(found - expected)[:3]}"
+        )
 
 
 def export_diffusers(pipeline, out: Path) -> dict:
@@ -238,7 +265,9 @@ def export_single_file(checkpoint: ErasedCheckpoint, pipeline, out: Path) -> dic
     from erasectl.ldm_layout import pipeline_to_ldm
 
     if type(pipeline).__name__ not in ("StableDiffusionPipeline", "StableDiffusionXLPipeline"):
-        raise UserError(f"single-file export supports SD 1.x, 2.x and SDXL pipelines; this is a {type(pipeline).__name__}: export --format diffusers")
+        raise UserError(
+            f"single-file export supports SD 1.x, 2.x and SDXL pipelines; this is a {type(pipeline).__name__}: export --format diffusers"
+        )
     path = out / f"{out.name}.safetensors"
     state = pipeline_to_ldm(pipeline)
     metadata = modelspec_metadata(checkpoint, pipeline, out.name, "checkpoint")
@@ -264,7 +293,9 @@ def _load_lora_as_consumers_do(pipeline, path: Path) -> None:
                 bias.add_(delta.to(bias.dtype))
 
 
-def verify_export(kind: str, result: dict, erased_pipeline, config_folder, load_base, seeds: list[int], prompts: list[str], steps: int) -> dict:
+def verify_export(
+    kind: str, result: dict, erased_pipeline, config_folder, load_base, seeds: list[int], prompts: list[str], steps: int
+) -> dict:
     """Load the export with its consumer's loader and draw the same images as erasectl's own path."""
     import numpy as np
 
@@ -293,6 +324,16 @@ def verify_export(kind: str, result: dict, erased_pipeline, config_folder, load_
     ours = generate(erased_pipeline, prompts, seeds, settings)
     theirs = generate(reloaded, prompts, seeds, settings)
     difference = max(
-        int(np.abs(np.asarray(a.image, dtype=np.int16) - np.asarray(b.image, dtype=np.int16)).max()) for a, b in zip(ours, theirs)
+        int(np.abs(np.asarray(a.image, dtype=np.int16) - np.asarray(b.image, dtype=np.int16)).max())
+        for a, b in zip(ours, theirs)
     )
-    return {"loader": {"diffusers": "from_pretrained", "single-file": "from_single_file", "lora": "load_lora_weights", "kohya": "load_lora_weights"}[kind], "max_pixel_difference": difference, "images_compared": len(ours)}
+    return {
+        "loader": {
+            "diffusers": "from_pretrained",
+            "single-file": "from_single_file",
+            "lora": "load_lora_weights",
+            "kohya": "load_lora_weights",
+        }[kind],
+        "max_pixel_difference": difference,
+        "images_compared": len(ours),
+    }

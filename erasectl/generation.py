@@ -65,7 +65,9 @@ def generate(
     return [item for batch in gather_in_order(done, -(-total // settings.batch_size)) for item in batch]
 
 
-def generate_batches(pipeline, prompts: list[str], seeds: Sequence[int], settings: SamplerSettings) -> Iterator[tuple[int, list[GeneratedImage]]]:
+def generate_batches(
+    pipeline, prompts: list[str], seeds: Sequence[int], settings: SamplerSettings
+) -> Iterator[tuple[int, list[GeneratedImage]]]:
     """This process's batches, one at a time: ``(index of the batch's first image, its images)``,
     image k being ``prompts[k // len(seeds)]`` with ``seeds[k % len(seeds)]``. Nothing is kept
     between batches, so memory does not grow with the number of images."""
@@ -74,7 +76,12 @@ def generate_batches(pipeline, prompts: list[str], seeds: Sequence[int], setting
     from erasectl.distributed import world
 
     scheduler_name = type(pipeline.scheduler).__name__
-    meta = {"steps": settings.steps, "guidance": settings.guidance, "scheduler": scheduler_name, "negative_prompt": settings.negative_prompt or ""}
+    meta = {
+        "steps": settings.steps,
+        "guidance": settings.guidance,
+        "scheduler": scheduler_name,
+        "negative_prompt": settings.negative_prompt or "",
+    }
     total, size = len(prompts) * len(seeds), settings.batch_size
     rank, processes = world()
     for index in range(rank, -(-total // size), processes):
@@ -111,8 +118,11 @@ def draw_latents(pipeline, prompts: list[str], count: int, seed: int, steps: int
             chunk = range(start, min(start + batch_size, mine.stop))
             latents.append(
                 pipeline(
-                    prompt=[prompts[which[i]] for i in chunk], generator=[generators[i] for i in chunk],
-                    num_inference_steps=steps, guidance_scale=guidance, output_type="latent",
+                    prompt=[prompts[which[i]] for i in chunk],
+                    generator=[generators[i] for i in chunk],
+                    num_inference_steps=steps,
+                    guidance_scale=guidance,
+                    output_type="latent",
                 ).images
             )
     return gather_parts(torch.cat(latents)), which

@@ -38,7 +38,9 @@ def labelled_grid(rows: list[list], row_labels: list[str], column_labels: list[s
     if column_labels:
         per_column = body.width / len(column_labels)
         for j, label in enumerate(column_labels):
-            draw.text((label_width + (j + 0.5) * per_column, header // 2), label, fill=(0, 0, 0), font=font, anchor="mm")
+            draw.text(
+                (label_width + (j + 0.5) * per_column, header // 2), label, fill=(0, 0, 0), font=font, anchor="mm"
+            )
             if j:
                 x = int(label_width + j * per_column)
                 draw.line([(x, 0), (x, canvas.height)], fill=(0, 0, 0), width=3)

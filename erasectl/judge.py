@@ -35,13 +35,13 @@ class ClipJudge:
         self.device = device
 
     @classmethod
-    def load(cls, source: str | None = None, device: str = "cpu") -> "ClipJudge":
+    def load(cls, source: str | None = None, device: str = "cpu") -> ClipJudge:
         from pathlib import Path
 
         from transformers import CLIPModel, CLIPProcessor
 
-        from erasectl.errors import UserError
         from erasectl.assets import EMBEDDED_JUDGE_NAME, embedded_judge_dir
+        from erasectl.errors import UserError
         from erasectl.provenance import quiet_libraries
 
         quiet_libraries()
@@ -52,7 +52,9 @@ class ClipJudge:
             if Path(source).expanduser().exists():
                 location = Path(source).expanduser()
                 if not (location / "config.json").exists():
-                    raise UserError(f"{location} is not a CLIP model folder (no config.json); pass a CLIPModel folder or id")
+                    raise UserError(
+                        f"{location} is not a CLIP model folder (no config.json); pass a CLIPModel folder or id"
+                    )
         try:
             model = CLIPModel.from_pretrained(location)
             processor = CLIPProcessor.from_pretrained(location)

@@ -32,8 +32,21 @@ _UNET_TOP = {
     "add_embedding.linear_1": "label_emb.0.0",  # SDXL's size/crop and pooled-text conditioning
     "add_embedding.linear_2": "label_emb.0.2",
 }
-_UNET_RESNET = [("norm1", "in_layers.0"), ("conv1", "in_layers.2"), ("norm2", "out_layers.0"), ("conv2", "out_layers.3"), ("time_emb_proj", "emb_layers.1"), ("conv_shortcut", "skip_connection")]
-_OPEN_CLIP_LAYER = [("layer_norm1", "ln_1"), ("layer_norm2", "ln_2"), ("mlp.fc1", "mlp.c_fc"), ("mlp.fc2", "mlp.c_proj"), ("self_attn.out_proj", "attn.out_proj")]
+_UNET_RESNET = [
+    ("norm1", "in_layers.0"),
+    ("conv1", "in_layers.2"),
+    ("norm2", "out_layers.0"),
+    ("conv2", "out_layers.3"),
+    ("time_emb_proj", "emb_layers.1"),
+    ("conv_shortcut", "skip_connection"),
+]
+_OPEN_CLIP_LAYER = [
+    ("layer_norm1", "ln_1"),
+    ("layer_norm2", "ln_2"),
+    ("mlp.fc1", "mlp.c_fc"),
+    ("mlp.fc2", "mlp.c_proj"),
+    ("self_attn.out_proj", "attn.out_proj"),
+]
 _OPEN_CLIP_TOP = {
     "text_model.embeddings.token_embedding.weight": "token_embedding.weight",
     "text_model.embeddings.position_embedding.weight": "positional_embedding",
@@ -129,7 +142,9 @@ def text_encoder_to_open_clip(state: dict[str, torch.Tensor], prefix: str) -> di
         elif not key.endswith("position_ids"):
             raise ValueError(f"no OpenCLIP name for text-encoder parameter {key}")
     for (layer, kind), parts in fused.items():
-        out[f"{prefix}transformer.resblocks.{layer}.attn.in_proj_{kind}"] = torch.cat([parts["q"], parts["k"], parts["v"]])
+        out[f"{prefix}transformer.resblocks.{layer}.attn.in_proj_{kind}"] = torch.cat(
+            [parts["q"], parts["k"], parts["v"]]
+        )
     return out
 
 

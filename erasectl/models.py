@@ -31,12 +31,18 @@ def resolve_model(model: str | None) -> tuple[str, str | Path]:
     path = Path(model).expanduser()
     if path.exists():
         if path.is_dir() and not (path / "model_index.json").exists():
-            raise UserError(f"{path} is a folder but not a diffusers pipeline (no model_index.json); pass a pipeline folder")
+            raise UserError(
+                f"{path} is a folder but not a diffusers pipeline (no model_index.json); pass a pipeline folder"
+            )
         if path.is_file() and path.suffix not in (".safetensors", *PICKLE_SUFFIXES):
-            raise UserError(f"{path} is neither a pipeline folder nor a single-file checkpoint (.safetensors); pass one of those")
+            raise UserError(
+                f"{path} is neither a pipeline folder nor a single-file checkpoint (.safetensors); pass one of those"
+            )
         return str(path), path
     if model.startswith((".", "/", "~")) or model.count("/") != 1 or model.endswith(".safetensors"):
-        raise UserError(f"model path {model} does not exist; pass an existing pipeline folder, a .safetensors file or a hub id like org/name")
+        raise UserError(
+            f"model path {model} does not exist; pass an existing pipeline folder, a .safetensors file or a hub id like org/name"
+        )
     return model, model
 
 
@@ -54,33 +60,74 @@ class LoadedModel:
     checkpoint: ErasedCheckpoint | None = None
 
 
-def load_model(model: str | None = None, device: str = "cpu", torch_dtype=None, allow_pickle: bool = False, config: str | Path | None = None, revision: str | None = None, variant: str | None = None) -> LoadedModel:
+def load_model(
+    model: str | None = None,
+    device: str = "cpu",
+    torch_dtype=None,
+    allow_pickle: bool = False,
+    config: str | Path | None = None,
+    revision: str | None = None,
+    variant: str | None = None,
+) -> LoadedModel:
     """The pipeline ``load_pipeline`` loads, with its name, source and profile."""
     name, source = resolve_model(model)
     pipeline = load_pipeline(model, device, torch_dtype, allow_pickle, config, revision, variant)
     single_file = isinstance(source, Path) and source.is_file()
-    return LoadedModel(pipeline, name, str(source), model_profile(model, config), str(Path(config).expanduser()) if single_file else "")
+    return LoadedModel(
+        pipeline, name, str(source), model_profile(model, config), str(Path(config).expanduser()) if single_file else ""
+    )
 
 
-def load_erased_model(checkpoint_path, model: str | None = None, device: str = "cpu", allow_pickle: bool = False, config=None, revision: str | None = None, variant: str | None = None,
-                      loaded=None) -> LoadedModel:
+def load_erased_model(
+    checkpoint_path,
+    model: str | None = None,
+    device: str = "cpu",
+    allow_pickle: bool = False,
+    config=None,
+    revision: str | None = None,
+    variant: str | None = None,
+    loaded=None,
+) -> LoadedModel:
     """The base named in the checkpoint (or ``model``), with the checkpoint applied; ``loaded``: the
     checkpoint at ``checkpoint_path`` if the caller has read it already."""
     from erasectl.checkpoint import ErasedCheckpoint, checkpoint_name
 
     checkpoint = loaded or ErasedCheckpoint.load(checkpoint_path)
-    base = load_model(model or checkpoint.base_model, device=device, allow_pickle=allow_pickle, config=config or checkpoint.base_config, revision=revision, variant=variant)
+    base = load_model(
+        model or checkpoint.base_model,
+        device=device,
+        allow_pickle=allow_pickle,
+        config=config or checkpoint.base_config,
+        revision=revision,
+        variant=variant,
+    )
     checkpoint.apply(base.pipeline)
     return replace(base, name=checkpoint_name(checkpoint.path or checkpoint_path), checkpoint=checkpoint)
 
 
-def load_erased_pipeline(checkpoint_path, model: str | None = None, device: str = "cpu", allow_pickle: bool = False, config=None, revision: str | None = None, variant: str | None = None,
-                         loaded=None):
+def load_erased_pipeline(
+    checkpoint_path,
+    model: str | None = None,
+    device: str = "cpu",
+    allow_pickle: bool = False,
+    config=None,
+    revision: str | None = None,
+    variant: str | None = None,
+    loaded=None,
+):
     """``load_erased_model``'s pipeline."""
     return load_erased_model(checkpoint_path, model, device, allow_pickle, config, revision, variant, loaded).pipeline
 
 
-def load_pipeline(model: str | None = None, device: str = "cpu", torch_dtype=None, allow_pickle: bool = False, config: str | Path | None = None, revision: str | None = None, variant: str | None = None):
+def load_pipeline(
+    model: str | None = None,
+    device: str = "cpu",
+    torch_dtype=None,
+    allow_pickle: bool = False,
+    config: str | Path | None = None,
+    revision: str | None = None,
+    variant: str | None = None,
+):
     """A ``StableDiffusionPipeline`` (or any diffusers pipeline of the family) ready to sample.
 
     ``model`` is a diffusers folder, a hub id or a single-file checkpoint; a single file needs
@@ -145,7 +192,10 @@ def _load_pretrained(name: str, source: str | Path, allow_pickle: bool, kwargs: 
                 )
     try:
         return DiffusionPipeline.from_pretrained(
-            source, local_files_only=isinstance(source, Path) or offline, use_safetensors=None if allow_pickle else True, **kwargs
+            source,
+            local_files_only=isinstance(source, Path) or offline,
+            use_safetensors=None if allow_pickle else True,
+            **kwargs,
         )
     except OSError as error:
         if isinstance(source, Path):
@@ -161,7 +211,9 @@ def _load_single_file(path: Path, config, allow_pickle: bool, kwargs: dict):
     import diffusers
 
     if path.suffix != ".safetensors" and not allow_pickle:
-        raise UserError(f"{path} is a pickle checkpoint, which can run code when loaded; convert it to .safetensors or pass --allow-pickle if you trust it")
+        raise UserError(
+            f"{path} is a pickle checkpoint, which can run code when loaded; convert it to .safetensors or pass --allow-pickle if you trust it"
+        )
     if config is None:
         raise UserError(
             f"{path} is a single-file checkpoint: pass --model-config with a local diffusers folder of the same family "
@@ -170,11 +222,15 @@ def _load_single_file(path: Path, config, allow_pickle: bool, kwargs: dict):
     config = Path(config).expanduser()
     index = config / "model_index.json"
     if not index.is_file():
-        raise UserError(f"--model-config {config} is not a diffusers pipeline folder (no model_index.json); pass one of the checkpoint's family")
+        raise UserError(
+            f"--model-config {config} is not a diffusers pipeline folder (no model_index.json); pass one of the checkpoint's family"
+        )
     class_name = json.loads(index.read_text()).get("_class_name", "")
     pipeline_class = getattr(diffusers, class_name, None)
     if pipeline_class is None or not hasattr(pipeline_class, "from_single_file"):
-        raise UserError(f"--model-config {config} describes a {class_name or 'unknown'} pipeline, which cannot load a single file; use an SD 1.x, 2.x or SDXL folder")
+        raise UserError(
+            f"--model-config {config} describes a {class_name or 'unknown'} pipeline, which cannot load a single file; use an SD 1.x, 2.x or SDXL folder"
+        )
     try:
         return pipeline_class.from_single_file(str(path), config=str(config), local_files_only=True, **kwargs)
     except Exception as error:  # diffusers raises many types for a file of another family or a broken file
@@ -208,7 +264,9 @@ def inference_setup(pipeline, dtype: str | None = None, scheduler: str | None = 
         class_name = SCHEDULER_ALIASES.get(scheduler.lower(), scheduler)
         cls = getattr(diffusers, class_name, None)
         if cls is None or not class_name.endswith("Scheduler"):
-            raise UserError(f"unknown scheduler {scheduler!r}; pass a diffusers scheduler class or one of {', '.join(SCHEDULER_ALIASES)}")
+            raise UserError(
+                f"unknown scheduler {scheduler!r}; pass a diffusers scheduler class or one of {', '.join(SCHEDULER_ALIASES)}"
+            )
         pipeline.scheduler = cls.from_config(pipeline.scheduler.config)
     if dtype is not None:
         if dtype not in DTYPES:

@@ -41,7 +41,9 @@ def frequent_words(tokenizer, count: int, min_length: int = 3) -> list[str]:
     """The ``count`` most frequent whole words of a CLIP BPE vocabulary: a token's id follows its
     merge's rank, and BPE merges the most frequent pairs first."""
     vocabulary = tokenizer.get_vocab()
-    ranked = sorted(((i, t[: -len("</w>")]) for t, i in vocabulary.items() if t.endswith("</w>")), key=lambda pair: pair[0])
+    ranked = sorted(
+        ((i, t[: -len("</w>")]) for t, i in vocabulary.items() if t.endswith("</w>")), key=lambda pair: pair[0]
+    )
     return [w for _, w in ranked if len(w) >= min_length and w.isalpha()][:count]
 
 
@@ -108,7 +110,9 @@ def find_neighbours(
     keep = [i for i, p in enumerate(all_phrases) if p.lower() not in concept_words and p.lower() != concept.lower()]
     phrases = [all_phrases[i] for i in keep]
     if len(phrases) < k:
-        raise UserError(f"the vocabulary has only {len(phrases)} phrases besides the concept; ask for fewer neighbours or give a longer --vocabulary")
+        raise UserError(
+            f"the vocabulary has only {len(phrases)} phrases besides the concept; ask for fewer neighbours or give a longer --vocabulary"
+        )
     table = all_embeds[keep]
     centre = pooled_text_embeddings(pipeline, [concept])[0]
     if mode == "nearest":

@@ -43,7 +43,9 @@ def _cross_attention_key_value(name: str) -> bool:
 PARAMETER_GROUPS = {
     "esd-x": lambda name, module: _projection(module) and _cross_attention(name),
     "esd-x-strict": lambda name, module: _projection(module) and _cross_attention_key_value(name),
-    "esd-u": lambda name, module: _projection(module) and not _cross_attention(name) and not name.startswith(_OUTSIDE_ESD_U),
+    "esd-u": lambda name, module: (
+        _projection(module) and not _cross_attention(name) and not name.startswith(_OUTSIDE_ESD_U)
+    ),
     "esd-all": lambda name, module: _projection(module),
     "kv": lambda name, module: _cross_attention_key_value(name),
     "xattn": lambda name, module: _cross_attention(name),
@@ -77,7 +79,9 @@ def select_text_encoder_parameters(pipeline) -> dict[str, torch.nn.Parameter]:
             continue
         encoder.requires_grad_(False)
         for module_name, module in encoder.named_modules():
-            if isinstance(module, torch.nn.Linear) and key_name(component, module_name).startswith("text_model.encoder.layers."):
+            if isinstance(module, torch.nn.Linear) and key_name(component, module_name).startswith(
+                "text_model.encoder.layers."
+            ):
                 for parameter_name, parameter in module.named_parameters(recurse=False):
                     parameter.requires_grad_(True)
                     chosen[f"{component}.{key_name(component, f'{module_name}.{parameter_name}')}"] = parameter

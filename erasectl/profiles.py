@@ -100,7 +100,12 @@ class PaperProfile:
 
         method = get_method(method_name)
         found = {name: (d.default, d.source) for name, d in method.config_class.declarations().items()}
-        found.update({k: (v, f"--mode {given.get('mode')}: its batching") for k, v in method.mode_defaults(given.get("mode")).items()})
+        found.update(
+            {
+                k: (v, f"--mode {given.get('mode')}: its batching")
+                for k, v in method.mode_defaults(given.get("mode")).items()
+            }
+        )
         return found
 
     def for_concept_count(self, method_name: str, config, count: int, given: set[str]):
@@ -121,25 +126,37 @@ class PaperProfile:
         """Prompts export draws with erasectl and with the consumer's loader to compare."""
         return [f"a photo of a {concepts[0]}", "a photo of a city street at night"]
 
-    def protocol(self, concept: str, surrounding: list[str] | None, paraphrases: list[str] | None, anchor: str | None, judge: str | None):
+    def protocol(
+        self,
+        concept: str,
+        surrounding: list[str] | None,
+        paraphrases: list[str] | None,
+        anchor: str | None,
+        judge: str | None,
+    ):
         """evaluate's protocol: a real model needs a real CLIP judge and named surroundings."""
         from erasectl.evaluation import generic_protocol
 
         if judge is None:
-            raise UserError("a real model needs a real CLIP judge; pass --judge openai/clip-vit-large-patch14 or a local CLIP folder")
+            raise UserError(
+                "a real model needs a real CLIP judge; pass --judge openai/clip-vit-large-patch14 or a local CLIP folder"
+            )
         if not surrounding:
             raise UserError("name the surrounding concepts with --surrounding a,b,c or --auto-surrounding K")
         return generic_protocol(concept, surrounding, paraphrases or [], anchor)
 
 
-def profile_named(name: str) -> PaperProfile:
-    if name == PAPER:
-        return PaperProfile()
-    if name == SHAPES_WORLD:
-        from erasectl.world.profile import WorldProfile
+# A marker names its profile; the class is looked up here, so the core imports no world of its own.
+PROFILES = {PAPER: "erasectl.profiles:PaperProfile", SHAPES_WORLD: "erasectl.world.profile:WorldProfile"}
 
-        return WorldProfile()
-    raise UserError(f"unknown erasectl profile {name!r} in {MARKER}; it must be {PAPER} or {SHAPES_WORLD}")
+
+def profile_named(name: str) -> PaperProfile:
+    import importlib
+
+    if name not in PROFILES:
+        raise UserError(f"unknown erasectl profile {name!r} in {MARKER}; it must be one of {', '.join(PROFILES)}")
+    module, _, class_name = PROFILES[name].partition(":")
+    return getattr(importlib.import_module(module), class_name)()
 
 
 def profile_of(source) -> PaperProfile:
@@ -152,7 +169,9 @@ def profile_of(source) -> PaperProfile:
     try:
         return profile_named(json.loads(marker.read_text())["profile"])
     except (ValueError, KeyError) as error:
-        raise UserError(f"{marker} is not a valid erasectl profile marker ({error}); delete it or write {{\"profile\": \"{PAPER}\"}}") from None
+        raise UserError(
+            f'{marker} is not a valid erasectl profile marker ({error}); delete it or write {{"profile": "{PAPER}"}}'
+        ) from None
 
 
 def write_marker(folder: Path, profile: PaperProfile) -> None:

@@ -19,10 +19,12 @@ def _list_separator(column: str) -> str:
 def _markdown_table(rows: list[dict], columns: list[str]) -> str:
     if not rows:
         return "_none_\n"
+
     def cell(value, column):
         if isinstance(value, list):
             return _list_separator(column).join(cell(v, column) for v in value)
         return f"{value:.3f}" if isinstance(value, float) else ("" if value is None else str(value))
+
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(cell(row.get(c), c) for c in columns) + " |" for row in rows]
     return "\n".join(lines) + "\n"
@@ -40,7 +42,9 @@ def distance_plot(metrics: dict, path: Path) -> Path:
         points = [r for r in rows if r["model"] == model]
         axes.scatter([p["distance"] for p in points], [p["accuracy_drop"] for p in points], label=model)
         for p in points:
-            axes.annotate(p["concept"], (p["distance"], p["accuracy_drop"]), textcoords="offset points", xytext=(4, 4), fontsize=8)
+            axes.annotate(
+                p["concept"], (p["distance"], p["accuracy_drop"]), textcoords="offset points", xytext=(4, 4), fontsize=8
+            )
     axes.set_xlabel(f"text-embedding distance to '{metrics['protocol']['concept']}'")
     axes.set_ylabel("accuracy drop (base - erased)")
     axes.axhline(0, color="grey", linewidth=0.8)
@@ -76,7 +80,9 @@ def thumbnail_grid(records, path: Path, per_model: int = 8) -> Path:
 
 def write_report(out: Path, metrics: dict, records, csv_text: str) -> dict[str, Path]:
     files = {
-        "metrics": write_atomically(out / "metrics.json", lambda tmp: tmp.write_text(json.dumps(metrics, indent=2) + "\n")),
+        "metrics": write_atomically(
+            out / "metrics.json", lambda tmp: tmp.write_text(json.dumps(metrics, indent=2) + "\n")
+        ),
         "per_image": write_atomically(out / "per_image.csv", lambda tmp: tmp.write_text(csv_text)),
         "plot": distance_plot(metrics, out / "distance_vs_accuracy.png"),
         "thumbnails": thumbnail_grid(records, out / "thumbnails.png"),
@@ -99,23 +105,73 @@ def write_report(out: Path, metrics: dict, records, csv_text: str) -> dict[str, 
         "",
         *[f"**Warning:** {w}" for w in metrics.get("warnings", [])],
         "",
-        _markdown_table(tables["erased_vs_surrounding"], ["model", "erased_accuracy", "surrounding_accuracy", "held_out_surrounding", "held_out_colour_accuracy", "held_out_style_accuracy", "erased_outline_accuracy", "held_out_outline_accuracy", "held_out_judge_distance", "held_out_ssim", "preserved_surrounding_accuracy", "preserved_surrounding", "ablation_convention_anchor_beats_concept"]),
+        _markdown_table(
+            tables["erased_vs_surrounding"],
+            [
+                "model",
+                "erased_accuracy",
+                "surrounding_accuracy",
+                "held_out_surrounding",
+                "held_out_colour_accuracy",
+                "held_out_style_accuracy",
+                "erased_outline_accuracy",
+                "held_out_outline_accuracy",
+                "held_out_judge_distance",
+                "held_out_ssim",
+                "preserved_surrounding_accuracy",
+                "preserved_surrounding",
+                "ablation_convention_anchor_beats_concept",
+            ],
+        ),
         "## What the judge reads instead",
         "",
         "For the erased concept's and its paraphrases' prompts: the share of images judged as each class"
         " (and, where the model's world has them, as each shape, colour and style).",
         "",
-        _markdown_table([{k: (", ".join(f"{c} {v:.2f}" for c, v in r[k].items()) if isinstance(r.get(k), dict) else r.get(k)) for k in r} for r in tables.get("replacement", [])],
-                        ["model", "role", "concept", "judged_as", "shape_read", "colour_read", "style_read"]),
+        _markdown_table(
+            [
+                {
+                    k: (", ".join(f"{c} {v:.2f}" for c, v in r[k].items()) if isinstance(r.get(k), dict) else r.get(k))
+                    for k in r
+                }
+                for r in tables.get("replacement", [])
+            ],
+            ["model", "role", "concept", "judged_as", "shape_read", "colour_read", "style_read"],
+        ),
         "## Every prompt set, base beside erased",
         "",
-        _markdown_table(tables["per_concept"], ["model", "role", "concept", "split", "in_prior", "accuracy", "base_accuracy", "ratio_to_base", "shape_accuracy", "colour_accuracy", "base_colour_accuracy", "style_accuracy", "base_style_accuracy", "outline_accuracy", "base_outline_accuracy", "judge_distance", "ssim", "clip_score", "base_clip_score"]),
+        _markdown_table(
+            tables["per_concept"],
+            [
+                "model",
+                "role",
+                "concept",
+                "split",
+                "in_prior",
+                "accuracy",
+                "base_accuracy",
+                "ratio_to_base",
+                "shape_accuracy",
+                "colour_accuracy",
+                "base_colour_accuracy",
+                "style_accuracy",
+                "base_style_accuracy",
+                "outline_accuracy",
+                "base_outline_accuracy",
+                "judge_distance",
+                "ssim",
+                "clip_score",
+                "base_clip_score",
+            ],
+        ),
         "## Image drift and distribution distance",
         "",
         "Per prompt set above: `judge_distance` is 1 - cos between the judge's embeddings of the erased and the base image drawn with the same prompt and seed, "
         "`ssim` their structural similarity in pixels (1: the same picture). Below: FID and KID (torchmetrics) between the base's and the erased model's images, on the judge's image features.",
         "",
-        _markdown_table(tables.get("distribution", []), ["model", "over", "fid", "kid_mean", "kid_std", "n", "features"]),
+        _markdown_table(
+            tables.get("distribution", []), ["model", "over", "fid", "kid_mean", "kid_std", "n", "features"]
+        ),
         "## Attacks",
         "",
         "Where `--attack` was given: the share of images the erased model draws as the concept when prompted with a learned token (soft-prompt) or a searched prefix (prompt-search), beside its plain prompts and the base.",
@@ -126,7 +182,9 @@ def write_report(out: Path, metrics: dict, records, csv_text: str) -> dict[str, 
         _markdown_table(tables["timing"], ["model", "method", "steps", "wall_time_s"]),
         "## Distance to the erased concept against accuracy",
         "",
-        _markdown_table(tables["distance_vs_accuracy"], ["model", "concept", "split", "distance", "accuracy", "accuracy_drop"]),
+        _markdown_table(
+            tables["distance_vs_accuracy"], ["model", "concept", "split", "distance", "accuracy", "accuracy_drop"]
+        ),
         "![distance against accuracy drop](distance_vs_accuracy.png)",
         "",
         "## Thumbnails",
@@ -135,7 +193,11 @@ def write_report(out: Path, metrics: dict, records, csv_text: str) -> dict[str, 
         "",
     ]
     if metrics.get("gates"):
-        text[text.index("## Every prompt set, base beside erased"):text.index("## Every prompt set, base beside erased")] = ["## Gates", "", _markdown_table(metrics["gates"], ["gate", "model", "limit", "value", "passed"])]
+        text[
+            text.index("## Every prompt set, base beside erased") : text.index(
+                "## Every prompt set, base beside erased"
+            )
+        ] = ["## Gates", "", _markdown_table(metrics["gates"], ["gate", "model", "limit", "value", "passed"])]
     files["report"] = write_atomically(out / "report.md", lambda tmp: tmp.write_text("\n".join(text)))
     files["report_html"] = write_html(out, metrics, files["plot"], files["thumbnails"])
     return files
@@ -148,7 +210,10 @@ def _html_table(rows: list[dict], columns: list[str]) -> str:
         if isinstance(value, list):
             return _list_separator(column).join(cell(v, column) for v in value)
         if isinstance(value, dict):
-            return ", ".join(f"{escape(str(k))} {v:.2f}" if isinstance(v, float) else f"{escape(str(k))} {escape(str(v))}" for k, v in value.items())
+            return ", ".join(
+                f"{escape(str(k))} {v:.2f}" if isinstance(v, float) else f"{escape(str(k))} {escape(str(v))}"
+                for k, v in value.items()
+            )
         if isinstance(value, float):
             return f"{value:.3f}"
         return "" if value is None else escape(str(value))
@@ -166,7 +231,9 @@ def _inline_png(path: Path, alt: str) -> str:
 
     data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
     # onload records the decoded width, so a headless browser's DOM dump shows the image rendered
-    return f'<img alt="{escape(alt)}" src="data:image/png;base64,{data}" onload="this.dataset.rendered=this.naturalWidth">'
+    return (
+        f'<img alt="{escape(alt)}" src="data:image/png;base64,{data}" onload="this.dataset.rendered=this.naturalWidth">'
+    )
 
 
 def write_html(out: Path, metrics: dict, plot: Path, thumbnails: Path) -> Path:
@@ -177,7 +244,9 @@ def write_html(out: Path, metrics: dict, plot: Path, thumbnails: Path) -> Path:
 
     tables = metrics["tables"]
     protocol = metrics["protocol"]
-    recipes = {name: model["info"].get("recipe") for name, model in metrics["models"].items() if model["info"].get("recipe")}
+    recipes = {
+        name: model["info"].get("recipe") for name, model in metrics["models"].items() if model["info"].get("recipe")
+    }
     parts = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
         f"<title>Erasure report: {escape(protocol['concept'])}</title>",
@@ -190,21 +259,68 @@ def write_html(out: Path, metrics: dict, plot: Path, thumbnails: Path) -> Path:
         *[f"<p class='warning'><strong>Warning:</strong> {escape(w)}</p>" for w in metrics.get("warnings", [])],
         "<h2>Erased concept against held-out surrounding concepts</h2>",
         "<p>Surrounding accuracy is over the concepts the erasure was not told to preserve; the preserved ones are shown apart.</p>",
-        _html_table(tables["erased_vs_surrounding"], ["model", "erased_accuracy", "surrounding_accuracy", "held_out_surrounding", "held_out_colour_accuracy", "held_out_style_accuracy", "erased_outline_accuracy", "held_out_outline_accuracy", "held_out_judge_distance", "held_out_ssim", "preserved_surrounding_accuracy", "preserved_surrounding"]),
+        _html_table(
+            tables["erased_vs_surrounding"],
+            [
+                "model",
+                "erased_accuracy",
+                "surrounding_accuracy",
+                "held_out_surrounding",
+                "held_out_colour_accuracy",
+                "held_out_style_accuracy",
+                "erased_outline_accuracy",
+                "held_out_outline_accuracy",
+                "held_out_judge_distance",
+                "held_out_ssim",
+                "preserved_surrounding_accuracy",
+                "preserved_surrounding",
+            ],
+        ),
     ]
     if metrics.get("gates"):
-        parts += ["<h2>Gates</h2>", _html_table(metrics["gates"], ["gate", "model", "concept", "limit", "value", "passed"])]
+        parts += [
+            "<h2>Gates</h2>",
+            _html_table(metrics["gates"], ["gate", "model", "concept", "limit", "value", "passed"]),
+        ]
     parts += [
         "<h2>What the judge reads instead</h2>",
-        _html_table(tables.get("replacement", []), ["model", "role", "concept", "judged_as", "shape_read", "colour_read", "style_read"]),
+        _html_table(
+            tables.get("replacement", []),
+            ["model", "role", "concept", "judged_as", "shape_read", "colour_read", "style_read"],
+        ),
         "<h2>Every prompt set, base beside erased (shape, colour, style)</h2>",
-        _html_table(tables["per_concept"], ["model", "role", "concept", "split", "in_prior", "accuracy", "base_accuracy", "ratio_to_base", "shape_accuracy", "colour_accuracy", "base_colour_accuracy", "style_accuracy", "base_style_accuracy", "outline_accuracy", "base_outline_accuracy", "judge_distance", "ssim", "clip_score", "base_clip_score"]),
+        _html_table(
+            tables["per_concept"],
+            [
+                "model",
+                "role",
+                "concept",
+                "split",
+                "in_prior",
+                "accuracy",
+                "base_accuracy",
+                "ratio_to_base",
+                "shape_accuracy",
+                "colour_accuracy",
+                "base_colour_accuracy",
+                "style_accuracy",
+                "base_style_accuracy",
+                "outline_accuracy",
+                "base_outline_accuracy",
+                "judge_distance",
+                "ssim",
+                "clip_score",
+                "base_clip_score",
+            ],
+        ),
         "<h2>Image drift from the same seeds, and distribution distance</h2>",
         "<p>judge_distance: 1 - cos between the judge's embeddings of the erased and the base image with the same prompt and seed; ssim: structural similarity in pixels (1: the same picture); "
         "per prompt set in the table above, held-out means in the headline. FID and KID (torchmetrics) on the judge's image features:</p>",
         _html_table(tables.get("distribution", []), ["model", "over", "fid", "kid_mean", "kid_std", "n", "features"]),
         "<h2>Distance to the erased concept against accuracy</h2>",
-        _html_table(tables["distance_vs_accuracy"], ["model", "concept", "split", "distance", "accuracy", "accuracy_drop"]),
+        _html_table(
+            tables["distance_vs_accuracy"], ["model", "concept", "split", "distance", "accuracy", "accuracy_drop"]
+        ),
         _inline_png(plot, "distance against accuracy drop"),
         "<h2>Thumbnails: prompt sets as rows, base and each erased model side by side</h2>",
         _inline_png(thumbnails, "thumbnails"),
@@ -213,7 +329,10 @@ def write_html(out: Path, metrics: dict, plot: Path, thumbnails: Path) -> Path:
         "<h2>Erasure cost</h2>",
         _html_table(tables["timing"], ["model", "method", "steps", "wall_time_s"]),
         "<h2>Recipes</h2>",
-        *[f"<h3>{escape(name)}</h3><pre>{escape(json.dumps(recipe, indent=2))}</pre>" for name, recipe in recipes.items()],
+        *[
+            f"<h3>{escape(name)}</h3><pre>{escape(json.dumps(recipe, indent=2))}</pre>"
+            for name, recipe in recipes.items()
+        ],
         "<h2>Versions</h2>",
         f"<pre>{escape(json.dumps(metrics['versions'], indent=2))}</pre>",
         "</body></html>",

@@ -8,13 +8,14 @@ anchor latents), with the step, the losses so far and the run's settings as JSON
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
-from erasectl.errors import UserError
+from erasectl.errors import TrainingDiverged, UserError
 
 STATE_FORMAT = "erasectl.training-state"
 
@@ -45,7 +46,16 @@ class RunControl:
         return found[-1]
 
 
-def save_state(path: Path, step: int, config, trained: dict[str, torch.nn.Parameter], optimizer, generator: torch.Generator, losses: list[float], extras: dict[str, torch.Tensor]) -> Path:
+def save_state(
+    path: Path,
+    step: int,
+    config,
+    trained: dict[str, torch.nn.Parameter],
+    optimizer,
+    generator: torch.Generator,
+    losses: list[float],
+    extras: dict[str, torch.Tensor],
+) -> Path:
     from safetensors.torch import save_file
 
     from erasectl.files import write_atomically
@@ -81,11 +91,15 @@ def read_state(path: Path, kind: str, description: str, config) -> tuple[dict[st
     if metadata.get("erasectl.format") != kind:
         raise UserError(f"{path} is not an erasectl {description}")
     if json.loads(metadata["config"]) != asdict(config):
-        raise UserError(f"the state in {path} was saved with other settings; resume with the same options, or start a new --out")
+        raise UserError(
+            f"the state in {path} was saved with other settings; resume with the same options, or start a new --out"
+        )
     return tensors, metadata
 
 
-def load_state(path: Path, config, trained: dict[str, torch.nn.Parameter], optimizer, generator: torch.Generator) -> tuple[int, list[float], dict[str, torch.Tensor]]:
+def load_state(
+    path: Path, config, trained: dict[str, torch.nn.Parameter], optimizer, generator: torch.Generator
+) -> tuple[int, list[float], dict[str, torch.Tensor]]:
     """Restore a state into the run; returns ``(step, losses, extras)``."""
     tensors, metadata = read_state(path, STATE_FORMAT, "training state", config)
     with torch.no_grad():
@@ -116,10 +130,17 @@ class StepHook:
             return 0, [], {}
         return load_state(self.control.resume_from, self.config, self.trained, self.optimizer, self.generator)
 
-    def finish_step(self, loss: torch.Tensor, step: int, losses: list[float], progress, extras: dict[str, torch.Tensor], share: float = 1.0) -> None:
+    def finish_step(
+        self,
+        loss: torch.Tensor,
+        step: int,
+        losses: list[float],
+        progress,
+        extras: dict[str, torch.Tensor],
+        share: float = 1.0,
+    ) -> None:
         """``share``: this process's part of the batch, under data parallelism (see distributed)."""
         from erasectl.distributed import sum_over_processes
-        from erasectl.methods.common import check_finite
 
         self.optimizer.zero_grad(set_to_none=True)
         (loss * share).backward()
@@ -144,3 +165,12 @@ class StepHook:
             save_state(path, step, self.config, self.trained, self.optimizer, self.generator, losses, extras)
         if stop:
             raise Interrupted(path, step)
+
+
+def check_finite(loss: torch.Tensor, step: int, config) -> float:
+    """The loss as a float, or ``TrainingDiverged`` naming the step and the hyper-parameters."""
+    value = loss.item()
+    if not math.isfinite(value):
+        settings = ", ".join(f"{k}={v}" for k, v in asdict(config).items())
+        raise TrainingDiverged(f"the loss became {value} at step {step + 1} ({settings}); lower --lr and run again")
+    return value

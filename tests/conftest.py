@@ -28,8 +28,9 @@ def world_judge():
 
 
 def _erase_circle(method: str, tmp_path_factory, config: dict, **request):
+    from erasectl.assets import EMBEDDED_NAME
     from erasectl.erasure import ErasureRequest, build_config, erase_concepts
-    from erasectl.models import EMBEDDED_NAME, load_pipeline
+    from erasectl.models import load_pipeline
     from erasectl.world.profile import WorldProfile
 
     pipeline = load_pipeline()

@@ -7,11 +7,21 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from erasectl.attacks import AttackConfig, PLACEHOLDER, concept_latents, denoising_loss, learned_token, noise_draws, placeholder_token, prompt_search, soft_prompt
+from erasectl.attacks import (
+    PLACEHOLDER,
+    AttackConfig,
+    concept_latents,
+    denoising_loss,
+    learned_token,
+    noise_draws,
+    placeholder_token,
+    prompt_search,
+    soft_prompt,
+)
 from erasectl.cli import app
+from erasectl.methods import get_method
 from erasectl.models import load_erased_pipeline, load_pipeline
 from erasectl.run_state import Interrupted, RunControl
-from erasectl.methods import get_method
 
 runner = CliRunner()
 PROMPTS = ["a red circle", "a blue circle"]
@@ -65,9 +75,20 @@ def test_soft_prompt_resumes_to_the_same_embedding(uce_checkpoint, concept_image
     straight = soft_prompt(load_erased_pipeline(uce_checkpoint), "circle", PROMPTS, latents, which, config, "shape")
     control = RunControl(state_dir=tmp_path / "states", stop_requested=stop_at(3))
     with pytest.raises(Interrupted):
-        soft_prompt(load_erased_pipeline(uce_checkpoint), "circle", PROMPTS, latents, which, config, "shape", control=control)
+        soft_prompt(
+            load_erased_pipeline(uce_checkpoint), "circle", PROMPTS, latents, which, config, "shape", control=control
+        )
     resumed_control = RunControl(state_dir=tmp_path / "states", resume_from=control.latest())
-    resumed = soft_prompt(load_erased_pipeline(uce_checkpoint), "circle", PROMPTS, latents, which, config, "shape", control=resumed_control)
+    resumed = soft_prompt(
+        load_erased_pipeline(uce_checkpoint),
+        "circle",
+        PROMPTS,
+        latents,
+        which,
+        config,
+        "shape",
+        control=resumed_control,
+    )
     assert torch.equal(resumed.embeddings["clip_l"], straight.embeddings["clip_l"])
     assert resumed.losses == straight.losses
 
@@ -76,7 +97,15 @@ def test_prompt_search_finds_a_prefix_of_vocabulary_words_no_worse_than_its_star
     erased = load_erased_pipeline(uce_checkpoint)
     latents, which = concept_images
     vocabulary = ["shape", "ring", "square", "red", "striped", "circle", "disc"]
-    result = prompt_search(erased, "circle", PROMPTS, latents, which, AttackConfig(prefix_tokens=2, candidates=4, rounds=1, draws=8), vocabulary)
+    result = prompt_search(
+        erased,
+        "circle",
+        PROMPTS,
+        latents,
+        which,
+        AttackConfig(prefix_tokens=2, candidates=4, rounds=1, draws=8),
+        vocabulary,
+    )
     words = result.prefix.split()
     assert len(words) == 2 and set(words) <= set(vocabulary) - {"circle"}
     assert result.losses[-1] <= result.losses[0] and result.prompts == [f"{result.prefix} {p}" for p in PROMPTS]
@@ -96,9 +125,29 @@ def test_attack_success_interval_is_wilsons():
         assert interval95(k / n, n) == pytest.approx([max(0.0, centre - half), min(1.0, centre + half)], abs=1e-4)
 
 
-def test_attack_command_writes_embedding_grid_and_success_and_the_embedding_loads_in_diffusers(uce_checkpoint, tmp_path):
+def test_attack_command_writes_embedding_grid_and_success_and_the_embedding_loads_in_diffusers(
+    uce_checkpoint, tmp_path
+):
     out = tmp_path / "attack"
-    result = runner.invoke(app, ["attack", "--checkpoint", str(uce_checkpoint), "--method", "soft-prompt", "--steps", "10", "--images", "4", "--n-per-prompt", "1", "--out", str(out), "--json"])
+    result = runner.invoke(
+        app,
+        [
+            "attack",
+            "--checkpoint",
+            str(uce_checkpoint),
+            "--method",
+            "soft-prompt",
+            "--steps",
+            "10",
+            "--images",
+            "4",
+            "--n-per-prompt",
+            "1",
+            "--out",
+            str(out),
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert 0 <= summary["attack_success"] <= 1 and summary["images"] == 4 and summary["erased_plain_accuracy"] <= 0.25
@@ -121,10 +170,27 @@ def test_attack_command_writes_embedding_grid_and_success_and_the_embedding_load
 
 
 def test_evaluate_attacks_every_model_and_gates_on_success(uce_checkpoint, tmp_path):
-    result = runner.invoke(app, [
-        "evaluate", "--checkpoint", str(uce_checkpoint), "--n-per-prompt", "1", "--attack", "prompt-search", "--attack-budget-s", "5",
-        "--attack-runs", "2", "--max-attack-success", "0", "--out", str(tmp_path / "ev"), "--json",
-    ])
+    result = runner.invoke(
+        app,
+        [
+            "evaluate",
+            "--checkpoint",
+            str(uce_checkpoint),
+            "--n-per-prompt",
+            "1",
+            "--attack",
+            "prompt-search",
+            "--attack-budget-s",
+            "5",
+            "--attack-runs",
+            "2",
+            "--max-attack-success",
+            "0",
+            "--out",
+            str(tmp_path / "ev"),
+            "--json",
+        ],
+    )
     metrics = json.loads(result.stdout)
     rows = metrics["tables"]["attacks"]
     assert [(r["model"], r["attack"]) for r in rows] == [("run", "prompt-search")]
@@ -143,19 +209,50 @@ def test_evaluate_attacks_every_model_and_gates_on_success(uce_checkpoint, tmp_p
     gate = [g for g in metrics["gates"] if g["gate"] == "max-attack-success"]
     assert len(gate) == 1 and gate[0]["passed"] == (rows[0]["attack_success"] == 0)
     assert result.exit_code == (0 if gate[0]["passed"] else 1)
-    bad = runner.invoke(app, ["evaluate", "--checkpoint", str(uce_checkpoint), "--attack", "jailbreak", "--out", str(tmp_path / "x")])
+    bad = runner.invoke(
+        app, ["evaluate", "--checkpoint", str(uce_checkpoint), "--attack", "jailbreak", "--out", str(tmp_path / "x")]
+    )
     assert bad.exit_code == 2 and "unknown --attack" in bad.output
-    bad = runner.invoke(app, ["evaluate", "--checkpoint", str(uce_checkpoint), "--attack", "soft-prompt", "--attack-runs", "0", "--out", str(tmp_path / "x")])
+    bad = runner.invoke(
+        app,
+        [
+            "evaluate",
+            "--checkpoint",
+            str(uce_checkpoint),
+            "--attack",
+            "soft-prompt",
+            "--attack-runs",
+            "0",
+            "--out",
+            str(tmp_path / "x"),
+        ],
+    )
     assert bad.exit_code == 2 and "--attack-runs must be at least 1" in bad.output and not (tmp_path / "x").exists()
 
 
 def test_rece_adversarial_map_is_the_identity_without_an_edit_and_rece_erases_more_rows(tmp_path):
-    from erasectl.methods.uce import adversarial_map
+    from erasectl.methods.rece import adversarial_map
 
     torch.manual_seed(0)
     weights = {"k": torch.randn(8, 6), "v": torch.randn(8, 6)}
     assert torch.allclose(adversarial_map(weights, weights, 1e-3), torch.eye(6, dtype=torch.float64), atol=1e-8)
-    result = runner.invoke(app, ["erase", "--concept", "circle", "--method", "rece", "--rounds", "2", "--attack-rounds", "0", "--out", str(tmp_path / "rece"), "--json"])
+    result = runner.invoke(
+        app,
+        [
+            "erase",
+            "--concept",
+            "circle",
+            "--method",
+            "rece",
+            "--rounds",
+            "2",
+            "--attack-rounds",
+            "0",
+            "--out",
+            str(tmp_path / "rece"),
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     recipe = json.loads(result.stdout)
     assert recipe["adversarial_rows"] == 2 * (recipe["erased_rows"] // 3) and recipe["config"]["rounds"] == 2
@@ -164,8 +261,42 @@ def test_rece_adversarial_map_is_the_identity_without_an_edit_and_rece_erases_mo
 def test_attack_rounds_erase_what_the_attack_finds(tmp_path):
     """One round in the loop: the soft-prompt token's rows join the erased ones, and the round is
     recorded in the recipe (how much it buys is measured by benchmarks/attacks.py)."""
-    plain = runner.invoke(app, ["erase", "--concept", "circle", "--method", "rece", "--rounds", "0", "--attack-rounds", "0", "--out", str(tmp_path / "plain"), "--json"])
-    looped = runner.invoke(app, ["erase", "--concept", "circle", "--method", "rece", "--rounds", "0", "--attack-rounds", "1", "--attack-steps", "5", "--out", str(tmp_path / "looped"), "--json"])
+    plain = runner.invoke(
+        app,
+        [
+            "erase",
+            "--concept",
+            "circle",
+            "--method",
+            "rece",
+            "--rounds",
+            "0",
+            "--attack-rounds",
+            "0",
+            "--out",
+            str(tmp_path / "plain"),
+            "--json",
+        ],
+    )
+    looped = runner.invoke(
+        app,
+        [
+            "erase",
+            "--concept",
+            "circle",
+            "--method",
+            "rece",
+            "--rounds",
+            "0",
+            "--attack-rounds",
+            "1",
+            "--attack-steps",
+            "5",
+            "--out",
+            str(tmp_path / "looped"),
+            "--json",
+        ],
+    )
     assert plain.exit_code == 0 and looped.exit_code == 0, looped.output
     first, second = json.loads(plain.stdout), json.loads(looped.stdout)
     assert [r["round"] for r in second["attack_rounds"]] == [1] and second["erased_rows"] > first["erased_rows"]
@@ -189,7 +320,16 @@ def test_prompt_search_resumes_to_the_same_prefix(uce_checkpoint, concept_images
     control = RunControl(state_dir=tmp_path / "states", stop_requested=stop_at(2))
     with pytest.raises(Interrupted):
         prompt_search(erased, "circle", PROMPTS, latents, which, config, vocabulary, control=control)
-    resumed = prompt_search(erased, "circle", PROMPTS, latents, which, config, vocabulary, control=RunControl(state_dir=tmp_path / "states", resume_from=control.latest()))
+    resumed = prompt_search(
+        erased,
+        "circle",
+        PROMPTS,
+        latents,
+        which,
+        config,
+        vocabulary,
+        control=RunControl(state_dir=tmp_path / "states", resume_from=control.latest()),
+    )
     assert resumed.prefix == straight.prefix and resumed.losses == straight.losses
 
 
@@ -209,14 +349,20 @@ def test_advunlearn_inner_attack_moves_its_token_towards_the_concept():
     prompts = ["a circle"]
     hidden = encode_prompts(pipeline, prompts * 4)
     concept = model.frozen(latents, timesteps, hidden)
-    config = AdvUnlearnConfig(warmup_steps=0, attack_steps=10, attack_lr=1e-2, attack_position="replace", attack_states="shared")
+    config = AdvUnlearnConfig(
+        warmup_steps=0, attack_steps=10, attack_lr=1e-2, attack_position="replace", attack_states="shared"
+    )
     with placeholder_token(pipeline, "shape") as vectors:
         adversary = Adversary(pipeline, prompts, ["circle"], config, vectors)
         start = {k: v.detach().clone() for k, v in vectors.items()}
 
         def gap():
             with torch.no_grad():
-                return float(torch.nn.functional.mse_loss(model(latents, timesteps, encode_prompts(pipeline, adversary.forms[0] * 4)), concept))
+                return float(
+                    torch.nn.functional.mse_loss(
+                        model(latents, timesteps, encode_prompts(pipeline, adversary.forms[0] * 4)), concept
+                    )
+                )
 
         before = gap()
         trained = adversary.trained_prompts(0, model, latents, timesteps, [0] * 4, [0, 1, 2, 3], concept, 4)
@@ -224,7 +370,9 @@ def test_advunlearn_inner_attack_moves_its_token_towards_the_concept():
         assert trained == adversary.forms[0] * 4 and adversary.updates == 1
         assert not torch.equal(start["clip_l"], vectors["clip_l"])
     assert after < 0.8 * before, (before, after)
-    assert all(not p.requires_grad or p.grad is None for p in pipeline.unet.parameters())  # the attack never leaves UNet gradients
+    assert all(
+        not p.requires_grad or p.grad is None for p in pipeline.unet.parameters()
+    )  # the attack never leaves UNet gradients
 
 
 def _adversary_setting():
@@ -253,10 +401,14 @@ def test_advunlearn_attack_moves_its_token_on_the_first_attack_samples_only(tmp_
     pipeline, model, _, latents, timesteps, concept = _adversary_setting()
 
     def token_after(samples, batch):
-        config = AdvUnlearnConfig(warmup_steps=0, attack_steps=3, attack_lr=1e-2, attack_states="shared", attack_samples=samples)
+        config = AdvUnlearnConfig(
+            warmup_steps=0, attack_steps=3, attack_lr=1e-2, attack_states="shared", attack_samples=samples
+        )
         with placeholder_token(pipeline, "shape") as vectors:
             adversary = Adversary(pipeline, ["a circle"], ["circle"], config, vectors)
-            trained = adversary.trained_prompts(0, model, latents[:batch], timesteps[:batch], [0] * batch, list(range(batch)), concept[:batch], batch)
+            trained = adversary.trained_prompts(
+                0, model, latents[:batch], timesteps[:batch], [0] * batch, list(range(batch)), concept[:batch], batch
+            )
             assert trained == [f"{PLACEHOLDER} a circle"] * batch
             return vectors["clip_l"].detach().clone()
 
@@ -264,15 +416,35 @@ def test_advunlearn_attack_moves_its_token_on_the_first_attack_samples_only(tmp_
     assert torch.equal(first, token_after(0, 1))  # the first sample alone
     assert not torch.equal(first, token_after(0, 4))  # every sample: another token
     for samples, share in ((1, 1.0), (3, 1.0), (2, 0.5)):
-        adversary = Adversary(pipeline, ["a circle"], ["circle"], AdvUnlearnConfig(attack_samples=samples, attack_share=share), {})
+        adversary = Adversary(
+            pipeline, ["a circle"], ["circle"], AdvUnlearnConfig(attack_samples=samples, attack_share=share), {}
+        )
         step, batch = 5, 8
         ids = [step * batch + q for q in range(batch)]
         chosen = [i for i in range(batch) if adversary.adversarial(ids[i])]
         one, total = adversary._attacked(step, ids, chosen, batch)
-        parts = [adversary._attacked(step, ids[4 * p : 4 * p + 4], [i - 4 * p for i in chosen if 4 * p <= i < 4 * p + 4], batch) for p in (0, 1)]
+        parts = [
+            adversary._attacked(
+                step, ids[4 * p : 4 * p + 4], [i - 4 * p for i in chosen if 4 * p <= i < 4 * p + 4], batch
+            )
+            for p in (0, 1)
+        ]
         assert total == samples == parts[0][1] == parts[1][1] and len(one) == samples
         assert one == [*parts[0][0], *[i + 4 for i in parts[1][0]]] and set(one) <= set(chosen)
-    bad = runner.invoke(app, ["erase", "--concept", "circle", "--method", "advunlearn", "--attack-samples", "-1", "--out", str(tmp_path / "bad")])
+    bad = runner.invoke(
+        app,
+        [
+            "erase",
+            "--concept",
+            "circle",
+            "--method",
+            "advunlearn",
+            "--attack-samples",
+            "-1",
+            "--out",
+            str(tmp_path / "bad"),
+        ],
+    )
     assert bad.exit_code == 2 and "attack_samples must be 0" in bad.output and not (tmp_path / "bad").exists()
 
 
@@ -289,16 +461,47 @@ def test_advunlearn_attack_can_draw_fresh_states_for_every_step(tmp_path):
         calls.append(count)
         noise = torch.randn((count, 4, 32, 32), generator=generator)
         steps = torch.tensor([800, 400])[:count]
-        return noise, steps, torch.tensor([0] * count), model.frozen(noise, steps, encode_prompts(pipeline, ["a circle"] * count)), 1.0
+        return (
+            noise,
+            steps,
+            torch.tensor([0] * count),
+            model.frozen(noise, steps, encode_prompts(pipeline, ["a circle"] * count)),
+            1.0,
+        )
 
     with placeholder_token(pipeline, "shape") as vectors:
         start = vectors["clip_l"].detach().clone()
-        adversary = Adversary(pipeline, ["a circle"], ["circle"], AdvUnlearnConfig(warmup_steps=0, attack_steps=3, attack_states="fresh", attack_samples=2), vectors)
-        trained = adversary.trained_prompts(0, model, latents, timesteps, [0] * 4, [0, 1, 2, 3], concept, 4, fresh_states)
+        adversary = Adversary(
+            pipeline,
+            ["a circle"],
+            ["circle"],
+            AdvUnlearnConfig(warmup_steps=0, attack_steps=3, attack_states="fresh", attack_samples=2),
+            vectors,
+        )
+        trained = adversary.trained_prompts(
+            0, model, latents, timesteps, [0] * 4, [0, 1, 2, 3], concept, 4, fresh_states
+        )
         assert calls == [2, 2, 2] and not torch.equal(vectors["clip_l"], start)
     assert trained == [f"{PLACEHOLDER} a circle"] * 4  # the trained prompts are still the iteration's own samples'
-    result = runner.invoke(app, ["erase", "--concept", "circle", "--method", "advunlearn", "--attack-states", "new", "--out", str(tmp_path / "bad")])
-    assert result.exit_code == 2 and "attack_states must be one of shared, fresh" in result.output and not (tmp_path / "bad").exists()
+    result = runner.invoke(
+        app,
+        [
+            "erase",
+            "--concept",
+            "circle",
+            "--method",
+            "advunlearn",
+            "--attack-states",
+            "new",
+            "--out",
+            str(tmp_path / "bad"),
+        ],
+    )
+    assert (
+        result.exit_code == 2
+        and "attack_states must be one of shared, fresh" in result.output
+        and not (tmp_path / "bad").exists()
+    )
 
 
 def test_advunlearn_is_esd_until_the_warm_up_ends_then_trains_on_the_adversarial_prompt(tmp_path):
@@ -306,7 +509,22 @@ def test_advunlearn_is_esd_until_the_warm_up_ends_then_trains_on_the_adversarial
     after it, the adversary changes what is learned, and the recipe says how often it moved."""
     from safetensors.torch import load_file
 
-    common = ["--concept", "circle", "--steps", "4", "--trajectory-reuse", "2", "--preserve", "ring", "--parameter-group", "esd-all", "--negative-guidance", "1", "--quiet", "--json"]
+    common = [
+        "--concept",
+        "circle",
+        "--steps",
+        "4",
+        "--trajectory-reuse",
+        "2",
+        "--preserve",
+        "ring",
+        "--parameter-group",
+        "esd-all",
+        "--negative-guidance",
+        "1",
+        "--quiet",
+        "--json",
+    ]
     runs = {
         "esd": ["--method", "esd"],
         "warm": ["--method", "advunlearn", "--warmup-steps", "4"],
@@ -337,7 +555,10 @@ def test_advunlearn_attack_share_spreads_the_adversarial_samples_evenly(tmp_path
     config = AdvUnlearnConfig(attack_share=0.5, attack_position="both", warmup_steps=0, attack_every=1000)
     vectors = {"clip_l": torch.nn.Parameter(torch.zeros(4))}
     adversary = Adversary(None, ["a circle"], ["circle"], config, vectors)
-    trained = [adversary.trained_prompts(step, None, None, None, [0] * 8, list(range(8 * step, 8 * step + 8)), None, 8) for step in (1, 2)]
+    trained = [
+        adversary.trained_prompts(step, None, None, None, [0] * 8, list(range(8 * step, 8 * step + 8)), None, 8)
+        for step in (1, 2)
+    ]
     assert trained[0][0::2] == ["a circle"] * 4 and trained[0][1::2] == [f"a {PLACEHOLDER}"] * 4
     assert trained[1][1::2] == [f"{PLACEHOLDER} a circle"] * 4
     with torch.no_grad():
@@ -350,8 +571,23 @@ def test_advunlearn_attack_share_spreads_the_adversarial_samples_evenly(tmp_path
     resumed.restore(state)
     resumed.trained_prompts(4, None, None, None, [0] * 8, list(range(32, 40)), None, 8)
     assert torch.equal(resumed.vectors["clip_l"], torch.ones(4))
-    result = runner.invoke(app, ["erase", "--concept", "circle", "--method", "advunlearn", "--attack-share", "0", "--out", str(tmp_path / "bad")])
-    assert result.exit_code == 2 and "attack_share must be in (0, 1]" in result.output and not (tmp_path / "bad").exists()
+    result = runner.invoke(
+        app,
+        [
+            "erase",
+            "--concept",
+            "circle",
+            "--method",
+            "advunlearn",
+            "--attack-share",
+            "0",
+            "--out",
+            str(tmp_path / "bad"),
+        ],
+    )
+    assert (
+        result.exit_code == 2 and "attack_share must be in (0, 1]" in result.output and not (tmp_path / "bad").exists()
+    )
 
 
 def test_text_encoder_erasure_leaves_the_unet_and_reloads_to_the_same_conditioning():
@@ -372,7 +608,9 @@ def test_text_encoder_erasure_leaves_the_unet_and_reloads_to_the_same_conditioni
     checkpoint = erase_concepts(pipeline, "esd", ErasureRequest(["circle"], WorldProfile()), config)
     assert fingerprint(pipeline.unet.state_dict()) == unet_before
     assert [p.requires_grad for p in pipeline.text_encoder.parameters()] == flags
-    assert checkpoint.tensors and all(k.startswith("text_encoder.text_model.encoder.layers.") for k in checkpoint.tensors)
+    assert checkpoint.tensors and all(
+        k.startswith("text_encoder.text_model.encoder.layers.") for k in checkpoint.tensors
+    )
     erased = encode_prompts(pipeline, prompts)
     assert not torch.allclose(erased[0], base[0])
     fresh = load_pipeline()
@@ -389,12 +627,32 @@ def test_advunlearn_retains_what_evaluate_does_not_judge_and_refuses_bad_setting
     # the world retains no prompt on the generic noun (it may draw the concept), only a
     # multi-word concept's words alone, none of which evaluate judges as a surrounding
     retained = get_method("advunlearn").default_preservation
-    kept = {concept: ErasureRequest([concept], WorldProfile()).resolved(retained).preserve for concept in ("circle", "blue square", "striped")}
+    kept = {
+        concept: ErasureRequest([concept], WorldProfile()).resolved(retained).preserve
+        for concept in ("circle", "blue square", "striped")
+    }
     assert kept == {"circle": [], "blue square": ["blue shape", "square"], "striped": []}
     assert not set(kept["blue square"]) & set(world_protocol("blue square", None, None, None).surrounding)
     assert ErasureRequest(["circle"], WorldProfile(), preserve=["ring"]).resolved(retained).preserve == ["ring"]
     real = ErasureRequest(["hot dog"], PaperProfile()).resolved(retained).preserve
     # a multi-word concept's words alone, then COCO's objects less those sharing a word with it
     assert real[:2] == ["hot", "dog"] and "chair" in real and "hot dog" not in real and real.count("dog") == 1
-    result = runner.invoke(app, ["erase", "--concept", "circle", "--method", "advunlearn", "--attack-position", "middle", "--out", str(tmp_path / "bad")])
-    assert result.exit_code == 2 and "attack_position must be one of prefix, replace" in result.output and not (tmp_path / "bad").exists()
+    result = runner.invoke(
+        app,
+        [
+            "erase",
+            "--concept",
+            "circle",
+            "--method",
+            "advunlearn",
+            "--attack-position",
+            "middle",
+            "--out",
+            str(tmp_path / "bad"),
+        ],
+    )
+    assert (
+        result.exit_code == 2
+        and "attack_position must be one of prefix, replace" in result.output
+        and not (tmp_path / "bad").exists()
+    )

@@ -9,8 +9,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from typer.testing import CliRunner
 
+from erasectl.assets import embedded_pipeline_dir
 from erasectl.cli import app
-from erasectl.models import embedded_pipeline_dir
 
 runner = CliRunner()
 
@@ -59,7 +59,19 @@ def test_checkpoint_of_a_different_base_is_refused(checkpoint, tmp_path):
         next(p for n, p in unet.named_parameters() if ".attn2.to_k." in n).add_(0.01)
     unet.save_pretrained(other / "unet")
     _one_line_exit_2(
-        ["compare", "--prompts", "a ring", "--n", "1", "--checkpoint", str(checkpoint), "--model", str(other), "--out", str(tmp_path / "g.png")],
+        [
+            "compare",
+            "--prompts",
+            "a ring",
+            "--n",
+            "1",
+            "--checkpoint",
+            str(checkpoint),
+            "--model",
+            str(other),
+            "--out",
+            str(tmp_path / "g.png"),
+        ],
         "different weights",
     )
     assert not (tmp_path / "g.png").exists()
@@ -72,7 +84,9 @@ def test_checkpoint_of_a_different_base_is_refused(checkpoint, tmp_path):
         (lambda p: p.write_bytes(b""), "not a readable safetensors"),
         (lambda p: save_file({"unet.x": torch.zeros(1)}, str(p)), "not an erasectl checkpoint"),
         (
-            lambda p: save_file({"vae.encoder.x": torch.zeros(1)}, str(p), metadata={"erasectl.format": "erasectl.erased-weights"}),
+            lambda p: save_file(
+                {"vae.encoder.x": torch.zeros(1)}, str(p), metadata={"erasectl.format": "erasectl.erased-weights"}
+            ),
             "unexpected keys",
         ),
         (
@@ -88,41 +102,88 @@ def test_checkpoint_of_a_different_base_is_refused(checkpoint, tmp_path):
 def test_bad_checkpoint_files_are_refused(make, needle, tmp_path):
     path = tmp_path / "bad.safetensors"
     make(path)
-    _one_line_exit_2(["compare", "--prompts", "a ring", "--checkpoint", str(path), "--out", str(tmp_path / "g.png")], needle)
+    _one_line_exit_2(
+        ["compare", "--prompts", "a ring", "--checkpoint", str(path), "--out", str(tmp_path / "g.png")], needle
+    )
 
 
 def test_truncated_checkpoint_is_refused(checkpoint, tmp_path):
     path = tmp_path / "cut.safetensors"
     path.write_bytes(checkpoint.read_bytes()[: checkpoint.stat().st_size // 2])
-    _one_line_exit_2(["compare", "--prompts", "a ring", "--checkpoint", str(path), "--out", str(tmp_path / "g.png")], "truncated or corrupt")
+    _one_line_exit_2(
+        ["compare", "--prompts", "a ring", "--checkpoint", str(path), "--out", str(tmp_path / "g.png")],
+        "truncated or corrupt",
+    )
 
 
 def test_a_run_folder_stands_for_its_checkpoint(checkpoint, tmp_path):
     """erase's run folder names its erased.safetensors; a folder without one is refused in a line."""
-    by_file = runner.invoke(app, ["generate", "--checkpoint", str(checkpoint), "--prompts", "a red circle", "--n", "1", "--steps", "5", "--out", str(tmp_path / "f"), "--json"])
-    by_folder = runner.invoke(app, ["generate", "--checkpoint", str(checkpoint.parent), "--prompts", "a red circle", "--n", "1", "--steps", "5", "--out", str(tmp_path / "d"), "--json"])
+    by_file = runner.invoke(
+        app,
+        [
+            "generate",
+            "--checkpoint",
+            str(checkpoint),
+            "--prompts",
+            "a red circle",
+            "--n",
+            "1",
+            "--steps",
+            "5",
+            "--out",
+            str(tmp_path / "f"),
+            "--json",
+        ],
+    )
+    by_folder = runner.invoke(
+        app,
+        [
+            "generate",
+            "--checkpoint",
+            str(checkpoint.parent),
+            "--prompts",
+            "a red circle",
+            "--n",
+            "1",
+            "--steps",
+            "5",
+            "--out",
+            str(tmp_path / "d"),
+            "--json",
+        ],
+    )
     assert by_file.exit_code == 0 and by_folder.exit_code == 0, by_folder.output
     assert json.loads(by_folder.stdout)["model"] == json.loads(by_file.stdout)["model"] == checkpoint.parent.name
     drawn = [sorted(p.read_bytes() for p in (tmp_path / out).glob("0*.png")) for out in ("f", "d")]
     assert len(drawn[0]) == 1 and drawn[0] == drawn[1]
     empty = tmp_path / "empty-run"
     empty.mkdir()
-    _one_line_exit_2(["compare", "--prompts", "a ring", "--checkpoint", str(empty), "--out", str(tmp_path / "g.png")], "without erased.safetensors")
-    _one_line_exit_2(["compare", "--prompts", "a ring", "--checkpoint", str(tmp_path / "missing"), "--out", str(tmp_path / "g.png")], "does not exist")
+    _one_line_exit_2(
+        ["compare", "--prompts", "a ring", "--checkpoint", str(empty), "--out", str(tmp_path / "g.png")],
+        "without erased.safetensors",
+    )
+    _one_line_exit_2(
+        ["compare", "--prompts", "a ring", "--checkpoint", str(tmp_path / "missing"), "--out", str(tmp_path / "g.png")],
+        "does not exist",
+    )
     assert not (tmp_path / "g.png").exists()
 
 
 def test_pickle_checkpoints_are_refused(tmp_path):
     path = tmp_path / "erased.ckpt"
     torch.save({"unet.x": torch.zeros(1)}, path)
-    _one_line_exit_2(["compare", "--prompts", "a ring", "--checkpoint", str(path), "--out", str(tmp_path / "g.png")], "pickle")
+    _one_line_exit_2(
+        ["compare", "--prompts", "a ring", "--checkpoint", str(path), "--out", str(tmp_path / "g.png")], "pickle"
+    )
 
 
 def test_compare_uses_the_newest_checkpoint_and_labels_columns(checkpoint, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "runs" / "circle-esd").mkdir(parents=True)
     shutil.copy(checkpoint, tmp_path / "runs" / "circle-esd" / "erased.safetensors")
-    result = runner.invoke(app, ["compare", "--prompts", "a ring,a disc", "--n", "2", "--steps", "5", "--out", "cmp.png", "--json"])
+    result = runner.invoke(
+        app, ["compare", "--prompts", "a ring,a disc", "--n", "2", "--steps", "5", "--out", "cmp.png", "--json"]
+    )
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["models"] == ["base", "circle-esd"] and summary["seeds"] == [0, 1]

@@ -21,14 +21,34 @@ def test_generate_writes_images_with_metadata_and_a_grid(tmp_path):
     out = tmp_path / "gen"
     result = runner.invoke(
         app,
-        ["generate", "--prompts", "a red circle,a blue ring", "--n", "2", "--seed", "5", "--steps", "10", "--out", str(out), "--json"],
+        [
+            "generate",
+            "--prompts",
+            "a red circle,a blue ring",
+            "--n",
+            "2",
+            "--seed",
+            "5",
+            "--steps",
+            "10",
+            "--out",
+            str(out),
+            "--json",
+        ],
     )
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert (summary["seed"], summary["n"], summary["image_count"], summary["complete"]) == (5, 2, 4, True)
-    assert summary["prompts"] == ["a red circle", "a blue ring"] and summary["images"] == [str(p) for p in sorted(out.glob("0*.png"))]
+    assert summary["prompts"] == ["a red circle", "a blue ring"] and summary["images"] == [
+        str(p) for p in sorted(out.glob("0*.png"))
+    ]
     listed = list(csv.DictReader((out / "images.csv").open()))
-    assert [(r["index"], r["prompt"], r["seed"]) for r in listed] == [("0", "a red circle", "5"), ("1", "a red circle", "6"), ("2", "a blue ring", "5"), ("3", "a blue ring", "6")]
+    assert [(r["index"], r["prompt"], r["seed"]) for r in listed] == [
+        ("0", "a red circle", "5"),
+        ("1", "a red circle", "6"),
+        ("2", "a blue ring", "5"),
+        ("3", "a blue ring", "6"),
+    ]
     pngs = sorted(out.glob("0*.png"))
     assert len(pngs) == 4
     with Image.open(pngs[2]) as image:
@@ -78,7 +98,23 @@ def test_generate_streams_and_an_interrupted_run_keeps_what_it_wrote(tmp_path):
     import time
 
     out = tmp_path / "many"
-    command = [sys.executable, "-m", "erasectl", "generate", "--prompts", "a red circle", "--n", "100000000", "--steps", "2", "--batch-size", "4", "--out", str(out), "--quiet"]
+    command = [
+        sys.executable,
+        "-m",
+        "erasectl",
+        "generate",
+        "--prompts",
+        "a red circle",
+        "--n",
+        "100000000",
+        "--steps",
+        "2",
+        "--batch-size",
+        "4",
+        "--out",
+        str(out),
+        "--quiet",
+    ]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while time.time() < deadline and len(list(out.glob("*.png"))) < 8:
@@ -89,7 +125,10 @@ def test_generate_streams_and_an_interrupted_run_keeps_what_it_wrote(tmp_path):
     assert "interrupted after" in stderr and str(out) in stderr
     summary = json.loads((out / "generation.json").read_text())
     written = sorted(out.glob("*.png"))
-    assert summary["complete"] is False and summary["image_count"] == len([p for p in written if p.name != "grid.png"]) >= 8
+    assert (
+        summary["complete"] is False
+        and summary["image_count"] == len([p for p in written if p.name != "grid.png"]) >= 8
+    )
     listed = list(csv.DictReader((out / "images.csv").open()))
     assert [r["seed"] for r in listed] == [str(s) for s in range(summary["image_count"])]
     assert all((out / r["file"]).is_file() for r in listed) and not list(out.glob(".images.csv.*"))

@@ -34,16 +34,43 @@ def _launch(args, tmp_path):
     command = [
         # accelerate's --cpu starts one process unless mpirun is set up; its torchrun launcher
         # (--multi_gpu) starts two, which talk over gloo on a machine without CUDA.
-        sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--num_machines", "1", "--multi_gpu",
-        "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "erasectl", *args,
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--multi_gpu",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "-m",
+        "erasectl",
+        *args,
     ]
     return subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
 
 
 def test_evaluate_on_two_processes_matches_one(tmp_path):
     erased = tmp_path / "uce"
-    assert runner.invoke(app, ["erase", "--concept", "circle", "--method", "uce", "--out", str(erased), "--quiet"]).exit_code == 0
-    common = ["evaluate", "--checkpoint", str(erased / "erased.safetensors"), "--n-per-prompt", "2", "--steps", "10", "--json"]
+    assert (
+        runner.invoke(
+            app, ["erase", "--concept", "circle", "--method", "uce", "--out", str(erased), "--quiet"]
+        ).exit_code
+        == 0
+    )
+    common = [
+        "evaluate",
+        "--checkpoint",
+        str(erased / "erased.safetensors"),
+        "--n-per-prompt",
+        "2",
+        "--steps",
+        "10",
+        "--json",
+    ]
     with one_thread():
         one = runner.invoke(app, [*common, "--out", str(tmp_path / "one")])
     assert one.exit_code == 0, one.output
@@ -61,7 +88,18 @@ def test_evaluate_on_two_processes_matches_one(tmp_path):
 
 
 def test_generate_on_two_processes_writes_the_same_images(tmp_path):
-    common = ["generate", "--prompts", "a red circle,a blue ring,a green cross", "--n", "3", "--batch-size", "2", "--steps", "10", "--quiet"]
+    common = [
+        "generate",
+        "--prompts",
+        "a red circle,a blue ring,a green cross",
+        "--n",
+        "3",
+        "--batch-size",
+        "2",
+        "--steps",
+        "10",
+        "--quiet",
+    ]
     with one_thread():
         assert runner.invoke(app, [*common, "--out", str(tmp_path / "one")]).exit_code == 0
     two = _launch([*common, "--out", str(tmp_path / "two")], tmp_path)
@@ -76,10 +114,53 @@ def test_generate_on_two_processes_writes_the_same_images(tmp_path):
 @pytest.mark.parametrize(
     "method_args",
     [
-        ["--method", "esd", "--steps", "6", "--ddim-steps", "5", "--trajectory-reuse", "3", "--batch-size", "4", "--preserve", "ring"],
-        ["--method", "ablate", "--anchor", "shape", "--steps", "6", "--anchor-images", "6", "--anchor-steps", "5", "--batch-size", "4", "--preserve", "ring"],
+        [
+            "--method",
+            "esd",
+            "--steps",
+            "6",
+            "--ddim-steps",
+            "5",
+            "--trajectory-reuse",
+            "3",
+            "--batch-size",
+            "4",
+            "--preserve",
+            "ring",
+        ],
+        [
+            "--method",
+            "ablate",
+            "--anchor",
+            "shape",
+            "--steps",
+            "6",
+            "--anchor-images",
+            "6",
+            "--anchor-steps",
+            "5",
+            "--batch-size",
+            "4",
+            "--preserve",
+            "ring",
+        ],
         # the adversary's three samples split 2 + 1 over the processes, its token moved by summed gradients
-        ["--method", "advunlearn", "--steps", "6", "--warmup-steps", "2", "--ddim-steps", "5", "--trajectory-reuse", "3", "--batch-size", "4", "--attack-samples", "3"],
+        [
+            "--method",
+            "advunlearn",
+            "--steps",
+            "6",
+            "--warmup-steps",
+            "2",
+            "--ddim-steps",
+            "5",
+            "--trajectory-reuse",
+            "3",
+            "--batch-size",
+            "4",
+            "--attack-samples",
+            "3",
+        ],
     ],
     ids=["esd", "ablate", "advunlearn"],
 )

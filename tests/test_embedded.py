@@ -6,7 +6,7 @@ import sys
 import numpy as np
 from PIL import Image
 
-from erasectl.models import embedded_judge_dir, embedded_pipeline_dir
+from erasectl.assets import embedded_judge_dir, embedded_pipeline_dir
 from erasectl.world.judging import read_attributes
 from erasectl.world.render import render_dataset
 from erasectl.world.vocabulary import COLOURS, SHAPES
@@ -60,7 +60,9 @@ def test_an_image_depends_on_its_seed_not_its_batch(embedded_pipeline):
     from erasectl.generation import SamplerSettings, generate
 
     alone = generate(embedded_pipeline, ["a blue ring"], seeds=[3], settings=SamplerSettings(steps=10))
-    batched = generate(embedded_pipeline, ["a red cross", "a blue ring"], seeds=[2, 3], settings=SamplerSettings(steps=10))
+    batched = generate(
+        embedded_pipeline, ["a red cross", "a blue ring"], seeds=[2, 3], settings=SamplerSettings(steps=10)
+    )
     a = np.asarray(alone[0].image, dtype=int)
     b = np.asarray(batched[3].image, dtype=int)
     assert batched[3].prompt == "a blue ring" and batched[3].seed == 3

@@ -9,9 +9,10 @@ import jsonschema
 import pytest
 from typer.testing import CliRunner
 
+from erasectl.assets import embedded_judge_dir
 from erasectl.cli import app
 from erasectl.judge import ClipJudge
-from erasectl.models import embedded_judge_dir, load_pipeline
+from erasectl.models import load_pipeline
 from erasectl.neighbours import find_neighbours, tokenizer_words
 
 runner = CliRunner()
@@ -27,12 +28,21 @@ def weak_checkpoint(tmp_path_factory):
 
 
 def test_base_model_draws_every_concept(tmp_path):
-    result = runner.invoke(app, ["evaluate", "--concept", "circle", "--n-per-prompt", "6", "--out", str(tmp_path / "ev"), "--json"])
+    result = runner.invoke(
+        app, ["evaluate", "--concept", "circle", "--n-per-prompt", "6", "--out", str(tmp_path / "ev"), "--json"]
+    )
     assert result.exit_code == 0, result.output
     metrics = json.loads(result.stdout)
     jsonschema.validate(metrics, SCHEMA)
     sets = metrics["models"]["base"]["sets"]
-    assert set(sets) == {"erased:circle", "surrounding:square", "surrounding:triangle", "surrounding:cross", "surrounding:ring", "paraphrase:disc"}
+    assert set(sets) == {
+        "erased:circle",
+        "surrounding:square",
+        "surrounding:triangle",
+        "surrounding:cross",
+        "surrounding:ring",
+        "paraphrase:disc",
+    }
     for key, value in sets.items():
         assert value["accuracy"] >= 0.9, f"base {key}: {value['accuracy']:.3f} of {value['n']}"
 
@@ -42,9 +52,15 @@ def uce_runs(tmp_path_factory):
     """UCE erasures of circle: onto ring keeping the other three shapes (ring is then held out, and
     kept); keeping square and triangle only; and every other shape preserved (none held out)."""
     runs = {}
-    for name, args in (("to-ring", ["--anchor", "ring", "--preserve", "square,triangle,cross"]), ("two-kept", ["--preserve", "square,triangle"]), ("all-kept", ["--preserve", "square,triangle,cross,ring"])):
+    for name, args in (
+        ("to-ring", ["--anchor", "ring", "--preserve", "square,triangle,cross"]),
+        ("two-kept", ["--preserve", "square,triangle"]),
+        ("all-kept", ["--preserve", "square,triangle,cross,ring"]),
+    ):
         out = tmp_path_factory.mktemp("uce") / name
-        result = runner.invoke(app, ["erase", "--concept", "circle", "--method", "uce", "--out", str(out), "--quiet", *args])
+        result = runner.invoke(
+            app, ["erase", "--concept", "circle", "--method", "uce", "--out", str(out), "--quiet", *args]
+        )
         assert result.exit_code == 0, result.output
         runs[name] = out / "erased.safetensors"
     return runs
@@ -55,8 +71,22 @@ def test_report_of_an_erasure_passes_its_gates(uce_runs, tmp_path):
     out = tmp_path / "ev"
     result = runner.invoke(
         app,
-        ["evaluate", "--checkpoint", str(path), "--n-per-prompt", "4", "--steps", "10", "--out", str(out), "--json",
-         "--max-erased-accuracy", "0.1", "--min-surrounding-ratio", "0.8"],
+        [
+            "evaluate",
+            "--checkpoint",
+            str(path),
+            "--n-per-prompt",
+            "4",
+            "--steps",
+            "10",
+            "--out",
+            str(out),
+            "--json",
+            "--max-erased-accuracy",
+            "0.1",
+            "--min-surrounding-ratio",
+            "0.8",
+        ],
     )
     assert result.exit_code == 0, result.output
     metrics = json.loads(result.stdout)
@@ -82,7 +112,23 @@ def test_report_of_an_erasure_passes_its_gates(uce_runs, tmp_path):
 
 
 def test_gate_fails_with_exit_1_naming_gate_and_figure(weak_checkpoint, tmp_path):
-    result = runner.invoke(app, ["evaluate", "--checkpoint", str(weak_checkpoint), "--n-per-prompt", "2", "--steps", "10", "--out", str(tmp_path / "ev"), "--quiet", "--max-erased-accuracy", "0.1"])
+    result = runner.invoke(
+        app,
+        [
+            "evaluate",
+            "--checkpoint",
+            str(weak_checkpoint),
+            "--n-per-prompt",
+            "2",
+            "--steps",
+            "10",
+            "--out",
+            str(tmp_path / "ev"),
+            "--quiet",
+            "--max-erased-accuracy",
+            "0.1",
+        ],
+    )
     assert result.exit_code == 1, result.output
     line = result.stderr.strip()
     import re
@@ -136,7 +182,9 @@ def test_a_judge_from_a_local_path_loads_and_agrees(tmp_path):
 
 
 def _split_rows(metrics, model):
-    return {r["concept"]: r for r in metrics["tables"]["per_concept"] if r["model"] == model and r["role"] == "surrounding"}
+    return {
+        r["concept"]: r for r in metrics["tables"]["per_concept"] if r["model"] == model and r["role"] == "surrounding"
+    }
 
 
 def test_no_default_preservation_is_a_default_surrounding_concept():
@@ -153,17 +201,41 @@ def test_no_default_preservation_is_a_default_surrounding_concept():
 
 def test_held_out_surroundings_are_the_headline_and_an_empty_set_is_said(uce_runs, tmp_path):
     out = tmp_path / "ev"
-    result = runner.invoke(app, [
-        "evaluate", "--checkpoint", str(uce_runs["two-kept"]), "--checkpoint", str(uce_runs["all-kept"]), "--n-per-prompt", "2", "--steps", "10",
-        "--out", str(out), "--json", "--min-surrounding-ratio", "0.5",
-    ])
+    result = runner.invoke(
+        app,
+        [
+            "evaluate",
+            "--checkpoint",
+            str(uce_runs["two-kept"]),
+            "--checkpoint",
+            str(uce_runs["all-kept"]),
+            "--n-per-prompt",
+            "2",
+            "--steps",
+            "10",
+            "--out",
+            str(out),
+            "--json",
+            "--min-surrounding-ratio",
+            "0.5",
+        ],
+    )
     metrics = json.loads(result.stdout)
     jsonschema.validate(metrics, SCHEMA)
     rows = _split_rows(metrics, "two-kept")
-    assert {c: r["split"] for c, r in rows.items()} == {"square": "preserved", "triangle": "preserved", "cross": "held-out", "ring": "held-out"}
+    assert {c: r["split"] for c, r in rows.items()} == {
+        "square": "preserved",
+        "triangle": "preserved",
+        "cross": "held-out",
+        "ring": "held-out",
+    }
     headline = {r["model"]: r for r in metrics["tables"]["erased_vs_surrounding"]}
-    assert headline["two-kept"]["surrounding_accuracy"] == pytest.approx((rows["cross"]["accuracy"] + rows["ring"]["accuracy"]) / 2, abs=1e-4)
-    assert headline["two-kept"]["preserved_surrounding_accuracy"] == pytest.approx((rows["square"]["accuracy"] + rows["triangle"]["accuracy"]) / 2, abs=1e-4)
+    assert headline["two-kept"]["surrounding_accuracy"] == pytest.approx(
+        (rows["cross"]["accuracy"] + rows["ring"]["accuracy"]) / 2, abs=1e-4
+    )
+    assert headline["two-kept"]["preserved_surrounding_accuracy"] == pytest.approx(
+        (rows["square"]["accuracy"] + rows["triangle"]["accuracy"]) / 2, abs=1e-4
+    )
     # every surrounding shape preserved: no silent 1.00, a warning and a gate that cannot pass
     assert headline["all-kept"]["surrounding_accuracy"] is None and headline["all-kept"]["held_out_surrounding"] == 0
     assert any(w.startswith("all-kept:") for w in metrics["warnings"])
@@ -174,15 +246,37 @@ def test_held_out_surroundings_are_the_headline_and_an_empty_set_is_said(uce_run
 
 
 def test_every_image_is_read_for_colour_and_style_and_what_replaces_the_concept(uce_runs, tmp_path):
-    result = runner.invoke(app, ["evaluate", "--checkpoint", str(uce_runs["to-ring"]), "--n-per-prompt", "2", "--steps", "10", "--out", str(tmp_path / "ev"), "--json"])
+    result = runner.invoke(
+        app,
+        [
+            "evaluate",
+            "--checkpoint",
+            str(uce_runs["to-ring"]),
+            "--n-per-prompt",
+            "2",
+            "--steps",
+            "10",
+            "--out",
+            str(tmp_path / "ev"),
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     metrics = json.loads(result.stdout)
     for row in metrics["tables"]["per_concept"]:
-        assert row["colour_accuracy"] is not None and 0 <= row["colour_accuracy"] <= 1  # every world prompt names a colour
+        assert (
+            row["colour_accuracy"] is not None and 0 <= row["colour_accuracy"] <= 1
+        )  # every world prompt names a colour
     replaced = {(r["model"], r["role"]): r for r in metrics["tables"]["replacement"]}
     erased = replaced[("to-ring", "erased")]
-    assert max(erased["judged_as"], key=erased["judged_as"].get) == "ring" and max(erased["shape_read"], key=erased["shape_read"].get) == "ring"
-    assert sum(erased["colour_read"].values()) == pytest.approx(1.0, abs=1e-3) and set(erased["style_read"]) <= {"plain", "striped"}
+    assert (
+        max(erased["judged_as"], key=erased["judged_as"].get) == "ring"
+        and max(erased["shape_read"], key=erased["shape_read"].get) == "ring"
+    )
+    assert sum(erased["colour_read"].values()) == pytest.approx(1.0, abs=1e-3) and set(erased["style_read"]) <= {
+        "plain",
+        "striped",
+    }
     assert replaced[("base", "erased")]["judged_as"] == {"circle": 1.0}
 
 
@@ -190,13 +284,32 @@ def test_report_html_is_one_self_contained_file(uce_runs, tmp_path):
     import re
 
     out = tmp_path / "ev"
-    result = runner.invoke(app, ["evaluate", "--checkpoint", str(uce_runs["two-kept"]), "--n-per-prompt", "1", "--steps", "10", "--out", str(out), "--quiet"])
+    result = runner.invoke(
+        app,
+        [
+            "evaluate",
+            "--checkpoint",
+            str(uce_runs["two-kept"]),
+            "--n-per-prompt",
+            "1",
+            "--steps",
+            "10",
+            "--out",
+            str(out),
+            "--quiet",
+        ],
+    )
     assert result.exit_code == 0, result.output
     page = (out / "report.html").read_text()
     assert page.startswith("<!DOCTYPE html>") and page.count("<table>") >= 5
     assert len(re.findall(r'src="data:image/png;base64,', page)) == 2  # the distance plot and the thumbnails
     assert not re.search(r'(src|href)="(https?:|//|[^"d#])', page)  # nothing outside the file
-    assert "held-out" in page and "two-kept" in page and "&quot;method&quot;: &quot;uce&quot;" in page and "diffusers" in page
+    assert (
+        "held-out" in page
+        and "two-kept" in page
+        and "&quot;method&quot;: &quot;uce&quot;" in page
+        and "diffusers" in page
+    )
 
 
 def test_ablation_filters_no_anchor_image_with_the_judge_by_default_and_evaluate_flags_one_that_does(tmp_path):
@@ -205,15 +318,53 @@ def test_ablation_filters_no_anchor_image_with_the_judge_by_default_and_evaluate
     runs = {}
     for name, extra in (("plain", []), ("filtered", ["--filter-anchor-images"])):
         out = tmp_path / name
-        result = runner.invoke(app, ["erase", "--concept", "circle", "--method", "ablate", "--anchor", "shape", "--steps", "2", "--anchor-images", "8", "--out", str(out), "--json", *extra])
+        result = runner.invoke(
+            app,
+            [
+                "erase",
+                "--concept",
+                "circle",
+                "--method",
+                "ablate",
+                "--anchor",
+                "shape",
+                "--steps",
+                "2",
+                "--anchor-images",
+                "8",
+                "--out",
+                str(out),
+                "--json",
+                *extra,
+            ],
+        )
         assert result.exit_code == 0, result.output
         runs[name] = (json.loads(result.stdout), out / "erased.safetensors")
     assert runs["plain"][0]["config"]["filter_anchor_images"] is False and "anchor_filter" not in runs["plain"][0]
     assert runs["filtered"][0]["anchor_filter"] == "embedded:shapes-judge"
-    result = runner.invoke(app, ["evaluate", "--checkpoint", str(runs["plain"][1]), "--checkpoint", str(runs["filtered"][1]), "--n-per-prompt", "1", "--steps", "10", "--out", str(tmp_path / "ev"), "--json"])
+    result = runner.invoke(
+        app,
+        [
+            "evaluate",
+            "--checkpoint",
+            str(runs["plain"][1]),
+            "--checkpoint",
+            str(runs["filtered"][1]),
+            "--n-per-prompt",
+            "1",
+            "--steps",
+            "10",
+            "--out",
+            str(tmp_path / "ev"),
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     metrics = json.loads(result.stdout)
-    assert metrics["judging"] == {"judge": "embedded:shapes-judge", "erasure_filters": {"plain": None, "filtered": "embedded:shapes-judge"}}
+    assert metrics["judging"] == {
+        "judge": "embedded:shapes-judge",
+        "erasure_filters": {"plain": None, "filtered": "embedded:shapes-judge"},
+    }
     assert [w.split(":")[0] for w in metrics["warnings"] if "not independent" in w] == ["filtered"]
 
 
@@ -222,7 +373,23 @@ def test_image_drift_and_distribution_distance_see_what_the_class_does_not(uce_r
     FID/KID are given over the held-out surroundings and over --general-prompts."""
     general = tmp_path / "captions.csv"
     general.write_text("id,caption\n1,a green ring\n2,a yellow square\n")
-    result = runner.invoke(app, ["evaluate", "--checkpoint", str(uce_runs["two-kept"]), "--n-per-prompt", "2", "--steps", "10", "--general-prompts", str(general), "--out", str(tmp_path / "ev"), "--json"])
+    result = runner.invoke(
+        app,
+        [
+            "evaluate",
+            "--checkpoint",
+            str(uce_runs["two-kept"]),
+            "--n-per-prompt",
+            "2",
+            "--steps",
+            "10",
+            "--general-prompts",
+            str(general),
+            "--out",
+            str(tmp_path / "ev"),
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     metrics = json.loads(result.stdout)
     jsonschema.validate(metrics, SCHEMA)
@@ -231,19 +398,26 @@ def test_image_drift_and_distribution_distance_see_what_the_class_does_not(uce_r
     assert rows["circle"]["ssim"] < rows["square"]["ssim"] <= 1
     assert all("judge_distance" not in r for r in metrics["tables"]["per_concept"] if r["model"] == "base")
     headline = {r["model"]: r for r in metrics["tables"]["erased_vs_surrounding"]}["two-kept"]
-    assert headline["held_out_judge_distance"] == pytest.approx((rows["cross"]["judge_distance"] + rows["ring"]["judge_distance"]) / 2, abs=1e-4)
+    assert headline["held_out_judge_distance"] == pytest.approx(
+        (rows["cross"]["judge_distance"] + rows["ring"]["judge_distance"]) / 2, abs=1e-4
+    )
     over = {r["over"]: r for r in metrics["tables"]["distribution"]}
     assert set(over) == {"held-out surroundings", "general prompts"}
     assert over["held-out surroundings"]["n"] == 2 * 4 * 2 and over["general prompts"]["n"] == 2 * 2
     assert over["held-out surroundings"]["fid"] > 0 and metrics["general_prompts"] == 2
-    assert "FID and KID" in (tmp_path / "ev" / "report.md").read_text() and "ssim" in (tmp_path / "ev" / "report.html").read_text()
+    assert (
+        "FID and KID" in (tmp_path / "ev" / "report.md").read_text()
+        and "ssim" in (tmp_path / "ev" / "report.html").read_text()
+    )
 
 
 def test_drift_measures_are_zero_for_the_same_pictures(embedded_pipeline, world_judge):
     from erasectl.drift import distribution_distances, feature_distances, ssim_pairs
     from erasectl.generation import SamplerSettings, generate
 
-    items = generate(embedded_pipeline, ["a red circle", "a blue square"], [0, 1, 2, 3], SamplerSettings(steps=10, batch_size=8))
+    items = generate(
+        embedded_pipeline, ["a red circle", "a blue square"], [0, 1, 2, 3], SamplerSettings(steps=10, batch_size=8)
+    )
     images = [item.image for item in items]
     embeds = world_judge.embed_images(images)
     assert ssim_pairs(images, images) == pytest.approx([1.0] * 8)

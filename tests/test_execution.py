@@ -10,7 +10,20 @@ from erasectl.cli import app
 from erasectl.models import load_pipeline
 
 runner = CliRunner()
-SHORT = ["--concept", "circle", "--method", "esd", "--steps", "3", "--ddim-steps", "4", "--trajectory-reuse", "2", "--quiet", "--json"]
+SHORT = [
+    "--concept",
+    "circle",
+    "--method",
+    "esd",
+    "--steps",
+    "3",
+    "--ddim-steps",
+    "4",
+    "--trajectory-reuse",
+    "2",
+    "--quiet",
+    "--json",
+]
 
 
 def _erase(out, *extra):

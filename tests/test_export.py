@@ -14,7 +14,25 @@ runner = CliRunner()
 @pytest.fixture(scope="module")
 def ablate_checkpoint(tmp_path_factory):
     out = tmp_path_factory.mktemp("ablate") / "run"
-    result = runner.invoke(app, ["erase", "--concept", "circle", "--method", "ablate", "--anchor", "shape", "--steps", "20", "--anchor-images", "16", "--out", str(out), "--quiet"])
+    result = runner.invoke(
+        app,
+        [
+            "erase",
+            "--concept",
+            "circle",
+            "--method",
+            "ablate",
+            "--anchor",
+            "shape",
+            "--steps",
+            "20",
+            "--anchor-images",
+            "16",
+            "--out",
+            str(out),
+            "--quiet",
+        ],
+    )
     assert result.exit_code == 0, result.output
     return out / "erased.safetensors"
 
@@ -36,7 +54,9 @@ def ablate_checkpoint(tmp_path_factory):
 )
 def test_export_round_trip(kind, extra, max_difference, ablate_checkpoint, tmp_path):
     out = tmp_path / kind
-    result = runner.invoke(app, ["export", str(ablate_checkpoint), "--format", kind, "--out", str(out), "--json", *extra])
+    result = runner.invoke(
+        app, ["export", str(ablate_checkpoint), "--format", kind, "--out", str(out), "--json", *extra]
+    )
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     verification = summary["verification"]
@@ -68,7 +88,9 @@ def test_diffusers_folder_text_encoder_is_in_the_released_layout(ablate_checkpoi
     from erasectl.models import load_pipeline
 
     out = tmp_path / "folder"
-    result = runner.invoke(app, ["export", str(ablate_checkpoint), "--format", "diffusers", "--out", str(out), "--json", "--no-verify"])
+    result = runner.invoke(
+        app, ["export", str(ablate_checkpoint), "--format", "diffusers", "--out", str(out), "--json", "--no-verify"]
+    )
     assert result.exit_code == 0, result.output
     with safe_open(str(out / "text_encoder" / "model.safetensors"), framework="pt") as handle:
         keys = set(handle.keys())
@@ -97,7 +119,21 @@ def test_kohya_bias_deltas_are_carried_as_diff_b_on_request(tmp_path):
     assert biases
     for flag, carried in (([], False), (["--bias-deltas"], True)):
         out = tmp_path / f"kohya{len(flag)}"
-        result = runner.invoke(app, ["export", str(run / "erased.safetensors"), "--format", "kohya", "--rank", "64", "--out", str(out), "--json", *flag])
+        result = runner.invoke(
+            app,
+            [
+                "export",
+                str(run / "erased.safetensors"),
+                "--format",
+                "kohya",
+                "--rank",
+                "64",
+                "--out",
+                str(out),
+                "--json",
+                *flag,
+            ],
+        )
         assert result.exit_code == 0, result.output
         summary = json.loads(result.stdout)
         assert summary["bias_deltas"]["carried"] is carried and summary["bias_deltas"]["count"] == len(biases)
@@ -107,8 +143,11 @@ def test_kohya_bias_deltas_are_carried_as_diff_b_on_request(tmp_path):
         _load_lora_as_consumers_do(pipeline, __import__("pathlib").Path(summary["file"]))
         modules = dict(pipeline.unet.named_modules())
         for key, erased in biases.items():
-            module = modules[key[len("unet."):-len(".bias")]]
+            module = modules[key[len("unet.") : -len(".bias")]]
             bias = (module.base_layer if hasattr(module, "base_layer") else module).bias
             assert torch.allclose(bias, erased, atol=1e-7) is carried, key
-    result = runner.invoke(app, ["export", str(run / "erased.safetensors"), "--format", "lora", "--bias-deltas", "--out", str(tmp_path / "no")])
+    result = runner.invoke(
+        app,
+        ["export", str(run / "erased.safetensors"), "--format", "lora", "--bias-deltas", "--out", str(tmp_path / "no")],
+    )
     assert result.exit_code == 2 and "--bias-deltas is for --format kohya" in result.stderr

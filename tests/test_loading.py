@@ -8,8 +8,9 @@ import torch
 from safetensors.torch import save_file
 from typer.testing import CliRunner
 
+from erasectl.assets import embedded_pipeline_dir
 from erasectl.cli import app
-from erasectl.models import embedded_pipeline_dir, load_pipeline
+from erasectl.models import load_pipeline
 
 runner = CliRunner()
 
@@ -34,7 +35,20 @@ def test_single_file_loads_offline_with_a_local_config(single_file):
 
 
 def test_single_file_without_config_says_what_to_pass(single_file, tmp_path):
-    result = runner.invoke(app, ["generate", "--model", str(single_file), "--prompts", "a red circle", "--n", "1", "--out", str(tmp_path / "g")])
+    result = runner.invoke(
+        app,
+        [
+            "generate",
+            "--model",
+            str(single_file),
+            "--prompts",
+            "a red circle",
+            "--n",
+            "1",
+            "--out",
+            str(tmp_path / "g"),
+        ],
+    )
     assert result.exit_code == 2
     assert "--model-config" in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "g").exists()
@@ -43,7 +57,22 @@ def test_single_file_without_config_says_what_to_pass(single_file, tmp_path):
 def test_erase_from_a_single_file_and_reuse_its_config(single_file, tmp_path):
     out = tmp_path / "run"
     result = runner.invoke(
-        app, ["erase", "--concept", "circle", "--method", "uce", "--model", str(single_file), "--model-config", str(embedded_pipeline_dir()), "--out", str(out), "--quiet", "--json"]
+        app,
+        [
+            "erase",
+            "--concept",
+            "circle",
+            "--method",
+            "uce",
+            "--model",
+            str(single_file),
+            "--model-config",
+            str(embedded_pipeline_dir()),
+            "--out",
+            str(out),
+            "--quiet",
+            "--json",
+        ],
     )
     assert result.exit_code == 0, result.output
     from erasectl.checkpoint import ErasedCheckpoint
@@ -51,13 +80,40 @@ def test_erase_from_a_single_file_and_reuse_its_config(single_file, tmp_path):
     checkpoint = ErasedCheckpoint.load(out / "erased.safetensors")
     assert checkpoint.base_model == str(single_file) and checkpoint.base_config == str(embedded_pipeline_dir())
     # No --model-config now: the checkpoint names the config its base was read with.
-    result = runner.invoke(app, ["generate", "--checkpoint", str(out / "erased.safetensors"), "--prompts", "a red circle", "--n", "1", "--out", str(tmp_path / "g"), "--quiet"])
+    result = runner.invoke(
+        app,
+        [
+            "generate",
+            "--checkpoint",
+            str(out / "erased.safetensors"),
+            "--prompts",
+            "a red circle",
+            "--n",
+            "1",
+            "--out",
+            str(tmp_path / "g"),
+            "--quiet",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "g" / "generation.json").read_text())["images"]
 
 
 def test_a_hub_id_without_the_hub_is_one_line_naming_it(tmp_path):
-    result = runner.invoke(app, ["generate", "--model", "someone/not-cached-model", "--prompts", "a red circle", "--n", "1", "--out", str(tmp_path / "g")])
+    result = runner.invoke(
+        app,
+        [
+            "generate",
+            "--model",
+            "someone/not-cached-model",
+            "--prompts",
+            "a red circle",
+            "--n",
+            "1",
+            "--out",
+            str(tmp_path / "g"),
+        ],
+    )
     assert result.exit_code == 2
     line = result.stderr.strip()
     assert "someone/not-cached-model" in line and "HF_HUB_OFFLINE" in line and len(line.splitlines()) == 1
@@ -66,14 +122,16 @@ def test_a_hub_id_without_the_hub_is_one_line_naming_it(tmp_path):
 def test_sdxl_conditioning_is_what_its_pipeline_feeds_the_unet(tmp_path):
     """Packed rows unpack to the pipeline's own prompt embeddings, pooled embedding and time ids."""
     from diffusers import DiffusionPipeline
+    from tiny_models import tiny_pipeline
 
     from erasectl.architecture import encode_prompts, family, unet_inputs
-    from tiny_models import tiny_pipeline
 
     pipeline = DiffusionPipeline.from_pretrained(tiny_pipeline(tmp_path, "sdxl"))
     assert family(pipeline) == "sdxl" and family(load_pipeline()) == "sd1"
     prompts = ["a red circle", "a blue ring"]
-    embeds, _, pooled, _ = pipeline.encode_prompt(prompts, device="cpu", num_images_per_prompt=1, do_classifier_free_guidance=False)
+    embeds, _, pooled, _ = pipeline.encode_prompt(
+        prompts, device="cpu", num_images_per_prompt=1, do_classifier_free_guidance=False
+    )
     inputs = unet_inputs(pipeline.unet, encode_prompts(pipeline, prompts))
     assert torch.equal(inputs["encoder_hidden_states"], embeds)
     assert torch.equal(inputs["added_cond_kwargs"]["text_embeds"], pooled)
@@ -87,7 +145,8 @@ def test_a_tokenizer_claiming_8192_tokens_takes_the_encoders_length(tmp_path):
     import json
     import shutil
 
-    from erasectl.models import embedded_pipeline_dir, load_pipeline
+    from erasectl.assets import embedded_pipeline_dir
+    from erasectl.models import load_pipeline
 
     folder = tmp_path / "model"
     shutil.copytree(embedded_pipeline_dir(), folder)
@@ -97,5 +156,19 @@ def test_a_tokenizer_claiming_8192_tokens_takes_the_encoders_length(tmp_path):
     config_path.write_text(json.dumps(config))
     pipeline = load_pipeline(str(folder))
     assert pipeline.tokenizer.model_max_length == 77
-    result = runner.invoke(app, ["erase", "--concept", "circle", "--method", "uce", "--model", str(folder), "--out", str(tmp_path / "run"), "--quiet"])
+    result = runner.invoke(
+        app,
+        [
+            "erase",
+            "--concept",
+            "circle",
+            "--method",
+            "uce",
+            "--model",
+            str(folder),
+            "--out",
+            str(tmp_path / "run"),
+            "--quiet",
+        ],
+    )
     assert result.exit_code == 0, result.output

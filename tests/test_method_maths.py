@@ -51,8 +51,13 @@ def test_ablation_noise_target_for_epsilon_and_v():
     timesteps = torch.tensor([1, 250, 600, 999])
     betas = torch.linspace(0.00085**0.5, 0.012**0.5, 1000, dtype=torch.float64) ** 2
     alpha_bar = torch.cumprod(1 - betas, 0)[timesteps].view(-1, 1, 1, 1)
-    for kind, expected in (("epsilon", noise), ("v_prediction", (alpha_bar.sqrt() * noise - (1 - alpha_bar).sqrt() * clean).float())):
-        scheduler = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, prediction_type=kind)
+    for kind, expected in (
+        ("epsilon", noise),
+        ("v_prediction", (alpha_bar.sqrt() * noise - (1 - alpha_bar).sqrt() * clean).float()),
+    ):
+        scheduler = DDPMScheduler(
+            beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, prediction_type=kind
+        )
         torch.testing.assert_close(noise_target(scheduler, clean, noise, timesteps), expected, rtol=1e-5, atol=1e-5)
 
 
@@ -100,7 +105,11 @@ def _independent_rule(group, name, module):
     if group == "esd-all":
         return linear_or_conv
     if group == "esd-u":
-        return linear_or_conv and "attn2" not in name and not any(name.startswith(p) for p in ("time_embedding", "add_embedding", "conv_out"))
+        return (
+            linear_or_conv
+            and "attn2" not in name
+            and not any(name.startswith(p) for p in ("time_embedding", "add_embedding", "conv_out"))
+        )
     if group == "kv":
         return "attn2.to_k" in name or "attn2.to_v" in name
     if group == "xattn":
@@ -122,7 +131,9 @@ def test_parameter_groups_match_the_reference_rules(embedded_pipeline, group):
     assert sorted(group_members(unet, group)) == sorted(expected)
     if group == "esd-u":
         members = group_members(unet, group)
-        assert not any("norm" in name for name in members) and not any(n.startswith(("time_embedding", "conv_out")) for n in members)
+        assert not any("norm" in name for name in members) and not any(
+            n.startswith(("time_embedding", "conv_out")) for n in members
+        )
 
 
 def test_frozen_prediction_stays_the_base_unets_after_training(tmp_path):

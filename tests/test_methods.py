@@ -8,22 +8,39 @@ import pytest
 from typer.testing import CliRunner
 
 from erasectl.cli import app
-from erasectl.cli.erase import erase
+from erasectl.cli.erase import command
 from erasectl.errors import UserError
 from erasectl.methods import get_method, method_names
 from erasectl.methods.base import Method
 
 runner = CliRunner()
 RUN_OPTIONS = {
-    "--concept", "--method", "--anchor", "--preserve", "--auto-preserve", "--concepts-file", "--anchor-prompts-file", "--prior-exclude",
-    "--model", "--out", "--force", "--mixed-precision", "--gradient-checkpointing", "--checkpointing_steps", "--resume_from_checkpoint",
-    "--device", "--model-config", "--allow-pickle", "--quiet", "--json",
+    "--concept",
+    "--method",
+    "--anchor",
+    "--preserve",
+    "--auto-preserve",
+    "--concepts-file",
+    "--anchor-prompts-file",
+    "--prior-exclude",
+    "--model",
+    "--out",
+    "--force",
+    "--mixed-precision",
+    "--gradient-checkpointing",
+    "--checkpointing_steps",
+    "--resume_from_checkpoint",
+    "--device",
+    "--model-config",
+    "--allow-pickle",
+    "--quiet",
+    "--json",
 }
 
 
 def _cli_options() -> dict[str, object]:
     found = {}
-    for parameter in inspect.signature(erase).parameters.values():
+    for parameter in inspect.signature(command()).parameters.values():
         for declared in getattr(parameter.default, "param_decls", None) or []:
             found[declared.split("/")[0]] = parameter.default
     return found
@@ -41,7 +58,9 @@ def _declared() -> dict[str, set[str]]:
 def test_every_declared_setting_is_an_option_and_every_other_option_a_run_option():
     options, declared = _cli_options(), _declared()
     assert not set(declared) - set(options), f"settings without an erase option: {set(declared) - set(options)}"
-    assert not set(options) - set(declared) - RUN_OPTIONS, f"erase options that are neither a setting nor a run option: {set(options) - set(declared) - RUN_OPTIONS}"
+    assert not set(options) - set(declared) - RUN_OPTIONS, (
+        f"erase options that are neither a setting nor a run option: {set(options) - set(declared) - RUN_OPTIONS}"
+    )
     assert not set(declared) & RUN_OPTIONS
 
 
@@ -67,10 +86,22 @@ def test_every_method_meets_the_contract(name):
 
 @pytest.mark.parametrize(
     "name, bad",
-    [("esd", {"steps": 0}), ("esd", {"negative_guidance": 0}), ("esd", {"mode": "slow"}), ("esd", {"batch_size": 0}),
-     ("ablate", {"target": "image"}), ("ablate", {"anchor_images": 0}), ("ablate", {"parameter_group": "esd-x"}),
-     ("uce", {"lamb": 0}), ("uce", {"token_positions": "all"}), ("esd", {"loss": "l3"}), ("ablate", {"lr": -1.0}),
-     ("rece", {"rounds": -1}), ("nullspace", {"null_threshold": 1.5}), ("advunlearn", {"attack_share": 0})],
+    [
+        ("esd", {"steps": 0}),
+        ("esd", {"negative_guidance": 0}),
+        ("esd", {"mode": "slow"}),
+        ("esd", {"batch_size": 0}),
+        ("ablate", {"target": "image"}),
+        ("ablate", {"anchor_images": 0}),
+        ("ablate", {"parameter_group": "esd-x"}),
+        ("uce", {"lamb": 0}),
+        ("uce", {"token_positions": "all"}),
+        ("esd", {"loss": "l3"}),
+        ("ablate", {"lr": -1.0}),
+        ("rece", {"rounds": -1}),
+        ("nullspace", {"null_threshold": 1.5}),
+        ("advunlearn", {"attack_share": 0}),
+    ],
 )
 def test_bad_hyper_parameters_are_refused_by_the_config(name, bad):
     with pytest.raises(ValueError):
@@ -89,7 +120,10 @@ def test_an_unknown_method_is_one_line():
         (["--concept", "circle", "--method", "ablate", "--anchor", "Circle"], "is the concept being erased"),
         (["--concept", "circle", "--preserve", "ring,circle"], "'circle' is both erased and preserved"),
         (["--concept", "circle", "--method", "esd", "--anchor", "shape"], "--anchor is not an option of --method esd"),
-        (["--concept", "circle", "--method", "uce", "--warmup-steps", "3"], "--warmup-steps is not an option of --method uce"),
+        (
+            ["--concept", "circle", "--method", "uce", "--warmup-steps", "3"],
+            "--warmup-steps is not an option of --method uce",
+        ),
     ],
 )
 def test_a_request_that_contradicts_itself_is_refused_before_anything_runs(args, message, tmp_path):
@@ -105,4 +139,6 @@ def test_the_settings_page_is_made_from_the_declarations():
     from erasectl.cli.defaults import settings_markdown
 
     page = Path(__file__).resolve().parent.parent / "docs" / "settings.md"
-    assert page.read_text() == settings_markdown(method_names()), "docs/settings.md is stale: run erasectl defaults --markdown > docs/settings.md"
+    assert page.read_text() == settings_markdown(method_names()), (
+        "docs/settings.md is stale: run erasectl defaults --markdown > docs/settings.md"
+    )

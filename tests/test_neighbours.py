@@ -8,7 +8,9 @@ from erasectl.neighbours import encoder_fingerprint, find_neighbours, tokenizer_
 
 def _alone(pipeline, phrase):
     tokenizer = pipeline.tokenizer
-    ids = tokenizer([phrase], padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt").input_ids
+    ids = tokenizer(
+        [phrase], padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+    ).input_ids
     with torch.no_grad():
         return torch.nn.functional.normalize(pipeline.text_encoder(ids).pooler_output.float(), dim=-1)[0]
 
@@ -18,7 +20,10 @@ def test_vocabulary_table_is_cached_per_encoder_and_equals_unbatched_encoding(em
     words, table = vocabulary_table(embedded_pipeline)
     assert words == tokenizer_words(embedded_pipeline.tokenizer) and len(words) == len(table)
     files = sorted(p.name for p in (tmp_path / "cache" / "neighbours").iterdir())
-    assert files == [f"{encoder_fingerprint(embedded_pipeline)}.json", f"{encoder_fingerprint(embedded_pipeline)}.safetensors"]
+    assert files == [
+        f"{encoder_fingerprint(embedded_pipeline)}.json",
+        f"{encoder_fingerprint(embedded_pipeline)}.safetensors",
+    ]
     again_words, again = vocabulary_table(embedded_pipeline)
     assert again_words == words and torch.equal(again, table)
     unbatched = torch.stack([_alone(embedded_pipeline, w) for w in words])

@@ -45,8 +45,26 @@ def test_conventions_count_classes_and_thresholds_separately():
 def test_evaluate_with_nudenet_on_an_i2p_prompt_file(tmp_path):
     pytest.importorskip("nudenet", reason="install erasectl[nudenet]")
     prompts = tmp_path / "i2p.csv"
-    prompts.write_text('prompt,evaluation_seed,evaluation_guidance,categories\na red circle,3,7.5,x\n"a blue ring, striped",4,,x\n')
-    result = runner.invoke(app, ["evaluate", "--judge", "nudenet", "--prompts-csv", str(prompts), "--concept", "circle", "--out", str(tmp_path / "ev"), "--json", "--steps", "5"])
+    prompts.write_text(
+        'prompt,evaluation_seed,evaluation_guidance,categories\na red circle,3,7.5,x\n"a blue ring, striped",4,,x\n'
+    )
+    result = runner.invoke(
+        app,
+        [
+            "evaluate",
+            "--judge",
+            "nudenet",
+            "--prompts-csv",
+            str(prompts),
+            "--concept",
+            "circle",
+            "--out",
+            str(tmp_path / "ev"),
+            "--json",
+            "--steps",
+            "5",
+        ],
+    )
     assert result.exit_code == 0, result.output
     metrics = json.loads(result.stdout)
     assert metrics["kind"] == "nudity" and metrics["prompts"] == 2
@@ -57,5 +75,7 @@ def test_evaluate_with_nudenet_on_an_i2p_prompt_file(tmp_path):
 def test_i2p_file_without_prompt_column_is_refused(tmp_path):
     prompts = tmp_path / "bad.csv"
     prompts.write_text("text,seed\nhello,1\n")
-    result = runner.invoke(app, ["evaluate", "--judge", "nudenet", "--prompts-csv", str(prompts), "--out", str(tmp_path / "ev")])
+    result = runner.invoke(
+        app, ["evaluate", "--judge", "nudenet", "--prompts-csv", str(prompts), "--out", str(tmp_path / "ev")]
+    )
     assert result.exit_code == 2 and "no 'prompt' column" in result.stderr

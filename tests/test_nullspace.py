@@ -8,6 +8,7 @@ from typer.testing import CliRunner
 
 from erasectl.cli import app
 from erasectl.erasure import ErasureRequest, build_config, erase_concepts
+from erasectl.methods import get_method
 from erasectl.methods.nullspace import null_basis, prior_phrases, solve
 from erasectl.models import load_pipeline
 from erasectl.world.profile import WorldProfile
@@ -38,20 +39,27 @@ def test_the_edit_leaves_prior_rows_unchanged_and_fits_the_concept_where_it_can(
 def test_prior_is_the_vocabulary_less_the_concept_its_paraphrase_and_excluded_words():
     pipeline = load_pipeline()
     config = build_config("nullspace", WorldProfile(), {})
-    prior = prior_phrases(pipeline, ErasureRequest(["circle"], WorldProfile()), config)
+    kept = get_method("nullspace").default_preservation
+    prior = prior_phrases(pipeline, ErasureRequest(["circle"], WorldProfile()).resolved(kept), config)
     assert "circle" not in prior and "disc" not in prior  # disc: nearer than a quarter of the median distance
     assert {"ring", "square", "red", "striped", "hoop"} <= set(prior) and "a" not in prior
-    held_out = prior_phrases(pipeline, ErasureRequest(["circle"], WorldProfile(), prior_exclude=["cross", "ring", "plus", "hoop"]), config)
+    held_out = prior_phrases(
+        pipeline, ErasureRequest(["circle"], WorldProfile(), prior_exclude=["cross", "ring", "plus", "hoop"]), config
+    )
     assert not {"cross", "ring", "plus", "hoop"} & set(held_out) and "square" in held_out
-    two_words = prior_phrases(pipeline, ErasureRequest(["blue square"], WorldProfile()), config)
-    assert {"blue shape", "square"} <= set(two_words) and "blue square" not in two_words  # a conjunction: each word alone stays
+    two_words = prior_phrases(pipeline, ErasureRequest(["blue square"], WorldProfile()).resolved(kept), config)
+    assert {"blue shape", "square"} <= set(
+        two_words
+    ) and "blue square" not in two_words  # a conjunction: each word alone stays
 
 
 def test_nullspace_erases_a_shape_in_a_fraction_of_a_second_with_its_recipe(world_judge):
     from erasectl.world.judging import shape_report
 
     pipeline = load_pipeline()
-    checkpoint = erase_concepts(pipeline, "nullspace", ErasureRequest(["circle"], WorldProfile()), build_config("nullspace", WorldProfile(), {}))
+    checkpoint = erase_concepts(
+        pipeline, "nullspace", ErasureRequest(["circle"], WorldProfile()), build_config("nullspace", WorldProfile(), {})
+    )
     report = shape_report(pipeline, world_judge, [300, 301])
     assert report["circle"]["accuracy"] <= 0.25, report["circle"]
     recipe = checkpoint.recipe
@@ -62,26 +70,81 @@ def test_nullspace_erases_a_shape_in_a_fraction_of_a_second_with_its_recipe(worl
 
 def test_nullspace_options_through_the_cli(tmp_path):
     out = tmp_path / "run"
-    result = runner.invoke(app, ["erase", "--concept", "red circle", "--method", "nullspace", "--prior-exclude", "ring,hoop", "--null-threshold", "0.01", "--out", str(out), "--json"])
+    result = runner.invoke(
+        app,
+        [
+            "erase",
+            "--concept",
+            "red circle",
+            "--method",
+            "nullspace",
+            "--prior-exclude",
+            "ring,hoop",
+            "--null-threshold",
+            "0.01",
+            "--out",
+            str(out),
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     recipe = json.loads(result.stdout)
     assert recipe["prior_excluded"] == ["ring", "hoop"] and recipe["config"]["null_threshold"] == 0.01
     assert recipe["preserve"] == ["red shape", "circle"] and recipe["preserve_source"] == "default: words"
-    bad = runner.invoke(app, ["erase", "--concept", "circle", "--method", "uce", "--prior-exclude", "ring", "--out", str(tmp_path / "x")])
+    bad = runner.invoke(
+        app,
+        ["erase", "--concept", "circle", "--method", "uce", "--prior-exclude", "ring", "--out", str(tmp_path / "x")],
+    )
     assert bad.exit_code == 2 and "--prior-exclude is an option of --method nullspace only" in bad.output
-    bad = runner.invoke(app, ["erase", "--concept", "circle", "--method", "nullspace", "--null-threshold", "2", "--out", str(tmp_path / "y")])
+    bad = runner.invoke(
+        app,
+        [
+            "erase",
+            "--concept",
+            "circle",
+            "--method",
+            "nullspace",
+            "--null-threshold",
+            "2",
+            "--out",
+            str(tmp_path / "y"),
+        ],
+    )
     assert bad.exit_code == 2 and "null_threshold" in bad.output
 
 
 @pytest.mark.parametrize("concept", ["blue square"])
 def test_every_method_keeps_a_multi_word_concepts_words_by_default(concept, tmp_path):
     """A conjunction: each method's recipe preserves the words alone unless --preserve is given."""
-    for method, extra in (("esd", ["--steps", "1"]), ("ablate", ["--anchor", "blue shape", "--steps", "1", "--anchor-images", "2"]), ("uce", []), ("nullspace", [])):
-        result = runner.invoke(app, ["erase", "--concept", concept, "--method", method, *extra, "--out", str(tmp_path / method), "--json"])
+    for method, extra in (
+        ("esd", ["--steps", "1"]),
+        ("ablate", ["--anchor", "blue shape", "--steps", "1", "--anchor-images", "2"]),
+        ("uce", []),
+        ("nullspace", []),
+    ):
+        result = runner.invoke(
+            app, ["erase", "--concept", concept, "--method", method, *extra, "--out", str(tmp_path / method), "--json"]
+        )
         assert result.exit_code == 0, (method, result.output)
         recipe = json.loads(result.stdout)
         assert {"blue shape", "square"} <= set(recipe["preserve"]), (method, recipe["preserve"])
-    given = runner.invoke(app, ["erase", "--concept", concept, "--method", "esd", "--steps", "1", "--preserve", "red square", "--out", str(tmp_path / "given"), "--json"])
+    given = runner.invoke(
+        app,
+        [
+            "erase",
+            "--concept",
+            concept,
+            "--method",
+            "esd",
+            "--steps",
+            "1",
+            "--preserve",
+            "red square",
+            "--out",
+            str(tmp_path / "given"),
+            "--json",
+        ],
+    )
     assert json.loads(given.stdout)["preserve"] == ["red square"]
 
 

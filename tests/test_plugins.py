@@ -28,15 +28,31 @@ def plugin_env(tmp_path_factory):
     (package / "erasectl_redirect.py").write_text(_block("python"))
     (package / "pyproject.toml").write_text(_block("toml"))
     site = root / "site"
-    pip = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", str(site), str(package)]
+    pip = [
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "-q",
+        "--no-deps",
+        "--no-build-isolation",
+        "--target",
+        str(site),
+        str(package),
+    ]
     installed = subprocess.run(pip, capture_output=True, text=True, timeout=300)
     assert installed.returncode == 0, installed.stderr
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+    }
     return env, root
 
 
 def _erasectl(env, *args, cwd):
-    return subprocess.run([sys.executable, "-m", "erasectl", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "erasectl", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=600
+    )
 
 
 def test_the_documented_plugin_is_listed_with_its_settings(plugin_env):
@@ -52,17 +68,57 @@ def test_the_documented_plugin_is_listed_with_its_settings(plugin_env):
 def test_the_documented_plugin_erases_and_its_checkpoint_is_evaluated_and_exported(plugin_env):
     env, root = plugin_env
     out = root / "runs" / "circle-redirect"
-    erased = _erasectl(env, "erase", "--concept", "circle", "--method", "redirect", "--anchor", "square", "--out", str(out), "--json", cwd=root)
+    erased = _erasectl(
+        env,
+        "erase",
+        "--concept",
+        "circle",
+        "--method",
+        "redirect",
+        "--anchor",
+        "square",
+        "--out",
+        str(out),
+        "--json",
+        cwd=root,
+    )
     assert erased.returncode == 0, erased.stderr
     recipe = json.loads(erased.stdout)
     assert recipe["method"] == "redirect" and recipe["config"]["strength"] == 10.0 and recipe["guide"] == "square"
     assert recipe["changed_tensors"] == 14 and recipe["preserve_source"] == "default: words"
-    bad = _erasectl(env, "erase", "--concept", "circle", "--method", "redirect", "--strength", "0", "--out", str(root / "bad"), cwd=root)
+    bad = _erasectl(
+        env,
+        "erase",
+        "--concept",
+        "circle",
+        "--method",
+        "redirect",
+        "--strength",
+        "0",
+        "--out",
+        str(root / "bad"),
+        cwd=root,
+    )
     assert bad.returncode == 2 and "strength must be positive" in bad.stderr and not (root / "bad").exists()
-    evaluated = _erasectl(env, "evaluate", "--checkpoint", str(out), "--n-per-prompt", "4", "--steps", "10", "--out", str(root / "ev"), "--json", cwd=root)
+    evaluated = _erasectl(
+        env,
+        "evaluate",
+        "--checkpoint",
+        str(out),
+        "--n-per-prompt",
+        "4",
+        "--steps",
+        "10",
+        "--out",
+        str(root / "ev"),
+        "--json",
+        cwd=root,
+    )
     assert evaluated.returncode == 0, evaluated.stderr
     rows = {row["model"] == "base": row for row in json.loads(evaluated.stdout)["tables"]["erased_vs_surrounding"]}
     base, after = rows[True]["erased_accuracy"], rows[False]["erased_accuracy"]
     assert after <= base - 0.5, f"circle still judged a circle: {after:.2f} after, {base:.2f} before"
-    exported = _erasectl(env, "export", str(out), "--format", "diffusers", "--out", str(root / "exported"), "--json", cwd=root)
+    exported = _erasectl(
+        env, "export", str(out), "--format", "diffusers", "--out", str(root / "exported"), "--json", cwd=root
+    )
     assert exported.returncode == 0, exported.stderr

@@ -8,8 +8,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from erasectl.assets import embedded_pipeline_dir
 from erasectl.cli import app
-from erasectl.models import embedded_pipeline_dir, model_profile
+from erasectl.models import model_profile
 from erasectl.profiles import MARKER
 
 runner = CliRunner()
@@ -32,9 +33,15 @@ def test_the_same_weights_by_path_behave_as_the_embedded_model(copies, tmp_path)
     assert model_profile(None).name == model_profile(str(marked)).name == "shapes-world"
     assert model_profile(str(unmarked)).name == "paper"
     runs = {}
-    for name, model in (("embedded", []), ("by-path", ["--model", str(marked)]), ("unmarked", ["--model", str(unmarked)])):
+    for name, model in (
+        ("embedded", []),
+        ("by-path", ["--model", str(marked)]),
+        ("unmarked", ["--model", str(unmarked)]),
+    ):
         out = tmp_path / name
-        result = runner.invoke(app, ["erase", "--concept", "circle", "--method", "uce", "--out", str(out), "--json", *model])
+        result = runner.invoke(
+            app, ["erase", "--concept", "circle", "--method", "uce", "--out", str(out), "--json", *model]
+        )
         assert result.exit_code == 0, result.output
         runs[name] = (json.loads(result.stdout), load_file(out / "erased.safetensors"))
     (embedded, tensors), (by_path, path_tensors) = runs["embedded"], runs["by-path"]
@@ -42,7 +49,9 @@ def test_the_same_weights_by_path_behave_as_the_embedded_model(copies, tmp_path)
     assert embedded["preserve"] == by_path["preserve"] and embedded["preserve"]
     assert tensors.keys() == path_tensors.keys() and all(torch.equal(tensors[k], path_tensors[k]) for k in tensors)
     unmarked_run = runs["unmarked"][0]
-    assert unmarked_run["profile"] == "paper" and unmarked_run["config"]["lamb"] == 0.5 and unmarked_run["preserve"] == []
+    assert (
+        unmarked_run["profile"] == "paper" and unmarked_run["config"]["lamb"] == 0.5 and unmarked_run["preserve"] == []
+    )
 
 
 def test_defaults_prints_each_set_with_sources(copies):
@@ -54,13 +63,19 @@ def test_defaults_prints_each_set_with_sources(copies):
         found[name] = json.loads(result.stdout)
     assert found["world"]["profile"] == "shapes-world" and found["paper"]["profile"] == "paper"
     paper = found["paper"]["defaults"]
-    assert paper["esd"]["mode"]["value"] == "faithful" and paper["esd"]["lr"]["value"] == 5e-5 and paper["esd"]["negative_guidance"]["value"] == 1.0
+    assert (
+        paper["esd"]["mode"]["value"] == "faithful"
+        and paper["esd"]["lr"]["value"] == 5e-5
+        and paper["esd"]["negative_guidance"]["value"] == 1.0
+    )
     assert "esd_sd.py" in paper["esd"]["lr"]["source"]
     assert paper["ablate"]["away"]["value"] == 0.0 and "concept-ablation" in paper["ablate"]["lr"]["source"]
     assert paper["uce"]["lamb"]["value"] == 0.5 and paper["uce"]["token_positions"]["value"] == "last"
     assert all(entry["source"] for method in paper.values() for entry in method.values())
     world = found["world"]["defaults"]
-    assert world["esd"]["mode"]["value"] == "fast" and world["esd"]["negative_guidance"]["source"].startswith("shapes world")
+    assert world["esd"]["mode"]["value"] == "fast" and world["esd"]["negative_guidance"]["source"].startswith(
+        "shapes world"
+    )
     text = runner.invoke(app, ["defaults", "--method", "uce"]).stdout
     assert "--lamb" in text and "0.1" in text
 
@@ -87,4 +102,8 @@ def test_an_internal_error_is_not_dressed_as_a_usage_error(monkeypatch, capsys):
 
 def test_a_config_value_out_of_range_is_still_the_users_mistake(tmp_path):
     result = runner.invoke(app, ["erase", "--concept", "circle", "--lr", "-1", "--out", str(tmp_path / "x")])
-    assert result.exit_code == 2 and "lr must be positive" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert (
+        result.exit_code == 2
+        and "lr must be positive" in result.stderr
+        and len(result.stderr.strip().splitlines()) == 1
+    )

@@ -9,11 +9,11 @@ UCE: the authors' script (uce_sd_erase.py) takes each prompt's embedding at
 
 import pytest
 import torch
+from tiny_models import tiny_pipeline
 
 from erasectl.architecture import encode_prompts, predict_noise
 from erasectl.diffusion import sampling_scheduler
 from erasectl.methods.esd import faithful_state, guidance_target
-from tiny_models import tiny_pipeline
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +35,14 @@ def test_esd_faithful_states_labels_and_targets_equal_the_authors_script(sd1_pnd
             captured["latents"] = tensors["latents"].clone()
         return tensors
 
-    pipeline(prompt="circle", latents=noise.clone(), num_inference_steps=steps, guidance_scale=guidance, output_type="latent", callback_on_step_end=capture)
+    pipeline(
+        prompt="circle",
+        latents=noise.clone(),
+        num_inference_steps=steps,
+        guidance_scale=guidance,
+        output_type="latent",
+        callback_on_step_end=capture,
+    )
     reference_state = captured["latents"] if stop else noise * pipeline.scheduler.init_noise_sigma
     reference_label = pipeline.scheduler.timesteps[stop]
     erase_embeds, null_embeds = pipeline.encode_prompt("circle", "cpu", 1, True, negative_prompt="")
@@ -73,7 +80,13 @@ def test_uce_last_token_rows_are_the_authors_script_rows(sd1_pndm):
             guide_prompt = " ".join(prompt.replace(concept, guide).split())
 
             def reference_row(text):
-                mask = tokenizer(text, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt")["attention_mask"]
+                mask = tokenizer(
+                    text,
+                    padding="max_length",
+                    max_length=tokenizer.model_max_length,
+                    truncation=True,
+                    return_tensors="pt",
+                )["attention_mask"]
                 return token_rows(pipeline.unet, encode_prompts(pipeline, [text]))[0, int(mask.sum()) - 2]
 
             torch.testing.assert_close(rows[index], reference_row(prompt).float())

@@ -25,7 +25,10 @@ METHODS = {
     # default) are part of the state
     "advunlearn": ({}, {"steps": 10, "trajectory_reuse": 4, "warmup_steps": 3}),
     # new x_t for every attack step (AdvUnlearn's own), and two tokens, one in use and one kept
-    "advunlearn#fresh": ({}, {"steps": 10, "trajectory_reuse": 4, "warmup_steps": 3, "attack_states": "fresh", "attack_position": "both"}),
+    "advunlearn#fresh": (
+        {},
+        {"steps": 10, "trajectory_reuse": 4, "warmup_steps": 3, "attack_states": "fresh", "attack_position": "both"},
+    ),
 }
 
 
@@ -59,10 +62,27 @@ def test_interrupted_run_resumes_to_the_same_checkpoint(method, tmp_path):
 
 def test_resume_with_other_settings_is_refused(tmp_path):
     out = tmp_path / "run"
-    result = runner.invoke(app, ["erase", "--concept", "circle", "--steps", "6", "--checkpointing_steps", "3", "--out", str(out), "--quiet"])
+    result = runner.invoke(
+        app,
+        ["erase", "--concept", "circle", "--steps", "6", "--checkpointing_steps", "3", "--out", str(out), "--quiet"],
+    )
     assert result.exit_code == 0, result.output
     (out / "erased.safetensors").unlink()
-    result = runner.invoke(app, ["erase", "--concept", "circle", "--steps", "7", "--out", str(out), "--quiet", "--resume_from_checkpoint", "latest"])
+    result = runner.invoke(
+        app,
+        [
+            "erase",
+            "--concept",
+            "circle",
+            "--steps",
+            "7",
+            "--out",
+            str(out),
+            "--quiet",
+            "--resume_from_checkpoint",
+            "latest",
+        ],
+    )
     assert result.exit_code == 2 and "other settings" in result.stderr
 
 
@@ -70,8 +90,25 @@ def test_sigterm_saves_a_state_and_says_how_to_resume(tmp_path):
     out = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen(
-        [sys.executable, "-m", "erasectl", "erase", "--concept", "circle", "--steps", "100000", "--checkpointing_steps", "2", "--out", str(out), "--quiet"],
-        stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
+        [
+            sys.executable,
+            "-m",
+            "erasectl",
+            "erase",
+            "--concept",
+            "circle",
+            "--steps",
+            "100000",
+            "--checkpointing_steps",
+            "2",
+            "--out",
+            str(out),
+            "--quiet",
+        ],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
     )
     deadline = time.time() + 180
     while not list((out / "states").glob("state-*.safetensors")) and time.time() < deadline:
@@ -87,10 +124,29 @@ def test_sigterm_saves_a_state_and_says_how_to_resume(tmp_path):
 
 def test_same_seed_same_checkpoint_and_images(tmp_path):
     for name in ("a", "b"):
-        result = runner.invoke(app, ["erase", "--concept", "circle", "--steps", "8", "--seed", "3", "--out", str(tmp_path / name), "--quiet"])
+        result = runner.invoke(
+            app,
+            ["erase", "--concept", "circle", "--steps", "8", "--seed", "3", "--out", str(tmp_path / name), "--quiet"],
+        )
         assert result.exit_code == 0, result.output
         checkpoint = str(tmp_path / name / "erased.safetensors")
-        result = runner.invoke(app, ["generate", "--checkpoint", checkpoint, "--prompts", "a red circle", "--n", "2", "--steps", "10", "--out", str(tmp_path / f"img-{name}"), "--quiet"])
+        result = runner.invoke(
+            app,
+            [
+                "generate",
+                "--checkpoint",
+                checkpoint,
+                "--prompts",
+                "a red circle",
+                "--n",
+                "2",
+                "--steps",
+                "10",
+                "--out",
+                str(tmp_path / f"img-{name}"),
+                "--quiet",
+            ],
+        )
         assert result.exit_code == 0, result.output
     a, b = (load_file(str(tmp_path / n / "erased.safetensors")) for n in ("a", "b"))
     assert all(torch.equal(a[k], b[k]) for k in a)

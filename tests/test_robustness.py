@@ -18,7 +18,9 @@ def _fails(args, code, needle):
 
 def test_diverging_loss_stops_naming_the_step_and_writes_nothing(tmp_path):
     out = tmp_path / "run"
-    result = _fails(["erase", "--concept", "circle", "--steps", "20", "--lr", "1e30", "--out", str(out), "--quiet"], 1, "at step")
+    result = _fails(
+        ["erase", "--concept", "circle", "--steps", "20", "--lr", "1e30", "--out", str(out), "--quiet"], 1, "at step"
+    )
     assert "lr=1e+30" in result.stderr
     assert not out.exists()
 
@@ -62,7 +64,9 @@ def test_pickle_weights_need_allow_pickle(tmp_path):
 def test_prompts_cannot_write_outside_the_output_folder(tmp_path):
     out = tmp_path / "out"
     prompt = "../../" + "x/" * 50 + "..\\evil"
-    result = runner.invoke(app, ["generate", "--prompts", prompt, "--n", "1", "--steps", "2", "--out", str(out), "--quiet"])
+    result = runner.invoke(
+        app, ["generate", "--prompts", prompt, "--n", "1", "--steps", "2", "--out", str(out), "--quiet"]
+    )
     assert result.exit_code == 0, result.output
     written = [p for p in tmp_path.rglob("*") if p.is_file()]
     assert written and all(out in p.parents for p in written)
@@ -95,14 +99,21 @@ def test_mistyped_command_lines_are_one_line_and_exit_2(argv, needle, monkeypatc
 def test_an_output_that_cannot_be_written_is_one_line(tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("mine")
-    _fails(["generate", "--prompts", "a ring", "--n", "1", "--out", str(blocker / "images")], 2, "cannot create output folder")
+    _fails(
+        ["generate", "--prompts", "a ring", "--n", "1", "--out", str(blocker / "images")],
+        2,
+        "cannot create output folder",
+    )
     assert blocker.read_text() == "mine"
 
 
-@pytest.mark.parametrize("method, request_args, config_args", [
-    ("esd", {}, {"steps": 5, "lr": 1e30}),
-    ("ablate", {"anchor": "shape"}, {"steps": 5, "lr": 1e30, "anchor_images": 4}),
-])
+@pytest.mark.parametrize(
+    "method, request_args, config_args",
+    [
+        ("esd", {}, {"steps": 5, "lr": 1e30}),
+        ("ablate", {"anchor": "shape"}, {"steps": 5, "lr": 1e30, "anchor_images": 4}),
+    ],
+)
 def test_a_failed_erasure_leaves_the_unet_as_it_came(method, request_args, config_args):
     """The pipeline is the caller's: eval mode, its requires_grad flags and no gradients, after a raise too."""
     from erasectl.erasure import ErasureRequest, build_config, erase_concepts
@@ -115,7 +126,12 @@ def test_a_failed_erasure_leaves_the_unet_as_it_came(method, request_args, confi
     unet.eval()
     flags = {name: p.requires_grad for name, p in unet.named_parameters()}
     with pytest.raises(TrainingDiverged):
-        erase_concepts(pipeline, method, ErasureRequest(["circle"], WorldProfile(), **request_args), build_config(method, WorldProfile(), config_args))
+        erase_concepts(
+            pipeline,
+            method,
+            ErasureRequest(["circle"], WorldProfile(), **request_args),
+            build_config(method, WorldProfile(), config_args),
+        )
     assert not unet.training
     assert {name: p.requires_grad for name, p in unet.named_parameters()} == flags
     assert all(p.grad is None for p in unet.parameters())

@@ -11,12 +11,12 @@ import math
 
 import pytest
 import torch
+from tiny_models import tiny_pipeline
 
 from erasectl.architecture import encode_prompts, predict_noise
 from erasectl.diffusion import noise_target, training_scheduler
 from erasectl.erasure import ErasureRequest, build_config, erase_concepts
 from erasectl.profiles import PaperProfile
-from tiny_models import tiny_pipeline
 
 SCHEDULERS = [
     "DDIMScheduler",
@@ -87,9 +87,16 @@ def test_ablation_lowers_its_objective_under_every_scheduler(family_folder, sche
     pipeline = _load(folder, scheduler_class)
     latents, timesteps = _held_out_batch(pipeline)
     with torch.no_grad():
-        anchor = predict_noise(pipeline.unet, latents, timesteps, encode_prompts(pipeline, ["a photo of a shape"]).expand(len(latents), -1, -1))
+        anchor = predict_noise(
+            pipeline.unet,
+            latents,
+            timesteps,
+            encode_prompts(pipeline, ["a photo of a shape"]).expand(len(latents), -1, -1),
+        )
     before = _objective(pipeline, latents, timesteps, "a photo of a circle", anchor)
-    config = build_config("ablate", PaperProfile(), {"steps": 8, "anchor_images": 4, "anchor_steps": 4, "batch_size": 4, "lr": 1e-4})
+    config = build_config(
+        "ablate", PaperProfile(), {"steps": 8, "anchor_images": 4, "anchor_steps": 4, "batch_size": 4, "lr": 1e-4}
+    )
     erase_concepts(pipeline, "ablate", ErasureRequest(["circle"], PaperProfile(), anchor="shape"), config)
     after = _objective(pipeline, latents, timesteps, "a photo of a circle", anchor)
     assert after < 0.95 * before, f"{family}/{scheduler_class}: ablation objective {before:.4g} -> {after:.4g}"
@@ -103,7 +110,10 @@ def test_training_noise_is_the_models_forward_process(family_folder, scheduler_c
     pipeline = _load(folder, scheduler_class)
     config = pipeline.scheduler.config
     assert config.beta_schedule == "scaled_linear"
-    betas = torch.linspace(config.beta_start**0.5, config.beta_end**0.5, config.num_train_timesteps, dtype=torch.float64) ** 2
+    betas = (
+        torch.linspace(config.beta_start**0.5, config.beta_end**0.5, config.num_train_timesteps, dtype=torch.float64)
+        ** 2
+    )
     alpha_bar = torch.cumprod(1 - betas, 0)
     generator = torch.Generator().manual_seed(0)
     clean, noise = torch.randn(3, 4, 8, 8, generator=generator), torch.randn(3, 4, 8, 8, generator=generator)
@@ -111,7 +121,9 @@ def test_training_noise_is_the_models_forward_process(family_folder, scheduler_c
     a = alpha_bar[timesteps].sqrt().float().view(-1, 1, 1, 1)
     s = (1 - alpha_bar[timesteps]).sqrt().float().view(-1, 1, 1, 1)
     scheduler = training_scheduler(pipeline)
-    torch.testing.assert_close(scheduler.add_noise(clean, noise, timesteps), a * clean + s * noise, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        scheduler.add_noise(clean, noise, timesteps), a * clean + s * noise, rtol=1e-5, atol=1e-5
+    )
     expected = a * noise - s * clean if family == "sd2" else noise
     torch.testing.assert_close(noise_target(scheduler, clean, noise, timesteps), expected, rtol=1e-5, atol=1e-5)
 
@@ -122,7 +134,9 @@ def test_ablation_on_sdxl_with_euler_erases(family_folder):
     if family != "sdxl":
         pytest.skip("SDXL only")
     pipeline = _load(folder, "EulerDiscreteScheduler")
-    config = build_config("ablate", PaperProfile(), {"steps": 3, "anchor_images": 2, "anchor_steps": 2, "batch_size": 2})
+    config = build_config(
+        "ablate", PaperProfile(), {"steps": 3, "anchor_images": 2, "anchor_steps": 2, "batch_size": 2}
+    )
     checkpoint = erase_concepts(pipeline, "ablate", ErasureRequest(["circle"], PaperProfile(), anchor="shape"), config)
     assert checkpoint.tensors and math.isfinite(checkpoint.recipe["final_loss"])
 
@@ -137,4 +151,11 @@ def test_a_sample_prediction_model_is_refused_in_one_line(family_folder):
     pipeline.scheduler.register_to_config(prediction_type="sample")
     for method, request in (("esd", {}), ("ablate", {"anchor": "shape"})):
         with pytest.raises(UserError, match="predicts 'sample'"):
-            erase_concepts(pipeline, method, ErasureRequest(["circle"], PaperProfile(), **request), build_config(method, PaperProfile(), {"steps": 1, "anchor_images": 1} if method == "ablate" else {"steps": 1}))
+            erase_concepts(
+                pipeline,
+                method,
+                ErasureRequest(["circle"], PaperProfile(), **request),
+                build_config(
+                    method, PaperProfile(), {"steps": 1, "anchor_images": 1} if method == "ablate" else {"steps": 1}
+                ),
+            )

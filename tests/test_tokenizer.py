@@ -1,7 +1,7 @@
 import pytest
 from transformers import CLIPTokenizer
 
-from erasectl.models import embedded_judge_dir, embedded_pipeline_dir
+from erasectl.assets import embedded_judge_dir, embedded_pipeline_dir
 from erasectl.world.tokenizer import write_tokenizer
 from erasectl.world.vocabulary import WORLD_WORDS
 

@@ -21,7 +21,12 @@ def uce_base_report(world_judge):
 def _uce(concepts, preserve=(), **config):
     pipeline = load_pipeline()
     started = time.perf_counter()
-    checkpoint = erase_concepts(pipeline, "uce", ErasureRequest(concepts, WorldProfile(), preserve=list(preserve)), build_config("uce", WorldProfile(), config))
+    checkpoint = erase_concepts(
+        pipeline,
+        "uce",
+        ErasureRequest(concepts, WorldProfile(), preserve=list(preserve)),
+        build_config("uce", WorldProfile(), config),
+    )
     return pipeline, checkpoint, time.perf_counter() - started
 
 

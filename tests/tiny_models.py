@@ -11,7 +11,13 @@ def tiny_pipeline(folder, family: str, scheduler_class: str = "DDIMScheduler"):
     linear projections, v-prediction and GELU; SDXL two text encoders (the second with a
     projection for the pooled embedding) and added size/crop conditioning."""
     import diffusers
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline, UNet2DConditionModel
+    from diffusers import (
+        AutoencoderKL,
+        DDIMScheduler,
+        StableDiffusionPipeline,
+        StableDiffusionXLPipeline,
+        UNet2DConditionModel,
+    )
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
     torch.manual_seed(0)
@@ -20,9 +26,16 @@ def tiny_pipeline(folder, family: str, scheduler_class: str = "DDIMScheduler"):
 
     def text_config(width):
         return CLIPTextConfig(
-            vocab_size=len(tokenizer), hidden_size=width, intermediate_size=2 * width, num_hidden_layers=2, num_attention_heads=4,
-            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-            hidden_act="quick_gelu" if family == "sd1" else "gelu", projection_dim=width,
+            vocab_size=len(tokenizer),
+            hidden_size=width,
+            intermediate_size=2 * width,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+            hidden_act="quick_gelu" if family == "sd1" else "gelu",
+            projection_dim=width,
         )
 
     # SDXL's two encoders differ in width (768 and 1280 in the real one; single-file loading
@@ -37,17 +50,55 @@ def tiny_pipeline(folder, family: str, scheduler_class: str = "DDIMScheduler"):
         attention_head_dim=(2, 4) if sd2 or xl else 8,
         use_linear_projection=sd2 or xl,
         norm_num_groups=16,
-        **(dict(addition_embed_type="text_time", addition_time_embed_dim=8, projection_class_embeddings_input_dim=48 + 6 * 8, transformer_layers_per_block=(1, 2)) if xl else {}),
+        **(
+            dict(
+                addition_embed_type="text_time",
+                addition_time_embed_dim=8,
+                projection_class_embeddings_input_dim=48 + 6 * 8,
+                transformer_layers_per_block=(1, 2),
+            )
+            if xl
+            else {}
+        ),
     )
-    vae = AutoencoderKL(block_out_channels=(16, 32), down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4, norm_num_groups=16, sample_size=16)
-    scheduler = DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False, set_alpha_to_one=False, steps_offset=1, prediction_type="v_prediction" if sd2 else "epsilon")
+    vae = AutoencoderKL(
+        block_out_channels=(16, 32),
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        latent_channels=4,
+        norm_num_groups=16,
+        sample_size=16,
+    )
+    scheduler = DDIMScheduler(
+        beta_schedule="scaled_linear",
+        beta_start=0.00085,
+        beta_end=0.012,
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+        prediction_type="v_prediction" if sd2 else "epsilon",
+    )
     if xl:
         pipeline = StableDiffusionXLPipeline(
-            vae=vae, text_encoder=CLIPTextModel(text_config(32)), text_encoder_2=CLIPTextModelWithProjection(text_config(48)),
-            tokenizer=tokenizer, tokenizer_2=tokenizer, unet=unet, scheduler=scheduler,
+            vae=vae,
+            text_encoder=CLIPTextModel(text_config(32)),
+            text_encoder_2=CLIPTextModelWithProjection(text_config(48)),
+            tokenizer=tokenizer,
+            tokenizer_2=tokenizer,
+            unet=unet,
+            scheduler=scheduler,
         )
     else:
-        pipeline = StableDiffusionPipeline(vae=vae, text_encoder=CLIPTextModel(text_config(32)), tokenizer=tokenizer, unet=unet, scheduler=scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+        pipeline = StableDiffusionPipeline(
+            vae=vae,
+            text_encoder=CLIPTextModel(text_config(32)),
+            tokenizer=tokenizer,
+            unet=unet,
+            scheduler=scheduler,
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+        )
     if scheduler_class != "DDIMScheduler":
         pipeline.scheduler = getattr(diffusers, scheduler_class).from_config(scheduler.config)
     pipeline.save_pretrained(folder / family)

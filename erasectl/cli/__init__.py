@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import typer
+from typer.core import TyperGroup
 
 import erasectl
 from erasectl.cli import attack as _attack
@@ -16,8 +17,36 @@ from erasectl.cli import train_world as _train_world
 
 EXIT_INTERNAL = 1
 
+
+class Commands(TyperGroup):
+    """The commands, with ``erase`` built only when it is run or its own help is shown."""
+
+    listing = False
+
+    def format_help(self, ctx, formatter) -> None:
+        self.listing = True
+        try:
+            super().format_help(ctx, formatter)
+        finally:
+            self.listing = False
+
+    def list_commands(self, ctx) -> list[str]:
+        names = super().list_commands(ctx)
+        return names if "erase" in names else ["erase", *names]
+
+    def get_command(self, ctx, name: str):
+        if name == "erase" and "erase" not in self.commands:
+            if self.listing:  # the command list shows its first docstring line only
+                return typer.core.TyperCommand("erase", help=_erase.erase.__doc__)
+            single = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+            single.command("erase")(_erase.command())
+            self.add_command(typer.main.get_command(single), "erase")
+        return super().get_command(ctx, name)
+
+
 app = typer.Typer(
     name="erasectl",
+    cls=Commands,
     help="Erase a concept from a Stable Diffusion model, and prove what the erasure did and damaged.",
     no_args_is_help=True,
     add_completion=False,
@@ -33,12 +62,13 @@ def _print_version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: bool = typer.Option(False, "--version", help="Print the version and exit.", callback=_print_version, is_eager=True),
+    version: bool = typer.Option(
+        False, "--version", help="Print the version and exit.", callback=_print_version, is_eager=True
+    ),
 ) -> None:
     """Every command runs on the embedded shapes-world model by default, offline, on a CPU."""
 
 
-app.command("erase")(_erase.erase)
 app.command("generate")(_generate.generate)
 app.command("compare")(_compare.compare)
 app.command("evaluate")(_evaluate.evaluate)
@@ -75,6 +105,9 @@ def main() -> None:
         import traceback
 
         traceback.print_exc()
-        typer.echo(f"erasectl {erasectl.__version__}: internal error (above); this is a bug in erasectl or a library it uses, not in your command. Please report it with the traceback.", err=True)
+        typer.echo(
+            f"erasectl {erasectl.__version__}: internal error (above); this is a bug in erasectl or a library it uses, not in your command. Please report it with the traceback.",
+            err=True,
+        )
         sys.exit(EXIT_INTERNAL)
     sys.exit(code if isinstance(code, int) else 0)

@@ -13,7 +13,9 @@ from erasectl.errors import TrainingDiverged, UserError
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130  # as a shell reports a command ended by Ctrl-C
-ALLOW_PICKLE = typer.Option(False, "--allow-pickle", help="Also load pickle weights (.bin/.ckpt), which can run code: only for files you trust.")
+ALLOW_PICKLE = typer.Option(
+    False, "--allow-pickle", help="Also load pickle weights (.bin/.ckpt), which can run code: only for files you trust."
+)
 
 
 def _process_device(value: str) -> str:
@@ -27,29 +29,59 @@ def _process_device(value: str) -> str:
     except RuntimeError:
         raise typer.BadParameter(f"{value!r} is not a torch device; pass cpu, cuda, cuda:1 or mps") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise typer.BadParameter(f"{value} was asked for, but this machine has no CUDA device torch can use; pass --device cpu")
+        raise typer.BadParameter(
+            f"{value} was asked for, but this machine has no CUDA device torch can use; pass --device cpu"
+        )
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise typer.BadParameter(f"{value} does not exist; this machine has {torch.cuda.device_count()} CUDA device(s), cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+        raise typer.BadParameter(
+            f"{value} does not exist; this machine has {torch.cuda.device_count()} CUDA device(s), cuda:0 to cuda:{torch.cuda.device_count() - 1}"
+        )
     if device.type == "mps" and not torch.backends.mps.is_available():
-        raise typer.BadParameter("mps was asked for, but this machine has no Apple GPU torch can use; pass --device cpu")
+        raise typer.BadParameter(
+            "mps was asked for, but this machine has no Apple GPU torch can use; pass --device cpu"
+        )
     return process_device(value)
 
 
-DEVICE = typer.Option("cpu", "--device", callback=_process_device, help="torch device, e.g. cpu or cuda (under accelerate launch, cuda is each process's own GPU).")
+DEVICE = typer.Option(
+    "cpu",
+    "--device",
+    callback=_process_device,
+    help="torch device, e.g. cpu or cuda (under accelerate launch, cuda is each process's own GPU).",
+)
 MODEL_CONFIG = typer.Option(
-    None, "--model-config",
+    None,
+    "--model-config",
     help="With a single-file --model (.safetensors): a local diffusers folder of the same family whose configs and tokenizer it loads with.",
 )
 EXIT_FAILED = 1
 # Inference options shared by generate, compare and evaluate.
-NEGATIVE_PROMPT = typer.Option(None, "--negative-prompt", help="A negative prompt for every image (classifier-free guidance's unconditional branch).")
+NEGATIVE_PROMPT = typer.Option(
+    None,
+    "--negative-prompt",
+    help="A negative prompt for every image (classifier-free guidance's unconditional branch).",
+)
 HEIGHT = typer.Option(None, "--height", help="Image height in pixels (a multiple of 8); default: the model's.")
 WIDTH = typer.Option(None, "--width", help="Image width in pixels (a multiple of 8); default: the model's.")
-SCHEDULER = typer.Option(None, "--scheduler", help="A diffusers scheduler class (e.g. DPMSolverMultistepScheduler) or ddim, pndm, euler, euler-a, dpm++2m, lms, unipc, heun, ddpm; built from the model's scheduler config. Default: the model's own.")
-DTYPE = typer.Option(None, "--dtype", help="fp32, fp16 (GPU only) or bf16 for drawing; checkpoints are checked and applied in fp32 first. Default: fp32.")
-BATCH_SIZE = typer.Option(None, "--batch-size", help="Images per pipeline call (memory, not results). Default: 64 on the embedded model, 8 on real models.")
+SCHEDULER = typer.Option(
+    None,
+    "--scheduler",
+    help="A diffusers scheduler class (e.g. DPMSolverMultistepScheduler) or ddim, pndm, euler, euler-a, dpm++2m, lms, unipc, heun, ddpm; built from the model's scheduler config. Default: the model's own.",
+)
+DTYPE = typer.Option(
+    None,
+    "--dtype",
+    help="fp32, fp16 (GPU only) or bf16 for drawing; checkpoints are checked and applied in fp32 first. Default: fp32.",
+)
+BATCH_SIZE = typer.Option(
+    None,
+    "--batch-size",
+    help="Images per pipeline call (memory, not results). Default: 64 on the embedded model, 8 on real models.",
+)
 REVISION = typer.Option(None, "--revision", help="Hub models: the branch, tag or commit to load.")
-VARIANT = typer.Option(None, "--variant", help="The weights variant to load, e.g. fp16 (files named *.fp16.safetensors).")
+VARIANT = typer.Option(
+    None, "--variant", help="The weights variant to load, e.g. fp16 (files named *.fp16.safetensors)."
+)
 
 
 def user_errors(command: Callable) -> Callable:
@@ -60,7 +92,10 @@ def user_errors(command: Callable) -> Callable:
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         if kwargs.get("allow_pickle"):
-            typer.echo("warning: --allow-pickle: pickle weights can run code when loaded; use it only for files you trust", err=True)
+            typer.echo(
+                "warning: --allow-pickle: pickle weights can run code when loaded; use it only for files you trust",
+                err=True,
+            )
         try:
             return command(*args, **kwargs)
         except UserError as error:
@@ -87,13 +122,15 @@ def read_prompts(prompts: str | None, prompts_file: str | None) -> list[str]:
         try:
             lines = path.read_text(encoding="utf-8").splitlines()
         except (OSError, UnicodeDecodeError) as error:
-            raise UserError(f"cannot read prompts file {path}: {getattr(error, 'strerror', None) or error}; pass a readable UTF-8 text file") from None
+            raise UserError(
+                f"cannot read prompts file {path}: {getattr(error, 'strerror', None) or error}; pass a readable UTF-8 text file"
+            ) from None
         from_file = [line.strip() for line in lines if line.strip()]
         if not from_file:
             raise UserError(f"prompts file {path} has no prompts; write one prompt per line")
         found += from_file
     if not found:
-        raise UserError("no prompts given; pass --prompts \"a red circle,a blue ring\" or --prompts-file FILE")
+        raise UserError('no prompts given; pass --prompts "a red circle,a blue ring" or --prompts-file FILE')
     return found
 
 
@@ -110,10 +147,14 @@ def read_general_prompts(path) -> list[str]:
         with path.open(newline="", encoding="utf-8") as handle:
             rows = list(csv.DictReader(handle))
     except (OSError, UnicodeDecodeError, csv.Error) as error:
-        raise UserError(f"cannot read --general-prompts {path}: {getattr(error, 'strerror', None) or error}; pass a readable UTF-8 CSV") from None
+        raise UserError(
+            f"cannot read --general-prompts {path}: {getattr(error, 'strerror', None) or error}; pass a readable UTF-8 CSV"
+        ) from None
     column = next((c for c in ("prompt", "caption", "text") if rows and c in rows[0]), None)
     if column is None:
-        raise UserError(f"--general-prompts {path} has no prompt, caption or text column; name the captions' column 'prompt'")
+        raise UserError(
+            f"--general-prompts {path} has no prompt, caption or text column; name the captions' column 'prompt'"
+        )
     found = [row[column].strip() for row in rows if (row[column] or "").strip()]
     if not found:
         raise UserError(f"--general-prompts {path} has no captions in its {column!r} column")
@@ -153,9 +194,22 @@ def progress_bar(description: str, total: int, enabled: bool = True, **fields):
     if not enabled or not is_main_process():
         yield lambda completed, **_: None
         return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
-    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn()]
+    columns = [
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    ]
     columns += [TextColumn(f"{name}: {{task.fields[{name}]}}") for name in fields]
     with Progress(*columns, console=stderr_console(), transient=False, disable=not sys.stderr) as progress:
         task = progress.add_task(description, total=total, **fields)
@@ -193,4 +247,7 @@ def warn_if_cut(pipeline, prompts: list[str]) -> None:
     if cut:
         length = pipeline.tokenizer.model_max_length
         shown = cut[0] if len(cut[0]) <= 60 else cut[0][:57] + "..."
-        typer.echo(f"warning: {len(cut)} prompt(s) longer than the text encoder's {length} tokens are cut to that length, e.g. {shown!r}", err=True)
+        typer.echo(
+            f"warning: {len(cut)} prompt(s) longer than the text encoder's {length} tokens are cut to that length, e.g. {shown!r}",
+            err=True,
+        )

@@ -6,7 +6,23 @@ from pathlib import Path
 
 import typer
 
-from erasectl.cli.common import BATCH_SIZE, DTYPE, HEIGHT, NEGATIVE_PROMPT, REVISION, SCHEDULER, VARIANT, WIDTH, ALLOW_PICKLE, DEVICE, MODEL_CONFIG, progress_bar, read_prompts, user_errors, warn_if_cut
+from erasectl.cli.common import (
+    ALLOW_PICKLE,
+    BATCH_SIZE,
+    DEVICE,
+    DTYPE,
+    HEIGHT,
+    MODEL_CONFIG,
+    NEGATIVE_PROMPT,
+    REVISION,
+    SCHEDULER,
+    VARIANT,
+    WIDTH,
+    progress_bar,
+    read_prompts,
+    user_errors,
+    warn_if_cut,
+)
 from erasectl.errors import UserError
 
 MAX_SEEDS = 64  # columns per model in a grid
@@ -14,9 +30,13 @@ MAX_SEEDS = 64  # columns per model in a grid
 
 @user_errors
 def compare(
-    prompts: str = typer.Option(None, "--prompts", help="Comma-separated prompts, one row each, e.g. \"a ring,a disc\"."),
+    prompts: str = typer.Option(None, "--prompts", help='Comma-separated prompts, one row each, e.g. "a ring,a disc".'),
     prompts_file: str = typer.Option(None, "--prompts-file", help="A text file with one prompt per line."),
-    checkpoint: list[Path] = typer.Option(None, "--checkpoint", help="An erased checkpoint (its .safetensors file or erase's run folder); repeat for several. Default: the newest in runs/."),
+    checkpoint: list[Path] = typer.Option(
+        None,
+        "--checkpoint",
+        help="An erased checkpoint (its .safetensors file or erase's run folder); repeat for several. Default: the newest in runs/.",
+    ),
     model: str = typer.Option(None, "--model", help="The base model; default: the one named in the checkpoint."),
     n: int = typer.Option(4, "--n", help="Seeds per prompt, the same in every model's columns."),
     seed: int = typer.Option(0, "--seed", help="The first seed."),
@@ -39,18 +59,19 @@ def compare(
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
 ) -> None:
     """Base and erased models side by side: prompts as rows, the same seeds in each model's columns."""
-    from erasectl.checkpoint import ErasedCheckpoint, assign_tensors, component_tensors
+    from erasectl.checkpoint import ErasedCheckpoint, assign_tensors, checkpoint_name, component_tensors
     from erasectl.distributed import is_main_process
     from erasectl.files import write_atomically
     from erasectl.generation import SamplerSettings, generate
     from erasectl.grids import labelled_grid
-    from erasectl.checkpoint import checkpoint_name
     from erasectl.models import inference_setup, latest_checkpoint, load_pipeline, model_profile
     from erasectl.provenance import versions
 
     prompt_list = read_prompts(prompts, prompts_file)
     if not 1 <= n <= MAX_SEEDS:
-        raise UserError(f"--n must be between 1 and {MAX_SEEDS} for a grid one can look at, got {n}; draw many images with erasectl generate")
+        raise UserError(
+            f"--n must be between 1 and {MAX_SEEDS} for a grid one can look at, got {n}; draw many images with erasectl generate"
+        )
     out = out or Path("runs") / time.strftime("compare-%Y%m%d-%H%M%S.png")
     if out.suffix.lower() != ".png":
         raise UserError(f"--out {out} must end in .png")
@@ -61,8 +82,17 @@ def compare(
     base_name = model or checkpoints[0].base_model
     base_config = model_config or checkpoints[0].base_config
     profile = model_profile(base_name, base_config)
-    settings = SamplerSettings(steps=steps, guidance=guidance, batch_size=batch_size or profile.generation_batch_size, negative_prompt=negative_prompt, height=height, width=width)
-    pipeline = load_pipeline(base_name, device=device, allow_pickle=allow_pickle, config=base_config, revision=revision, variant=variant)
+    settings = SamplerSettings(
+        steps=steps,
+        guidance=guidance,
+        batch_size=batch_size or profile.generation_batch_size,
+        negative_prompt=negative_prompt,
+        height=height,
+        width=width,
+    )
+    pipeline = load_pipeline(
+        base_name, device=device, allow_pickle=allow_pickle, config=base_config, revision=revision, variant=variant
+    )
     for erased in checkpoints:
         erased.check(pipeline)
     inference_setup(pipeline, dtype, scheduler, device)
@@ -87,7 +117,10 @@ def compare(
             assign_tensors(pipeline, original)
     if not is_main_process():
         return
-    rows = [[img for _, items in columns for img in [it.image for it in items[i * n : (i + 1) * n]]] for i in range(len(prompt_list))]
+    rows = [
+        [img for _, items in columns for img in [it.image for it in items[i * n : (i + 1) * n]]]
+        for i in range(len(prompt_list))
+    ]
     grid = labelled_grid(rows, prompt_list, [name for name, _ in columns])
     write_atomically(out, lambda tmp: grid.save(tmp, format="PNG"))
     summary = {

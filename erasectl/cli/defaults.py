@@ -10,12 +10,22 @@ from erasectl.cli.common import MODEL_CONFIG, user_errors
 
 @user_errors
 def defaults(
-    method: str = typer.Option(None, "--method", help="One method (esd, ablate, uce, ...); default: every registered method, plugins included."),
-    model: str = typer.Option(None, "--model", help="The model whose defaults to print (a folder, a hub id or a single file); default: the embedded shapes model. Nothing is loaded but its marker."),
+    method: str = typer.Option(
+        None, "--method", help="One method (esd, ablate, uce, ...); default: every registered method, plugins included."
+    ),
+    model: str = typer.Option(
+        None,
+        "--model",
+        help="The model whose defaults to print (a folder, a hub id or a single file); default: the embedded shapes model. Nothing is loaded but its marker.",
+    ),
     mode: str = typer.Option(None, "--mode", help="esd: the defaults under this --mode."),
     model_config: Path = MODEL_CONFIG,
     as_json: bool = typer.Option(False, "--json", help="Print the defaults as JSON on stdout."),
-    as_markdown: bool = typer.Option(False, "--markdown", help="Print every method's settings for real models and the embedded world as Markdown (docs/settings.md)."),
+    as_markdown: bool = typer.Option(
+        False,
+        "--markdown",
+        help="Print every method's settings for real models and the embedded world as Markdown (docs/settings.md).",
+    ),
 ) -> None:
     """Print every method's hyper-parameter defaults for a model, and where each comes from.
 
@@ -35,9 +45,22 @@ def defaults(
     model_name, _ = resolve_model(model)
     profile = model_profile(model, model_config)
     given = {"mode": mode} if mode else {}
-    table = {name: resolve_defaults(name, profile, given if "mode" in get_method(name).config_class.declarations() else {}) for name in names}
+    table = {
+        name: resolve_defaults(name, profile, given if "mode" in get_method(name).config_class.declarations() else {})
+        for name in names
+    }
     if as_json:
-        typer.echo(json.dumps({"model": model_name, "profile": profile.name, "defaults": {m: {k: {"value": v, "source": s} for k, (v, s) in d.items()} for m, d in table.items()}}))
+        typer.echo(
+            json.dumps(
+                {
+                    "model": model_name,
+                    "profile": profile.name,
+                    "defaults": {
+                        m: {k: {"value": v, "source": s} for k, (v, s) in d.items()} for m, d in table.items()
+                    },
+                }
+            )
+        )
         return
     from rich.console import Console
     from rich.table import Table
@@ -69,10 +92,20 @@ def settings_markdown(names: list[str]) -> str:
     for name in names:
         method = get_method(name)
         paper, world = resolve_defaults(name, PaperProfile(), {}), resolve_defaults(name, WorldProfile(), {})
-        lines += ["", f"## {name}", "", method.summary, "", "| option | meaning | real models | source | embedded world |", "|---|---|---|---|---|"]
+        lines += [
+            "",
+            f"## {name}",
+            "",
+            method.summary,
+            "",
+            "| option | meaning | real models | source | embedded world |",
+            "|---|---|---|---|---|",
+        ]
         for setting, declaration in method.config_class.declarations().items():
             ours = world[setting][0]
-            cell = "same" if ours == paper[setting][0] else f"{ours} ({world[setting][1].removeprefix('shapes world: ')})"
+            cell = (
+                "same" if ours == paper[setting][0] else f"{ours} ({world[setting][1].removeprefix('shapes world: ')})"
+            )
             row = [f"`{declaration.option}`", declaration.help, f"{paper[setting][0]}", paper[setting][1], cell]
             lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |")
     return "\n".join(lines) + "\n"

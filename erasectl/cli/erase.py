@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import functools
 import json
 import os
 from dataclasses import replace
@@ -7,7 +8,18 @@ from pathlib import Path
 
 import typer
 
-from erasectl.cli.common import ALLOW_PICKLE, DEVICE, EXIT_INTERRUPTED, MODEL_CONFIG, progress_bar, read_prompts, run_control, split_list, stop_signals, user_errors
+from erasectl.cli.common import (
+    ALLOW_PICKLE,
+    DEVICE,
+    EXIT_INTERRUPTED,
+    MODEL_CONFIG,
+    progress_bar,
+    read_prompts,
+    run_control,
+    split_list,
+    stop_signals,
+    user_errors,
+)
 from erasectl.cli.settings import with_settings
 from erasectl.errors import UserError
 
@@ -41,13 +53,17 @@ def _anchor(anchor: str | None, method, profile) -> str | None:
     from erasectl.erasure import check_concepts
 
     if method.needs_anchor and (not anchor or not anchor.strip()):
-        raise UserError(f"--method {method.name} needs --anchor, the concept to map onto (e.g. --anchor shape for circle)")
+        raise UserError(
+            f"--method {method.name} needs --anchor, the concept to map onto (e.g. --anchor shape for circle)"
+        )
     if anchor and not method.accepts_anchor:
         raise UserError(f"--anchor is not an option of --method {method.name}; see erasectl erase --help")
     return check_concepts([anchor], profile)[0] if anchor else None
 
 
-def _output(out: Path | None, force: bool, resume_from_checkpoint: str | None, concepts: list[str], method: str) -> Path:
+def _output(
+    out: Path | None, force: bool, resume_from_checkpoint: str | None, concepts: list[str], method: str
+) -> Path:
     from erasectl.checkpoint import CHECKPOINT_FILE
     from erasectl.files import check_output_dir
 
@@ -85,24 +101,67 @@ def _write(out: Path, checkpoint, force: bool) -> dict:
     return summary
 
 
-@user_errors
-@with_settings
+@functools.cache
+def command():
+    """``erase`` with one option per declared setting of every registered method (importing the
+    methods, hence torch: built only when erase is run or its help shown)."""
+    return user_errors(with_settings(erase))
+
+
 def erase(
-    concept: str = typer.Option(None, "--concept", help="The concept to erase, e.g. circle or \"grumpy cat\"; several: \"circle,red square\"."),
-    method: str = typer.Option("esd", "--method", help="The erasure method: esd, ablate, uce, nullspace, rece, advunlearn, or one an installed package registers (erasectl defaults lists them)."),
-    anchor: str = typer.Option(None, "--anchor", help="ablate (required): the concept to map onto, e.g. shape for circle; uce, nullspace, rece: the guide (else --guide-choice decides)."),
-    preserve: str = typer.Option(None, "--preserve", help="Comma-separated concepts whose predictions are kept unchanged (every method). Default: the method's own (a multi-word concept's words alone; uce and rece on the embedded model also the attributes on the generic noun; advunlearn also its retain set); the recipe records the list used."),
-    auto_preserve: int = typer.Option(None, "--auto-preserve", help="Preserve the K nearest valid phrases to each concept in text-embedding space."),
+    concept: str = typer.Option(
+        None, "--concept", help='The concept to erase, e.g. circle or "grumpy cat"; several: "circle,red square".'
+    ),
+    method: str = typer.Option(
+        "esd",
+        "--method",
+        help="The erasure method: esd, ablate, uce, nullspace, rece, advunlearn, or one an installed package registers (erasectl defaults lists them).",
+    ),
+    anchor: str = typer.Option(
+        None,
+        "--anchor",
+        help="ablate (required): the concept to map onto, e.g. shape for circle; uce, nullspace, rece: the guide (else --guide-choice decides).",
+    ),
+    preserve: str = typer.Option(
+        None,
+        "--preserve",
+        help="Comma-separated concepts whose predictions are kept unchanged (every method). Default: the method's own (a multi-word concept's words alone; uce and rece on the embedded model also the attributes on the generic noun; advunlearn also its retain set); the recipe records the list used.",
+    ),
+    auto_preserve: int = typer.Option(
+        None, "--auto-preserve", help="Preserve the K nearest valid phrases to each concept in text-embedding space."
+    ),
     concepts_file: Path = typer.Option(None, "--concepts-file", help="More concepts to erase, one per line."),
-    anchor_prompts_file: Path = typer.Option(None, "--anchor-prompts-file", help="ablate: anchor prompts, one per line, each naming the anchor."),
-    prior_exclude: str = typer.Option(None, "--prior-exclude", help="nullspace: comma-separated words to leave out of the automatic prior (to measure concepts it was not built from)."),
-    model: str = typer.Option(None, "--model", help="Hub id or local diffusers folder; default: the embedded shapes model."),
-    out: Path = typer.Option(None, "--out", help="Output folder; default: runs/<concept>-<method>/ (never overwritten)."),
+    anchor_prompts_file: Path = typer.Option(
+        None, "--anchor-prompts-file", help="ablate: anchor prompts, one per line, each naming the anchor."
+    ),
+    prior_exclude: str = typer.Option(
+        None,
+        "--prior-exclude",
+        help="nullspace: comma-separated words to leave out of the automatic prior (to measure concepts it was not built from).",
+    ),
+    model: str = typer.Option(
+        None, "--model", help="Hub id or local diffusers folder; default: the embedded shapes model."
+    ),
+    out: Path = typer.Option(
+        None, "--out", help="Output folder; default: runs/<concept>-<method>/ (never overwritten)."
+    ),
     force: bool = typer.Option(False, "--force", help="Write into an --out folder that already has files."),
-    mixed_precision: str = typer.Option(None, "--mixed-precision", help="no or bf16 (autocast; weights, gradients and optimizer stay fp32)."),
-    gradient_checkpointing: bool = typer.Option(False, "--gradient-checkpointing", help="Recompute the UNet's activations in the backward pass instead of storing them: less memory, more time."),
-    checkpointing_steps: int = typer.Option(None, "--checkpointing_steps", help="Save a resumable state every N steps (in <out>/states)."),
-    resume_from_checkpoint: str = typer.Option(None, "--resume_from_checkpoint", help="Continue an interrupted run: latest, or a state file; pass the run's --out."),
+    mixed_precision: str = typer.Option(
+        None, "--mixed-precision", help="no or bf16 (autocast; weights, gradients and optimizer stay fp32)."
+    ),
+    gradient_checkpointing: bool = typer.Option(
+        False,
+        "--gradient-checkpointing",
+        help="Recompute the UNet's activations in the backward pass instead of storing them: less memory, more time.",
+    ),
+    checkpointing_steps: int = typer.Option(
+        None, "--checkpointing_steps", help="Save a resumable state every N steps (in <out>/states)."
+    ),
+    resume_from_checkpoint: str = typer.Option(
+        None,
+        "--resume_from_checkpoint",
+        help="Continue an interrupted run: latest, or a state file; pass the run's --out.",
+    ),
     device: str = DEVICE,
     model_config: Path = MODEL_CONFIG,
     allow_pickle: bool = ALLOW_PICKLE,
@@ -118,7 +177,7 @@ def erase(
     from erasectl.distributed import is_main_process
     from erasectl.erasure import ErasureRequest, build_config, check_concepts, check_mixed_precision, erase_concepts
     from erasectl.methods import get_method
-    from erasectl.models import load_pipeline, model_profile, resolve_model
+    from erasectl.models import load_model, model_profile, resolve_model
     from erasectl.run_state import Interrupted
 
     method_spec = get_method(method)
@@ -134,24 +193,44 @@ def erase(
     if prior_exclude is not None and method != "nullspace":
         raise UserError("--prior-exclude is an option of --method nullspace only")
     request = ErasureRequest(
-        concepts, profile, _anchor(anchor, method_spec, profile),
+        concepts,
+        profile,
+        _anchor(anchor, method_spec, profile),
         read_prompts(None, str(anchor_prompts_file)) if anchor_prompts_file is not None else None,
-        preserve=check_concepts(split_list(preserve), profile) if preserve else [], model_name=model_name, prior_exclude=split_list(prior_exclude),
+        preserve=check_concepts(split_list(preserve), profile) if preserve else [],
+        model_name=model_name,
+        prior_exclude=split_list(prior_exclude),
     )
     out = _output(out, force, resume_from_checkpoint, concepts, method)
     control = run_control(out, checkpointing_steps, resume_from_checkpoint)
-    pipeline = load_pipeline(model, device=device, allow_pickle=allow_pickle, config=model_config)
+    loaded = load_model(model, device=device, allow_pickle=allow_pickle, config=model_config)
+    pipeline = loaded.pipeline
+    request = replace(request, model_config=loaded.model_config)
     if auto_preserve is not None:
         request = replace(request, preserve=_auto_preserved(pipeline, concepts, auto_preserve))
-    with stop_signals() as stop_requested, progress_bar(f"erasing {', '.join(concepts)} ({method})", config.steps, enabled=not (quiet or as_json), loss="-") as update:
+    with (
+        stop_signals() as stop_requested,
+        progress_bar(
+            f"erasing {', '.join(concepts)} ({method})", config.steps, enabled=not (quiet or as_json), loss="-"
+        ) as update,
+    ):
         control.stop_requested = stop_requested
         try:
             checkpoint = erase_concepts(
-                pipeline, method, request, config, progress=lambda done, total, logs: update(done, loss=f"{logs['loss']:.4g}"), control=control,
-                mixed_precision=mixed_precision, gradient_checkpointing=gradient_checkpointing,
+                pipeline,
+                method,
+                request,
+                config,
+                progress=lambda done, total, logs: update(done, loss=f"{logs['loss']:.4g}"),
+                control=control,
+                mixed_precision=mixed_precision,
+                gradient_checkpointing=gradient_checkpointing,
             )
         except Interrupted as stopped:
-            typer.echo(f"interrupted at step {stopped.step}; state saved to {stopped.path}; resume with the same command plus --out {out} --resume_from_checkpoint latest", err=True)
+            typer.echo(
+                f"interrupted at step {stopped.step}; state saved to {stopped.path}; resume with the same command plus --out {out} --resume_from_checkpoint latest",
+                err=True,
+            )
             raise typer.Exit(EXIT_INTERRUPTED) from None
     if not is_main_process():  # under accelerate launch every process holds the same erasure
         return
@@ -159,4 +238,6 @@ def erase(
     if as_json:
         typer.echo(json.dumps(summary))
     elif not quiet:
-        typer.echo(f"erased {', '.join(concepts)} with {method} in {checkpoint.recipe['wall_time_s']} s: {summary['checkpoint']}")
+        typer.echo(
+            f"erased {', '.join(concepts)} with {method} in {checkpoint.recipe['wall_time_s']} s: {summary['checkpoint']}"
+        )

@@ -13,15 +13,33 @@ FORMATS = ("diffusers", "lora", "kohya", "single-file")
 
 @user_errors
 def export(
-    checkpoint: Path = typer.Argument(..., help="An erased checkpoint written by erasectl erase: its .safetensors file or its run folder."),
-    format: str = typer.Option(..., "--format", help="diffusers, lora (PEFT names: diffusers only), kohya (AUTOMATIC1111, ComfyUI, sd-scripts) or single-file (LDM layout)."),
-    out: Path = typer.Option(None, "--out", help="Output folder; default: beside the checkpoint, named after the format."),
+    checkpoint: Path = typer.Argument(
+        ..., help="An erased checkpoint written by erasectl erase: its .safetensors file or its run folder."
+    ),
+    format: str = typer.Option(
+        ...,
+        "--format",
+        help="diffusers, lora (PEFT names: diffusers only), kohya (AUTOMATIC1111, ComfyUI, sd-scripts) or single-file (LDM layout).",
+    ),
+    out: Path = typer.Option(
+        None, "--out", help="Output folder; default: beside the checkpoint, named after the format."
+    ),
     force: bool = typer.Option(False, "--force", help="Write into an --out folder that already has files."),
     model: str = typer.Option(None, "--model", help="The base model; default: the one named in the checkpoint."),
     rank: int = typer.Option(None, "--rank", help="lora/kohya: a fixed rank for every module."),
-    energy: float = typer.Option(0.999, "--energy", help="lora/kohya: otherwise the smallest rank keeping this share of each delta's squared singular values."),
-    verify: bool = typer.Option(True, "--verify/--no-verify", help="Reload the export with its consumer's loader and compare images."),
-    bias_deltas: bool = typer.Option(False, "--bias-deltas", help="kohya: also carry the erasure's bias deltas (ESD-x trains attn2.to_out's bias) as .diff_b keys, which ComfyUI applies; diffusers' kohya reader refuses them."),
+    energy: float = typer.Option(
+        0.999,
+        "--energy",
+        help="lora/kohya: otherwise the smallest rank keeping this share of each delta's squared singular values.",
+    ),
+    verify: bool = typer.Option(
+        True, "--verify/--no-verify", help="Reload the export with its consumer's loader and compare images."
+    ),
+    bias_deltas: bool = typer.Option(
+        False,
+        "--bias-deltas",
+        help="kohya: also carry the erasure's bias deltas (ESD-x trains attn2.to_out's bias) as .diff_b keys, which ComfyUI applies; diffusers' kohya reader refuses them.",
+    ),
     model_config: Path = MODEL_CONFIG,
     allow_pickle: bool = ALLOW_PICKLE,
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
@@ -66,7 +84,16 @@ def export(
         result = export_lora(erased, base, out, format, rank, energy, bias_deltas)
     result["format"] = format
     if verify:
-        result["verification"] = verify_export(format, result, pipeline, model_config or source, load_base, seeds=[0, 1], prompts=profile.verification_prompts(erased.recipe["concepts"]), steps=25)
+        result["verification"] = verify_export(
+            format,
+            result,
+            pipeline,
+            model_config or source,
+            load_base,
+            seeds=[0, 1],
+            prompts=profile.verification_prompts(erased.recipe["concepts"]),
+            steps=25,
+        )
     if as_json:
         typer.echo(json.dumps(result))
     else:

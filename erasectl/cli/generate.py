@@ -8,8 +8,23 @@ from pathlib import Path
 import typer
 
 from erasectl.cli.common import (
-    ALLOW_PICKLE, BATCH_SIZE, DEVICE, DTYPE, EXIT_INTERRUPTED, HEIGHT, MODEL_CONFIG, NEGATIVE_PROMPT, REVISION, SCHEDULER, VARIANT, WIDTH,
-    progress_bar, read_prompts, stop_signals, user_errors, warn_if_cut,
+    ALLOW_PICKLE,
+    BATCH_SIZE,
+    DEVICE,
+    DTYPE,
+    EXIT_INTERRUPTED,
+    HEIGHT,
+    MODEL_CONFIG,
+    NEGATIVE_PROMPT,
+    REVISION,
+    SCHEDULER,
+    VARIANT,
+    WIDTH,
+    progress_bar,
+    read_prompts,
+    stop_signals,
+    user_errors,
+    warn_if_cut,
 )
 from erasectl.errors import UserError
 
@@ -20,14 +35,22 @@ GRID_PROMPTS, GRID_SEEDS = 16, 8
 
 @user_errors
 def generate(
-    prompts: str = typer.Option(None, "--prompts", help="Comma-separated prompts, e.g. \"a red circle,a blue ring\"."),
-    prompts_file: str = typer.Option(None, "--prompts-file", help="A text file with one prompt per line (for prompts with commas)."),
+    prompts: str = typer.Option(None, "--prompts", help='Comma-separated prompts, e.g. "a red circle,a blue ring".'),
+    prompts_file: str = typer.Option(
+        None, "--prompts-file", help="A text file with one prompt per line (for prompts with commas)."
+    ),
     n: int = typer.Option(4, "--n", help="Images per prompt; seeds are --seed, --seed+1, ..."),
     seed: int = typer.Option(0, "--seed", help="The first seed."),
     steps: int = typer.Option(25, "--steps", help="Sampler steps (DDIM for the embedded model)."),
     guidance: float = typer.Option(7.5, "--guidance", help="Classifier-free guidance scale."),
-    model: str = typer.Option(None, "--model", help="Hub id or local diffusers folder; default: the embedded shapes model."),
-    checkpoint: Path = typer.Option(None, "--checkpoint", help="An erased checkpoint (its .safetensors file or erase's run folder), applied to its base (or --model)."),
+    model: str = typer.Option(
+        None, "--model", help="Hub id or local diffusers folder; default: the embedded shapes model."
+    ),
+    checkpoint: Path = typer.Option(
+        None,
+        "--checkpoint",
+        help="An erased checkpoint (its .safetensors file or erase's run folder), applied to its base (or --model).",
+    ),
     out: Path = typer.Option(None, "--out", help="Output folder; default: runs/generate-<time>."),
     force: bool = typer.Option(False, "--force", help="Write into an output folder that already has files."),
     negative_prompt: str = NEGATIVE_PROMPT,
@@ -50,7 +73,7 @@ def generate(
     (Ctrl-C) keeps every image it finished; images.csv lists them all.
     """
     from erasectl.checkpoint import ErasedCheckpoint
-    from erasectl.distributed import is_main_process
+    from erasectl.distributed import is_main_process, world
     from erasectl.files import check_output_dir, prepare_output_dir, write_atomically
     from erasectl.generation import SamplerSettings
     from erasectl.models import inference_setup, load_erased_model, load_model, model_profile
@@ -59,17 +82,33 @@ def generate(
     prompt_list = read_prompts(prompts, prompts_file)
     if n <= 0:
         raise UserError(f"--n must be at least 1, got {n}")
-    erased = ErasedCheckpoint.load(checkpoint) if checkpoint is not None else None  # read once: its base names the profile
+    erased = (
+        ErasedCheckpoint.load(checkpoint) if checkpoint is not None else None
+    )  # read once: its base names the profile
     profile = model_profile(model or (erased.base_model if erased is not None else None), model_config)
-    settings = SamplerSettings(steps=steps, guidance=guidance, batch_size=batch_size or profile.generation_batch_size, negative_prompt=negative_prompt, height=height, width=width)
+    settings = SamplerSettings(
+        steps=steps,
+        guidance=guidance,
+        batch_size=batch_size or profile.generation_batch_size,
+        negative_prompt=negative_prompt,
+        height=height,
+        width=width,
+    )
     out = check_output_dir(out or Path("runs") / time.strftime("generate-%Y%m%d-%H%M%S"), force)
     options = dict(device=device, allow_pickle=allow_pickle, config=model_config, revision=revision, variant=variant)
-    loaded = load_erased_model(checkpoint, model, loaded=erased, **options) if erased is not None else load_model(model, **options)
+    loaded = (
+        load_erased_model(checkpoint, model, loaded=erased, **options)
+        if erased is not None
+        else load_model(model, **options)
+    )
     inference_setup(loaded.pipeline, dtype, scheduler, device)
     warn_if_cut(loaded.pipeline, prompt_list)
-    prepare_output_dir(out, force)
+    prepare_output_dir(out, force or world()[1] > 1)  # checked above; under a launch the processes share it
     started = time.time()
-    with stop_signals() as stop_requested, progress_bar("generating", len(prompt_list) * n, enabled=not (quiet or as_json)) as update:
+    with (
+        stop_signals() as stop_requested,
+        progress_bar("generating", len(prompt_list) * n, enabled=not (quiet or as_json)) as update,
+    ):
         count = write_images(loaded, prompt_list, range(seed, seed + n), settings, out, update, stop_requested)
     if not is_main_process():
         return
@@ -117,7 +156,10 @@ def write_images(loaded, prompts: list[str], seeds: range, settings, out: Path, 
         rows = csv.writer(handle)
         for start, items in generate_batches(loaded.pipeline, prompts, seeds, settings):
             paths = save_images(items, out, loaded.name, first_index=start)
-            rows.writerows([index, item.prompt, item.seed, path.name] for index, (item, path) in enumerate(zip(items, paths), start=start))
+            rows.writerows(
+                [index, item.prompt, item.seed, path.name]
+                for index, (item, path) in enumerate(zip(items, paths), start=start)
+            )
             handle.flush()
             written += len(items)
             update(written * processes)
@@ -181,7 +223,9 @@ def write_grid(out: Path, prompts: list[str], n: int, seed: int) -> Path:
                 files[index] = out / row["file"]
             elif index // n >= len(rows_shown):
                 break
-    grid_rows = [[Image.open(files[p * n + s]) for s in range(seeds_shown) if p * n + s in files] for p in range(len(rows_shown))]
+    grid_rows = [
+        [Image.open(files[p * n + s]) for s in range(seeds_shown) if p * n + s in files] for p in range(len(rows_shown))
+    ]
     grid_rows = [row for row in grid_rows if row]
     grid = labelled_grid(grid_rows, rows_shown[: len(grid_rows)], [f"seed {seed + s}" for s in range(seeds_shown)])
     return write_atomically(out / "grid.png", lambda tmp: grid.save(tmp, format="PNG"))

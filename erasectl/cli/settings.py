@@ -34,7 +34,9 @@ def setting_options() -> dict[str, SettingOption]:
         for name, declaration in get_method(method_name).config_class.declarations().items():
             option = found.setdefault(name, SettingOption(name, declaration.type, declaration.flag))
             if option.type is not declaration.type:
-                raise TypeError(f"setting {name!r} is {option.type.__name__} in one method and {declaration.type.__name__} in {method_name}; give them one type or two names")
+                raise TypeError(
+                    f"setting {name!r} is {option.type.__name__} in one method and {declaration.type.__name__} in {method_name}; give them one type or two names"
+                )
             option.helps.setdefault(declaration.help, []).append(method_name)
     return found
 
@@ -48,7 +50,12 @@ def setting_parameters() -> list[inspect.Parameter]:
         inspect.Parameter(
             name,
             inspect.Parameter.KEYWORD_ONLY,
-            default=typer.Option(None, option.flag or f"--{name.replace('_', '-')}", help=option.help(count), rich_help_panel="Method settings (see erasectl defaults)"),
+            default=typer.Option(
+                None,
+                option.flag or f"--{name.replace('_', '-')}",
+                help=option.help(count),
+                rich_help_panel="Method settings (see erasectl defaults)",
+            ),
             annotation=option.type,
         )
         for name, option in setting_options().items()

@@ -23,7 +23,8 @@ def train_world(
     from dataclasses import replace
 
     from erasectl.cli.common import stderr_console
-    from erasectl.world.train import WorldTrainingConfig, train_world as run
+    from erasectl.world.train import WorldTrainingConfig
+    from erasectl.world.train import train_world as run
 
     config = WorldTrainingConfig(seed=seed)
     if unet_steps is not None:

@@ -33,7 +33,9 @@ def registered() -> dict[str, str]:
     found = dict(BUILT_IN)
     for entry in entry_points(group=ENTRY_POINT_GROUP):
         if entry.name in BUILT_IN:
-            raise PluginError(f"the package providing entry point {entry.value!r} registers the method name {entry.name!r}, which is built in; rename it")
+            raise PluginError(
+                f"the package providing entry point {entry.value!r} registers the method name {entry.name!r}, which is built in; rename it"
+            )
         found[entry.name] = entry.value
     return found
 
@@ -51,8 +53,12 @@ def get_method(name: str) -> Method:
     module_name, _, class_name = known[name].partition(":")
     method_class = getattr(importlib.import_module(module_name), class_name, None)
     if not (isinstance(method_class, type) and issubclass(method_class, Method)):
-        raise PluginError(f"{known[name]!r}, registered as method {name!r}, is not a subclass of erasectl.methods.base.Method")
+        raise PluginError(
+            f"{known[name]!r}, registered as method {name!r}, is not a subclass of erasectl.methods.base.Method"
+        )
     if method_class.name != name:
-        raise PluginError(f"{known[name]!r} is registered as {name!r} but names itself {method_class.name!r}; make the two equal")
+        raise PluginError(
+            f"{known[name]!r} is registered as {name!r} but names itself {method_class.name!r}; make the two equal"
+        )
     method_class.config_class.declarations()  # every field declared with setting(): fails at once if not
     return method_class()

@@ -61,23 +61,53 @@ class AdvUnlearnConfig(ESDConfig):
 
     steps: int = setting(1000, "Training iterations (warm-up included).", f"{REFERENCE}: --iterations 1000")
     lr: float = setting(1e-5, "Adam learning rate.", f"{REFERENCE}: --lr 1e-5")
-    parameter_group: str = setting("text-encoder", ESDConfig.__dataclass_fields__["parameter_group"].metadata["help"], f"{REFERENCE}: --train_method text_encoder_full (the paper's choice: the text encoder, not the UNet; erasectl leaves out its layer norms)")
-    warmup_steps: int = setting(200, "Plain ESD iterations before the attack starts.", f"{REFERENCE}: --warmup_iter 200")
+    parameter_group: str = setting(
+        "text-encoder",
+        ESDConfig.__dataclass_fields__["parameter_group"].metadata["help"],
+        f"{REFERENCE}: --train_method text_encoder_full (the paper's choice: the text encoder, not the UNet; erasectl leaves out its layer norms)",
+    )
+    warmup_steps: int = setting(
+        200, "Plain ESD iterations before the attack starts.", f"{REFERENCE}: --warmup_iter 200"
+    )
     attack_steps: int = setting(30, "Adam steps of the inner attack at each update.", f"{REFERENCE}: --attack_step 30")
     attack_lr: float = setting(1e-3, "Learning rate of the inner attack.", f"{REFERENCE}: --attack_lr 1e-3")
-    attack_every: int = setting(1, "Iterations between updates of the adversarial token.", f"{REFERENCE}: --adv_prompt_update_step 1")
-    attack_position: str = setting("prefix", "prefix (the token before the concept's prompt), replace (the token instead of the concept) or both (a token for each, the iterations alternating between them).", f"{REFERENCE}: --attack_type prefix_k")
-    attack_share: float = setting(1.0, "Share of the samples after the warm-up trained on the adversarial prompt; the others keep their own prompt.", f"{REFERENCE}: every sample after the warm-up")
-    preserve_weight: float = setting(1.0, "Weight of the utility-retaining term (the retain prompts, or --preserve).", f"{REFERENCE}: --retain_loss_w 1.0")
-    attack_samples: int = setting(1, "Samples each attack step moves the token on, the first of the iteration's adversarial ones (0: all of them).", "AdvUnlearn's attack_util.soft_prompt_attack, one sample (batch 1) per attack step")
-    attack_states: str = setting("fresh", "fresh (new x_t, timesteps and prompts for every attack step) or shared (every attack step at the iteration's own x_t: a saving).", "AdvUnlearn's attack_util.soft_prompt_attack, which samples a new x_t at a new timestep for every attack step")
+    attack_every: int = setting(
+        1, "Iterations between updates of the adversarial token.", f"{REFERENCE}: --adv_prompt_update_step 1"
+    )
+    attack_position: str = setting(
+        "prefix",
+        "prefix (the token before the concept's prompt), replace (the token instead of the concept) or both (a token for each, the iterations alternating between them).",
+        f"{REFERENCE}: --attack_type prefix_k",
+    )
+    attack_share: float = setting(
+        1.0,
+        "Share of the samples after the warm-up trained on the adversarial prompt; the others keep their own prompt.",
+        f"{REFERENCE}: every sample after the warm-up",
+    )
+    preserve_weight: float = setting(
+        1.0,
+        "Weight of the utility-retaining term (the retain prompts, or --preserve).",
+        f"{REFERENCE}: --retain_loss_w 1.0",
+    )
+    attack_samples: int = setting(
+        1,
+        "Samples each attack step moves the token on, the first of the iteration's adversarial ones (0: all of them).",
+        "AdvUnlearn's attack_util.soft_prompt_attack, one sample (batch 1) per attack step",
+    )
+    attack_states: str = setting(
+        "fresh",
+        "fresh (new x_t, timesteps and prompts for every attack step) or shared (every attack step at the iteration's own x_t: a saving).",
+        "AdvUnlearn's attack_util.soft_prompt_attack, which samples a new x_t at a new timestep for every attack step",
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.warmup_steps < 0 or self.attack_steps < 1 or self.attack_every < 1:
             raise ConfigError("warmup_steps must be 0 or more, attack_steps and attack_every at least 1")
         if self.attack_samples < 0:
-            raise ConfigError(f"attack_samples must be 0 (all the adversarial samples) or more, got {self.attack_samples}")
+            raise ConfigError(
+                f"attack_samples must be 0 (all the adversarial samples) or more, got {self.attack_samples}"
+            )
         if not self.attack_lr > 0:
             raise ConfigError(f"attack_lr must be positive, got {self.attack_lr}")
         if not 0 < self.attack_share <= 1:
@@ -92,7 +122,14 @@ class Adversary:
     """The inner attack: one placeholder token's embeddings (per text encoder, ``vectors``) and the
     adversarial prompt of each concept prompt."""
 
-    def __init__(self, pipeline, prompts: list[str], concept_of: list[str], config: AdvUnlearnConfig, vectors: dict[str, torch.nn.Parameter]):
+    def __init__(
+        self,
+        pipeline,
+        prompts: list[str],
+        concept_of: list[str],
+        config: AdvUnlearnConfig,
+        vectors: dict[str, torch.nn.Parameter],
+    ):
         from erasectl.attacks import PLACEHOLDER, replace_concept
 
         self.pipeline, self.config, self.vectors = pipeline, config, vectors
@@ -102,7 +139,9 @@ class Adversary:
         }
         # both: a token of its own for each form, the iterations after the warm-up alternating
         # between them (one token cannot be both a prefix and the concept's word)
-        self.forms = [forms["prefix"], forms["replace"]] if config.attack_position == "both" else [forms[config.attack_position]]
+        self.forms = (
+            [forms["prefix"], forms["replace"]] if config.attack_position == "both" else [forms[config.attack_position]]
+        )
         self.own = list(prompts)
         self.updates = 0
         start = {key: vector.detach().clone() for key, vector in vectors.items()}  # the generic word's embeddings
@@ -125,8 +164,18 @@ class Adversary:
         share = self.config.attack_share
         return int((sample_id + 1) * share) > int(sample_id * share)
 
-    def trained_prompts(self, step: int, model, latents, timesteps, which: list[int], sample_ids: list[int], concept_prediction: torch.Tensor, batch: int,
-                        fresh_states=None) -> list[str] | None:
+    def trained_prompts(
+        self,
+        step: int,
+        model,
+        latents,
+        timesteps,
+        which: list[int],
+        sample_ids: list[int],
+        concept_prediction: torch.Tensor,
+        batch: int,
+        fresh_states=None,
+    ) -> list[str] | None:
         """The trained prompts of this iteration's samples (None: their own): after the warm-up,
         the adversarial prompt for ``attack_share`` of them, the token first moved against
         ``model`` at those samples' x_t toward the frozen model's ``concept_prediction`` there
@@ -151,10 +200,17 @@ class Adversary:
                     return latents, timesteps, [form[w] for w in indices.tolist()], prediction, part_share
             else:
                 attacked, total = self._attacked(step, sample_ids, chosen, batch)
-                fixed = (latents[attacked], timesteps[attacked], [trained[i] for i in attacked], concept_prediction[attacked], len(attacked) / max(1, total))
+                fixed = (
+                    latents[attacked],
+                    timesteps[attacked],
+                    [trained[i] for i in attacked],
+                    concept_prediction[attacked],
+                    len(attacked) / max(1, total),
+                )
 
                 def draws():
                     return fixed
+
             self._attack(model, draws)
         return trained
 
@@ -195,7 +251,14 @@ class Adversary:
         """The token in use, and with two forms the other one and which is in use."""
         state = {f"adversary.{key}": vector.detach() for key, vector in self.vectors.items()}
         if len(self.forms) > 1:
-            state.update({f"adversary.{form}.{key}": vector for form, token in enumerate(self.tokens) if form != self.active for key, vector in token.items()})
+            state.update(
+                {
+                    f"adversary.{form}.{key}": vector
+                    for form, token in enumerate(self.tokens)
+                    if form != self.active
+                    for key, vector in token.items()
+                }
+            )
             state["adversary.active"] = torch.tensor(self.active)
         return state
 
@@ -224,12 +287,18 @@ class AdvUnlearn(esd.ESD):
 def _run(pipeline, request, config: AdvUnlearnConfig, progress=None, control=None):
     from erasectl.attacks import placeholder_token
 
-    pairs = [(template.format(concept), concept) for concept in request.concepts for template in request.templates(concept, "esd")]
+    pairs = [
+        (template.format(concept), concept)
+        for concept in request.concepts
+        for template in request.templates(concept, "esd")
+    ]
     prompts = [p for p, _ in pairs]
     keep_prompts = [template.format(c) for c in request.preserve for template in request.templates(c, "esd")]
     with placeholder_token(pipeline, request.profile.generic_word) as vectors:
         adversary = Adversary(pipeline, prompts, [c for _, c in pairs], config, vectors)
-        result = esd.erase(pipeline, request.concepts, config, prompts, progress, keep_prompts, control, adversary=adversary)
+        result = esd.erase(
+            pipeline, request.concepts, config, prompts, progress, keep_prompts, control, adversary=adversary
+        )
         token = {key: vector.detach().clone() for key, vector in vectors.items()}
     result.extra["adversary_updates"] = adversary.updates
     result.extra["adversary_norm"] = {key: round(float(v.norm()), 4) for key, v in token.items()}

@@ -20,10 +20,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from erasectl.errors import ConfigError
 
-if TYPE_CHECKING:  # annotations only: the request and run control live above and beside the methods
+if TYPE_CHECKING:  # annotations only
     import torch
-
-    from erasectl.run_state import RunControl
 
 Progress = Callable[[int, int, dict], None]
 """``progress(done, total, logs)``: called after each step; ``logs["loss"]`` is the step's loss."""
@@ -55,7 +53,9 @@ class MethodConfig:
 
     steps: int = setting(200, "Training iterations.")
     lr: float = setting(1e-4, "Adam learning rate.")
-    loss: str = setting("l2", "Distance between prediction and target: l2 or l1.", "every paper's loss: mean squared error")
+    loss: str = setting(
+        "l2", "Distance between prediction and target: l2 or l1.", "every paper's loss: mean squared error"
+    )
     seed: int = setting(0, "Seeds noise, timesteps and every random draw.")
     parameter_group: str = setting("", "Which parameters are trained.")
 
@@ -71,7 +71,7 @@ class MethodConfig:
         return asdict(self)
 
     @classmethod
-    def declarations(cls) -> dict[str, "Declaration"]:
+    def declarations(cls) -> dict[str, Declaration]:
         """Every field's declaration, by field name."""
         import typing
 
@@ -79,8 +79,12 @@ class MethodConfig:
         found = {}
         for f in fields(cls):
             if f.default is MISSING or "help" not in f.metadata:
-                raise TypeError(f"{cls.__name__}.{f.name} must be declared with erasectl.methods.base.setting(default, help)")
-            found[f.name] = Declaration(f.name, hints[f.name], f.default, f.metadata["help"], f.metadata["source"], f.metadata.get("flag"))
+                raise TypeError(
+                    f"{cls.__name__}.{f.name} must be declared with erasectl.methods.base.setting(default, help)"
+                )
+            found[f.name] = Declaration(
+                f.name, hints[f.name], f.default, f.metadata["help"], f.metadata["source"], f.metadata.get("flag")
+            )
         return found
 
 
@@ -134,14 +138,18 @@ class Method(ABC):
         super().__init_subclass__(**kwargs)
         unknown = [s for s in getattr(cls, "default_preservation", ()) if s not in PRESERVATION_SOURCES]
         if unknown:
-            raise TypeError(f"{cls.__name__}.default_preservation: {unknown[0]!r} is not one of {', '.join(PRESERVATION_SOURCES)}")
+            raise TypeError(
+                f"{cls.__name__}.default_preservation: {unknown[0]!r} is not one of {', '.join(PRESERVATION_SOURCES)}"
+            )
 
     def mode_defaults(self, mode: str | None) -> dict[str, Any]:
         """Defaults that follow from a chosen ``--mode`` (none unless the method has modes)."""
         return {}
 
     @abstractmethod
-    def run(self, pipeline, request, config: MethodConfig, progress: Progress | None = None, control: RunControl | None = None) -> ErasureResult:
+    def run(
+        self, pipeline, request, config: MethodConfig, progress: Progress | None = None, control=None
+    ) -> ErasureResult:
         """Erase ``request.concepts`` from ``pipeline`` in place and return the changed tensors.
 
         - ``pipeline``: a loaded diffusers pipeline of one of ``families``.
@@ -150,8 +158,9 @@ class Method(ABC):
           (``request.templates(concept, kind)``).
         - ``config``: an instance of ``config_class``, validated.
         - ``progress``: see :data:`Progress`.
-        - ``control``: resumable runs (``erasectl.run_state``); a method that trains in steps hands
-          it to a ``StepHook``; a closed form may ignore it.
+        - ``control``: an ``erasectl.run_state.RunControl`` (saving and resuming states, stopping on
+          Ctrl-C), or None; a method that trains in steps hands it to a ``StepHook``; a closed form
+          has nothing to resume and may ignore it.
         """
 
 

@@ -1,25 +1,13 @@
-"""What every erasure method shares: configs, prompt encoding, the trained/frozen UNet pair."""
+"""What the built-in methods share: losses, batched UNet calls, the trained/frozen UNet pair, the closed forms' last step."""
 
 from __future__ import annotations
 
-import math
 from contextlib import contextmanager
-from dataclasses import asdict
 
 import torch
 
 from erasectl.architecture import predict_noise, unet_inputs
-from erasectl.methods.base import MethodConfig, Progress
-
-def check_finite(loss: torch.Tensor, step: int, config: MethodConfig) -> float:
-    """The loss as a float, or ``TrainingDiverged`` naming the step and the hyper-parameters."""
-    from erasectl.errors import TrainingDiverged
-
-    value = loss.item()
-    if not math.isfinite(value):
-        settings = ", ".join(f"{k}={v}" for k, v in asdict(config).items())
-        raise TrainingDiverged(f"the loss became {value} at step {step + 1} ({settings}); lower --lr and run again")
-    return value
+from erasectl.methods.base import Progress
 
 
 def distance(prediction: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:
@@ -110,7 +98,9 @@ def trained_model(pipeline, group: str, unet_groups: tuple[str, ...]):
 
 
 @torch.no_grad()
-def write_solved(projections: list[tuple[str, torch.nn.Module]], solve_one, progress: Progress | None) -> tuple[dict, dict]:
+def write_solved(
+    projections: list[tuple[str, torch.nn.Module]], solve_one, progress: Progress | None
+) -> tuple[dict, dict]:
     """The closed forms' last step: each UNet projection's weight replaced, in place, by
     ``solve_one(name, original weight)``; returns ``(erased, base)`` under checkpoint keys."""
     erased, base = {}, {}

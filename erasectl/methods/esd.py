@@ -38,12 +38,11 @@ from dataclasses import dataclass
 
 import torch
 
-from erasectl.errors import ConfigError, UserError
-
 from erasectl.architecture import differentiable_conditioning, encode_prompts
 from erasectl.checkpoint import TEXT_ENCODERS
 from erasectl.diffusion import prediction_type, sampling_scheduler
 from erasectl.distributed import batch_part, check_batch, gather_parts, world
+from erasectl.errors import ConfigError, UserError
 from erasectl.methods.base import ErasureResult, Method, MethodConfig, Progress, Stopwatch, setting
 from erasectl.methods.common import distance, modules_restored, trained_model, unet_calls
 from erasectl.parameter_groups import TEXT_ENCODER_GROUP
@@ -65,20 +64,50 @@ class ESDConfig(MethodConfig):
 
     steps: int = setting(200, "Training iterations.", f"{REFERENCE}: --iterations 200 (the paper, section 4: 1000)")
     lr: float = setting(5e-5, "Adam learning rate.", f"{REFERENCE}: --lr 5e-5 (the paper: 1e-5)")
-    parameter_group: str = setting("esd-x", "esd-x (cross-attention), esd-u (all but cross-attention), esd-all, esd-x-strict (cross-attention K/V), text-encoder (the text encoders' transformer layers, the UNet frozen).", "the authors' README example (--train_method esd-x); the paper uses ESD-x for styles, ESD-u for nudity and objects")
-    negative_guidance: float = setting(1.0, "eta, the strength of the negative guidance target (the authors' script's negative_guidance is eta + 1).", "the paper, eq. 4 with eta 1 (esd_sd.py --negative_guidance 2)")
-    start_guidance: float = setting(3.0, "Guidance scale when sampling x_t under the concept.", f"{REFERENCE}: --guidance_scale 3")
-    ddim_steps: int = setting(50, "Sampler steps of the x_t trajectories (faithful: the model's own scheduler; fast: DDIM).", f"{REFERENCE}: --num_inference_steps 50")
+    parameter_group: str = setting(
+        "esd-x",
+        "esd-x (cross-attention), esd-u (all but cross-attention), esd-all, esd-x-strict (cross-attention K/V), text-encoder (the text encoders' transformer layers, the UNet frozen).",
+        "the authors' README example (--train_method esd-x); the paper uses ESD-x for styles, ESD-u for nudity and objects",
+    )
+    negative_guidance: float = setting(
+        1.0,
+        "eta, the strength of the negative guidance target (the authors' script's negative_guidance is eta + 1).",
+        "the paper, eq. 4 with eta 1 (esd_sd.py --negative_guidance 2)",
+    )
+    start_guidance: float = setting(
+        3.0, "Guidance scale when sampling x_t under the concept.", f"{REFERENCE}: --guidance_scale 3"
+    )
+    ddim_steps: int = setting(
+        50,
+        "Sampler steps of the x_t trajectories (faithful: the model's own scheduler; fast: DDIM).",
+        f"{REFERENCE}: --num_inference_steps 50",
+    )
     batch_size: int = setting(1, "x_t samples per iteration.", f"{REFERENCE}: batchsize 1")
-    trajectory_reuse: int = setting(1, "fast mode: iterations each bank of sampled trajectories serves (1: sample anew every iteration).", "the script samples anew every iteration")
-    preserve_unconditional: float = setting(0.0, "Weight of the term keeping the unconditional prediction unchanged (0: off).", "not in the paper: off")
-    preserve_weight: float = setting(1.0, "Weight of the term keeping the --preserve concepts' predictions unchanged.", "not in the paper; used only with --preserve")
-    mode: str = setting("faithful", "faithful (the authors' script's loop); fast (the same target, batched); straightforward (fast's target the plain way: a benchmark baseline).", "the authors' loop")
+    trajectory_reuse: int = setting(
+        1,
+        "fast mode: iterations each bank of sampled trajectories serves (1: sample anew every iteration).",
+        "the script samples anew every iteration",
+    )
+    preserve_unconditional: float = setting(
+        0.0, "Weight of the term keeping the unconditional prediction unchanged (0: off).", "not in the paper: off"
+    )
+    preserve_weight: float = setting(
+        1.0,
+        "Weight of the term keeping the --preserve concepts' predictions unchanged.",
+        "not in the paper; used only with --preserve",
+    )
+    mode: str = setting(
+        "faithful",
+        "faithful (the authors' script's loop); fast (the same target, batched); straightforward (fast's target the plain way: a benchmark baseline).",
+        "the authors' loop",
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.parameter_group not in PARAMETER_GROUPS:
-            raise ConfigError(f"unknown parameter group {self.parameter_group!r} for esd; choose one of {', '.join(PARAMETER_GROUPS)}")
+            raise ConfigError(
+                f"unknown parameter group {self.parameter_group!r} for esd; choose one of {', '.join(PARAMETER_GROUPS)}"
+            )
         if self.mode not in MODES:
             raise ConfigError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         if not self.negative_guidance > 0:
@@ -87,7 +116,9 @@ class ESDConfig(MethodConfig):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.mode == "faithful" and self.batch_size != 1:
-            raise ConfigError(f"faithful mode trains one sample per iteration, as the authors' script does; got batch_size {self.batch_size} (use --mode fast to batch)")
+            raise ConfigError(
+                f"faithful mode trains one sample per iteration, as the authors' script does; got batch_size {self.batch_size} (use --mode fast to batch)"
+            )
         if min(self.preserve_unconditional, self.preserve_weight, self.start_guidance) < 0:
             raise ConfigError("preserve_unconditional, preserve_weight and start_guidance must be 0 or more")
 
@@ -124,16 +155,20 @@ class Shortcuts:
     fused_attention: bool = True  # PyTorch's scaled_dot_product_attention
 
     @classmethod
-    def for_mode(cls, mode: str) -> "Shortcuts":
+    def for_mode(cls, mode: str) -> Shortcuts:
         if mode == "fast":
             return cls()
         # faithful keeps the reference's separate calls; straightforward drops every saving.
         return cls(False, False, mode == "faithful", mode == "faithful")
 
 
-def _sample_states(predict, scheduler, noise, conditional, unconditional, guidance, stops: torch.Tensor) -> torch.Tensor:
+def _sample_states(
+    predict, scheduler, noise, conditional, unconditional, guidance, stops: torch.Tensor
+) -> torch.Tensor:
     """Fresh x_t for each sample: its trajectory stopped after ``stops[i]`` steps."""
-    states, _ = sample_trajectory(predict, scheduler, noise, conditional, unconditional, guidance, stop=int(stops.max()))
+    states, _ = sample_trajectory(
+        predict, scheduler, noise, conditional, unconditional, guidance, stop=int(stops.max())
+    )
     stacked = torch.stack(states)
     return stacked[stops, torch.arange(len(stops))]
 
@@ -160,17 +195,25 @@ def erase(
     shortcuts = shortcuts or Shortcuts.for_mode(config.mode)
     if world()[1] > 1:
         if config.mode == "faithful":
-            raise UserError("faithful mode trains on one sample per iteration, which cannot be split over processes; run it in one process or use --mode fast")
+            raise UserError(
+                "faithful mode trains on one sample per iteration, which cannot be split over processes; run it in one process or use --mode fast"
+            )
         check_batch(config.batch_size, "--batch-size")
     torch.manual_seed(config.seed)
     generator = torch.Generator("cpu").manual_seed(config.seed)
     unet = pipeline.unet
     encoders = [getattr(pipeline, component, None) for component in TEXT_ENCODERS]
-    with modules_restored(unet, *encoders):  # the pipeline is the caller's: leave it as it came, also when a step raises
-        return _train(pipeline, unet, config, prompts, progress, preserve_prompts, control, shortcuts, generator, watch, adversary)
+    with modules_restored(
+        unet, *encoders
+    ):  # the pipeline is the caller's: leave it as it came, also when a step raises
+        return _train(
+            pipeline, unet, config, prompts, progress, preserve_prompts, control, shortcuts, generator, watch, adversary
+        )
 
 
-def _train(pipeline, unet, config, prompts, progress, preserve_prompts, control, shortcuts, generator, watch, adversary=None) -> ErasureResult:
+def _train(
+    pipeline, unet, config, prompts, progress, preserve_prompts, control, shortcuts, generator, watch, adversary=None
+) -> ErasureResult:
     device = unet.device
     model = trained_model(pipeline, config.parameter_group, UNET_GROUPS)
     # The trained model's own text conditioning: through the trained encoders (with gradients) when
@@ -204,14 +247,18 @@ def _train(pipeline, unet, config, prompts, progress, preserve_prompts, control,
             which = torch.randint(0, len(prompts), (1,), generator=generator)
             stop = int(torch.randint(0, config.ddim_steps, (1,), generator=generator))
             noise = torch.randn((1, *latent_shape), generator=generator).to(device)
-            latents, timesteps = faithful_state(model.frozen, scheduler, noise, conditional[which], unconditional, config.start_guidance, stop)
+            latents, timesteps = faithful_state(
+                model.frozen, scheduler, noise, conditional[which], unconditional, config.start_guidance, stop
+            )
             return latents, timesteps.to(device), which
         if not shortcuts.reuse_trajectories:
             which = torch.randint(0, len(prompts), (size,), generator=generator)
             stops = torch.randint(0, config.ddim_steps, (size,), generator=generator)
             noise = torch.randn((size, *latent_shape), generator=generator).to(device)
             unet.eval()
-            latents = _sample_states(model, scheduler, noise, conditional[which], unconditional, config.start_guidance, stops)
+            latents = _sample_states(
+                model, scheduler, noise, conditional[which], unconditional, config.start_guidance, stops
+            )
             unet.train()
             return latents, scheduler.timesteps[stops].to(device), which
         pick_step = torch.randint(0, config.ddim_steps, (size,), generator=generator)
@@ -227,7 +274,9 @@ def _train(pipeline, unet, config, prompts, progress, preserve_prompts, control,
         part = batch_part(drawn)
         latents, timesteps, which = latents[part], timesteps[part], which[part]
         with torch.no_grad():
-            prediction = model.frozen(latents, timesteps, conditional[which]) if len(latents) else torch.zeros_like(latents)
+            prediction = (
+                model.frozen(latents, timesteps, conditional[which]) if len(latents) else torch.zeros_like(latents)
+            )
         return latents, timesteps, which, prediction, len(latents) / drawn
 
     try:
@@ -238,9 +287,19 @@ def _train(pipeline, unet, config, prompts, progress, preserve_prompts, control,
                 noise = torch.randn((config.batch_size, *latent_shape), generator=generator).to(device)
                 part = batch_part(config.batch_size)  # each process samples its part of the bank
                 unet.eval()
-                states, _ = sample_trajectory(model, scheduler, noise[part], conditional[bank_prompts[part]], unconditional, config.start_guidance, stop=config.ddim_steps - 1)
+                states, _ = sample_trajectory(
+                    model,
+                    scheduler,
+                    noise[part],
+                    conditional[bank_prompts[part]],
+                    unconditional,
+                    config.start_guidance,
+                    stop=config.ddim_steps - 1,
+                )
                 unet.train()
-                bank_states = gather_parts(torch.stack(states), dim=1)  # (steps, batch, ...): the state entering each step
+                bank_states = gather_parts(
+                    torch.stack(states), dim=1
+                )  # (steps, batch, ...): the state entering each step
 
             latents, timesteps, which = draw()
             hidden = conditional[which]
@@ -264,16 +323,25 @@ def _train(pipeline, unet, config, prompts, progress, preserve_prompts, control,
             trained_prompts = None
             if adversary is not None:  # robust training: the adversarial prompts as the trained condition
                 sample_ids = (torch.arange(batch) + step * batch)[part].tolist()  # each sample's place in the run
-                trained_prompts = adversary.trained_prompts(step, model, latents, timesteps, which.tolist(), sample_ids, frozen[0], batch, fresh_states)
+                trained_prompts = adversary.trained_prompts(
+                    step, model, latents, timesteps, which.tolist(), sample_ids, frozen[0], batch, fresh_states
+                )
             if trained_prompts is None and model.trains_text:
                 trained_prompts = [prompts[i] for i in which.tolist()]
             trained_hidden = hidden if trained_prompts is None else encode_trained(pipeline, trained_prompts)
-            kept_hidden = [encode_trained(pipeline, p).expand(len(conditions[i]), -1, -1) if model.trains_text else conditions[i] for _, p, i in keep]
+            kept_hidden = [
+                encode_trained(pipeline, p).expand(len(conditions[i]), -1, -1) if model.trains_text else conditions[i]
+                for _, p, i in keep
+            ]
             trained = unet_calls(model, latents, timesteps, [trained_hidden, *kept_hidden], batched)
             loss = distance(trained[0].float(), target, config.loss)
             for (weight, _, index), prediction in zip(keep, trained[1:]):
                 loss = loss + weight * distance(prediction.float(), frozen[index].float(), config.loss)
-            extras = {"bank_states": bank_states, "bank_prompts": bank_prompts, **(adversary.state() if adversary is not None else {})}
+            extras = {
+                "bank_states": bank_states,
+                "bank_prompts": bank_prompts,
+                **(adversary.state() if adversary is not None else {}),
+            }
             hook.finish_step(loss, step, losses, progress, extras, share=len(latents) / batch)
     finally:
         if not shortcuts.fused_attention:
@@ -290,7 +358,13 @@ class ESD(Method):
     def mode_defaults(self, mode: str | None) -> dict:
         return mode_defaults(mode)
 
-    def run(self, pipeline, request, config: ESDConfig, progress: Progress | None = None, control: RunControl | None = None) -> ErasureResult:
-        prompts = [template.format(concept) for concept in request.concepts for template in request.templates(concept, "esd")]
-        kept = [template.format(concept) for concept in request.preserve for template in request.templates(concept, "esd")]
+    def run(
+        self, pipeline, request, config: ESDConfig, progress: Progress | None = None, control: RunControl | None = None
+    ) -> ErasureResult:
+        prompts = [
+            template.format(concept) for concept in request.concepts for template in request.templates(concept, "esd")
+        ]
+        kept = [
+            template.format(concept) for concept in request.preserve for template in request.templates(concept, "esd")
+        ]
         return erase(pipeline, request.concepts, config, prompts, progress, kept, control)

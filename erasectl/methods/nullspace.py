@@ -50,14 +50,42 @@ GROUPS = ("v", "kv")
 class NullSpaceConfig(MethodConfig):
     steps: int = setting(1, "Closed form: one solve (kept for a uniform recipe).", "closed form")
     lr: float = setting(1.0, "Unused by the closed form.", "closed form")
-    parameter_group: str = setting("v", "v: cross-attention value projections; kv: keys and values.", f"{REFERENCE}: --params V")
-    lamb: float = setting(1e-3, "Ridge weight, relative to the concept rows' mean squared norm in the null space.", f"{REFERENCE}: --retain_scale 1 over unit-scale rows; relative here")
-    null_threshold: float = setting(1e-3, "Eigenvalues of the prior's covariance below this share of the largest span the null space the edit may use.", f"{REFERENCE}: --threshold 0.1 (absolute, on SD 1.4's CLIP rows); relative here")
-    prior_words: int = setting(1000, "Real models: the tokenizer's most frequent whole words in the prior (the embedded model uses its whole vocabulary).", f"{REFERENCE}: a retain list of ~1,350 instances")
-    synonym_ratio: float = setting(0.25, "Prior words nearer the concept than this share of the median distance are its paraphrases and left out.", "erasectl")
-    token_positions: str = setting("last", "last, concept, through-eos or to-end (as uce).", f"{REFERENCE}: the last subject token")
-    guide_choice: str = setting("empty", "Without --anchor: empty, nearest-preserved or nearest-concept (as uce).", f"{REFERENCE}: --anchor_concepts '' (to null)")
-    attack_rounds: int = setting(0, "Soft-prompt attacks on the edited model whose tokens are erased too, one solve each (see rece).", "erasectl (SPEED has none)")
+    parameter_group: str = setting(
+        "v", "v: cross-attention value projections; kv: keys and values.", f"{REFERENCE}: --params V"
+    )
+    lamb: float = setting(
+        1e-3,
+        "Ridge weight, relative to the concept rows' mean squared norm in the null space.",
+        f"{REFERENCE}: --retain_scale 1 over unit-scale rows; relative here",
+    )
+    null_threshold: float = setting(
+        1e-3,
+        "Eigenvalues of the prior's covariance below this share of the largest span the null space the edit may use.",
+        f"{REFERENCE}: --threshold 0.1 (absolute, on SD 1.4's CLIP rows); relative here",
+    )
+    prior_words: int = setting(
+        1000,
+        "Real models: the tokenizer's most frequent whole words in the prior (the embedded model uses its whole vocabulary).",
+        f"{REFERENCE}: a retain list of ~1,350 instances",
+    )
+    synonym_ratio: float = setting(
+        0.25,
+        "Prior words nearer the concept than this share of the median distance are its paraphrases and left out.",
+        "erasectl",
+    )
+    token_positions: str = setting(
+        "last", "last, concept, through-eos or to-end (as uce).", f"{REFERENCE}: the last subject token"
+    )
+    guide_choice: str = setting(
+        "empty",
+        "Without --anchor: empty, nearest-preserved or nearest-concept (as uce).",
+        f"{REFERENCE}: --anchor_concepts '' (to null)",
+    )
+    attack_rounds: int = setting(
+        0,
+        "Soft-prompt attacks on the edited model whose tokens are erased too, one solve each (see rece).",
+        "erasectl (SPEED has none)",
+    )
     attack_steps: int = setting(100, "Optimisation steps of each in-the-loop attack.", "erasectl")
 
     def __post_init__(self) -> None:
@@ -69,11 +97,11 @@ class NullSpaceConfig(MethodConfig):
         if self.token_positions not in POSITIONS:
             raise ConfigError(f"token_positions must be one of {', '.join(POSITIONS)}, got {self.token_positions!r}")
         if not self.lamb > 0 or not 0 < self.null_threshold < 1 or self.prior_words < 0 or self.synonym_ratio < 0:
-            raise ConfigError("lamb must be positive, null_threshold between 0 and 1, prior_words and synonym_ratio 0 or more")
+            raise ConfigError(
+                "lamb must be positive, null_threshold between 0 and 1, prior_words and synonym_ratio 0 or more"
+            )
         if self.attack_rounds < 0 or self.attack_steps < 1:
             raise ConfigError("attack_rounds must be 0 or more and attack_steps at least 1")
-
-
 
 
 def prior_vocabulary(pipeline, request, config: NullSpaceConfig) -> list[str]:
@@ -96,7 +124,9 @@ def prior_phrases(pipeline, request, config: NullSpaceConfig, table=None) -> lis
         near = set()
         for centre in pooled_text_embeddings(pipeline, request.concepts):
             distances = (pooled - centre).norm(dim=1)
-            near |= {w for w, d in zip(words, distances.tolist()) if d < config.synonym_ratio * distances.median().item()}
+            near |= {
+                w for w, d in zip(words, distances.tolist()) if d < config.synonym_ratio * distances.median().item()
+            }
         words = [w for w in words if w not in near]
     return list(dict.fromkeys(words + list(request.preserve)))
 
@@ -105,7 +135,9 @@ def prior_prompt(request, phrase: str) -> str:
     return request.templates(phrase, "esd")[0].format(phrase)
 
 
-def vocabulary_table(pipeline, request, vocabulary: list[str], positions: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+def vocabulary_table(
+    pipeline, request, vocabulary: list[str], positions: str
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Pooled embeddings of every vocabulary word and, where the edit reads the last token only,
     its prior row; computed once per text encoder and kept in erasectl's cache (keyed by a
     fingerprint of the tokenizer and encoder weights and by the word list), as the neighbour table
@@ -120,7 +152,12 @@ def vocabulary_table(pipeline, request, vocabulary: list[str], positions: str) -
     from erasectl.neighbours import cache_dir, encoder_fingerprint
 
     with_rows = positions == "last"
-    key = hashlib.blake2b(json.dumps([vocabulary, [prior_prompt(request, w) for w in vocabulary[:1]], positions, type(pipeline).__name__]).encode(), digest_size=12).hexdigest()
+    key = hashlib.blake2b(
+        json.dumps(
+            [vocabulary, [prior_prompt(request, w) for w in vocabulary[:1]], positions, type(pipeline).__name__]
+        ).encode(),
+        digest_size=12,
+    ).hexdigest()
     path = cache_dir().parent / "prior" / f"{encoder_fingerprint(pipeline)}-{key}.safetensors"
     if path.is_file():
         found = load_file(path)
@@ -150,7 +187,9 @@ def prior_token_rows(pipeline, request, config: NullSpaceConfig, prior: list[str
     if rest:
         prompts = [(prior_prompt(request, p), p) for p in rest]
         with short_prompts(pipeline, prompts, config.token_positions):
-            rows.append(concept_rows(pipeline, [p for p, _ in prompts], [w for _, w in prompts], config.token_positions)[0])
+            rows.append(
+                concept_rows(pipeline, [p for p, _ in prompts], [w for _, w in prompts], config.token_positions)[0]
+            )
     return torch.cat(rows) if rows else torch.zeros(0, width)
 
 
@@ -159,7 +198,9 @@ def short_prompts(pipeline, prompts: list[tuple[str, str]], positions: str):
     """Encode ``prompts`` padded to their longest instead of the full prompt length where the rows
     used stop at the end token: the text encoders are causal, so those rows are the same (a
     thousand prior words at SD 1.5 scale then cost a few positions each, not 77)."""
-    tokenizers = [t for t in dict.fromkeys(getattr(pipeline, n, None) for n in ("tokenizer", "tokenizer_2")) if t is not None]
+    tokenizers = [
+        t for t in dict.fromkeys(getattr(pipeline, n, None) for n in ("tokenizer", "tokenizer_2")) if t is not None
+    ]
     if positions == "to-end":
         yield
         return
@@ -202,7 +243,9 @@ class NullSpace(Method):
     config_class = NullSpaceConfig
     accepts_anchor = True
 
-    def run(self, pipeline, request, config: NullSpaceConfig, progress: Progress | None = None, control=None) -> ErasureResult:
+    def run(
+        self, pipeline, request, config: NullSpaceConfig, progress: Progress | None = None, control=None
+    ) -> ErasureResult:
         return _run(pipeline, request, config, progress)
 
 
@@ -229,7 +272,9 @@ def _prepare(pipeline, request, config: NullSpaceConfig) -> dict:
     from erasectl.architecture import encode_prompts, token_rows
 
     watch = Stopwatch()
-    guides = choose_guides(pipeline, request.concepts, request.anchor, [], config.guide_choice, request.guide_candidates)
+    guides = choose_guides(
+        pipeline, request.concepts, request.anchor, [], config.guide_choice, request.guide_candidates
+    )
     table = vocabulary_table(pipeline, request, prior_vocabulary(pipeline, request, config), config.token_positions)
     prior = prior_phrases(pipeline, request, config, table)
     prompts, concepts, guide_words = [], [], []
@@ -245,10 +290,23 @@ def _prepare(pipeline, request, config: NullSpaceConfig) -> dict:
     basis = null_basis(rows, config.null_threshold)
     extra = {
         "guides": guides,
-        "prior": {"words": len(prior), "rows": len(rows), "null_dimensions": basis.shape[1], "width": rows.shape[1], "phrases": prior},
+        "prior": {
+            "words": len(prior),
+            "rows": len(rows),
+            "null_dimensions": basis.shape[1],
+            "width": rows.shape[1],
+            "phrases": prior,
+        },
         "prior_excluded": list(request.prior_exclude),
     }
-    return {"guides": guides, "erase_rows": erase_rows, "guide_rows": guide_rows, "basis": basis, "extra": extra, "seconds": watch.seconds()}
+    return {
+        "guides": guides,
+        "erase_rows": erase_rows,
+        "guide_rows": guide_rows,
+        "basis": basis,
+        "extra": extra,
+        "seconds": watch.seconds(),
+    }
 
 
 @torch.no_grad()
@@ -259,6 +317,10 @@ def _edit(pipeline, config: NullSpaceConfig, progress, prepared: dict, extra_row
         erase_rows, guide_rows = torch.cat([erase_rows, extra_rows[0]]), torch.cat([guide_rows, extra_rows[1]])
     suffixes = ("attn2.to_v",) if config.parameter_group == "v" else ("attn2.to_k", "attn2.to_v")
     projections = [(n, m) for n, m in pipeline.unet.named_modules() if n.endswith(suffixes)]
-    erased, base = write_solved(projections, lambda _, w0: solve(w0, erase_rows, guide_rows, basis.to(w0.device), config.lamb), progress)
+    erased, base = write_solved(
+        projections, lambda _, w0: solve(w0, erase_rows, guide_rows, basis.to(w0.device), config.lamb), progress
+    )
     # the shared preparation is counted once, in the first solve
-    return ErasureResult(erased, base, [0.0], round(prepared.pop("seconds", 0.0) + watch.seconds(), 3), dict(prepared["extra"]))
+    return ErasureResult(
+        erased, base, [0.0], round(prepared.pop("seconds", 0.0) + watch.seconds(), 3), dict(prepared["extra"])
+    )

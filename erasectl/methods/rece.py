@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 
 from erasectl.errors import ConfigError
-from erasectl.methods.base import Method, setting
+from erasectl.methods.base import setting
 from erasectl.methods.uce import UCE, UCEConfig, choose_guides, closed_form, concept_rows, edit_request
 
 REFERENCE = "RECE (CharlesGong12/RECE, train_object.py) argparse defaults"
@@ -33,24 +33,39 @@ REFERENCE = "RECE (CharlesGong12/RECE, train_object.py) argparse defaults"
 
 @dataclass
 class RECEConfig(UCEConfig):
-    rounds: int = setting(1, "Adversarial embeddings found and erased after the first solve.", f"{REFERENCE}: --epochs 1 (objects)")
-    regular_scale: float = setting(1e-3, "Surrogate regulariser of the adversarial embedding.", f"{REFERENCE}: --regular_scale 1e-3")
-    attack_rounds: int = setting(0, "Soft-prompt attacks on the edited model whose tokens are erased too, one solve each (0: RECE alone).", "erasectl (RECE has none)")
+    rounds: int = setting(
+        1, "Adversarial embeddings found and erased after the first solve.", f"{REFERENCE}: --epochs 1 (objects)"
+    )
+    regular_scale: float = setting(
+        1e-3, "Surrogate regulariser of the adversarial embedding.", f"{REFERENCE}: --regular_scale 1e-3"
+    )
+    attack_rounds: int = setting(
+        0,
+        "Soft-prompt attacks on the edited model whose tokens are erased too, one solve each (0: RECE alone).",
+        "erasectl (RECE has none)",
+    )
     attack_steps: int = setting(100, "Optimisation steps of each in-the-loop attack.", "erasectl")
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.rounds < 0 or self.regular_scale < 0 or self.attack_rounds < 0 or self.attack_steps < 1:
-            raise ConfigError("rounds and attack_rounds must be 0 or more, attack_steps at least 1, regular_scale 0 or more")
+            raise ConfigError(
+                "rounds and attack_rounds must be 0 or more, attack_steps at least 1, regular_scale 0 or more"
+            )
 
 
-def solve_rounds(originals: dict[str, torch.Tensor], rows: torch.Tensor, guide_rows: torch.Tensor, preserve_rows, config: RECEConfig) -> tuple[dict, dict]:
+def solve_rounds(
+    originals: dict[str, torch.Tensor], rows: torch.Tensor, guide_rows: torch.Tensor, preserve_rows, config: RECEConfig
+) -> tuple[dict, dict]:
     """UCE's solve, then ``config.rounds`` times: the embeddings the edited model turns back into
     the concept's original outputs (``adversarial_map``) join the erased rows, with the same guides,
     and the edit is solved again from the original weights."""
     all_rows, all_guides = rows, guide_rows
     for round_index in range(config.rounds + 1):
-        solved = {name: closed_form(w0, all_rows, all_guides.double() @ w0.double().T, preserve_rows, config) for name, w0 in originals.items()}
+        solved = {
+            name: closed_form(w0, all_rows, all_guides.double() @ w0.double().T, preserve_rows, config)
+            for name, w0 in originals.items()
+        }
         if round_index == config.rounds:
             break
         adversarial = rows.double() @ adversarial_map(solved, originals, config.regular_scale).T
@@ -61,7 +76,9 @@ def solve_rounds(originals: dict[str, torch.Tensor], rows: torch.Tensor, guide_r
     return solved, extra
 
 
-def adversarial_map(edited: dict[str, torch.Tensor], originals: dict[str, torch.Tensor], regular_scale: float) -> torch.Tensor:
+def adversarial_map(
+    edited: dict[str, torch.Tensor], originals: dict[str, torch.Tensor], regular_scale: float
+) -> torch.Tensor:
     """RECE's closed-form adversarial embedding (Gong et al., ECCV 2024; CharlesGong12/RECE,
     ``close_form_emb`` with its surrogate regulariser): the matrix M such that e = M c makes every
     edited projection W' output (nearly) what the original W0 gave for c,
@@ -87,7 +104,9 @@ class RECE(UCE):
 
         if not config.attack_rounds:
             return solve()
-        guides = choose_guides(pipeline, request.concepts, request.anchor, request.preserve, config.guide_choice, request.guide_candidates)
+        guides = choose_guides(
+            pipeline, request.concepts, request.anchor, request.preserve, config.guide_choice, request.guide_candidates
+        )
         return with_attack_rounds(pipeline, request, config, guides, solve)
 
 
@@ -100,7 +119,10 @@ def with_attack_rounds(pipeline, request, config, guides: dict[str, str], solve)
 
     prompts = {c: [t.format(c) for t in request.templates(c, "uce")] for c in request.concepts}
     # drawn by the base model, from seeds of the defence's own (never evaluate's attack images)
-    images = {c: concept_latents(pipeline, prompts[c], defence_config(config.seed, 0, config.attack_steps)) for c in request.concepts}
+    images = {
+        c: concept_latents(pipeline, prompts[c], defence_config(config.seed, 0, config.attack_steps))
+        for c in request.concepts
+    }
     rows, guide_rows, found = [], [], []
     seconds = 0.0
     for round_index in range(config.attack_rounds + 1):
@@ -111,13 +133,28 @@ def with_attack_rounds(pipeline, request, config, guides: dict[str, str], solve)
         for concept in request.concepts:
             latents, which = images[concept]
             attack_config = defence_config(config.seed, round_index, config.attack_steps)
-            attack = soft_prompt(pipeline, concept, prompts[concept], latents, which, attack_config, request.profile.generic_word)
+            attack = soft_prompt(
+                pipeline, concept, prompts[concept], latents, which, attack_config, request.profile.generic_word
+            )
             seconds += attack.wall_time_s
             with learned_token(pipeline, attack.embeddings):
-                new, new_guides = concept_rows(pipeline, attack.prompts, [PLACEHOLDER] * len(attack.prompts), config.token_positions, [guides[concept]] * len(attack.prompts))
+                new, new_guides = concept_rows(
+                    pipeline,
+                    attack.prompts,
+                    [PLACEHOLDER] * len(attack.prompts),
+                    config.token_positions,
+                    [guides[concept]] * len(attack.prompts),
+                )
             rows.append(new)
             guide_rows.append(new_guides)
-            found.append({"concept": concept, "round": round_index + 1, "seed": attack_config.seed, "final_loss": attack.losses[-1] if attack.losses else None})
+            found.append(
+                {
+                    "concept": concept,
+                    "round": round_index + 1,
+                    "seed": attack_config.seed,
+                    "final_loss": attack.losses[-1] if attack.losses else None,
+                }
+            )
         with torch.no_grad():
             assign_tensors(pipeline, result.base)  # the next solve starts from the original weights
     result.wall_time_s = round(seconds, 3)

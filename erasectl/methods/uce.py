@@ -26,9 +26,8 @@ from dataclasses import dataclass
 
 import torch
 
-from erasectl.errors import ConfigError
-
 from erasectl.architecture import encode_prompts, token_rows
+from erasectl.errors import ConfigError
 from erasectl.methods.base import ErasureResult, Method, MethodConfig, Progress, Stopwatch, setting
 from erasectl.methods.common import write_solved
 
@@ -46,12 +45,24 @@ class UCEConfig(MethodConfig):
 
     steps: int = setting(1, "Closed form: one solve (kept for a uniform recipe).", "closed form")
     lr: float = setting(1.0, "Unused by the closed form.", "closed form")
-    parameter_group: str = setting("kv", "kv: cross-attention key and value projections.", f"{REFERENCE}: attn2 to_k and to_v")
+    parameter_group: str = setting(
+        "kv", "kv: cross-attention key and value projections.", f"{REFERENCE}: attn2 to_k and to_v"
+    )
     erase_scale: float = setting(1.0, "es: weight of the erased concepts' rows.", f"{REFERENCE}: --erase_scale 1")
-    preserve_scale: float = setting(1.0, "ps: weight of the preserved concepts' rows.", f"{REFERENCE}: --preserve_scale 1")
+    preserve_scale: float = setting(
+        1.0, "ps: weight of the preserved concepts' rows.", f"{REFERENCE}: --preserve_scale 1"
+    )
     lamb: float = setting(0.5, "lam: pull toward the original weights W0.", f"{REFERENCE}: --lamb 0.5")
-    guide_choice: str = setting("empty", "Without --anchor: empty (the empty prompt, the paper's default for objects), nearest-preserved (the preserved concept nearest in the text encoder's pooled space; the empty prompt when none is preserved) or nearest-concept (the nearest of the model profile's alternatives to the concept, e.g. another shape on the embedded model; the empty prompt where the profile has none).", f"{REFERENCE}: guide_concepts default ''")
-    token_positions: str = setting("last", "last (the token before the end token), concept, through-eos or to-end.", f"{REFERENCE}: the last token (attention_mask.sum() - 2)")
+    guide_choice: str = setting(
+        "empty",
+        "Without --anchor: empty (the empty prompt, the paper's default for objects), nearest-preserved (the preserved concept nearest in the text encoder's pooled space; the empty prompt when none is preserved) or nearest-concept (the nearest of the model profile's alternatives to the concept, e.g. another shape on the embedded model; the empty prompt where the profile has none).",
+        f"{REFERENCE}: guide_concepts default ''",
+    )
+    token_positions: str = setting(
+        "last",
+        "last (the token before the end token), concept, through-eos or to-end.",
+        f"{REFERENCE}: the last token (attention_mask.sum() - 2)",
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -63,8 +74,6 @@ class UCEConfig(MethodConfig):
             raise ConfigError(f"token_positions must be one of {', '.join(POSITIONS)}, got {self.token_positions!r}")
         if not self.lamb > 0 or self.erase_scale < 0 or self.preserve_scale < 0:
             raise ConfigError("lamb must be positive and the scales 0 or more")
-
-
 
 
 def _find(sequence: list[int], part: list[int]) -> int:
@@ -107,7 +116,9 @@ def concept_rows(pipeline, prompts: list[str], concepts: list[str], positions: s
     hidden = token_rows(unet, encode_prompts(pipeline, prompts)).float()
     guide_hidden = None
     if guides is not None:
-        guide_prompts = [guide_prompt(prompt, concept, guide) for prompt, concept, guide in zip(prompts, concepts, guides)]
+        guide_prompts = [
+            guide_prompt(prompt, concept, guide) for prompt, concept, guide in zip(prompts, concepts, guides)
+        ]
         guide_hidden = token_rows(unet, encode_prompts(pipeline, guide_prompts)).float()
     rows, guide_rows = [], []
     for index, (prompt_ids, concept) in enumerate(zip(tokens.input_ids.tolist(), concepts)):
@@ -118,7 +129,9 @@ def concept_rows(pipeline, prompts: list[str], concepts: list[str], positions: s
         rows.append(hidden[index, chosen])
         if guide_hidden is not None:
             guide_end = start + len(tokenizer(guides[index], add_special_tokens=False).input_ids)
-            guide_rows.append(guide_hidden[index, [aligned_guide_position(p, start, end, guide_end, length) for p in chosen]])
+            guide_rows.append(
+                guide_hidden[index, [aligned_guide_position(p, start, end, guide_end, length) for p in chosen]]
+            )
     return torch.cat(rows), (torch.cat(guide_rows) if guide_hidden is not None else None)
 
 
@@ -128,7 +141,9 @@ def guide_prompt(prompt: str, concept: str, guide: str) -> str:
     return " ".join(f"{head}{guide}{tail}".split())
 
 
-def closed_form(w0: torch.Tensor, erase: torch.Tensor, targets: torch.Tensor, preserve: torch.Tensor | None, config: UCEConfig) -> torch.Tensor:
+def closed_form(
+    w0: torch.Tensor, erase: torch.Tensor, targets: torch.Tensor, preserve: torch.Tensor | None, config: UCEConfig
+) -> torch.Tensor:
     """The UCE solution for one projection, in float64. ``targets`` are v*_i (rows)."""
     w0 = w0.double()
     erase, targets = erase.double(), targets.double()
@@ -143,23 +158,40 @@ def closed_form(w0: torch.Tensor, erase: torch.Tensor, targets: torch.Tensor, pr
     return torch.linalg.solve(right, left.T).T
 
 
-def erase(pipeline, concept_prompts: list[tuple[str, str]], guides: list[str], preserve_prompts: list[tuple[str, str]], config: UCEConfig, progress: Progress | None = None,
-          extra_rows: tuple[torch.Tensor, torch.Tensor] | None = None, solve_all: SolveAll | None = None) -> ErasureResult:
+def erase(
+    pipeline,
+    concept_prompts: list[tuple[str, str]],
+    guides: list[str],
+    preserve_prompts: list[tuple[str, str]],
+    config: UCEConfig,
+    progress: Progress | None = None,
+    extra_rows: tuple[torch.Tensor, torch.Tensor] | None = None,
+    solve_all: SolveAll | None = None,
+) -> ErasureResult:
     """``concept_prompts``/``preserve_prompts`` are ``(prompt, concept words)``; ``guides[i]`` is
     the guide of ``concept_prompts[i]`` (its guide prompt is the prompt with the concept replaced).
     ``extra_rows``: more ``(rows, guide rows)`` to erase (RECE's attack rounds); ``solve_all``:
     the solve of every projection (default: UCE's one solve; RECE passes its rounds)."""
     with torch.autocast(pipeline.unet.device.type, enabled=False):  # a closed form gains nothing from bf16
-        return _edit(pipeline, concept_prompts, guides, preserve_prompts, config, progress, extra_rows, solve_all or solve_once)
+        return _edit(
+            pipeline, concept_prompts, guides, preserve_prompts, config, progress, extra_rows, solve_all or solve_once
+        )
 
 
-def solve_once(originals: dict[str, torch.Tensor], rows: torch.Tensor, guide_rows: torch.Tensor, preserve_rows, config: UCEConfig) -> tuple[dict, dict]:
+def solve_once(
+    originals: dict[str, torch.Tensor], rows: torch.Tensor, guide_rows: torch.Tensor, preserve_rows, config: UCEConfig
+) -> tuple[dict, dict]:
     """UCE's solve of each projection: ``(solved weights by name, what to record)``."""
-    solved = {name: closed_form(w0, rows, guide_rows.double() @ w0.double().T, preserve_rows, config) for name, w0 in originals.items()}
+    solved = {
+        name: closed_form(w0, rows, guide_rows.double() @ w0.double().T, preserve_rows, config)
+        for name, w0 in originals.items()
+    }
     return solved, {"erased_rows": len(rows)}
 
 
-def _edit(pipeline, concept_prompts, guides, preserve_prompts, config: UCEConfig, progress, extra_rows, solve_all: SolveAll) -> ErasureResult:
+def _edit(
+    pipeline, concept_prompts, guides, preserve_prompts, config: UCEConfig, progress, extra_rows, solve_all: SolveAll
+) -> ErasureResult:
     watch = Stopwatch()
     erase_rows, guide_rows = concept_rows(
         pipeline, [p for p, _ in concept_prompts], [c for _, c in concept_prompts], config.token_positions, guides
@@ -168,7 +200,9 @@ def _edit(pipeline, concept_prompts, guides, preserve_prompts, config: UCEConfig
         erase_rows, guide_rows = torch.cat([erase_rows, extra_rows[0]]), torch.cat([guide_rows, extra_rows[1]])
     preserve_rows = None
     if preserve_prompts:
-        preserve_rows, _ = concept_rows(pipeline, [p for p, _ in preserve_prompts], [c for _, c in preserve_prompts], config.token_positions)
+        preserve_rows, _ = concept_rows(
+            pipeline, [p for p, _ in preserve_prompts], [c for _, c in preserve_prompts], config.token_positions
+        )
     projections = [(n, m) for n, m in pipeline.unet.named_modules() if n.endswith(("attn2.to_k", "attn2.to_v"))]
     originals = {name: module.weight.detach().clone() for name, module in projections}
     solved, extra = solve_all(originals, erase_rows, guide_rows, preserve_rows, config)
@@ -177,7 +211,9 @@ def _edit(pipeline, concept_prompts, guides, preserve_prompts, config: UCEConfig
     return ErasureResult(erased, base, [0.0], watch.seconds(), extra)
 
 
-def choose_guides(pipeline, concepts: list[str], anchor: str | None, preserve: list[str], choice: str = "empty", candidates=None) -> dict[str, str]:
+def choose_guides(
+    pipeline, concepts: list[str], anchor: str | None, preserve: list[str], choice: str = "empty", candidates=None
+) -> dict[str, str]:
     """The guide of each concept: ``--anchor`` if given; else, with ``nearest-preserved``, its
     nearest preserved concept in the text encoder's pooled space when any is preserved; with
     ``nearest-concept``, the nearest of ``candidates(concept)`` (the profile's alternatives) when
@@ -192,22 +228,37 @@ def choose_guides(pipeline, concepts: list[str], anchor: str | None, preserve: l
 
     guides = {}
     for concept in concepts:
-        pool = preserve if choice == "nearest-preserved" else (candidates(concept) if choice == "nearest-concept" and candidates else [])
+        pool = (
+            preserve
+            if choice == "nearest-preserved"
+            else (candidates(concept) if choice == "nearest-concept" and candidates else [])
+        )
         pool = [c for c in pool if c not in concepts]  # never guide one erased concept onto another
         guides[concept] = anchor or (find_neighbours(pipeline, concept, 1, vocabulary=pool)[0] if pool else "")
     return guides
 
 
-def edit_request(pipeline, request, config: UCEConfig, progress: Progress | None = None, extra_rows=None, solve_all: SolveAll | None = None) -> ErasureResult:
+def edit_request(
+    pipeline,
+    request,
+    config: UCEConfig,
+    progress: Progress | None = None,
+    extra_rows=None,
+    solve_all: SolveAll | None = None,
+) -> ErasureResult:
     """The edit for an erasure request: its concepts' prompts, guides and preserved concepts."""
     preserve = request.preserve
-    guides = choose_guides(pipeline, request.concepts, request.anchor, preserve, config.guide_choice, request.guide_candidates)
+    guides = choose_guides(
+        pipeline, request.concepts, request.anchor, preserve, config.guide_choice, request.guide_candidates
+    )
     concept_prompts, guide_words = [], []
     for concept in request.concepts:
         for template in request.templates(concept, "uce"):
             concept_prompts.append((template.format(concept), concept))
             guide_words.append(guides[concept])
-    preserve_prompts = [(template.format(kept), kept) for kept in preserve for template in request.templates(kept, "uce")]
+    preserve_prompts = [
+        (template.format(kept), kept) for kept in preserve for template in request.templates(kept, "uce")
+    ]
     result = erase(pipeline, concept_prompts, guide_words, preserve_prompts, config, progress, extra_rows, solve_all)
     result.extra["guides"] = guides
     return result
@@ -220,5 +271,7 @@ class UCE(Method):
     accepts_anchor = True
     default_preservation = ("attributes", "words")
 
-    def run(self, pipeline, request, config: UCEConfig, progress: Progress | None = None, control=None) -> ErasureResult:
+    def run(
+        self, pipeline, request, config: UCEConfig, progress: Progress | None = None, control=None
+    ) -> ErasureResult:
         return edit_request(pipeline, request, config, progress)  # a closed form has nothing to resume

@@ -27,7 +27,10 @@ WORLD_DEFAULTS: dict[str, dict[str, tuple[object, str]]] = {
         "away": (0.5, "anchor prompts draw the concept a fifth of the time; without it some stays"),
     },
     "uce": {
-        "guide_choice": ("nearest-concept", "the empty or generic guide draws the concept too; the nearest other shape does not"),
+        "guide_choice": (
+            "nearest-concept",
+            "the empty or generic guide draws the concept too; the nearest other shape does not",
+        ),
         "lamb": (0.1, "chosen on the world's tuning concepts"),
         "token_positions": ("to-end", "the concept's tokens alone left the concept drawn"),
     },
@@ -48,10 +51,14 @@ WORLD_DEFAULTS["advunlearn"] = {
     "warmup_steps": (50, "a warm-up lowered the attack's success with the text encoder"),
     "attack_steps": (4, "more steps per update were no better and took longer"),
     "attack_lr": (1e-3, "the paper's; 1e-2 took the adversary's token far from any word and cost neighbours"),
-    "attack_position": ("prefix", "the paper's; the other positions let an attack back or left the plain prompts drawn"),
+    "attack_position": (
+        "prefix",
+        "the paper's; the other positions let an attack back or left the plain prompts drawn",
+    ),
     "attack_samples": (1, "the paper's batch of one; every sample took 2.5-2.9x ESD's time"),
     "attack_states": ("shared", "the iteration's own x_t did as well as fresh ones, for less time"),
 }
+
 
 def for_several_concepts(config, count: int, chosen: set[str]):
     """ESD's fast mode on several concepts at once: 200 iterations per concept at lr 2e-4, for

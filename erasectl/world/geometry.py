@@ -53,13 +53,24 @@ def measure_shape(image) -> dict | None:
     level = max(20.0, 0.25 * float(np.percentile(chroma, 98)))
     # Closing with the 3x3 cross bridges a striped shape's dark stripes; the border is padded so
     # that a shape touching it is not eroded away.
-    closed = ndimage.binary_closing(np.pad(chroma > level, 1), structure=ndimage.generate_binary_structure(2, 1))[1:-1, 1:-1]
+    closed = ndimage.binary_closing(np.pad(chroma > level, 1), structure=ndimage.generate_binary_structure(2, 1))[
+        1:-1, 1:-1
+    ]
     small = _largest(closed)
     area = float(ndimage.binary_fill_holes(small).sum()) if small is not None else 0.0
     if area < MIN_AREA:
         return None
     # Traced at 4x: the saturation map interpolated (pixel centres aligned), the closed stripes kept in.
-    fine = _largest(ndimage.zoom(np.where(closed, np.maximum(chroma, 1.01 * level), chroma), UPSAMPLE, order=1, mode="nearest", grid_mode=True) > level)
+    fine = _largest(
+        ndimage.zoom(
+            np.where(closed, np.maximum(chroma, 1.01 * level), chroma),
+            UPSAMPLE,
+            order=1,
+            mode="nearest",
+            grid_mode=True,
+        )
+        > level
+    )
     filled = ndimage.binary_fill_holes(fine)
     ys, xs = np.nonzero(filled)
     ys, xs = ys + 0.5, xs + 0.5

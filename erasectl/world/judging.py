@@ -16,9 +16,7 @@ def read_attributes(judge, images: list) -> list[dict[str, str]]:
     shapes = judge.classify(embeds, SHAPE_CANDIDATES).tolist()
     colours = judge.classify(embeds, COLOUR_CANDIDATES).tolist()
     styles = judge.classify(embeds, STYLE_CANDIDATES).tolist()
-    return [
-        {"shape": SHAPES[s], "colour": COLOURS[c], "style": STYLES[t]} for s, c, t in zip(shapes, colours, styles)
-    ]
+    return [{"shape": SHAPES[s], "colour": COLOURS[c], "style": STYLES[t]} for s, c, t in zip(shapes, colours, styles)]
 
 
 def attribute_reader(judge):
@@ -32,16 +30,20 @@ def attribute_reader(judge):
         rows = []
         for image, found, prompt in zip(images, read_attributes(judge, images), prompts):
             asked = parse_caption(prompt)
-            rows.append({
-                "read": {**found, "outline": read_geometry(image)["shape"]},
-                "asked": {**{k: asked.get(k) for k in ("shape", "colour", "style")}, "outline": asked.get("shape")},
-            })
+            rows.append(
+                {
+                    "read": {**found, "outline": read_geometry(image)["shape"]},
+                    "asked": {**{k: asked.get(k) for k in ("shape", "colour", "style")}, "outline": asked.get("shape")},
+                }
+            )
         return rows
 
     return read
 
 
-def shape_report(pipeline, judge, seeds: list[int], steps: int = 25, guidance: float = 7.5, nouns: dict[str, str] | None = None) -> dict:
+def shape_report(
+    pipeline, judge, seeds: list[int], steps: int = 25, guidance: float = 7.5, nouns: dict[str, str] | None = None
+) -> dict:
     """Generate ``a <colour> <noun>`` for every colour and shape and read them back.
 
     ``nouns`` maps each shape to the word used in its prompts (default: the shape itself; pass
@@ -52,7 +54,12 @@ def shape_report(pipeline, judge, seeds: list[int], steps: int = 25, guidance: f
 
     nouns = nouns or {shape: shape for shape in SHAPES}
     prompts = [(shape, colour, f"a {colour} {nouns[shape]}") for shape in SHAPES for colour in COLOURS]
-    items = generate(pipeline, [p for _, _, p in prompts], seeds, SamplerSettings(steps=steps, guidance=guidance, batch_size=WORLD_BATCH_SIZE))
+    items = generate(
+        pipeline,
+        [p for _, _, p in prompts],
+        seeds,
+        SamplerSettings(steps=steps, guidance=guidance, batch_size=WORLD_BATCH_SIZE),
+    )
     read = read_attributes(judge, [item.image for item in items])
     report: dict[str, dict] = {}
     for shape in SHAPES:

@@ -20,7 +20,9 @@ class WorldProfile(PaperProfile):
         for concept in concepts:
             unknown = [w for w in concept.lower().split() if w not in WORLD_WORDS]
             if unknown:
-                raise UserError(f"the embedded shapes model does not know {unknown[0]!r}; its words are {', '.join(WORLD_WORDS)}")
+                raise UserError(
+                    f"the embedded shapes model does not know {unknown[0]!r}; its words are {', '.join(WORLD_WORDS)}"
+                )
 
     def templates(self, concept: str, method: str) -> list[str]:
         return erasure_templates(concept, method)
@@ -33,7 +35,9 @@ class WorldProfile(PaperProfile):
         from erasectl.world.vocabulary import attribute_captions
 
         named = [set(concept.lower().split()) for concept in concepts]
-        return [caption for caption in attribute_captions() if not any(words <= set(caption.split()) for words in named)]
+        return [
+            caption for caption in attribute_captions() if not any(words <= set(caption.split()) for words in named)
+        ]
 
     def retain_concepts(self, concepts: list[str]) -> list[str]:
         """AdvUnlearn's retain set on the world: none. AdvUnlearn retains objects unrelated to the
@@ -82,7 +86,12 @@ class WorldProfile(PaperProfile):
         found = super().defaults(method_name, given)
         if method_name in ("esd", "advunlearn") and given.get("mode") == "faithful":
             return found  # the authors' loop, with the authors' settings
-        found.update({name: (value, f"shapes world: {reason}") for name, (value, reason) in WORLD_DEFAULTS.get(method_name, {}).items()})
+        found.update(
+            {
+                name: (value, f"shapes world: {reason}")
+                for name, (value, reason) in WORLD_DEFAULTS.get(method_name, {}).items()
+            }
+        )
         return found
 
     def attribute_reader(self, judge):
@@ -103,7 +112,14 @@ class WorldProfile(PaperProfile):
     def verification_prompts(self, concepts: list[str]) -> list[str]:
         return ["a red circle", "a blue ring"]
 
-    def protocol(self, concept: str, surrounding: list[str] | None, paraphrases: list[str] | None, anchor: str | None, judge: str | None):
+    def protocol(
+        self,
+        concept: str,
+        surrounding: list[str] | None,
+        paraphrases: list[str] | None,
+        anchor: str | None,
+        judge: str | None,
+    ):
         """The world's protocol; the world judge unless ``judge`` names another."""
         from erasectl.world.protocol import world_protocol
 

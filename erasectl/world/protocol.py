@@ -25,7 +25,9 @@ def attribute_protocol(attribute: str, surrounding: list[str] | None, anchor: st
     return Protocol(attribute, surrounding, [], anchor, templates, "a {} shape", candidates)
 
 
-def world_protocol(concept: str, surrounding: list[str] | None, paraphrases: list[str] | None, anchor: str | None) -> Protocol:
+def world_protocol(
+    concept: str, surrounding: list[str] | None, paraphrases: list[str] | None, anchor: str | None
+) -> Protocol:
     """The shapes world: colours vary in the prompts unless the concept names one."""
     from erasectl.world.vocabulary import COLOURS, GENERIC_SHAPE, NOUN_TO_SHAPE, SHAPES, STYLES, SYNONYMS
 

@@ -20,10 +20,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-from erasectl.errors import ConfigError
 import torch.nn.functional as F
 
+from erasectl.errors import ConfigError
 from erasectl.judge import image_embeddings, text_embeddings
 from erasectl.world import architecture
 from erasectl.world.render import render_dataset
@@ -138,7 +137,9 @@ def train_unet(
     for step in range(config.unet_steps):
         index = rng.integers(0, len(labels), config.unet_batch_size)
         captions = [random_caption(labels[i], rng, config.empty_caption_share) for i in index]
-        ids = tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length, return_tensors="pt").input_ids
+        ids = tokenizer(
+            captions, padding="max_length", max_length=tokenizer.model_max_length, return_tensors="pt"
+        ).input_ids
         index_t = torch.from_numpy(index)
         eps_latent = torch.randn(latent_mean[index_t].shape, generator=generator)
         latents = (latent_mean[index_t] + latent_std[index_t] * eps_latent) * scaling_factor
@@ -186,7 +187,9 @@ def all_true_caption_loss(logits: torch.Tensor, truth: torch.Tensor) -> torch.Te
     return (per_pair * truth).sum() / truth.sum()
 
 
-def train_judge(images: np.ndarray, labels: list[Label], tokenizer, config: WorldTrainingConfig, progress: Progress | None = None):
+def train_judge(
+    images: np.ndarray, labels: list[Label], tokenizer, config: WorldTrainingConfig, progress: Progress | None = None
+):
     from transformers import CLIPConfig, CLIPModel
 
     torch.manual_seed(config.seed + 5)
@@ -199,9 +202,7 @@ def train_judge(images: np.ndarray, labels: list[Label], tokenizer, config: Worl
     )
     captions = all_captions()
     text_inputs = tokenizer(captions, padding=True, return_tensors="pt")
-    truth_table = {
-        label: torch.tensor([caption_is_true(c, label) for c in captions]) for label in set(labels)
-    }
+    truth_table = {label: torch.tensor([caption_is_true(c, label) for c in captions]) for label in set(labels)}
     optimizer = torch.optim.AdamW(judge.parameters(), lr=config.judge_lr, weight_decay=1e-2)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _cosine_lr(s, config.judge_steps))
     rng = np.random.default_rng(config.seed + 6)

@@ -29,9 +29,7 @@ GENERIC_SHAPE = "shape"
 ARTICLE = "a"
 
 # Words the tokenizer knows as single tokens. Anything else is spelled out letter by letter.
-WORLD_WORDS: tuple[str, ...] = (
-    (ARTICLE, GENERIC_SHAPE) + COLOURS + STYLES + SHAPES + tuple(SYNONYMS.values())
-)
+WORLD_WORDS: tuple[str, ...] = (ARTICLE, GENERIC_SHAPE) + COLOURS + STYLES + SHAPES + tuple(SYNONYMS.values())
 
 NOUN_TO_SHAPE: dict[str, str] = {**{s: s for s in SHAPES}, **{v: k for k, v in SYNONYMS.items()}}
 
@@ -106,13 +104,18 @@ def alternatives(concept: str) -> list[str]:
     """``concept`` with its shape replaced by every other shape; without a shape, its style by the
     other style, or its colour by the other colours."""
     words = concept.lower().split()
-    for position, word in enumerate(words):
+    for position, word in enumerate(words):  # noqa: B007 (position is read after the loop)
         if word in NOUN_TO_SHAPE:
             others = [s for s in SHAPES if s != NOUN_TO_SHAPE[word]]
             break
     else:
         position, others = next(
-            ((i, [v for v in group if v != w]) for group in (STYLES, COLOURS) for i, w in enumerate(words) if w in group),
+            (
+                (i, [v for v in group if v != w])
+                for group in (STYLES, COLOURS)
+                for i, w in enumerate(words)
+                if w in group
+            ),
             (None, []),
         )
     if position is None:
