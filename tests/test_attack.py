@@ -93,7 +93,7 @@ def test_soft_prompt_resumes_to_the_same_embedding(uce_checkpoint, concept_image
     assert resumed.losses == straight.losses
 
 
-def test_prompt_search_finds_a_prefix_of_vocabulary_words_no_worse_than_its_start(uce_checkpoint, concept_images):
+def test_prompt_search_reports_the_loss_of_the_prefix_it_returns(uce_checkpoint, concept_images):
     erased = load_erased_pipeline(uce_checkpoint)
     latents, which = concept_images
     vocabulary = ["shape", "ring", "square", "red", "striped", "circle", "disc"]
@@ -108,7 +108,16 @@ def test_prompt_search_finds_a_prefix_of_vocabulary_words_no_worse_than_its_star
     )
     words = result.prefix.split()
     assert len(words) == 2 and set(words) <= set(vocabulary) - {"circle"}
-    assert result.losses[-1] <= result.losses[0] and result.prompts == [f"{result.prefix} {p}" for p in PROMPTS]
+    assert result.prompts == [f"{result.prefix} {p}" for p in PROMPTS]
+    # the loss it reports for the prefix it returns is that prefix's loss on the same noise draws
+    config = AttackConfig(prefix_tokens=2, candidates=4, rounds=1, draws=8)
+    index, noisy, timesteps, target = noise_draws(
+        erased, latents, config.draws, torch.Generator().manual_seed(config.seed)
+    )
+    chosen = [f"{result.prefix} {PROMPTS[which[i]]}" for i in index.tolist()]
+    with torch.no_grad():
+        recomputed = float(denoising_loss(erased, chosen, noisy, timesteps, target))
+    assert recomputed == pytest.approx(result.losses[-1], rel=1e-5)
 
 
 def test_attack_success_interval_is_wilsons():
@@ -150,7 +159,11 @@ def test_attack_command_writes_embedding_grid_and_success_and_the_embedding_load
     )
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
-    assert 0 <= summary["attack_success"] <= 1 and summary["images"] == 4 and summary["erased_plain_accuracy"] <= 0.25
+    # a share of the attack's images: a whole number of them
+    assert summary["images"] == 4 and summary["erased_plain_accuracy"] <= 0.25
+    assert round(summary["attack_success"] * summary["images"]) == pytest.approx(
+        summary["attack_success"] * summary["images"]
+    )
     # four images say little: the interval around the share is wide, and contains it
     low, high = summary["attack_success_interval95"]
     assert 0 <= low <= summary["attack_success"] <= high <= 1 and high - low > 0.4
@@ -202,7 +215,7 @@ def test_evaluate_attacks_every_model_and_gates_on_success(uce_checkpoint, tmp_p
     assert headline["run"]["attack_success"] == {"prompt-search": rows[0]["attack_success"]}
     # the world's second reading, by outline: the base draws circles and every neighbour, UCE no circles
     assert headline["base"]["erased_outline_accuracy"] >= 0.75 and headline["base"]["held_out_outline_accuracy"] >= 0.75
-    assert headline["run"]["erased_outline_accuracy"] <= 0.25 and 0 <= rows[0]["attack_success_outline"] <= 1
+    assert headline["run"]["erased_outline_accuracy"] <= 0.25 and rows[0]["attack_success_outline"] is not None
     low, high = rows[0]["attack_success_interval95"]
     assert low <= rows[0]["attack_success"] <= high
     assert f"{low:.3f}-{high:.3f}" in (tmp_path / "ev" / "report.md").read_text()

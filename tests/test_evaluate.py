@@ -263,10 +263,13 @@ def test_every_image_is_read_for_colour_and_style_and_what_replaces_the_concept(
     )
     assert result.exit_code == 0, result.output
     metrics = json.loads(result.stdout)
-    for row in metrics["tables"]["per_concept"]:
-        assert (
-            row["colour_accuracy"] is not None and 0 <= row["colour_accuracy"] <= 1
-        )  # every world prompt names a colour
+    images = list(csv.DictReader((tmp_path / "ev" / "per_image.csv").open()))
+    for row in metrics["tables"]["per_concept"]:  # every world prompt names a colour: the share read as that colour
+        mine = [
+            i for i in images if (i["model"], i["role"], i["concept"]) == (row["model"], row["role"], row["concept"])
+        ]
+        asked = [i["read_colour"] in i["prompt"].split() for i in mine]
+        assert mine and row["colour_accuracy"] == pytest.approx(sum(asked) / len(asked), abs=1e-4), row
     replaced = {(r["model"], r["role"]): r for r in metrics["tables"]["replacement"]}
     erased = replaced[("to-ring", "erased")]
     assert (

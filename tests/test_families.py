@@ -249,7 +249,9 @@ def test_evaluate_on_a_family_pipeline_uses_an_open_set_and_measures_drift(tiny_
     assert metrics["protocol"]["candidates"] == ["circle", "ring", "square", *OPEN_SET]
     rows = {r["concept"]: r for r in metrics["tables"]["per_concept"] if r["model"] == "run"}
     assert rows["ring"]["split"] == "preserved" and rows["square"]["split"] == "held-out"
-    assert all(0 <= r["judge_distance"] <= 2 and -1 <= r["ssim"] <= 1 for r in rows.values())
+    # the erased concept's images moved from the base's of the same seeds
+    erased = next(r for r in metrics["tables"]["per_concept"] if r["model"] == "run" and r["role"] == "erased")
+    assert erased["judge_distance"] > 0 and erased["ssim"] < 1, erased
     assert [r["over"] for r in metrics["tables"]["distribution"]] == ["held-out surroundings"]
 
 
@@ -310,7 +312,8 @@ def test_attacks_run_on_each_family_with_a_clip_judge(tiny_family, attack, tmp_p
     )
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
-    assert 0 <= summary["attack_success"] <= 1 and summary["candidates"][:3] == ["circle", "ring", "square"]
+    hits = summary["attack_success"] * summary["images"]  # a share of the attack's images
+    assert round(hits) == pytest.approx(hits) and summary["candidates"][:3] == ["circle", "ring", "square"]
     assert summary["attack_success_outline"] is None  # the outline reader is the shapes world's alone
     if attack == "soft-prompt":
         from safetensors.torch import load_file
