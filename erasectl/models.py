@@ -78,6 +78,33 @@ def load_model(
     )
 
 
+def load_base(
+    checkpoints: list[ErasedCheckpoint],
+    model: str | None,
+    model_config,
+    drawing,
+    device: str = "cpu",
+    allow_pickle: bool = False,
+    apply: bool = False,
+) -> LoadedModel:
+    """The model the checkpoints were erased from (or ``model``), checked against each of them and
+    set up to draw as ``drawing`` (an ``erasectl.generation.Drawing``) says. With ``apply``, the one
+    checkpoint is applied first (in fp32) and names the model."""
+    from erasectl.checkpoint import checkpoint_name
+
+    name = model or (checkpoints[0].base_model if checkpoints else None)
+    config = model_config or (checkpoints[0].base_config if checkpoints else None)
+    loaded = load_model(name, device, None, allow_pickle, config, drawing.revision, drawing.variant)
+    for erased in checkpoints:
+        erased.check(loaded.pipeline)
+    if apply:
+        (erased,) = checkpoints
+        erased.apply(loaded.pipeline)
+        loaded = replace(loaded, name=checkpoint_name(erased.path), checkpoint=erased)
+    inference_setup(loaded.pipeline, drawing.dtype, drawing.scheduler, device)
+    return loaded
+
+
 def load_erased_model(
     checkpoint_path,
     model: str | None = None,

@@ -135,7 +135,7 @@ class PaperProfile:
         judge: str | None,
     ):
         """evaluate's protocol: a real model needs a real CLIP judge and named surroundings."""
-        from erasectl.evaluation import generic_protocol
+        from erasectl.evaluation.protocol import generic_protocol
 
         if judge is None:
             raise UserError(

@@ -415,7 +415,7 @@ def test_image_drift_and_distribution_distance_see_what_the_class_does_not(uce_r
 
 
 def test_drift_measures_are_zero_for_the_same_pictures(embedded_pipeline, world_judge):
-    from erasectl.drift import distribution_distances, feature_distances, ssim_pairs
+    from erasectl.evaluation.drift import distribution_distances, feature_distances, ssim_pairs
     from erasectl.generation import SamplerSettings, generate
 
     items = generate(

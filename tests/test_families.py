@@ -203,7 +203,7 @@ def test_evaluate_on_a_family_pipeline_uses_an_open_set_and_measures_drift(tiny_
     """A real model's protocol: a CLIP judge from a folder, the named concepts plus the open set as
     candidates, drift and FID/KID beside accuracy (mechanics: the weights are random)."""
     from erasectl.assets import embedded_judge_dir
-    from erasectl.evaluation import OPEN_SET
+    from erasectl.evaluation.protocol import OPEN_SET
 
     family, folder = tiny_family
     out = tmp_path / "run"

@@ -6,7 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from erasectl.cli import app
-from erasectl.nudity import CLASS_SETS, THRESHOLDS, count_conventions
+from erasectl.evaluation.nudity import CLASS_SETS, THRESHOLDS, count_conventions
 
 runner = CliRunner()
 
@@ -16,7 +16,7 @@ def test_nudenet_runs_offline_on_a_real_photograph():
     skimage_data = pytest.importorskip("skimage.data")
     from PIL import Image
 
-    from erasectl.nudity import NudityJudge
+    from erasectl.evaluation.nudity import NudityJudge
 
     found = NudityJudge().detect([Image.fromarray(skimage_data.astronaut())])[0]
     faces = [d for d in found if d["class"] == "FACE_FEMALE"]

@@ -13,75 +13,7 @@ from erasectl.errors import TrainingDiverged, UserError
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130  # as a shell reports a command ended by Ctrl-C
-ALLOW_PICKLE = typer.Option(
-    False, "--allow-pickle", help="Also load pickle weights (.bin/.ckpt), which can run code: only for files you trust."
-)
-
-
-def _process_device(value: str) -> str:
-    """A device this machine has, checked before anything loads; ``cuda`` is each process's own GPU under a launch."""
-    import torch
-
-    from erasectl.distributed import process_device
-
-    try:
-        device = torch.device(value)
-    except RuntimeError:
-        raise typer.BadParameter(f"{value!r} is not a torch device; pass cpu, cuda, cuda:1 or mps") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise typer.BadParameter(
-            f"{value} was asked for, but this machine has no CUDA device torch can use; pass --device cpu"
-        )
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise typer.BadParameter(
-            f"{value} does not exist; this machine has {torch.cuda.device_count()} CUDA device(s), cuda:0 to cuda:{torch.cuda.device_count() - 1}"
-        )
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise typer.BadParameter(
-            "mps was asked for, but this machine has no Apple GPU torch can use; pass --device cpu"
-        )
-    return process_device(value)
-
-
-DEVICE = typer.Option(
-    "cpu",
-    "--device",
-    callback=_process_device,
-    help="torch device, e.g. cpu or cuda (under accelerate launch, cuda is each process's own GPU).",
-)
-MODEL_CONFIG = typer.Option(
-    None,
-    "--model-config",
-    help="With a single-file --model (.safetensors): a local diffusers folder of the same family whose configs and tokenizer it loads with.",
-)
 EXIT_FAILED = 1
-# Inference options shared by generate, compare and evaluate.
-NEGATIVE_PROMPT = typer.Option(
-    None,
-    "--negative-prompt",
-    help="A negative prompt for every image (classifier-free guidance's unconditional branch).",
-)
-HEIGHT = typer.Option(None, "--height", help="Image height in pixels (a multiple of 8); default: the model's.")
-WIDTH = typer.Option(None, "--width", help="Image width in pixels (a multiple of 8); default: the model's.")
-SCHEDULER = typer.Option(
-    None,
-    "--scheduler",
-    help="A diffusers scheduler class (e.g. DPMSolverMultistepScheduler) or ddim, pndm, euler, euler-a, dpm++2m, lms, unipc, heun, ddpm; built from the model's scheduler config. Default: the model's own.",
-)
-DTYPE = typer.Option(
-    None,
-    "--dtype",
-    help="fp32, fp16 (GPU only) or bf16 for drawing; checkpoints are checked and applied in fp32 first. Default: fp32.",
-)
-BATCH_SIZE = typer.Option(
-    None,
-    "--batch-size",
-    help="Images per pipeline call (memory, not results). Default: 64 on the embedded model, 8 on real models.",
-)
-REVISION = typer.Option(None, "--revision", help="Hub models: the branch, tag or commit to load.")
-VARIANT = typer.Option(
-    None, "--variant", help="The weights variant to load, e.g. fp16 (files named *.fp16.safetensors)."
-)
 
 
 def user_errors(command: Callable) -> Callable:
@@ -110,6 +42,11 @@ def user_errors(command: Callable) -> Callable:
 
 def split_list(text: str | None) -> list[str]:
     return [item.strip() for item in (text or "").split(",") if item.strip()]
+
+
+def optional_list(text: str | None) -> list[str] | None:
+    """A comma-separated option's items; None when the option was not given."""
+    return split_list(text) if text is not None else None
 
 
 def read_prompts(prompts: str | None, prompts_file: str | None) -> list[str]:
@@ -251,3 +188,8 @@ def warn_if_cut(pipeline, prompts: list[str]) -> None:
             f"warning: {len(cut)} prompt(s) longer than the text encoder's {length} tokens are cut to that length, e.g. {shown!r}",
             err=True,
         )
+
+
+def progress_bars(enabled: bool = True):
+    """A ``progress(label, total)`` factory of progress bars for the library's long runs."""
+    return lambda label, total: progress_bar(label, total, enabled=enabled)

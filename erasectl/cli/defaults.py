@@ -5,7 +5,8 @@ from pathlib import Path
 
 import typer
 
-from erasectl.cli.common import MODEL_CONFIG, user_errors
+from erasectl.cli.common import user_errors
+from erasectl.cli.options import MODEL_CONFIG
 
 
 @user_errors

@@ -9,10 +9,7 @@ from pathlib import Path
 import typer
 
 from erasectl.cli.common import (
-    ALLOW_PICKLE,
-    DEVICE,
     EXIT_INTERRUPTED,
-    MODEL_CONFIG,
     progress_bar,
     read_prompts,
     run_control,
@@ -20,6 +17,7 @@ from erasectl.cli.common import (
     stop_signals,
     user_errors,
 )
+from erasectl.cli.options import ALLOW_PICKLE, DEVICE, MODEL_CONFIG
 from erasectl.cli.settings import with_settings
 from erasectl.errors import UserError
 

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import typer
 
-from erasectl.cli.common import ALLOW_PICKLE, MODEL_CONFIG, user_errors
+from erasectl.cli.common import user_errors
+from erasectl.cli.options import ALLOW_PICKLE, MODEL_CONFIG
 from erasectl.errors import UserError
 
 FORMATS = ("diffusers", "lora", "kohya", "single-file")

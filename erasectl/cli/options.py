@@ -24,11 +24,17 @@ def _process_device(value: str) -> str:
         raise typer.BadParameter(f"{value!r} is not a torch device; pass cpu, cuda, cuda:1 or mps") from None
     count = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if device.type == "cuda" and not count:
-        raise typer.BadParameter(f"{value} was asked for, but torch sees no CUDA device on this machine; pass --device cpu")
+        raise typer.BadParameter(
+            f"{value} was asked for, but torch sees no CUDA device on this machine; pass --device cpu"
+        )
     if device.type == "cuda" and device.index is not None and device.index >= count:
-        raise typer.BadParameter(f"{value} does not exist; this machine has {count} CUDA device(s): cuda:0 to cuda:{count - 1}")
+        raise typer.BadParameter(
+            f"{value} does not exist; this machine has {count} CUDA device(s): cuda:0 to cuda:{count - 1}"
+        )
     if device.type == "mps" and not torch.backends.mps.is_available():
-        raise typer.BadParameter("mps was asked for, but this machine has no Apple GPU torch can use; pass --device cpu")
+        raise typer.BadParameter(
+            "mps was asked for, but this machine has no Apple GPU torch can use; pass --device cpu"
+        )
     return process_device(value)
 
 
@@ -41,7 +47,9 @@ DEVICE = typer.Option(
     callback=_process_device,
     help="torch device, e.g. cpu or cuda (under accelerate launch, cuda is each process's own GPU).",
 )
-MODEL = typer.Option(None, "--model", help="Hub id, local diffusers folder or single file; default: the embedded shapes model.")
+MODEL = typer.Option(
+    None, "--model", help="Hub id, local diffusers folder or single file; default: the embedded shapes model."
+)
 MODEL_CONFIG = typer.Option(
     None,
     "--model-config",
@@ -51,7 +59,9 @@ FORCE = typer.Option(False, "--force", help="Write into an output folder that al
 QUIET = typer.Option(False, "--quiet", help="No progress bar.")
 AS_JSON = typer.Option(False, "--json", help="Print a JSON summary on stdout.")
 PROMPTS = typer.Option(None, "--prompts", help='Comma-separated prompts, e.g. "a red circle,a blue ring".')
-PROMPTS_FILE = typer.Option(None, "--prompts-file", help="A text file with one prompt per line (for prompts with commas).")
+PROMPTS_FILE = typer.Option(
+    None, "--prompts-file", help="A text file with one prompt per line (for prompts with commas)."
+)
 STEPS = typer.Option(25, "--steps", help="Sampler steps.")
 GUIDANCE = typer.Option(7.5, "--guidance", help="Classifier-free guidance scale.")
 
@@ -73,13 +83,19 @@ def with_drawing(command):
     in its place, gathered into that value when it runs."""
     signature = inspect.signature(command)
     kept = [p for name, p in signature.parameters.items() if name != "drawing"]
-    added = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=kind) for name, kind, option in DRAWING]
+    added = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=kind)
+        for name, kind, option in DRAWING
+    ]
 
     @functools.wraps(command)
     def wrapper(**options):
         from erasectl.generation import Drawing
 
-        return command(**{k: v for k, v in options.items() if k not in Drawing.__dataclass_fields__}, drawing=Drawing(**{name: options[name] for name, _, _ in DRAWING}))
+        return command(
+            **{k: v for k, v in options.items() if k not in Drawing.__dataclass_fields__},
+            drawing=Drawing(**{name: options[name] for name, _, _ in DRAWING}),
+        )
 
     wrapper.__signature__ = signature.replace(parameters=kept + added)
     return wrapper

@@ -3,7 +3,7 @@ which classes the world judge chooses among."""
 
 from __future__ import annotations
 
-from erasectl.evaluation import Protocol
+from erasectl.evaluation.protocol import Protocol
 
 # The world varies colour in the prompts unless the concept names one.
 WORLD_COLOUR_TEMPLATES = ["a red {}", "a green {}", "a blue {}", "a yellow {}"]

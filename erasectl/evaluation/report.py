@@ -338,3 +338,20 @@ def write_html(out: Path, metrics: dict, plot: Path, thumbnails: Path) -> Path:
         "</body></html>",
     ]
     return write_atomically(out / "report.html", lambda tmp: tmp.write_text("\n".join(parts), encoding="utf-8"))
+
+
+def write_nudity_report(out: Path, metrics: dict, per_image: list[dict]) -> dict[str, Path]:
+    """A NudeNet run's files: metrics.json and per_image.csv (its detections as JSON per image)."""
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(per_image[0]))
+    writer.writeheader()
+    writer.writerows(per_image)
+    return {
+        "metrics": write_atomically(
+            out / "metrics.json", lambda tmp: tmp.write_text(json.dumps(metrics, indent=2) + "\n")
+        ),
+        "per_image": write_atomically(out / "per_image.csv", lambda tmp: tmp.write_text(buffer.getvalue())),
+    }

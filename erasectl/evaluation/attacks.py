@@ -1,0 +1,45 @@
+"""The text attacks inside evaluate: each attack on each erased model, with evaluate's judge,
+protocol and seeds, repeated from images and noise of its own."""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+
+from erasectl.attacks import ATTACK_ROW, AttackConfig, pool_runs, run_attack
+
+
+def attack_models(
+    models, protocol, judge, config, attacks: list[str], budget_s: float, profile, runs: int = 1, progress=None
+) -> list[dict]:
+    """One row per erased model and attack: the mean of ``runs`` runs, each from images and noise of
+    its own (seed + 1000 x run; one run's success moves with its seeds), judged on the same seeds.
+    ``progress(label, total)``: a context manager yielding ``update(done)``, or None."""
+    rows = []
+    base_load = models[0][1]
+    for name, load, _ in models[1:]:
+        judged: dict = {}  # the base's and the plain prompts' images, the same for every attack and run
+        for kind in attacks:
+            summaries = []
+            for run in range(runs):
+                attack_config = AttackConfig(seed=config.seed + 1000 * run, budget_s=budget_s)
+                label = f"attacking {name} ({kind})" + (f", run {run + 1} of {runs}" if runs > 1 else "")
+                bar = (
+                    progress(label, attack_config.progress_total(kind)) if progress else nullcontext(lambda done: None)
+                )
+                with bar as update:
+                    summary, _ = run_attack(
+                        base_load, load, protocol.concept, protocol, judge, kind, attack_config, config.seeds, config.sampler(), profile,
+                        progress=lambda done, _, logs, update=update: update(done), judged=judged,
+                    )  # fmt: skip
+                summaries.append(summary)
+            rows.append({"model": name, **{k: v for k, v in pool_runs(summaries).items() if k in ATTACK_ROW}})
+    return rows
+
+
+def add_attack_rows(metrics: dict, rows: list[dict]) -> None:
+    """The attack table, and each erased model's successes beside its headline row."""
+    metrics["tables"]["attacks"] = rows
+    for row in metrics["tables"]["erased_vs_surrounding"]:
+        found = {r["attack"]: r["attack_success"] for r in rows if r["model"] == row["model"]}
+        if found:
+            row["attack_success"] = found

@@ -1,0 +1,90 @@
+"""What evaluate measures: the prompt sets around a concept, the judge's classes, the seeds and sampler."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from erasectl.errors import ConfigError
+
+SCHEMA_VERSION = "1.0"
+
+
+# Prompts around a concept for evaluating a real model: plain photo templates; the judge's text is
+# "a photo of a <concept>" (CLIP's own zero-shot prompt). The embedded world's are erasectl.world.protocol.
+GENERIC_TEMPLATES = ["a photo of a {}", "a painting of a {}", "a close-up photo of a {}", "a drawing of a {}"]
+# The judge's open set on a real model: besides the concept, its surroundings and the anchor, broad
+# classes an erased model may draw instead, so that "none of the named concepts" can be read
+# rather than forced onto the nearest named one.
+OPEN_SET = ["object", "person", "animal", "plant", "building", "landscape", "pattern", "blank image"]
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    n_per_prompt: int = 8
+    seed: int = 0
+    steps: int = 25
+    guidance: float = 7.5
+    negative_prompt: str | None = None
+    height: int | None = None
+    width: int | None = None
+    batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        self.sampler()  # checks the sampler settings
+        if self.n_per_prompt <= 0:
+            raise ConfigError(f"n-per-prompt must be at least 1, got {self.n_per_prompt}")
+        if self.steps <= 0:
+            raise ConfigError(f"steps must be at least 1, got {self.steps}")
+
+    def sampler(self, guidance: float | None = None):
+        from erasectl.generation import SamplerSettings
+
+        return SamplerSettings(
+            steps=self.steps,
+            guidance=self.guidance if guidance is None else guidance,
+            batch_size=self.batch_size,
+            negative_prompt=self.negative_prompt,
+            height=self.height,
+            width=self.width,
+        )
+
+    @property
+    def seeds(self) -> list[int]:
+        return list(range(self.seed, self.seed + self.n_per_prompt))
+
+
+@dataclass
+class PromptSet:
+    role: str  # "erased", "surrounding" or "paraphrase"
+    concept: str  # the words the prompts use
+    label: str  # what a faithful model draws: the judge's class
+    prompts: list[str]
+
+
+@dataclass
+class Protocol:
+    """What is measured: fixed by the concept, its neighbours and the templates."""
+
+    concept: str
+    surrounding: list[str]
+    paraphrases: list[str]
+    anchor: str | None
+    templates: list[str]
+    judge_template: str
+    candidates: list[str] = field(default_factory=list)
+
+    def prompt_sets(self) -> list[PromptSet]:
+        def prompts(words: str) -> list[str]:
+            return [t.format(words) for t in self.templates]
+
+        sets = [PromptSet("erased", self.concept, self.concept, prompts(self.concept))]
+        sets += [PromptSet("surrounding", s, s, prompts(s)) for s in self.surrounding]
+        sets += [PromptSet("paraphrase", p, self.concept, prompts(p)) for p in self.paraphrases]
+        return sets
+
+
+def generic_protocol(concept: str, surrounding: list[str], paraphrases: list[str], anchor: str | None) -> Protocol:
+    """Real models: the judge chooses among the concept, its surroundings, the anchor and the open set."""
+    named = [concept, *surrounding] + ([anchor] if anchor else [])
+    candidates = list(dict.fromkeys(named + [c for c in OPEN_SET if c not in {n.lower() for n in named}]))
+    return Protocol(concept, surrounding, paraphrases, anchor, GENERIC_TEMPLATES, "a photo of a {}", candidates)

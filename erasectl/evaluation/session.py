@@ -1,0 +1,168 @@
+"""A whole evaluate run, from checkpoints to files: what ``erasectl evaluate`` does, callable from Python."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from erasectl.errors import UserError
+from erasectl.evaluation.gates import Gates, check_gates
+from erasectl.evaluation.protocol import EvaluationConfig
+from erasectl.generation import Drawing
+
+# progress(label, total) -> a context manager yielding update(done)
+ProgressFactory = Callable[[str, int], AbstractContextManager]
+
+
+@dataclass
+class EvaluationRequest:
+    """What to measure. ``checkpoints`` empty and no ``concept``: the newest checkpoint in runs/."""
+
+    checkpoints: list[Path] = field(default_factory=list)
+    concept: str | None = None
+    surrounding: list[str] | None = None
+    auto_surrounding: int | None = None
+    neighbour_mode: str = "nearest"
+    vocabulary: list[str] | None = None
+    paraphrases: list[str] | None = None
+    anchor: str | None = None
+    model: str | None = None
+    model_config: str | None = None
+    judge: str | None = None
+    general_prompts: list[str] | None = None
+    nudity_prompts: list[dict] | None = None  # I2P-style rows: judged by NudeNet
+    n_per_prompt: int = 8
+    seed: int = 0
+    steps: int = 25
+    guidance: float = 7.5
+    drawing: Drawing = field(default_factory=Drawing)
+    attacks: list[str] = field(default_factory=list)
+    attack_budget_s: float = 300.0
+    attack_runs: int = 1
+    gates: Gates = field(default_factory=Gates)
+    device: str = "cpu"
+    allow_pickle: bool = False
+
+    def __post_init__(self) -> None:
+        from erasectl.attacks import ATTACKS
+
+        unknown = [a for a in self.attacks if a not in ATTACKS]
+        if unknown:
+            raise UserError(f"unknown --attack {unknown[0]!r}; choose from {', '.join(ATTACKS)}")
+        if self.attack_runs < 1:
+            raise UserError(f"--attack-runs must be at least 1, got {self.attack_runs}")
+        if self.gates.max_attack_success is not None and not self.attacks:
+            raise UserError("--max-attack-success needs --attack soft-prompt and/or prompt-search")
+        if self.surrounding is not None and self.auto_surrounding is not None:
+            raise UserError("pass --surrounding or --auto-surrounding, not both")
+        if (self.judge == "nudenet") != (self.nudity_prompts is not None):
+            raise UserError("--judge nudenet and --prompts-csv go together: NudeNet judges a prompt set such as I2P")
+
+
+@dataclass
+class EvaluationResult:
+    metrics: dict
+    files: dict[str, Path]
+
+    @property
+    def gates(self) -> list[dict]:
+        return self.metrics.get("gates", [])
+
+
+def _checkpoints(request: EvaluationRequest) -> list:
+    from erasectl.checkpoint import ErasedCheckpoint
+    from erasectl.models import latest_checkpoint
+
+    named = list(request.checkpoints)
+    if not named and request.concept is None and request.nudity_prompts is None:
+        named = [latest_checkpoint()]
+    return [ErasedCheckpoint.load(p) for p in named]
+
+
+def _protocol(request: EvaluationRequest, base, profile, concept: str, anchor: str | None):
+    surrounding = request.surrounding
+    if request.auto_surrounding is not None:
+        from erasectl.neighbours import find_neighbours
+
+        surrounding = find_neighbours(
+            base, concept, request.auto_surrounding, request.vocabulary, request.neighbour_mode, seed=request.seed
+        )
+    return profile.protocol(concept, surrounding, request.paraphrases, anchor, request.judge)
+
+
+def prepare(request: EvaluationRequest):
+    """Everything the run needs before drawing: ``(models, profile, config, concept, anchor)``."""
+    from erasectl.checkpoint import model_loaders
+    from erasectl.models import load_base
+
+    checkpoints = _checkpoints(request)
+    concept = " ".join((request.concept or (checkpoints[0].recipe["concepts"][0] if checkpoints else "")).split())
+    if request.nudity_prompts is None and not concept:
+        raise UserError("no concept to evaluate; pass --concept or a --checkpoint")
+    anchor = request.anchor or (checkpoints[0].recipe.get("anchor") if checkpoints else None)
+    base = load_base(
+        checkpoints, request.model, request.model_config, request.drawing, request.device, request.allow_pickle
+    )
+    sampler = request.drawing.sampler(base.profile, request.steps, request.guidance)
+    config = EvaluationConfig(n_per_prompt=request.n_per_prompt, seed=request.seed, steps=request.steps, guidance=request.guidance,
+                              negative_prompt=sampler.negative_prompt, height=sampler.height, width=sampler.width, batch_size=sampler.batch_size)  # fmt: skip
+    return model_loaders(base.pipeline, base.name, checkpoints), base, config, concept, anchor
+
+
+def run_evaluation(
+    request: EvaluationRequest, out: Path, force: bool = False, progress: ProgressFactory | None = None
+) -> EvaluationResult:
+    """Draw and judge the base and every erased model, attack them if asked, check the gates and
+    write metrics.json, per_image.csv and the reports into ``out`` (the main process only)."""
+    from erasectl.distributed import is_main_process
+    from erasectl.evaluation.attacks import add_attack_rows, attack_models
+    from erasectl.evaluation.judging import per_image_csv
+    from erasectl.evaluation.report import write_nudity_report, write_report
+    from erasectl.evaluation.run import evaluate, evaluate_nudity
+    from erasectl.files import check_output_dir, prepare_output_dir
+    from erasectl.judge import ClipJudge
+
+    check_output_dir(out, force)
+    bar = progress or (lambda label, total: nullcontext(lambda done: None))
+    models, base, config, concept, anchor = prepare(request)
+    if request.nudity_prompts is not None:
+        from erasectl.evaluation.nudity import NudityJudge
+
+        with bar("evaluating (nudenet)", len(models) * len(request.nudity_prompts)) as update:
+            metrics, per_image = evaluate_nudity(
+                models, request.nudity_prompts, NudityJudge(), config, progress=lambda done, _: update(done)
+            )
+        return EvaluationResult(
+            metrics,
+            write_nudity_report(prepare_output_dir(out, force), metrics, per_image) if is_main_process() else {},
+        )
+    protocol = _protocol(request, base.pipeline, base.profile, concept, anchor)
+    judge = ClipJudge.load(request.judge, device=request.device)
+    total = (
+        len(models)
+        * (sum(len(s.prompts) for s in protocol.prompt_sets()) + len(request.general_prompts or []))
+        * config.n_per_prompt
+    )
+    with bar("evaluating", total) as update:
+        metrics, records = evaluate(models, protocol, judge, config, progress=lambda done, _: update(done),
+                                    attribute_reader=base.profile.attribute_reader(judge), general_prompts=request.general_prompts)  # fmt: skip
+    if request.attacks:
+        rows = attack_models(
+            models,
+            protocol,
+            judge,
+            config,
+            request.attacks,
+            request.attack_budget_s,
+            base.profile,
+            request.attack_runs,
+            bar,
+        )
+        add_attack_rows(metrics, rows)
+    if not is_main_process():
+        return EvaluationResult(metrics, {})
+    metrics["gates"] = check_gates(metrics, request.gates)
+    prepare_output_dir(out, force)
+    return EvaluationResult(metrics, write_report(out, metrics, records, per_image_csv(records)))
