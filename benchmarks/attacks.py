@@ -12,7 +12,7 @@ least 90% of base, in at most 3x the time of their base method (esd; uce).
 
     python benchmarks/attacks.py --methods esd,advunlearn --erase-seeds 0,1 --json benchmarks/results-attacks-advunlearn.json
 
-The README's table (every method, three attack runs, 16 seeds per prompt):
+docs/attacks.md's table (every method, three attack runs, 16 seeds per prompt):
 
     python benchmarks/attacks.py --methods esd,ablate,uce,nullspace,rece,advunlearn --erase-seeds 0,1 --attack-runs 3 --seeds 16 --json benchmarks/results-attacks-all-methods.json
 

@@ -1,10 +1,10 @@
-"""Run every bad input the README lists and print what each gets, as a markdown table.
+"""Run every bad input docs/robustness.md lists and print what each gets, as a markdown table.
 
     python benchmarks/bad_inputs.py > /tmp/table.md
 
 Each row is run through the real command line (the installed entry point's parser included) in a
 scratch folder; the table shows the exit code and the one line on stderr. Nothing here is typed by
-hand: the README's table is this script's output.
+hand: docs/robustness.md's table is this script's output.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Every erasure figure of the README under the held-out protocol, measured by `erasectl evaluate`.
+"""Every erasure figure of docs/held-out.md under the held-out protocol, measured by `erasectl evaluate`.
 
     python benchmarks/held_out.py [--cases all|name,name] [--seeds 24] [--first-seed 0] [--json benchmarks/results-held_out.json]
 

@@ -1,4 +1,4 @@
-"""The README's held-out tables, written from benchmarks/results-held_out.json (no figure typed by hand).
+"""docs/held-out.md's tables, written from benchmarks/results-held_out.json (no figure typed by hand).
 
 "by outline": the held-out shapes as the shapes world's outline reader reads them (``-`` where the
 concept's results predate it, or the concept is a style); a set's cell adds ``[outline X]`` where

@@ -66,9 +66,9 @@ def generate(
     erased = [ErasedCheckpoint.load(checkpoint)] if checkpoint is not None else []
     out = check_output_dir(out or Path("runs") / time.strftime("generate-%Y%m%d-%H%M%S"), force)
     loaded = load_base(erased, model, model_config, drawing, device, allow_pickle, apply=bool(erased))
+    settings = drawing.sampler(loaded.profile, steps, guidance)
     warn_if_cut(loaded.pipeline, prompt_list)
     prepare_output_dir(out, force or world()[1] > 1)  # checked above; under a launch the processes share it
-    settings = drawing.sampler(loaded.profile, steps, guidance)
     with (
         stop_signals() as stop_requested,
         progress_bar("generating", len(prompt_list) * n, enabled=not (quiet or as_json)) as update,

@@ -17,7 +17,7 @@ erasectl's one addition, ``away`` (0 in the paper's settings): the model target 
 eps*(x_t, anchor) + away (eps*(x_t, anchor) - eps*(x_t, concept)). The model-based target teaches
 the concept prompt to draw what the anchor prompt draws, and an anchor that is a broader class
 draws the concept too; pushing the target away from the concept's own prediction removes that
-share (measurements: README, "Methods").
+share (measurements: docs/methods.md).
 
 With ``--preserve``, the preserved prompts' frozen predictions are kept on the same noised anchor
 latents, and so is the empty prompt's (``preserve_unconditional``): without it the preservation

@@ -16,9 +16,8 @@ The attack resumes from its last token (their ``attack_init latest``); each upda
 ``attack_steps`` Adam steps with a fresh optimiser, as in their code; ``warmup_steps`` plain ESD
 iterations come first.
 
-Chosen as issue 16's robust method after RECE's closed form: RECE and the other closed forms
-were broken by both attacks on held-out concepts (README, "Attacks"); ESD's trained edit held best,
-and adversarial training is the literature's way of hardening it.
+ESD's trained edit resists the text attacks best of the methods here (docs/attacks.md), and
+adversarial training is the literature's way of hardening it.
 
 What is trained is ESD's ``--parameter-group``; the default, ``text-encoder``, is the paper's
 choice and their script's default (``--train_method text_encoder_full``): the text encoders'

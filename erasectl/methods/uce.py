@@ -217,12 +217,9 @@ def choose_guides(
     """The guide of each concept: ``--anchor`` if given; else, with ``nearest-preserved``, its
     nearest preserved concept in the text encoder's pooled space when any is preserved; with
     ``nearest-concept``, the nearest of ``candidates(concept)`` (the profile's alternatives) when
-    it has any; else the empty prompt (the paper's default).
-
-    Measured on the embedded model (tuning split: square, seeds 100-107, the world's attribute
-    captions preserved): guide "" leaves 31% squares and guide "shape" 28%, because what those
-    prompts draw includes squares; the nearest other shape (triangle) leaves 0% with every other
-    shape at 100%.
+    it has any; else the empty prompt (the paper's default). On the embedded world the empty and
+    generic guides draw the concept too, so its default is the nearest other shape
+    (docs/tuning/world-defaults.md).
     """
     from erasectl.neighbours import find_neighbours
 

@@ -46,11 +46,9 @@ class WorldProfile(PaperProfile):
         generic noun, which the model may draw as the concept itself ("a red shape" can be a red
         circle). Kept at the concept's x_t, such a prompt teaches the encoder to keep drawing the
         concept one word away from its name, which is what a word-replacing learned token finds
-        (tuned on ring, seeds 100-107: soft-prompt success 50% with the attribute captions
-        retained, 12% without; docs/tuning/advunlearn.md). A multi-word concept still keeps its words
-        alone (``ErasureRequest.retained``), though "blue shape" names the generic noun too: they
-        say what is erased, blue squares and not blue or squares, as every method keeps them
-        (green triangle kept "green shape" and "triangle" and held both attacks at 0-12%)."""
+        (docs/tuning/advunlearn.md). A multi-word concept still keeps its words alone (the
+        ``words`` preservation), though "blue shape" names the generic noun too: they say what is
+        erased, blue squares and not blue or squares."""
         return []
 
     def prior_vocabulary(self, pipeline, count: int) -> list[str]:
