@@ -105,6 +105,7 @@ def main() -> None:
 
     from erasectl.attacks import AttackConfig, run_attack
     from erasectl.checkpoint import ErasedCheckpoint, model_loaders
+    from erasectl.evaluation.protocol import protocol_for
     from erasectl.generation import SamplerSettings, generate
     from erasectl.judge import ClipJudge
     from erasectl.models import load_pipeline, model_profile
@@ -152,7 +153,7 @@ def main() -> None:
         erased = ErasedCheckpoint.load(Path(path))
         concept = erased.recipe["concepts"][0]
         profile = model_profile(erased.base_model, erased.base_config)
-        protocol = profile.protocol(concept, None, [], None, None)
+        protocol = protocol_for(profile, concept, None, [], None, None)
         pipeline = load_pipeline(erased.base_model, config=erased.base_config)
         pipeline.set_progress_bar_config(disable=True)
         (_, load_base, _), (_, load_erased, _) = model_loaders(pipeline, erased.base_model, [erased])

@@ -33,6 +33,7 @@ def attack_checkpoint(request: AttackRequest, out: Path, force: bool = False, pr
     ``progress(done, total, logs)`` after each step; ``control``: saving and resuming (``erasectl.run_state``)."""
     from erasectl.checkpoint import ErasedCheckpoint, model_loaders
     from erasectl.errors import UserError
+    from erasectl.evaluation.protocol import protocol_for
     from erasectl.generation import Drawing, SamplerSettings
     from erasectl.judge import ClipJudge
     from erasectl.models import latest_checkpoint, load_base
@@ -42,7 +43,7 @@ def attack_checkpoint(request: AttackRequest, out: Path, force: bool = False, pr
     if not concept:
         raise UserError("the concept is empty; pass --concept with the erased words")
     loaded = load_base([erased], None, request.model_config, Drawing(), request.device, request.allow_pickle)
-    protocol = loaded.profile.protocol(concept, request.surrounding, [], None, request.judge)
+    protocol = protocol_for(loaded.profile, concept, request.surrounding, [], None, request.judge)
     judge = ClipJudge.load(request.judge, device=request.device)
     (_, load_base_model, _), (_, load_erased, _) = model_loaders(loaded.pipeline, erased.base_model, [erased])
     seeds = list(range(request.config.seed, request.config.seed + request.n_per_prompt))

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 
 import torch
@@ -336,8 +336,6 @@ def prompt_search(
     ``config.draws`` noise draws). Each round tries ``config.candidates`` words at every position;
     the search stops after ``config.rounds`` rounds or ``config.budget_s`` seconds. Resumable
     through ``control`` (``erasectl.run_state.RunControl``): a state after every position."""
-    from erasectl.run_state import Interrupted
-
     started = time.perf_counter()
     generator = torch.Generator().manual_seed(config.seed)
     index, noisy, timesteps, target = noise_draws(pipeline, latents, config.draws, generator)
@@ -354,41 +352,22 @@ def prompt_search(
     if control is not None and control.resume_from is not None:
         start, prefix, best, losses = _load_search_state(control.resume_from, config, generator)
     else:
-        start = 0
         prefix = [words[order[i % len(words)]] for i in range(config.prefix_tokens)]
-        best = loss_of(prefix)
+        start, best = 0, loss_of(prefix)
         losses = [best]
     stopped = False
     for step in range(start, total):
         position = step % config.prefix_tokens
         pool = torch.randperm(len(words), generator=generator)[: config.candidates].tolist()
-        for candidate in (words[i] for i in pool):
-            if time.perf_counter() - started > config.budget_s:
-                stopped = True
-                break
-            trial = prefix[:position] + [candidate] + prefix[position + 1 :]
-            value = loss_of(trial)
-            if value < best:
-                best, prefix = value, trial
+        deadline = started + config.budget_s
+        prefix, best, stopped = _try_candidates(prefix, best, position, [words[i] for i in pool], loss_of, deadline)
         losses.append(best)
         if progress is not None:
             progress(step + 1, total, {"loss": best})
         if stopped:
             break
-        if control is not None and control.state_dir is not None and step + 1 < total:
-            asked = control.stop_requested()
-            if asked or (control.checkpointing_steps and (step + 1) % control.checkpointing_steps == 0):
-                path = _save_search_state(
-                    control.state_dir / f"state-{step + 1:06d}.safetensors",
-                    step + 1,
-                    config,
-                    generator,
-                    prefix,
-                    best,
-                    losses,
-                )
-                if asked:
-                    raise Interrupted(path, step + 1)
+        if step + 1 < total:
+            _maybe_save_search(control, step + 1, config, generator, prefix, best, losses)
     text = " ".join(prefix)
     return AttackResult(
         "prompt-search",
@@ -398,6 +377,45 @@ def prompt_search(
         prefix=text,
         stopped_by_budget=stopped,
     )
+
+
+def _try_candidates(prefix: list[str], best: float, position: int, candidates: list[str], loss_of, deadline: float):
+    """Each candidate word at ``position``, keeping the prefix with the lowest loss; stops at the
+    deadline. Returns ``(prefix, its loss, whether the deadline stopped it)``."""
+    for candidate in candidates:
+        if time.perf_counter() > deadline:
+            return prefix, best, True
+        trial = prefix[:position] + [candidate] + prefix[position + 1 :]
+        value = loss_of(trial)
+        if value < best:
+            best, prefix = value, trial
+    return prefix, best, False
+
+
+def _maybe_save_search(control, done: int, config: AttackConfig, generator, prefix, best, losses) -> None:
+    """Save the search's state when its run control asks (every N positions, or a stop), and stop."""
+    from erasectl.run_state import Interrupted
+
+    if control is None or control.state_dir is None:
+        return
+    asked = control.stop_requested()
+    if asked or (control.checkpointing_steps and done % control.checkpointing_steps == 0):
+        path = _save_search_state(
+            control.state_dir / f"state-{done:06d}.safetensors", done, config, generator, prefix, best, losses
+        )
+        if asked:
+            raise Interrupted(path, done)
+
+
+def _outline_share(outline, concept: str):
+    """The share of images whose outline shows ``concept``, where the model's world has an outline
+    reader (the shapes world's second reading); None otherwise."""
+
+    def share(items) -> float | None:
+        hits = outline([item.image for item in items], concept) if outline else None
+        return round(sum(hits) / len(hits), 4) if hits is not None else None
+
+    return share
 
 
 def success_rate(
@@ -510,44 +528,19 @@ def run_attack(
     plain_rate, plain_items = judged["plain"]
     if attack == "soft-prompt":
         result = soft_prompt(erased, concept, prompts, latents, which, config, profile.generic_word, progress, control)
-        with learned_token(erased, result.embeddings):
-            rate, attack_items = success_rate(erased, judge, protocol, result.prompts, seeds, settings, concept)
     else:
-        result = prompt_search(
-            erased,
-            concept,
-            prompts,
-            latents,
-            which,
-            config,
-            profile.prior_vocabulary(erased, config.search_words),
-            progress,
-            control,
-        )
+        vocabulary = profile.prior_vocabulary(erased, config.search_words)
+        result = prompt_search(erased, concept, prompts, latents, which, config, vocabulary, progress, control)
+    with learned_token(erased, result.embeddings) if result.embeddings is not None else nullcontext():
         rate, attack_items = success_rate(erased, judge, protocol, result.prompts, seeds, settings, concept)
-    outline = profile.outline_reader()
-
-    def outline_share(items) -> float | None:
-        hits = outline([item.image for item in items], concept) if outline else None
-        return round(sum(hits) / len(hits), 4) if hits is not None else None
-
+    outline_share = _outline_share(profile.outline_reader(), concept)
     summary = {
-        "attack": attack,
-        "concept": concept,
-        "attack_success": rate,
-        "attack_success_interval95": interval95(rate, len(attack_items)),
-        "erased_plain_accuracy": plain_rate,
-        "base_accuracy": base_rate,
+        "attack": attack, "concept": concept, "attack_success": rate, "attack_success_interval95": interval95(rate, len(attack_items)),
+        "erased_plain_accuracy": plain_rate, "base_accuracy": base_rate,
         # the shapes world's second reading, by outline (None on real models)
-        "attack_success_outline": outline_share(attack_items),
-        "erased_plain_outline": outline_share(plain_items),
-        "prompts": result.prompts,
-        "prefix": result.prefix,
-        "losses": [round(v, 5) for v in result.losses],
-        "attack_wall_time_s": result.wall_time_s,
-        "stopped_by_budget": result.stopped_by_budget,
-        "images": len(attack_items),
-        "seeds": seeds,
-        "config": asdict(config),
-    }
+        "attack_success_outline": outline_share(attack_items), "erased_plain_outline": outline_share(plain_items),
+        "prompts": result.prompts, "prefix": result.prefix, "losses": [round(v, 5) for v in result.losses],
+        "attack_wall_time_s": result.wall_time_s, "stopped_by_budget": result.stopped_by_budget,
+        "images": len(attack_items), "seeds": seeds, "config": asdict(config),
+    }  # fmt: skip
     return summary, {"base": base_items, "erased": plain_items, "attack": attack_items, "embeddings": result.embeddings}

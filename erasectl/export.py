@@ -337,3 +337,52 @@ def verify_export(
         "max_pixel_difference": difference,
         "images_compared": len(ours),
     }
+
+
+@dataclass
+class ExportRequest:
+    format: str  # diffusers, lora, kohya or single-file
+    model: str | None = None  # the base; None: the checkpoint's
+    model_config: str | None = None
+    rank: int | None = None
+    energy: float = 0.999
+    bias_deltas: bool = False
+    verify: bool = True
+    allow_pickle: bool = False
+
+
+def export_checkpoint(erased, request: ExportRequest, out: Path, force: bool = False) -> dict:
+    """Write ``erased`` (an ``ErasedCheckpoint``) in ``request.format`` into ``out`` and, with
+    ``request.verify``, reload it with its consumer's loader and compare images; returns the summary."""
+    from erasectl.files import prepare_output_dir
+    from erasectl.models import load_pipeline, model_profile, resolve_model
+    from erasectl.profiles import write_marker
+
+    name, source = resolve_model(request.model or erased.base_model)
+    model_config = request.model_config or erased.base_config
+
+    def load_base():
+        return load_pipeline(name, allow_pickle=request.allow_pickle, config=model_config)
+
+    pipeline = load_base()
+    base = None
+    if request.format in ("lora", "kohya"):
+        base = load_base()
+        erased.check(base)
+    erased.apply(pipeline)
+    prepare_output_dir(out, force)
+    profile = model_profile(name, model_config)
+    if request.format == "diffusers":
+        result = export_diffusers(pipeline, out)
+        write_marker(out, profile)
+    elif request.format == "single-file":
+        result = export_single_file(erased, pipeline, out)
+    else:
+        result = export_lora(erased, base, out, request.format, request.rank, request.energy, request.bias_deltas)
+    result["format"] = request.format
+    if request.verify:
+        prompts = profile.verification_prompts(erased.recipe["concepts"])
+        result["verification"] = verify_export(
+            request.format, result, pipeline, model_config or source, load_base, seeds=[0, 1], prompts=prompts, steps=25
+        )
+    return result

@@ -134,16 +134,9 @@ class PaperProfile:
         anchor: str | None,
         judge: str | None,
     ):
-        """evaluate's protocol: a real model needs a real CLIP judge and named surroundings."""
-        from erasectl.evaluation.protocol import generic_protocol
-
-        if judge is None:
-            raise UserError(
-                "a real model needs a real CLIP judge; pass --judge openai/clip-vit-large-patch14 or a local CLIP folder"
-            )
-        if not surrounding:
-            raise UserError("name the surrounding concepts with --surrounding a,b,c or --auto-surrounding K")
-        return generic_protocol(concept, surrounding, paraphrases or [], anchor)
+        """This model's own evaluation protocol, or None: the generic one
+        (``erasectl.evaluation.protocol.protocol_for``) applies."""
+        return None
 
 
 # A marker names its profile; the class is looked up here, so the core imports no world of its own.

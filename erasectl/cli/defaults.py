@@ -8,25 +8,23 @@ import typer
 from erasectl.cli.common import user_errors
 from erasectl.cli.options import MODEL_CONFIG
 
+# fmt: off
+METHOD = typer.Option(None, "--method", help="One method (esd, ablate, uce, ...); default: every registered method, plugins included.")
+MODEL = typer.Option(None, "--model", help="The model whose defaults to print (a folder, a hub id or a single file); default: the embedded shapes model. Nothing is loaded but its marker.")
+MODE = typer.Option(None, "--mode", help="esd, advunlearn: the defaults under this --mode.")
+AS_JSON = typer.Option(False, "--json", help="Print the defaults as JSON on stdout.")
+AS_MARKDOWN = typer.Option(False, "--markdown", help="Print every method's settings for real models and the embedded world as Markdown (docs/settings.md).")
+# fmt: on
+
 
 @user_errors
 def defaults(
-    method: str = typer.Option(
-        None, "--method", help="One method (esd, ablate, uce, ...); default: every registered method, plugins included."
-    ),
-    model: str = typer.Option(
-        None,
-        "--model",
-        help="The model whose defaults to print (a folder, a hub id or a single file); default: the embedded shapes model. Nothing is loaded but its marker.",
-    ),
-    mode: str = typer.Option(None, "--mode", help="esd: the defaults under this --mode."),
+    method: str = METHOD,
+    model: str = MODEL,
+    mode: str = MODE,
     model_config: Path = MODEL_CONFIG,
-    as_json: bool = typer.Option(False, "--json", help="Print the defaults as JSON on stdout."),
-    as_markdown: bool = typer.Option(
-        False,
-        "--markdown",
-        help="Print every method's settings for real models and the embedded world as Markdown (docs/settings.md).",
-    ),
+    as_json: bool = AS_JSON,
+    as_markdown: bool = AS_MARKDOWN,
 ) -> None:
     """Print every method's hyper-parameter defaults for a model, and where each comes from.
 
@@ -46,32 +44,23 @@ def defaults(
     model_name, _ = resolve_model(model)
     profile = model_profile(model, model_config)
     given = {"mode": mode} if mode else {}
-    table = {
-        name: resolve_defaults(name, profile, given if "mode" in get_method(name).config_class.declarations() else {})
-        for name in names
-    }
+    table = {name: resolve_defaults(name, profile, given if "mode" in get_method(name).config_class.declarations() else {}) for name in names}  # fmt: skip
     if as_json:
-        typer.echo(
-            json.dumps(
-                {
-                    "model": model_name,
-                    "profile": profile.name,
-                    "defaults": {
-                        m: {k: {"value": v, "source": s} for k, (v, s) in d.items()} for m, d in table.items()
-                    },
-                }
-            )
-        )
-        return
+        found = {m: {k: {"value": v, "source": s} for k, (v, s) in d.items()} for m, d in table.items()}
+        typer.echo(json.dumps({"model": model_name, "profile": profile.name, "defaults": found}))
+    else:
+        _print(table, model_name, profile.name)
+
+
+def _print(table: dict, model_name: str, profile_name: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
     console = Console()
     for name, found in table.items():
-        view = Table(title=f"{name} on {model_name} (profile: {profile.name})", title_justify="left")
-        view.add_column("option")
-        view.add_column("default")
-        view.add_column("source")
+        view = Table(title=f"{name} on {model_name} (profile: {profile_name})", title_justify="left")
+        for column in ("option", "default", "source"):
+            view.add_column(column)
         for field_name, (value, source) in found.items():
             view.add_row(f"--{field_name.replace('_', '-')}", str(value), source)
         console.print(view)

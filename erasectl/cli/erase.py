@@ -17,7 +17,7 @@ from erasectl.cli.common import (
     stop_signals,
     user_errors,
 )
-from erasectl.cli.options import ALLOW_PICKLE, DEVICE, MODEL_CONFIG
+from erasectl.cli.options import ALLOW_PICKLE, AS_JSON, DEVICE, MODEL, MODEL_CONFIG, QUIET
 from erasectl.cli.settings import with_settings
 from erasectl.errors import UserError
 
@@ -99,6 +99,24 @@ def _write(out: Path, checkpoint, force: bool) -> dict:
     return summary
 
 
+# fmt: off
+CONCEPT = typer.Option(None, "--concept", help='The concept to erase, e.g. circle or "grumpy cat"; several: "circle,red square".')
+METHOD = typer.Option("esd", "--method", help="The erasure method: esd, ablate, uce, nullspace, rece, advunlearn, or one an installed package registers (erasectl defaults lists them).")
+ANCHOR = typer.Option(None, "--anchor", help="ablate (required): the concept to map onto, e.g. shape for circle; uce, nullspace, rece: the guide (else --guide-choice decides).")
+PRESERVE = typer.Option(None, "--preserve", help="Comma-separated concepts whose predictions are kept unchanged (every method). Default: the method's own (a multi-word concept's words alone; uce and rece on the embedded model also the attributes on the generic noun; advunlearn also its retain set); the recipe records the list used.")
+AUTO_PRESERVE = typer.Option(None, "--auto-preserve", help="Preserve the K nearest valid phrases to each concept in text-embedding space.")
+CONCEPTS_FILE = typer.Option(None, "--concepts-file", help="More concepts to erase, one per line.")
+ANCHOR_PROMPTS_FILE = typer.Option(None, "--anchor-prompts-file", help="ablate: anchor prompts, one per line, each naming the anchor.")
+PRIOR_EXCLUDE = typer.Option(None, "--prior-exclude", help="nullspace: comma-separated words to leave out of the automatic prior (to measure concepts it was not built from).")
+OUT = typer.Option(None, "--out", help="Output folder; default: runs/<concept>-<method>/ (never overwritten).")
+FORCE = typer.Option(False, "--force", help="Write into an --out folder that already has files.")
+MIXED_PRECISION = typer.Option(None, "--mixed-precision", help="no or bf16 (autocast; weights, gradients and optimizer stay fp32).")
+GRADIENT_CHECKPOINTING = typer.Option(False, "--gradient-checkpointing", help="Recompute the UNet's activations in the backward pass instead of storing them: less memory, more time.")
+CHECKPOINTING_STEPS = typer.Option(None, "--checkpointing_steps", help="Save a resumable state every N steps (in <out>/states).")
+RESUME = typer.Option(None, "--resume_from_checkpoint", help="Continue an interrupted run: latest, or a state file; pass the run's --out.")
+# fmt: on
+
+
 @functools.cache
 def command():
     """``erase`` with one option per declared setting of every registered method (importing the
@@ -107,64 +125,26 @@ def command():
 
 
 def erase(
-    concept: str = typer.Option(
-        None, "--concept", help='The concept to erase, e.g. circle or "grumpy cat"; several: "circle,red square".'
-    ),
-    method: str = typer.Option(
-        "esd",
-        "--method",
-        help="The erasure method: esd, ablate, uce, nullspace, rece, advunlearn, or one an installed package registers (erasectl defaults lists them).",
-    ),
-    anchor: str = typer.Option(
-        None,
-        "--anchor",
-        help="ablate (required): the concept to map onto, e.g. shape for circle; uce, nullspace, rece: the guide (else --guide-choice decides).",
-    ),
-    preserve: str = typer.Option(
-        None,
-        "--preserve",
-        help="Comma-separated concepts whose predictions are kept unchanged (every method). Default: the method's own (a multi-word concept's words alone; uce and rece on the embedded model also the attributes on the generic noun; advunlearn also its retain set); the recipe records the list used.",
-    ),
-    auto_preserve: int = typer.Option(
-        None, "--auto-preserve", help="Preserve the K nearest valid phrases to each concept in text-embedding space."
-    ),
-    concepts_file: Path = typer.Option(None, "--concepts-file", help="More concepts to erase, one per line."),
-    anchor_prompts_file: Path = typer.Option(
-        None, "--anchor-prompts-file", help="ablate: anchor prompts, one per line, each naming the anchor."
-    ),
-    prior_exclude: str = typer.Option(
-        None,
-        "--prior-exclude",
-        help="nullspace: comma-separated words to leave out of the automatic prior (to measure concepts it was not built from).",
-    ),
-    model: str = typer.Option(
-        None, "--model", help="Hub id or local diffusers folder; default: the embedded shapes model."
-    ),
-    out: Path = typer.Option(
-        None, "--out", help="Output folder; default: runs/<concept>-<method>/ (never overwritten)."
-    ),
-    force: bool = typer.Option(False, "--force", help="Write into an --out folder that already has files."),
-    mixed_precision: str = typer.Option(
-        None, "--mixed-precision", help="no or bf16 (autocast; weights, gradients and optimizer stay fp32)."
-    ),
-    gradient_checkpointing: bool = typer.Option(
-        False,
-        "--gradient-checkpointing",
-        help="Recompute the UNet's activations in the backward pass instead of storing them: less memory, more time.",
-    ),
-    checkpointing_steps: int = typer.Option(
-        None, "--checkpointing_steps", help="Save a resumable state every N steps (in <out>/states)."
-    ),
-    resume_from_checkpoint: str = typer.Option(
-        None,
-        "--resume_from_checkpoint",
-        help="Continue an interrupted run: latest, or a state file; pass the run's --out.",
-    ),
+    concept: str = CONCEPT,
+    method: str = METHOD,
+    anchor: str = ANCHOR,
+    preserve: str = PRESERVE,
+    auto_preserve: int = AUTO_PRESERVE,
+    concepts_file: Path = CONCEPTS_FILE,
+    anchor_prompts_file: Path = ANCHOR_PROMPTS_FILE,
+    prior_exclude: str = PRIOR_EXCLUDE,
+    model: str = MODEL,
+    out: Path = OUT,
+    force: bool = FORCE,
+    mixed_precision: str = MIXED_PRECISION,
+    gradient_checkpointing: bool = GRADIENT_CHECKPOINTING,
+    checkpointing_steps: int = CHECKPOINTING_STEPS,
+    resume_from_checkpoint: str = RESUME,
     device: str = DEVICE,
     model_config: Path = MODEL_CONFIG,
     allow_pickle: bool = ALLOW_PICKLE,
-    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
-    as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
+    quiet: bool = QUIET,
+    as_json: bool = AS_JSON,
     **settings,
 ) -> None:
     """Erase a concept and write an erased-weight checkpoint (only the changed tensors, with their recipe).
@@ -173,63 +153,27 @@ def erase(
     its own measured ones; `erasectl defaults --method M [--model X]` prints them with their sources.
     """
     from erasectl.distributed import is_main_process
-    from erasectl.erasure import ErasureRequest, build_config, check_concepts, check_mixed_precision, erase_concepts
-    from erasectl.methods import get_method
-    from erasectl.models import load_model, model_profile, resolve_model
-    from erasectl.run_state import Interrupted
+    from erasectl.erasure import build_config, check_mixed_precision
+    from erasectl.models import model_profile
 
-    method_spec = get_method(method)
     mixed_precision = check_mixed_precision(mixed_precision or os.environ.get("ACCELERATE_MIXED_PRECISION", "no"))
-    model_name, _ = resolve_model(model)
     profile = model_profile(model, model_config)
     concepts = _concepts(concept, concepts_file, profile)
     config = build_config(method, profile, settings, len(concepts))
-    if preserve and auto_preserve is not None:
-        raise UserError("pass --preserve or --auto-preserve, not both")
-    if auto_preserve is not None and auto_preserve <= 0:
-        raise UserError(f"--auto-preserve must be at least 1, got {auto_preserve}")
-    if prior_exclude is not None and method != "nullspace":
-        raise UserError("--prior-exclude is an option of --method nullspace only")
-    request = ErasureRequest(
-        concepts,
-        profile,
-        _anchor(anchor, method_spec, profile),
-        read_prompts(None, str(anchor_prompts_file)) if anchor_prompts_file is not None else None,
-        preserve=check_concepts(split_list(preserve), profile) if preserve else [],
-        model_name=model_name,
-        prior_exclude=split_list(prior_exclude),
+    request = _request(
+        concepts, method, anchor, anchor_prompts_file, preserve, auto_preserve, prior_exclude, model, profile
     )
     out = _output(out, force, resume_from_checkpoint, concepts, method)
     control = run_control(out, checkpointing_steps, resume_from_checkpoint)
-    loaded = load_model(model, device=device, allow_pickle=allow_pickle, config=model_config)
-    pipeline = loaded.pipeline
-    request = replace(request, model_config=loaded.model_config)
-    if auto_preserve is not None:
-        request = replace(request, preserve=_auto_preserved(pipeline, concepts, auto_preserve))
+    label = f"erasing {', '.join(concepts)} ({method})"
     with (
         stop_signals() as stop_requested,
-        progress_bar(
-            f"erasing {', '.join(concepts)} ({method})", config.steps, enabled=not (quiet or as_json), loss="-"
-        ) as update,
+        progress_bar(label, config.steps, enabled=not (quiet or as_json), loss="-") as update,
     ):
         control.stop_requested = stop_requested
-        try:
-            checkpoint = erase_concepts(
-                pipeline,
-                method,
-                request,
-                config,
-                progress=lambda done, total, logs: update(done, loss=f"{logs['loss']:.4g}"),
-                control=control,
-                mixed_precision=mixed_precision,
-                gradient_checkpointing=gradient_checkpointing,
-            )
-        except Interrupted as stopped:
-            typer.echo(
-                f"interrupted at step {stopped.step}; state saved to {stopped.path}; resume with the same command plus --out {out} --resume_from_checkpoint latest",
-                err=True,
-            )
-            raise typer.Exit(EXIT_INTERRUPTED) from None
+        execution = dict(mixed_precision=mixed_precision, gradient_checkpointing=gradient_checkpointing)
+        loading = dict(device=device, allow_pickle=allow_pickle, config=model_config)
+        checkpoint = _erase(request, method, config, update, control, out, auto_preserve, model, loading, execution)
     if not is_main_process():  # under accelerate launch every process holds the same erasure
         return
     summary = _write(out, checkpoint, force or resume_from_checkpoint is not None or control.states() != [])
@@ -239,3 +183,44 @@ def erase(
         typer.echo(
             f"erased {', '.join(concepts)} with {method} in {checkpoint.recipe['wall_time_s']} s: {summary['checkpoint']}"
         )
+
+
+def _request(
+    concepts, method: str, anchor, anchor_prompts_file, preserve, auto_preserve, prior_exclude, model, profile
+):
+    """The erasure request, every contradiction in it refused before anything loads."""
+    from erasectl.erasure import ErasureRequest, check_concepts
+    from erasectl.methods import get_method
+    from erasectl.models import resolve_model
+
+    if preserve and auto_preserve is not None:
+        raise UserError("pass --preserve or --auto-preserve, not both")
+    if auto_preserve is not None and auto_preserve <= 0:
+        raise UserError(f"--auto-preserve must be at least 1, got {auto_preserve}")
+    if prior_exclude is not None and method != "nullspace":
+        raise UserError("--prior-exclude is an option of --method nullspace only")
+    anchor_lines = read_prompts(None, str(anchor_prompts_file)) if anchor_prompts_file is not None else None
+    preserved = check_concepts(split_list(preserve), profile) if preserve else []
+    return ErasureRequest(
+        concepts, profile, _anchor(anchor, get_method(method), profile), anchor_lines, preserve=preserved,
+        model_name=resolve_model(model)[0], prior_exclude=split_list(prior_exclude),
+    )  # fmt: skip
+
+
+def _erase(request, method, config, update, control, out, auto_preserve, model, loading: dict, execution: dict):
+    """Load the model, erase, and say how to resume when interrupted."""
+    from erasectl.erasure import erase_concepts
+    from erasectl.models import load_model
+    from erasectl.run_state import Interrupted
+
+    loaded = load_model(model, **loading)
+    request = replace(request, model_config=loaded.model_config)
+    if auto_preserve is not None:
+        request = replace(request, preserve=_auto_preserved(loaded.pipeline, request.concepts, auto_preserve))
+    progress = lambda done, total, logs: update(done, loss=f"{logs['loss']:.4g}")  # noqa: E731
+    try:
+        return erase_concepts(loaded.pipeline, method, request, config, progress=progress, control=control, **execution)
+    except Interrupted as stopped:
+        resume = f"resume with the same command plus --out {out} --resume_from_checkpoint latest"
+        typer.echo(f"interrupted at step {stopped.step}; state saved to {stopped.path}; {resume}", err=True)
+        raise typer.Exit(EXIT_INTERRUPTED) from None

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from erasectl.cli.common import optional_list, progress_bars, read_general_prompts, read_prompts, user_errors
-from erasectl.cli.options import ALLOW_PICKLE, DEVICE, FORCE, GUIDANCE, MODEL_CONFIG, STEPS, with_drawing
+from erasectl.cli.options import ALLOW_PICKLE, DEVICE, FORCE, GUIDANCE, MODEL_CONFIG, STEPS, with_drawing, with_gates
 
 EXIT_GATE = 1
 CHECKPOINT = typer.Option(
@@ -56,17 +56,6 @@ PROMPTS_CSV = typer.Option(
 N_PER_PROMPT = typer.Option(8, "--n-per-prompt", help="Seeds per prompt.")
 SEED = typer.Option(0, "--seed", help="The first seed.")
 OUT = typer.Option(None, "--out", help="Output folder; default: runs/evaluate-<time>.")
-MAX_ERASED = typer.Option(
-    None, "--max-erased-accuracy", help="Gate: fail (exit 1) if an erased model draws the concept more often."
-)
-MIN_RATIO = typer.Option(
-    None,
-    "--min-surrounding-ratio",
-    help="Gate: fail if a held-out surrounding concept keeps less of its base accuracy.",
-)
-MAX_PARAPHRASE = typer.Option(
-    None, "--max-paraphrase-accuracy", help="Gate: fail if a paraphrase still yields the concept more often."
-)
 ATTACK = typer.Option(
     None,
     "--attack",
@@ -78,17 +67,13 @@ ATTACK_RUNS = typer.Option(
     "--attack-runs",
     help="Run each attack this many times per model, each from its own images and noise (seed + 1000 x run), judged on the same seeds; the success is their mean, with every run's and the worst.",
 )
-MAX_ATTACK = typer.Option(
-    None,
-    "--max-attack-success",
-    help="Gate: fail if an attack makes an erased model draw the concept more often (with --attack-runs, on average over the runs).",
-)
 QUIET = typer.Option(False, "--quiet", help="No progress bar or table.")
 AS_JSON = typer.Option(False, "--json", help="Print metrics.json on stdout.")
 
 
 @user_errors
 @with_drawing
+@with_gates
 def evaluate(
     checkpoint: list[Path] = CHECKPOINT,
     concept: str = CONCEPT,
@@ -108,28 +93,22 @@ def evaluate(
     guidance: float = GUIDANCE,
     out: Path = OUT,
     force: bool = FORCE,
-    max_erased_accuracy: float = MAX_ERASED,
-    min_surrounding_ratio: float = MIN_RATIO,
-    max_paraphrase_accuracy: float = MAX_PARAPHRASE,
     attack: str = ATTACK,
     attack_budget_s: float = ATTACK_BUDGET,
     attack_runs: int = ATTACK_RUNS,
-    max_attack_success: float = MAX_ATTACK,
     device: str = DEVICE,
     model_config: Path = MODEL_CONFIG,
     allow_pickle: bool = ALLOW_PICKLE,
     quiet: bool = QUIET,
     as_json: bool = AS_JSON,
     drawing=None,
+    gates=None,
 ) -> None:
     """Measure erasures one fixed way: erased-concept, surrounding and paraphrase accuracy, CLIP score, distances, cost."""
-    import time
-
-    from erasectl.evaluation.gates import Gates, failure_line
+    from erasectl.evaluation.gates import failure_line
     from erasectl.evaluation.nudity import read_prompt_csv
     from erasectl.evaluation.session import EvaluationRequest, run_evaluation
 
-    gates = Gates(max_erased_accuracy, min_surrounding_ratio, max_paraphrase_accuracy, max_attack_success)
     listed = optional_list
     request = EvaluationRequest(
         checkpoints=list(checkpoint or []), concept=concept, surrounding=listed(surrounding), auto_surrounding=auto_surrounding,
@@ -140,14 +119,13 @@ def evaluate(
         steps=steps, guidance=guidance, drawing=drawing, attacks=listed(attack) or [], attack_budget_s=attack_budget_s,
         attack_runs=attack_runs, gates=gates, device=device, allow_pickle=allow_pickle,
     )  # fmt: skip
-    out = out or Path("runs") / time.strftime("evaluate-%Y%m%d-%H%M%S")
     result = run_evaluation(request, out, force, progress_bars(enabled=not (quiet or as_json)))
     if not result.files:
         return  # not the main process of a launch
     if as_json:
         typer.echo(json.dumps(result.metrics))
     elif not quiet:
-        (_print_nudity if result.metrics.get("kind") == "nudity" else _print_table)(result.metrics, out)
+        (_print_nudity if result.metrics.get("kind") == "nudity" else _print_table)(result.metrics, result.out)
     failed = failure_line(result.gates)
     if failed:
         typer.echo(failed, err=True)

@@ -12,45 +12,39 @@ from erasectl.errors import UserError
 FORMATS = ("diffusers", "lora", "kohya", "single-file")
 
 
+# fmt: off
+CHECKPOINT = typer.Argument(..., help="An erased checkpoint written by erasectl erase: its .safetensors file or its run folder.")
+FORMAT = typer.Option(..., "--format", help="diffusers, lora (PEFT names: diffusers only), kohya (AUTOMATIC1111, ComfyUI, sd-scripts) or single-file (LDM layout).")
+OUT = typer.Option(None, "--out", help="Output folder; default: beside the checkpoint, named after the format.")
+FORCE = typer.Option(False, "--force", help="Write into an --out folder that already has files.")
+BASE_MODEL = typer.Option(None, "--model", help="The base model; default: the one named in the checkpoint.")
+RANK = typer.Option(None, "--rank", help="lora/kohya: a fixed rank for every module.")
+ENERGY = typer.Option(0.999, "--energy", help="lora/kohya: otherwise the smallest rank keeping this share of each delta's squared singular values.")
+VERIFY = typer.Option(True, "--verify/--no-verify", help="Reload the export with its consumer's loader and compare images.")
+BIAS_DELTAS = typer.Option(False, "--bias-deltas", help="kohya: also carry the erasure's bias deltas (ESD-x trains attn2.to_out's bias) as .diff_b keys, which ComfyUI applies; diffusers' kohya reader refuses them.")
+AS_JSON = typer.Option(False, "--json", help="Print a JSON summary on stdout.")
+# fmt: on
+
+
 @user_errors
 def export(
-    checkpoint: Path = typer.Argument(
-        ..., help="An erased checkpoint written by erasectl erase: its .safetensors file or its run folder."
-    ),
-    format: str = typer.Option(
-        ...,
-        "--format",
-        help="diffusers, lora (PEFT names: diffusers only), kohya (AUTOMATIC1111, ComfyUI, sd-scripts) or single-file (LDM layout).",
-    ),
-    out: Path = typer.Option(
-        None, "--out", help="Output folder; default: beside the checkpoint, named after the format."
-    ),
-    force: bool = typer.Option(False, "--force", help="Write into an --out folder that already has files."),
-    model: str = typer.Option(None, "--model", help="The base model; default: the one named in the checkpoint."),
-    rank: int = typer.Option(None, "--rank", help="lora/kohya: a fixed rank for every module."),
-    energy: float = typer.Option(
-        0.999,
-        "--energy",
-        help="lora/kohya: otherwise the smallest rank keeping this share of each delta's squared singular values.",
-    ),
-    verify: bool = typer.Option(
-        True, "--verify/--no-verify", help="Reload the export with its consumer's loader and compare images."
-    ),
-    bias_deltas: bool = typer.Option(
-        False,
-        "--bias-deltas",
-        help="kohya: also carry the erasure's bias deltas (ESD-x trains attn2.to_out's bias) as .diff_b keys, which ComfyUI applies; diffusers' kohya reader refuses them.",
-    ),
+    checkpoint: Path = CHECKPOINT,
+    format: str = FORMAT,
+    out: Path = OUT,
+    force: bool = FORCE,
+    model: str = BASE_MODEL,
+    rank: int = RANK,
+    energy: float = ENERGY,
+    verify: bool = VERIFY,
+    bias_deltas: bool = BIAS_DELTAS,
     model_config: Path = MODEL_CONFIG,
     allow_pickle: bool = ALLOW_PICKLE,
-    as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
+    as_json: bool = AS_JSON,
 ) -> None:
     """Export an erasure as a diffusers folder, a LoRA (diffusers or kohya names) or a single LDM checkpoint."""
     from erasectl.checkpoint import ErasedCheckpoint
-    from erasectl.export import export_diffusers, export_lora, export_single_file, verify_export
-    from erasectl.files import check_output_dir, prepare_output_dir
-    from erasectl.models import load_pipeline, model_profile, resolve_model
-    from erasectl.profiles import write_marker
+    from erasectl.export import ExportRequest, export_checkpoint
+    from erasectl.files import check_output_dir
 
     if format not in FORMATS:
         raise UserError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
@@ -61,41 +55,7 @@ def export(
     if bias_deltas and format != "kohya":
         raise UserError("--bias-deltas is for --format kohya (ComfyUI reads them as .diff_b keys)")
     erased = ErasedCheckpoint.load(checkpoint)
-    checkpoint = erased.path
-    out = check_output_dir(out or checkpoint.parent / f"export-{format}", force)
-    name, source = resolve_model(model or erased.base_model)
-    model_config = model_config or erased.base_config
-
-    def load_base():
-        return load_pipeline(name, allow_pickle=allow_pickle, config=model_config)
-
-    pipeline = load_base()
-    if format in ("lora", "kohya"):
-        base = load_base()
-        erased.check(base)
-    erased.apply(pipeline)
-    prepare_output_dir(out, force)
-    profile = model_profile(name, model_config)
-    if format == "diffusers":
-        result = export_diffusers(pipeline, out)
-        write_marker(out, profile)
-    elif format == "single-file":
-        result = export_single_file(erased, pipeline, out)
-    else:
-        result = export_lora(erased, base, out, format, rank, energy, bias_deltas)
-    result["format"] = format
-    if verify:
-        result["verification"] = verify_export(
-            format,
-            result,
-            pipeline,
-            model_config or source,
-            load_base,
-            seeds=[0, 1],
-            prompts=profile.verification_prompts(erased.recipe["concepts"]),
-            steps=25,
-        )
-    if as_json:
-        typer.echo(json.dumps(result))
-    else:
-        typer.echo(json.dumps(result, indent=2))
+    out = check_output_dir(out or erased.path.parent / f"export-{format}", force)
+    request = ExportRequest(format, model, model_config, rank, energy, bias_deltas, verify, allow_pickle)
+    result = export_checkpoint(erased, request, out, force)
+    typer.echo(json.dumps(result) if as_json else json.dumps(result, indent=2))

@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import functools
 import inspect
-from pathlib import Path
 
 import typer
-
-from erasectl.errors import UserError
 
 
 def _process_device(value: str) -> str:
@@ -78,37 +75,48 @@ DRAWING = [
 ]  # fmt: skip
 
 
-def with_drawing(command):
-    """``command`` (which takes ``drawing: erasectl.generation.Drawing``) with the drawing options
-    in its place, gathered into that value when it runs."""
-    signature = inspect.signature(command)
-    kept = [p for name, p in signature.parameters.items() if name != "drawing"]
-    added = [
-        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=kind)
-        for name, kind, option in DRAWING
-    ]
+def option_group(name: str, make, options: list[tuple[str, type, object]]):
+    """A decorator giving ``command`` (which takes ``name``) the ``options`` in that parameter's
+    place; when it runs they are gathered into ``make(**values)``, passed as ``name``."""
 
-    @functools.wraps(command)
-    def wrapper(**options):
-        from erasectl.generation import Drawing
+    def decorate(command):
+        signature = inspect.signature(command)
+        kept = [p for key, p in signature.parameters.items() if key != name]
+        added = [
+            inspect.Parameter(key, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=kind)
+            for key, kind, option in options
+        ]
+        keys = {key for key, _, _ in options}
 
-        return command(
-            **{k: v for k, v in options.items() if k not in Drawing.__dataclass_fields__},
-            drawing=Drawing(**{name: options[name] for name, _, _ in DRAWING}),
-        )
+        @functools.wraps(command)
+        def wrapper(**values):
+            rest = {k: v for k, v in values.items() if k not in keys}
+            return command(**rest, **{name: make(**{key: values[key] for key in keys})})
 
-    wrapper.__signature__ = signature.replace(parameters=kept + added)
-    return wrapper
+        wrapper.__signature__ = signature.replace(parameters=kept + added)
+        return wrapper
 
-
-def share(name: str, value: float | None) -> float | None:
-    """A gate's limit, which is a share of images."""
-    if value is not None and not 0 <= value <= 1:
-        raise UserError(f"{name} is a share between 0 and 1, got {value}")
-    return value
+    return decorate
 
 
-def out_path(out: Path | None, stem: str) -> Path:
-    import time
+def _drawing(**values):
+    from erasectl.generation import Drawing
 
-    return out or Path("runs") / time.strftime(f"{stem}-%Y%m%d-%H%M%S")
+    return Drawing(**values)
+
+
+def _gates(**values):
+    from erasectl.evaluation.gates import Gates
+
+    return Gates(**values)
+
+
+# The gates of evaluate: each a share of images.
+GATES = [
+    ("max_erased_accuracy", float, typer.Option(None, "--max-erased-accuracy", help="Gate: fail (exit 1) if an erased model draws the concept more often.")),
+    ("min_surrounding_ratio", float, typer.Option(None, "--min-surrounding-ratio", help="Gate: fail if a held-out surrounding concept keeps less of its base accuracy.")),
+    ("max_paraphrase_accuracy", float, typer.Option(None, "--max-paraphrase-accuracy", help="Gate: fail if a paraphrase still yields the concept more often.")),
+    ("max_attack_success", float, typer.Option(None, "--max-attack-success", help="Gate: fail if an attack makes an erased model draw the concept more often (with --attack-runs, on average over the runs).")),
+]  # fmt: skip
+with_drawing = option_group("drawing", _drawing, DRAWING)
+with_gates = option_group("gates", _gates, GATES)

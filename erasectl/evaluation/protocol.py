@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from erasectl.errors import ConfigError
+from erasectl.errors import ConfigError, UserError
 
 SCHEMA_VERSION = "1.0"
 
@@ -88,3 +88,25 @@ def generic_protocol(concept: str, surrounding: list[str], paraphrases: list[str
     named = [concept, *surrounding] + ([anchor] if anchor else [])
     candidates = list(dict.fromkeys(named + [c for c in OPEN_SET if c not in {n.lower() for n in named}]))
     return Protocol(concept, surrounding, paraphrases, anchor, GENERIC_TEMPLATES, "a photo of a {}", candidates)
+
+
+def protocol_for(
+    profile,
+    concept: str,
+    surrounding: list[str] | None,
+    paraphrases: list[str] | None,
+    anchor: str | None,
+    judge: str | None,
+) -> Protocol:
+    """The protocol for a model of ``profile``: its own (the shapes world's), else the generic one,
+    for which a real model needs a real CLIP judge and named surroundings."""
+    own = profile.protocol(concept, surrounding, paraphrases, anchor, judge)
+    if own is not None:
+        return own
+    if judge is None:
+        raise UserError(
+            "a real model needs a real CLIP judge; pass --judge openai/clip-vit-large-patch14 or a local CLIP folder"
+        )
+    if not surrounding:
+        raise UserError("name the surrounding concepts with --surrounding a,b,c or --auto-surrounding K")
+    return generic_protocol(concept, surrounding, paraphrases or [], anchor)

@@ -78,7 +78,26 @@ def thumbnail_grid(records, path: Path, per_model: int = 8) -> Path:
     return path
 
 
+# The columns each table shows, in the Markdown and the HTML report alike.
+HEADLINE_COLUMNS = [
+    "model", "erased_accuracy", "surrounding_accuracy", "held_out_surrounding", "held_out_colour_accuracy",
+    "held_out_style_accuracy", "erased_outline_accuracy", "held_out_outline_accuracy", "held_out_judge_distance",
+    "held_out_ssim", "preserved_surrounding_accuracy", "preserved_surrounding",
+]  # fmt: skip
+REPLACEMENT_COLUMNS = ["model", "role", "concept", "judged_as", "shape_read", "colour_read", "style_read"]
+PER_CONCEPT_COLUMNS = [
+    "model", "role", "concept", "split", "in_prior", "accuracy", "base_accuracy", "ratio_to_base", "shape_accuracy",
+    "colour_accuracy", "base_colour_accuracy", "style_accuracy", "base_style_accuracy", "outline_accuracy",
+    "base_outline_accuracy", "judge_distance", "ssim", "clip_score", "base_clip_score",
+]  # fmt: skip
+DISTRIBUTION_COLUMNS = ["model", "over", "fid", "kid_mean", "kid_std", "n", "features"]
+TIMING_COLUMNS = ["model", "method", "steps", "wall_time_s"]
+DISTANCE_COLUMNS = ["model", "concept", "split", "distance", "accuracy", "accuracy_drop"]
+GATE_COLUMNS = ["gate", "model", "concept", "limit", "value", "passed"]
+
+
 def write_report(out: Path, metrics: dict, records, csv_text: str) -> dict[str, Path]:
+    """Every file of an evaluate run; returns their paths by kind."""
     files = {
         "metrics": write_atomically(
             out / "metrics.json", lambda tmp: tmp.write_text(json.dumps(metrics, indent=2) + "\n")
@@ -87,120 +106,62 @@ def write_report(out: Path, metrics: dict, records, csv_text: str) -> dict[str, 
         "plot": distance_plot(metrics, out / "distance_vs_accuracy.png"),
         "thumbnails": thumbnail_grid(records, out / "thumbnails.png"),
     }
-    tables = metrics["tables"]
-    protocol = metrics["protocol"]
+    files["report"] = write_atomically(out / "report.md", lambda tmp: tmp.write_text(report_markdown(metrics)))
+    files["report_html"] = write_html(out, metrics, files["plot"], files["thumbnails"])
+    return files
+
+
+def _readable(rows: list[dict]) -> list[dict]:
+    """Dictionaries in cells ("circle 0.75, ring 0.25") rather than their repr."""
+    return [
+        {k: ", ".join(f"{c} {v:.2f}" for c, v in r[k].items()) if isinstance(r.get(k), dict) else r.get(k) for k in r}
+        for r in rows
+    ]
+
+
+def report_markdown(metrics: dict) -> str:
+    tables, protocol = metrics["tables"], metrics["protocol"]
+    templates = ", ".join("`" + t + "`" for t in protocol["templates"])
+    sections = [
+        ("Erased concept against surrounding concepts", [
+            "Accuracy: the share of images the judge classifies as what the prompt names. "
+            "`surrounding_accuracy` is over the *held-out* surrounding concepts, those the erasure was not told to preserve; "
+            "the preserved ones are shown apart, since they score the preservation set against itself. "
+            "`ablation_convention_anchor_beats_concept` is Concept Ablation's measure: the share where CLIP(image, anchor) > CLIP(image, concept).",
+            *[f"**Warning:** {w}" for w in metrics.get("warnings", [])],
+        ], _markdown_table(tables["erased_vs_surrounding"], [*HEADLINE_COLUMNS, "ablation_convention_anchor_beats_concept"])),
+        ("What the judge reads instead", [
+            "For the erased concept's and its paraphrases' prompts: the share of images judged as each class"
+            " (and, where the model's world has them, as each shape, colour and style).",
+        ], _markdown_table(_readable(tables.get("replacement", [])), REPLACEMENT_COLUMNS)),
+    ]  # fmt: skip
+    if metrics.get("gates"):
+        sections.append(("Gates", [], _markdown_table(metrics["gates"], ["gate", "model", "limit", "value", "passed"])))
+    sections += [
+        ("Every prompt set, base beside erased", [], _markdown_table(tables["per_concept"], PER_CONCEPT_COLUMNS)),
+        ("Image drift and distribution distance", [
+            "Per prompt set above: `judge_distance` is 1 - cos between the judge's embeddings of the erased and the base image drawn with the same prompt and seed, "
+            "`ssim` their structural similarity in pixels (1: the same picture). Below: FID and KID (torchmetrics) between the base's and the erased model's images, on the judge's image features.",
+        ], _markdown_table(tables.get("distribution", []), DISTRIBUTION_COLUMNS)),
+        ("Attacks", [
+            "Where `--attack` was given: the share of images the erased model draws as the concept when prompted with a learned token (soft-prompt) or a searched prefix (prompt-search), beside its plain prompts and the base.",
+        ], _markdown_table(tables.get("attacks", []), ATTACK_COLUMNS)),
+        ("Erasure cost", [], _markdown_table(tables["timing"], TIMING_COLUMNS)),
+        ("Distance to the erased concept against accuracy", [], _markdown_table(tables["distance_vs_accuracy"], DISTANCE_COLUMNS)
+         + "![distance against accuracy drop](distance_vs_accuracy.png)\n"),
+        ("Thumbnails", [], "![thumbnails](thumbnails.png)\n"),
+    ]  # fmt: skip
     text = [
         f"# Erasure report: {protocol['concept']}",
         "",
         f"Judge: `{metrics['judge']}`; seeds {metrics['seeds'][0]}..{metrics['seeds'][-1]} per prompt; "
-        f"{metrics['config']['steps']} sampler steps, guidance {metrics['config']['guidance']}; "
-        f"templates: {', '.join('`' + t + '`' for t in protocol['templates'])}; zero-shot classes (the judge's candidates, open set included): {', '.join(protocol['candidates'])}.",
-        "",
-        "## Erased concept against surrounding concepts",
-        "",
-        "Accuracy: the share of images the judge classifies as what the prompt names. "
-        "`surrounding_accuracy` is over the *held-out* surrounding concepts, those the erasure was not told to preserve; "
-        "the preserved ones are shown apart, since they score the preservation set against itself. "
-        "`ablation_convention_anchor_beats_concept` is Concept Ablation's measure: the share where CLIP(image, anchor) > CLIP(image, concept).",
-        "",
-        *[f"**Warning:** {w}" for w in metrics.get("warnings", [])],
-        "",
-        _markdown_table(
-            tables["erased_vs_surrounding"],
-            [
-                "model",
-                "erased_accuracy",
-                "surrounding_accuracy",
-                "held_out_surrounding",
-                "held_out_colour_accuracy",
-                "held_out_style_accuracy",
-                "erased_outline_accuracy",
-                "held_out_outline_accuracy",
-                "held_out_judge_distance",
-                "held_out_ssim",
-                "preserved_surrounding_accuracy",
-                "preserved_surrounding",
-                "ablation_convention_anchor_beats_concept",
-            ],
-        ),
-        "## What the judge reads instead",
-        "",
-        "For the erased concept's and its paraphrases' prompts: the share of images judged as each class"
-        " (and, where the model's world has them, as each shape, colour and style).",
-        "",
-        _markdown_table(
-            [
-                {
-                    k: (", ".join(f"{c} {v:.2f}" for c, v in r[k].items()) if isinstance(r.get(k), dict) else r.get(k))
-                    for k in r
-                }
-                for r in tables.get("replacement", [])
-            ],
-            ["model", "role", "concept", "judged_as", "shape_read", "colour_read", "style_read"],
-        ),
-        "## Every prompt set, base beside erased",
-        "",
-        _markdown_table(
-            tables["per_concept"],
-            [
-                "model",
-                "role",
-                "concept",
-                "split",
-                "in_prior",
-                "accuracy",
-                "base_accuracy",
-                "ratio_to_base",
-                "shape_accuracy",
-                "colour_accuracy",
-                "base_colour_accuracy",
-                "style_accuracy",
-                "base_style_accuracy",
-                "outline_accuracy",
-                "base_outline_accuracy",
-                "judge_distance",
-                "ssim",
-                "clip_score",
-                "base_clip_score",
-            ],
-        ),
-        "## Image drift and distribution distance",
-        "",
-        "Per prompt set above: `judge_distance` is 1 - cos between the judge's embeddings of the erased and the base image drawn with the same prompt and seed, "
-        "`ssim` their structural similarity in pixels (1: the same picture). Below: FID and KID (torchmetrics) between the base's and the erased model's images, on the judge's image features.",
-        "",
-        _markdown_table(
-            tables.get("distribution", []), ["model", "over", "fid", "kid_mean", "kid_std", "n", "features"]
-        ),
-        "## Attacks",
-        "",
-        "Where `--attack` was given: the share of images the erased model draws as the concept when prompted with a learned token (soft-prompt) or a searched prefix (prompt-search), beside its plain prompts and the base.",
-        "",
-        _markdown_table(tables.get("attacks", []), ATTACK_COLUMNS),
-        "## Erasure cost",
-        "",
-        _markdown_table(tables["timing"], ["model", "method", "steps", "wall_time_s"]),
-        "## Distance to the erased concept against accuracy",
-        "",
-        _markdown_table(
-            tables["distance_vs_accuracy"], ["model", "concept", "split", "distance", "accuracy", "accuracy_drop"]
-        ),
-        "![distance against accuracy drop](distance_vs_accuracy.png)",
-        "",
-        "## Thumbnails",
-        "",
-        "![thumbnails](thumbnails.png)",
+        f"{metrics['config']['steps']} sampler steps, guidance {metrics['config']['guidance']}; templates: {templates}; "
+        f"zero-shot classes (the judge's candidates, open set included): {', '.join(protocol['candidates'])}.",
         "",
     ]
-    if metrics.get("gates"):
-        text[
-            text.index("## Every prompt set, base beside erased") : text.index(
-                "## Every prompt set, base beside erased"
-            )
-        ] = ["## Gates", "", _markdown_table(metrics["gates"], ["gate", "model", "limit", "value", "passed"])]
-    files["report"] = write_atomically(out / "report.md", lambda tmp: tmp.write_text("\n".join(text)))
-    files["report_html"] = write_html(out, metrics, files["plot"], files["thumbnails"])
-    return files
+    for title, paragraphs, table in sections:
+        text += [f"## {title}", "", *[line for p in paragraphs for line in (p, "")], table]
+    return "\n".join(text)
 
 
 def _html_table(rows: list[dict], columns: list[str]) -> str:
@@ -242,92 +203,42 @@ def write_html(out: Path, metrics: dict, plot: Path, thumbnails: Path) -> Path:
     thumbnails per prompt set, every recipe and the versions."""
     from html import escape
 
-    tables = metrics["tables"]
-    protocol = metrics["protocol"]
-    recipes = {
-        name: model["info"].get("recipe") for name, model in metrics["models"].items() if model["info"].get("recipe")
-    }
+    tables, protocol = metrics["tables"], metrics["protocol"]
+    info = {name: model["info"] for name, model in metrics["models"].items()}
+    recipes = {name: i.get("recipe") for name, i in info.items() if i.get("recipe")}
+    concept, seeds, config = escape(protocol["concept"]), metrics["seeds"], metrics["config"]
     parts = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
-        f"<title>Erasure report: {escape(protocol['concept'])}</title>",
-        "<style>body{font-family:sans-serif;margin:2em;max-width:75em}table{border-collapse:collapse;margin:1em 0}"
-        "th,td{border:1px solid #bbb;padding:.25em .6em;text-align:left}th{background:#eee}.warning{background:#fff3cd;padding:.5em}"
-        "img{max-width:100%}pre{background:#f6f6f6;padding:.5em;overflow-x:auto}</style></head><body>",
-        f"<h1>Erasure report: {escape(protocol['concept'])}</h1>",
-        f"<p>Judge <code>{escape(metrics['judge'])}</code>; seeds {metrics['seeds'][0]}..{metrics['seeds'][-1]} per prompt; "
-        f"{metrics['config']['steps']} sampler steps, guidance {metrics['config']['guidance']}; zero-shot classes (the judge's candidates, open set included): {escape(', '.join(protocol['candidates']))}.</p>",
+        f"<title>Erasure report: {concept}</title>",
+        f"<style>{STYLE}</style></head><body>",
+        f"<h1>Erasure report: {concept}</h1>",
+        f"<p>Judge <code>{escape(metrics['judge'])}</code>; seeds {seeds[0]}..{seeds[-1]} per prompt; "
+        f"{config['steps']} sampler steps, guidance {config['guidance']}; zero-shot classes (the judge's candidates, open set included): {escape(', '.join(protocol['candidates']))}.</p>",
         *[f"<p class='warning'><strong>Warning:</strong> {escape(w)}</p>" for w in metrics.get("warnings", [])],
         "<h2>Erased concept against held-out surrounding concepts</h2>",
         "<p>Surrounding accuracy is over the concepts the erasure was not told to preserve; the preserved ones are shown apart.</p>",
-        _html_table(
-            tables["erased_vs_surrounding"],
-            [
-                "model",
-                "erased_accuracy",
-                "surrounding_accuracy",
-                "held_out_surrounding",
-                "held_out_colour_accuracy",
-                "held_out_style_accuracy",
-                "erased_outline_accuracy",
-                "held_out_outline_accuracy",
-                "held_out_judge_distance",
-                "held_out_ssim",
-                "preserved_surrounding_accuracy",
-                "preserved_surrounding",
-            ],
-        ),
+        _html_table(tables["erased_vs_surrounding"], HEADLINE_COLUMNS),
     ]
     if metrics.get("gates"):
-        parts += [
-            "<h2>Gates</h2>",
-            _html_table(metrics["gates"], ["gate", "model", "concept", "limit", "value", "passed"]),
-        ]
+        parts += ["<h2>Gates</h2>", _html_table(metrics["gates"], GATE_COLUMNS)]
     parts += [
         "<h2>What the judge reads instead</h2>",
-        _html_table(
-            tables.get("replacement", []),
-            ["model", "role", "concept", "judged_as", "shape_read", "colour_read", "style_read"],
-        ),
+        _html_table(tables.get("replacement", []), REPLACEMENT_COLUMNS),
         "<h2>Every prompt set, base beside erased (shape, colour, style)</h2>",
-        _html_table(
-            tables["per_concept"],
-            [
-                "model",
-                "role",
-                "concept",
-                "split",
-                "in_prior",
-                "accuracy",
-                "base_accuracy",
-                "ratio_to_base",
-                "shape_accuracy",
-                "colour_accuracy",
-                "base_colour_accuracy",
-                "style_accuracy",
-                "base_style_accuracy",
-                "outline_accuracy",
-                "base_outline_accuracy",
-                "judge_distance",
-                "ssim",
-                "clip_score",
-                "base_clip_score",
-            ],
-        ),
+        _html_table(tables["per_concept"], PER_CONCEPT_COLUMNS),
         "<h2>Image drift from the same seeds, and distribution distance</h2>",
         "<p>judge_distance: 1 - cos between the judge's embeddings of the erased and the base image with the same prompt and seed; ssim: structural similarity in pixels (1: the same picture); "
         "per prompt set in the table above, held-out means in the headline. FID and KID (torchmetrics) on the judge's image features:</p>",
-        _html_table(tables.get("distribution", []), ["model", "over", "fid", "kid_mean", "kid_std", "n", "features"]),
+        _html_table(tables.get("distribution", []), DISTRIBUTION_COLUMNS),
         "<h2>Distance to the erased concept against accuracy</h2>",
-        _html_table(
-            tables["distance_vs_accuracy"], ["model", "concept", "split", "distance", "accuracy", "accuracy_drop"]
-        ),
+        _html_table(tables["distance_vs_accuracy"], DISTANCE_COLUMNS),
         _inline_png(plot, "distance against accuracy drop"),
         "<h2>Thumbnails: prompt sets as rows, base and each erased model side by side</h2>",
         _inline_png(thumbnails, "thumbnails"),
         "<h2>Attacks</h2>",
         _html_table(tables.get("attacks", []), ATTACK_COLUMNS),
         "<h2>Erasure cost</h2>",
-        _html_table(tables["timing"], ["model", "method", "steps", "wall_time_s"]),
+        _html_table(tables["timing"], TIMING_COLUMNS),
         "<h2>Recipes</h2>",
         *[
             f"<h3>{escape(name)}</h3><pre>{escape(json.dumps(recipe, indent=2))}</pre>"
@@ -338,6 +249,13 @@ def write_html(out: Path, metrics: dict, plot: Path, thumbnails: Path) -> Path:
         "</body></html>",
     ]
     return write_atomically(out / "report.html", lambda tmp: tmp.write_text("\n".join(parts), encoding="utf-8"))
+
+
+STYLE = (
+    "body{font-family:sans-serif;margin:2em;max-width:75em}table{border-collapse:collapse;margin:1em 0}"
+    "th,td{border:1px solid #bbb;padding:.25em .6em;text-align:left}th{background:#eee}.warning{background:#fff3cd;padding:.5em}"
+    "img{max-width:100%}pre{background:#f6f6f6;padding:.5em;overflow-x:auto}"
+)
 
 
 def write_nudity_report(out: Path, metrics: dict, per_image: list[dict]) -> dict[str, Path]:

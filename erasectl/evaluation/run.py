@@ -34,7 +34,6 @@ def evaluate(
     shape, colour and style beside what its prompt asked. ``general_prompts`` (captions such as
     COCO's) are drawn by every model for the distribution distance only."""
     from erasectl.generation import generate
-    from erasectl.provenance import versions
 
     settings = config.sampler()
     sets = protocol.prompt_sets()
@@ -68,12 +67,21 @@ def evaluate(
             count = len(prompt_set.prompts) * len(config.seeds)
             records += judge_images(judge, protocol, prompt_set, items[:count], name, attribute_reader)
             items = items[count:]
+    metrics = _metrics(models, records, protocol, judge, config, distances, infos, general, general_prompts)
+    metrics["wall_time_s"] = round(time.perf_counter() - started, 2)
+    return metrics, records
+
+
+def _metrics(models, records, protocol, judge, config, distances, infos, general, general_prompts) -> dict:
+    """metrics.json's content for the judged images (its wall time is the caller's to add)."""
+    from erasectl.provenance import versions
+
     summary = summarise(records)
     base = models[0][0]
-    drift = image_drift(records, base)
-    tables = build_tables(summary, protocol, base, distances, infos, drift)
+    tables = build_tables(summary, protocol, base, distances, infos, image_drift(records, base))
     tables["distribution"] = distribution_table(records, base, infos, general)
-    metrics = {
+    filters = {name: info.get("recipe", {}).get("anchor_filter") for name, info in infos.items() if name != base}
+    return {
         "schema_version": SCHEMA_VERSION,
         "versions": versions(),
         "judge": judge.name,
@@ -84,16 +92,9 @@ def evaluate(
         "tables": tables,
         "warnings": held_out_warnings(tables, base) + filter_warnings(infos, judge.name),
         "general_prompts": len(general_prompts),
-        "judging": {
-            "judge": judge.name,
-            "erasure_filters": {
-                name: info.get("recipe", {}).get("anchor_filter") for name, info in infos.items() if name != base
-            },
-        },
+        "judging": {"judge": judge.name, "erasure_filters": filters},
         "processes": world()[1],
-        "wall_time_s": round(time.perf_counter() - started, 2),
     }
-    return metrics, records
 
 
 def evaluate_nudity(

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from erasectl.errors import UserError
 from erasectl.evaluation.gates import Gates, check_gates
-from erasectl.evaluation.protocol import EvaluationConfig
+from erasectl.evaluation.protocol import EvaluationConfig, protocol_for
 from erasectl.generation import Drawing
 
 # progress(label, total) -> a context manager yielding update(done)
@@ -65,6 +65,7 @@ class EvaluationRequest:
 class EvaluationResult:
     metrics: dict
     files: dict[str, Path]
+    out: Path | None = None
 
     @property
     def gates(self) -> list[dict]:
@@ -89,7 +90,7 @@ def _protocol(request: EvaluationRequest, base, profile, concept: str, anchor: s
         surrounding = find_neighbours(
             base, concept, request.auto_surrounding, request.vocabulary, request.neighbour_mode, seed=request.seed
         )
-    return profile.protocol(concept, surrounding, request.paraphrases, anchor, request.judge)
+    return protocol_for(profile, concept, surrounding, request.paraphrases, anchor, request.judge)
 
 
 def prepare(request: EvaluationRequest):
@@ -112,10 +113,13 @@ def prepare(request: EvaluationRequest):
 
 
 def run_evaluation(
-    request: EvaluationRequest, out: Path, force: bool = False, progress: ProgressFactory | None = None
+    request: EvaluationRequest, out: Path | None = None, force: bool = False, progress: ProgressFactory | None = None
 ) -> EvaluationResult:
     """Draw and judge the base and every erased model, attack them if asked, check the gates and
-    write metrics.json, per_image.csv and the reports into ``out`` (the main process only)."""
+    write metrics.json, per_image.csv and the reports into ``out`` (default: runs/evaluate-<time>;
+    the main process only)."""
+    import time
+
     from erasectl.distributed import is_main_process
     from erasectl.evaluation.attacks import add_attack_rows, attack_models
     from erasectl.evaluation.judging import per_image_csv
@@ -124,7 +128,7 @@ def run_evaluation(
     from erasectl.files import check_output_dir, prepare_output_dir
     from erasectl.judge import ClipJudge
 
-    check_output_dir(out, force)
+    out = check_output_dir(out or Path("runs") / time.strftime("evaluate-%Y%m%d-%H%M%S"), force)
     bar = progress or (lambda label, total: nullcontext(lambda done: None))
     models, base, config, concept, anchor = prepare(request)
     if request.nudity_prompts is not None:
@@ -137,6 +141,7 @@ def run_evaluation(
         return EvaluationResult(
             metrics,
             write_nudity_report(prepare_output_dir(out, force), metrics, per_image) if is_main_process() else {},
+            out,
         )
     protocol = _protocol(request, base.pipeline, base.profile, concept, anchor)
     judge = ClipJudge.load(request.judge, device=request.device)
@@ -162,7 +167,7 @@ def run_evaluation(
         )
         add_attack_rows(metrics, rows)
     if not is_main_process():
-        return EvaluationResult(metrics, {})
+        return EvaluationResult(metrics, {}, out)
     metrics["gates"] = check_gates(metrics, request.gates)
     prepare_output_dir(out, force)
-    return EvaluationResult(metrics, write_report(out, metrics, records, per_image_csv(records)))
+    return EvaluationResult(metrics, write_report(out, metrics, records, per_image_csv(records)), out)

@@ -97,6 +97,91 @@ def _mean(values: list[float]) -> float | None:
     return round(sum(values) / len(values), 4) if values else None
 
 
+def _attribute(value: dict, name: str):
+    return value.get("attributes", {}).get(name, {}).get("accuracy")
+
+
+def _held_out_mean(sets: list[dict], read) -> float | None:
+    return _mean([a for a in (read(v) for v in sets) if a is not None])
+
+
+def _headline_row(model: str, sets: dict, erased_key: str, preserved: set[str], moved: dict) -> dict:
+    """One model's erased-vs-surrounding row: the held-out surroundings apart from the preserved."""
+    surrounding = [v for v in sets.values() if v["role"] == "surrounding"]
+    held_out_sets = [v for v in surrounding if split_of(v["concept"], preserved) == "held-out"]
+    kept = [v["accuracy"] for v in surrounding if split_of(v["concept"], preserved) == "preserved"]
+
+    def drifted(name: str):
+        return lambda v: moved.get(f"surrounding:{v['concept']}", {}).get(name)
+
+    return {
+        "model": model,
+        "erased_accuracy": sets[erased_key]["accuracy"],
+        "surrounding_accuracy": _mean([v["accuracy"] for v in held_out_sets]),
+        "held_out_surrounding": len(held_out_sets),
+        "preserved_surrounding_accuracy": _mean(kept),
+        "preserved_surrounding": len(kept),
+        "held_out_colour_accuracy": _held_out_mean(held_out_sets, lambda v: _attribute(v, "colour")),
+        "held_out_style_accuracy": _held_out_mean(held_out_sets, lambda v: _attribute(v, "style")),
+        # the shapes world's second reading: the shape by its outline, not the judge
+        "erased_outline_accuracy": _attribute(sets[erased_key], "outline"),
+        "held_out_outline_accuracy": _held_out_mean(held_out_sets, lambda v: _attribute(v, "outline")),
+        "held_out_judge_distance": _held_out_mean(held_out_sets, drifted("judge_distance")),
+        "held_out_ssim": _held_out_mean(held_out_sets, drifted("ssim")),
+        "ablation_convention_anchor_beats_concept": sets[erased_key].get("ablation_convention_anchor_beats_concept"),
+    }
+
+
+def _concept_row(
+    model: str, base: str, key: str, value: dict, base_value: dict, moved: dict, preserved: set[str], in_prior: set[str]
+) -> dict:
+    """One model's row for one prompt set, beside the base's figures."""
+    ratio = round(value["accuracy"] / base_value["accuracy"], 4) if base_value["accuracy"] else None
+    row = {
+        "model": model, "role": value["role"], "concept": value["concept"], "accuracy": value["accuracy"],
+        "base_accuracy": base_value["accuracy"], "ratio_to_base": ratio, "clip_score": value["clip_score"],
+        "base_clip_score": base_value["clip_score"],
+    }  # fmt: skip
+    if key in moved:
+        row.update(moved[key])
+    if "attributes" in value:
+        for name in ("shape", "colour", "style", "outline"):
+            row[f"{name}_accuracy"] = _attribute(value, name)
+            row[f"base_{name}_accuracy"] = _attribute(base_value, name)
+    if value["role"] == "surrounding" and model != base:
+        row["split"] = split_of(value["concept"], preserved)
+        if in_prior:
+            # held out from what was named, but its words are in the automatic prior
+            row["in_prior"] = set(value["concept"].lower().split()) <= in_prior
+    return row
+
+
+def _replacement_row(model: str, value: dict) -> dict:
+    """What an erased or paraphrase prompt set was drawn as instead."""
+    reads = {f"{name}_read": a["read"] for name, a in value.get("attributes", {}).items()}
+    return {
+        "model": model,
+        "role": value["role"],
+        "concept": value["concept"],
+        "judged_as": value["judged_as"],
+        **reads,
+    }
+
+
+def _distance_rows(
+    model: str, base: str, summary: dict, distances: dict[str, float], preserved: set[str]
+) -> list[dict]:
+    rows = []
+    for concept, distance in distances.items():
+        key = f"surrounding:{concept}"
+        accuracy, base_accuracy = summary[model][key]["accuracy"], summary[base][key]["accuracy"]
+        rows.append({
+            "model": model, "concept": concept, "split": split_of(concept, preserved), "distance": distance,
+            "accuracy": accuracy, "accuracy_drop": round(base_accuracy - accuracy, 4),
+        })  # fmt: skip
+    return rows
+
+
 def build_tables(
     summary: dict, protocol: Protocol, base: str, distances: dict[str, float], infos: dict, drift: dict | None = None
 ) -> dict:
@@ -105,127 +190,24 @@ def build_tables(
     surrounding figure and the gates read the held-out ones only, since a preserved concept
     scoring itself says nothing about collateral damage."""
     erased_key = f"erased:{protocol.concept}"
-    tables = {
-        "erased_vs_surrounding": [],
-        "per_concept": [],
-        "timing": [],
-        "distance_vs_accuracy": [],
-        "replacement": [],
-    }
-
-    def attribute(value: dict, name: str):
-        return value.get("attributes", {}).get(name, {}).get("accuracy")
-
+    names = ("erased_vs_surrounding", "per_concept", "timing", "distance_vs_accuracy", "replacement")
+    tables: dict[str, list] = {name: [] for name in names}
     drift = drift or {}
     for model, sets in summary.items():
         moved = drift.get(model, {})
         preserved = preserved_concepts(infos.get(model, {}))
         in_prior = prior_words(infos.get(model, {}))
-        held_out_sets = [
-            v for v in sets.values() if v["role"] == "surrounding" and split_of(v["concept"], preserved) == "held-out"
-        ]
-        held_out = [v["accuracy"] for v in held_out_sets]
-        kept = [
-            v["accuracy"]
-            for v in sets.values()
-            if v["role"] == "surrounding" and split_of(v["concept"], preserved) == "preserved"
-        ]
-        tables["erased_vs_surrounding"].append(
-            {
-                "model": model,
-                "erased_accuracy": sets[erased_key]["accuracy"],
-                "surrounding_accuracy": _mean(held_out),
-                "held_out_surrounding": len(held_out),
-                "preserved_surrounding_accuracy": _mean(kept),
-                "preserved_surrounding": len(kept),
-                "held_out_colour_accuracy": _mean(
-                    [a for a in (attribute(v, "colour") for v in held_out_sets) if a is not None]
-                ),
-                "held_out_style_accuracy": _mean(
-                    [a for a in (attribute(v, "style") for v in held_out_sets) if a is not None]
-                ),
-                # the shapes world's second reading: the shape by its outline, not the judge
-                "erased_outline_accuracy": attribute(sets[erased_key], "outline"),
-                "held_out_outline_accuracy": _mean(
-                    [a for a in (attribute(v, "outline") for v in held_out_sets) if a is not None]
-                ),
-                "held_out_judge_distance": _mean(
-                    [
-                        moved[f"surrounding:{v['concept']}"]["judge_distance"]
-                        for v in held_out_sets
-                        if f"surrounding:{v['concept']}" in moved
-                    ]
-                ),
-                "held_out_ssim": _mean(
-                    [
-                        moved[f"surrounding:{v['concept']}"]["ssim"]
-                        for v in held_out_sets
-                        if f"surrounding:{v['concept']}" in moved
-                    ]
-                ),
-                "ablation_convention_anchor_beats_concept": sets[erased_key].get(
-                    "ablation_convention_anchor_beats_concept"
-                ),
-            }
-        )
+        tables["erased_vs_surrounding"].append(_headline_row(model, sets, erased_key, preserved, moved))
         for key, value in sets.items():
-            base_value = summary[base][key]
-            row = {
-                "model": model,
-                "role": value["role"],
-                "concept": value["concept"],
-                "accuracy": value["accuracy"],
-                "base_accuracy": base_value["accuracy"],
-                "ratio_to_base": round(value["accuracy"] / base_value["accuracy"], 4)
-                if base_value["accuracy"]
-                else None,
-                "clip_score": value["clip_score"],
-                "base_clip_score": base_value["clip_score"],
-            }
-            if key in moved:
-                row.update(moved[key])
-            if "attributes" in value:
-                for name in ("shape", "colour", "style", "outline"):
-                    row[f"{name}_accuracy"] = attribute(value, name)
-                    row[f"base_{name}_accuracy"] = attribute(base_value, name)
+            row = _concept_row(model, base, key, value, summary[base][key], moved, preserved, in_prior)
             if value["role"] in ("erased", "paraphrase"):
-                tables["replacement"].append(
-                    {
-                        "model": model,
-                        "role": value["role"],
-                        "concept": value["concept"],
-                        "judged_as": value["judged_as"],
-                        **{f"{name}_read": a["read"] for name, a in value.get("attributes", {}).items()},
-                    }
-                )
-            if value["role"] == "surrounding" and model != base:
-                row["split"] = split_of(value["concept"], preserved)
-                if in_prior:
-                    # held out from what was named, but its words are in the automatic prior
-                    row["in_prior"] = set(value["concept"].lower().split()) <= in_prior
+                tables["replacement"].append(_replacement_row(model, value))
             tables["per_concept"].append(row)
         if model != base:
             recipe = infos[model].get("recipe", {})
-            tables["timing"].append(
-                {
-                    "model": model,
-                    "method": recipe.get("method"),
-                    "steps": recipe.get("steps"),
-                    "wall_time_s": recipe.get("wall_time_s"),
-                }
-            )
-            for concept, distance in distances.items():
-                key = f"surrounding:{concept}"
-                tables["distance_vs_accuracy"].append(
-                    {
-                        "model": model,
-                        "concept": concept,
-                        "split": split_of(concept, preserved),
-                        "distance": distance,
-                        "accuracy": sets[key]["accuracy"],
-                        "accuracy_drop": round(summary[base][key]["accuracy"] - sets[key]["accuracy"], 4),
-                    }
-                )
+            timing = {k: recipe.get(k) for k in ("method", "steps", "wall_time_s")}
+            tables["timing"].append({"model": model, **timing})
+            tables["distance_vs_accuracy"] += _distance_rows(model, base, summary, distances, preserved)
     return tables
 
 

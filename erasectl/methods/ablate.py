@@ -184,79 +184,92 @@ def erase(
         optimizer = torch.optim.Adam(model.trained.values(), lr=config.lr)
         hook = StepHook(control, config, model.trained, optimizer, generator)
         start, losses, extras = hook.resume()
-        if "anchor_latents" in extras:
-            anchor_latents, which_t = extras["anchor_latents"], extras["anchor_prompt_index"]
-            kept_info = {"anchor_images": config.anchor_images, "anchor_images_kept": len(which_t)}
-        else:
-            unet.eval()
-            anchor_latents, which = generate_anchor_latents(pipeline, anchor_prompts, config)
-            kept_info = {"anchor_images": len(which)}
-            if keep_anchor is not None:
-                kept_info["anchor_filter"] = getattr(keep_anchor, "judge_name", "a filter")
-                mask = keep_anchor(anchor_latents)
-                if int(mask.sum()) == 0:
-                    raise UserError("every anchor image shows the concept; choose another --anchor")
-                anchor_latents = anchor_latents[mask]
-                which = [w for w, keep in zip(which, mask.tolist()) if keep]
-                kept_info["anchor_images_kept"] = len(which)
-            which_t = torch.tensor(which)
+        anchor_latents, which_t, kept_info = _anchor_data(pipeline, anchor_prompts, config, keep_anchor, extras)
         unet.train()
-        concept_embeds = encode_prompts(pipeline, concept_prompts)
-        anchor_embeds = encode_prompts(pipeline, anchor_prompts)
-        preserved = encode_prompts(pipeline, preserve_prompts) if preserve_prompts else None
-        unconditional = encode_prompts(pipeline, [""]) if preserve_prompts else None
-        train_steps = noising.config.num_train_timesteps
+        embeds = {
+            "concept": encode_prompts(pipeline, concept_prompts),
+            "anchor": encode_prompts(pipeline, anchor_prompts),
+            "preserved": encode_prompts(pipeline, preserve_prompts) if preserve_prompts else None,
+            "unconditional": encode_prompts(pipeline, [""]) if preserve_prompts else None,
+        }
         for step in range(start, config.steps):
-            pick = torch.randint(0, len(which_t), (config.batch_size,), generator=generator)
-            clean = anchor_latents[pick]
-            noise = torch.randn(clean.shape, generator=generator).to(clean.device)
-            timesteps = torch.randint(0, train_steps, (len(pick),), generator=generator).to(clean.device)
-            part = batch_part(len(pick))  # this process's part under data parallelism; all of it in one process
-            clean, noise, timesteps = clean[part], noise[part], timesteps[part]
-            noisy = noising.add_noise(clean, noise, timesteps)
-            concept_hidden = concept_embeds[which_t[pick[part]]]
-            anchor_hidden = anchor_embeds[which_t[pick[part]]]
-            if config.target == "model":
-                if config.away:
-                    anchor_eps, concept_eps = unet_calls(
-                        model.frozen, noisy, timesteps, [anchor_hidden, concept_hidden]
-                    )
-                else:
-                    anchor_eps, concept_eps = model.frozen(noisy, timesteps, anchor_hidden), None
-                target = model_target(anchor_eps, concept_eps, config.away)
-                loss = distance(model(noisy, timesteps, concept_hidden).float(), target, config.loss)
-            else:
-                target = noise_target(noising, clean, noise, timesteps).float()
-                prediction, anchor_prediction = unet_calls(model, noisy, timesteps, [concept_hidden, anchor_hidden])
-                loss = distance(prediction.float(), target, config.loss) + distance(
-                    anchor_prediction.float(), target, config.loss
-                )
-            if preserved is not None:
-                keep = [
-                    (
-                        config.preserve_weight,
-                        preserved[torch.randint(0, len(preserved), (len(pick),), generator=generator)][part],
-                    )
-                ]
-                if config.preserve_unconditional > 0:
-                    keep.append((config.preserve_unconditional, unconditional.expand(len(noisy), -1, -1)))
-                conditions = [h for _, h in keep]
-                kept, reference = (
-                    unet_calls(model, noisy, timesteps, conditions),
-                    unet_calls(model.frozen, noisy, timesteps, conditions),
-                )
-                for (weight, _), prediction, frozen in zip(keep, kept, reference):
-                    loss = loss + weight * distance(prediction.float(), frozen.float(), config.loss)
-            hook.finish_step(
-                loss,
-                step,
-                losses,
-                progress,
-                {"anchor_latents": anchor_latents, "anchor_prompt_index": which_t},
-                share=len(noisy) / len(pick),
-            )
+            loss, share = _loss(model, noising, anchor_latents, which_t, embeds, config, generator)
+            data = {"anchor_latents": anchor_latents, "anchor_prompt_index": which_t}
+            hook.finish_step(loss, step, losses, progress, data, share=share)
         erased, base = model.checkpoint_tensors()
     return ErasureResult(erased, base, losses, watch.seconds(), kept_info)
+
+
+def _anchor_data(pipeline, anchor_prompts: list[str], config: AblateConfig, keep_anchor, extras: dict):
+    """The anchor latents to train on, the anchor prompt of each, and what to record of them:
+    from a resumed state, or drawn by the base model (and filtered by ``keep_anchor``)."""
+    if "anchor_latents" in extras:
+        which_t = extras["anchor_prompt_index"]
+        return (
+            extras["anchor_latents"],
+            which_t,
+            {"anchor_images": config.anchor_images, "anchor_images_kept": len(which_t)},
+        )
+    pipeline.unet.eval()
+    anchor_latents, which = generate_anchor_latents(pipeline, anchor_prompts, config)
+    kept_info = {"anchor_images": len(which)}
+    if keep_anchor is not None:
+        kept_info["anchor_filter"] = getattr(keep_anchor, "judge_name", "a filter")
+        mask = keep_anchor(anchor_latents)
+        if int(mask.sum()) == 0:
+            raise UserError("every anchor image shows the concept; choose another --anchor")
+        anchor_latents = anchor_latents[mask]
+        which = [w for w, keep in zip(which, mask.tolist()) if keep]
+        kept_info["anchor_images_kept"] = len(which)
+    return anchor_latents, torch.tensor(which), kept_info
+
+
+def _loss(
+    model, noising, anchor_latents, which_t, embeds: dict, config: AblateConfig, generator
+) -> tuple[torch.Tensor, float]:
+    """One iteration's loss on a batch of noised anchor latents, and this process's share of the batch."""
+    pick = torch.randint(0, len(which_t), (config.batch_size,), generator=generator)
+    clean = anchor_latents[pick]
+    noise = torch.randn(clean.shape, generator=generator).to(clean.device)
+    timesteps = torch.randint(0, noising.config.num_train_timesteps, (len(pick),), generator=generator).to(clean.device)
+    part = batch_part(len(pick))  # this process's part under data parallelism; all of it in one process
+    clean, noise, timesteps = clean[part], noise[part], timesteps[part]
+    noisy = noising.add_noise(clean, noise, timesteps)
+    concept_hidden, anchor_hidden = embeds["concept"][which_t[pick[part]]], embeds["anchor"][which_t[pick[part]]]
+    if config.target == "model":
+        if config.away:
+            anchor_eps, concept_eps = unet_calls(model.frozen, noisy, timesteps, [anchor_hidden, concept_hidden])
+        else:
+            anchor_eps, concept_eps = model.frozen(noisy, timesteps, anchor_hidden), None
+        target = model_target(anchor_eps, concept_eps, config.away)
+        loss = distance(model(noisy, timesteps, concept_hidden).float(), target, config.loss)
+    else:
+        target = noise_target(noising, clean, noise, timesteps).float()
+        prediction, anchor_prediction = unet_calls(model, noisy, timesteps, [concept_hidden, anchor_hidden])
+        loss = distance(prediction.float(), target, config.loss) + distance(
+            anchor_prediction.float(), target, config.loss
+        )
+    if embeds["preserved"] is not None:
+        loss = _preservation(loss, model, noisy, timesteps, embeds, config, generator, len(pick), part)
+    return loss, len(noisy) / len(pick)
+
+
+def _preservation(
+    loss: torch.Tensor, model, noisy, timesteps, embeds: dict, config: AblateConfig, generator, batch: int, part: slice
+) -> torch.Tensor:
+    """``loss`` plus the terms keeping the preserved prompts' (and the empty prompt's) predictions at the frozen model's."""
+    preserved = embeds["preserved"]
+    keep = [(config.preserve_weight, preserved[torch.randint(0, len(preserved), (batch,), generator=generator)][part])]
+    if config.preserve_unconditional > 0:
+        keep.append((config.preserve_unconditional, embeds["unconditional"].expand(len(noisy), -1, -1)))
+    conditions = [h for _, h in keep]
+    kept, reference = (
+        unet_calls(model, noisy, timesteps, conditions),
+        unet_calls(model.frozen, noisy, timesteps, conditions),
+    )
+    for (weight, _), prediction, frozen in zip(keep, kept, reference):
+        loss = loss + weight * distance(prediction.float(), frozen.float(), config.loss)
+    return loss
 
 
 class Ablate(Method):

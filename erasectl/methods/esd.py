@@ -214,140 +214,180 @@ def erase(
 def _train(
     pipeline, unet, config, prompts, progress, preserve_prompts, control, shortcuts, generator, watch, adversary=None
 ) -> ErasureResult:
-    device = unet.device
-    model = trained_model(pipeline, config.parameter_group, UNET_GROUPS)
-    # The trained model's own text conditioning: through the trained encoders (with gradients) when
-    # they are what is trained, else the frozen encodings below.
-    encode_trained = differentiable_conditioning if model.trains_text else encode_prompts
-    if not shortcuts.group_gradients_only:
-        unet.requires_grad_(True)  # autograd through every weight; only the group is stepped
-    if not shortcuts.fused_attention:
-        from diffusers.models.attention_processor import AttnProcessor
+    training = _Training(pipeline, unet, config, prompts, preserve_prompts, control, shortcuts, generator, adversary)
+    return training.run(progress, watch)
 
-        previous_processors = unet.attn_processors
-        unet.set_attn_processor(AttnProcessor())
-    optimizer = torch.optim.Adam(model.trained.values(), lr=config.lr)
-    conditional = encode_prompts(pipeline, prompts)
-    unconditional = encode_prompts(pipeline, [""])
-    preserved = encode_prompts(pipeline, preserve_prompts) if preserve_prompts else None
-    # faithful: the model's own sampler, as the authors' script; otherwise DDIM from the same config
-    scheduler = sampling_scheduler(pipeline, config.ddim_steps, "own" if config.mode == "faithful" else "ddim")
-    latent_shape = (unet.config.in_channels, unet.config.sample_size, unet.config.sample_size)
-    hook = StepHook(control, config, model.trained, optimizer, generator)
-    start, losses, extras = hook.resume()
-    bank_states, bank_prompts = extras.get("bank_states"), extras.get("bank_prompts")
-    if adversary is not None:
-        adversary.restore(extras)
 
-    def draw(size: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+class _Training:
+    """One ESD training run: its frozen encodings, sampler and state, and one method per phase of
+    an iteration. The random draws come from ``generator`` in a fixed order, so a run is repeatable."""
+
+    def __init__(self, pipeline, unet, config, prompts, preserve_prompts, control, shortcuts, generator, adversary):
+        self.pipeline, self.unet, self.config, self.prompts = pipeline, unet, config, prompts
+        self.preserve_prompts, self.shortcuts, self.generator, self.adversary = (
+            preserve_prompts,
+            shortcuts,
+            generator,
+            adversary,
+        )
+        self.device = unet.device
+        self.model = trained_model(pipeline, config.parameter_group, UNET_GROUPS)
+        # The trained model's own text conditioning: through the trained encoders (with gradients) when
+        # they are what is trained, else the frozen encodings below.
+        self.encode_trained = differentiable_conditioning if self.model.trains_text else encode_prompts
+        if not shortcuts.group_gradients_only:
+            unet.requires_grad_(True)  # autograd through every weight; only the group is stepped
+        self.previous_processors = None
+        if not shortcuts.fused_attention:
+            from diffusers.models.attention_processor import AttnProcessor
+
+            self.previous_processors = unet.attn_processors
+            unet.set_attn_processor(AttnProcessor())
+        self.optimizer = torch.optim.Adam(self.model.trained.values(), lr=config.lr)
+        self.conditional = encode_prompts(pipeline, prompts)
+        self.unconditional = encode_prompts(pipeline, [""])
+        self.preserved = encode_prompts(pipeline, preserve_prompts) if preserve_prompts else None
+        # faithful: the model's own sampler, as the authors' script; otherwise DDIM from the same config
+        self.scheduler = sampling_scheduler(pipeline, config.ddim_steps, "own" if config.mode == "faithful" else "ddim")
+        self.latent_shape = (unet.config.in_channels, unet.config.sample_size, unet.config.sample_size)
+        self.hook = StepHook(control, config, self.model.trained, self.optimizer, generator)
+        self.start, self.losses, extras = self.hook.resume()
+        self.bank_states, self.bank_prompts = extras.get("bank_states"), extras.get("bank_prompts")
+        if adversary is not None:
+            adversary.restore(extras)
+
+    def draw(self, size: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One iteration's x_t, their timesteps and prompt indices (all processes' samples): a batch,
         or ``size`` samples (faithful mode: always one)."""
+        config, generator, model = self.config, self.generator, self.model
         size = size or config.batch_size
         if config.mode == "faithful":
-            which = torch.randint(0, len(prompts), (1,), generator=generator)
+            which = torch.randint(0, len(self.prompts), (1,), generator=generator)
             stop = int(torch.randint(0, config.ddim_steps, (1,), generator=generator))
-            noise = torch.randn((1, *latent_shape), generator=generator).to(device)
+            noise = torch.randn((1, *self.latent_shape), generator=generator).to(self.device)
             latents, timesteps = faithful_state(
-                model.frozen, scheduler, noise, conditional[which], unconditional, config.start_guidance, stop
+                model.frozen,
+                self.scheduler,
+                noise,
+                self.conditional[which],
+                self.unconditional,
+                config.start_guidance,
+                stop,
             )
-            return latents, timesteps.to(device), which
-        if not shortcuts.reuse_trajectories:
-            which = torch.randint(0, len(prompts), (size,), generator=generator)
+            return latents, timesteps.to(self.device), which
+        if not self.shortcuts.reuse_trajectories:
+            which = torch.randint(0, len(self.prompts), (size,), generator=generator)
             stops = torch.randint(0, config.ddim_steps, (size,), generator=generator)
-            noise = torch.randn((size, *latent_shape), generator=generator).to(device)
-            unet.eval()
+            noise = torch.randn((size, *self.latent_shape), generator=generator).to(self.device)
+            self.unet.eval()
+            conditions = self.conditional[which]
             latents = _sample_states(
-                model, scheduler, noise, conditional[which], unconditional, config.start_guidance, stops
+                model, self.scheduler, noise, conditions, self.unconditional, config.start_guidance, stops
             )
-            unet.train()
-            return latents, scheduler.timesteps[stops].to(device), which
+            self.unet.train()
+            return latents, self.scheduler.timesteps[stops].to(self.device), which
         pick_step = torch.randint(0, config.ddim_steps, (size,), generator=generator)
         pick_traj = torch.randint(0, config.batch_size, (size,), generator=generator)
-        return bank_states[pick_step, pick_traj], scheduler.timesteps[pick_step].to(device), bank_prompts[pick_traj]
+        timesteps = self.scheduler.timesteps[pick_step].to(self.device)
+        return self.bank_states[pick_step, pick_traj], timesteps, self.bank_prompts[pick_traj]
 
-    def fresh_states(count: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, float]:
+    def fresh_states(self, count: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, float]:
         """``count`` new x_t for the adversary (0: a batch), this process's part: states, timesteps,
         prompt indices, the frozen model's prediction for each state's concept prompt, and this
         process's share of them (a process may have none)."""
-        latents, timesteps, which = draw(count)
+        latents, timesteps, which = self.draw(count)
         drawn = len(latents)
         part = batch_part(drawn)
         latents, timesteps, which = latents[part], timesteps[part], which[part]
         with torch.no_grad():
+            frozen = self.model.frozen
             prediction = (
-                model.frozen(latents, timesteps, conditional[which]) if len(latents) else torch.zeros_like(latents)
+                frozen(latents, timesteps, self.conditional[which]) if len(latents) else torch.zeros_like(latents)
             )
         return latents, timesteps, which, prediction, len(latents) / drawn
 
-    try:
-        unet.train()
-        for step in range(start, config.steps):
-            if shortcuts.reuse_trajectories and config.mode != "faithful" and step % config.trajectory_reuse == 0:
-                bank_prompts = torch.randint(0, len(prompts), (config.batch_size,), generator=generator)
-                noise = torch.randn((config.batch_size, *latent_shape), generator=generator).to(device)
-                part = batch_part(config.batch_size)  # each process samples its part of the bank
-                unet.eval()
-                states, _ = sample_trajectory(
-                    model,
-                    scheduler,
-                    noise[part],
-                    conditional[bank_prompts[part]],
-                    unconditional,
-                    config.start_guidance,
-                    stop=config.ddim_steps - 1,
-                )
-                unet.train()
-                bank_states = gather_parts(
-                    torch.stack(states), dim=1
-                )  # (steps, batch, ...): the state entering each step
+    def refresh_bank(self) -> None:
+        """A new bank of DDIM trajectories (fast mode), each process sampling its part of it."""
+        config, generator = self.config, self.generator
+        self.bank_prompts = torch.randint(0, len(self.prompts), (config.batch_size,), generator=generator)
+        noise = torch.randn((config.batch_size, *self.latent_shape), generator=generator).to(self.device)
+        part = batch_part(config.batch_size)
+        self.unet.eval()
+        conditions = self.conditional[self.bank_prompts[part]]
+        states, _ = sample_trajectory(
+            self.model,
+            self.scheduler,
+            noise[part],
+            conditions,
+            self.unconditional,
+            config.start_guidance,
+            stop=config.ddim_steps - 1,
+        )
+        self.unet.train()
+        self.bank_states = gather_parts(torch.stack(states), dim=1)  # (steps, batch, ...): the state entering each step
 
-            latents, timesteps, which = draw()
-            hidden = conditional[which]
-            batch = latents.shape[0]
-            part = batch_part(batch)  # this process's part under data parallelism; all of it in one process
-            latents, timesteps, hidden, which = latents[part], timesteps[part], hidden[part], which[part]
-            uncond = unconditional.expand(len(latents), -1, -1)
-            # Frozen predictions: the concept's and the unconditional one (the target's), then the
-            # preserved prompts'. Each kept term: (weight, its prompts, its frozen condition's
-            # index); the unconditional one reuses the target's, computed once.
-            conditions, keep = [hidden, uncond], []
-            if config.preserve_unconditional > 0:
-                keep.append((config.preserve_unconditional, [""], 1))
-            if preserved is not None:
-                pick = torch.randint(0, len(preserved), (batch,), generator=generator)[part]
-                keep.append((config.preserve_weight, [preserve_prompts[i] for i in pick.tolist()], len(conditions)))
-                conditions.append(preserved[pick])
-            batched = shortcuts.batched_calls
-            frozen = unet_calls(model.frozen, latents, timesteps, conditions, batched)
-            target = guidance_target(frozen[0], frozen[1], config.negative_guidance)
-            trained_prompts = None
-            if adversary is not None:  # robust training: the adversarial prompts as the trained condition
-                sample_ids = (torch.arange(batch) + step * batch)[part].tolist()  # each sample's place in the run
-                trained_prompts = adversary.trained_prompts(
-                    step, model, latents, timesteps, which.tolist(), sample_ids, frozen[0], batch, fresh_states
-                )
-            if trained_prompts is None and model.trains_text:
-                trained_prompts = [prompts[i] for i in which.tolist()]
-            trained_hidden = hidden if trained_prompts is None else encode_trained(pipeline, trained_prompts)
-            kept_hidden = [
-                encode_trained(pipeline, p).expand(len(conditions[i]), -1, -1) if model.trains_text else conditions[i]
-                for _, p, i in keep
-            ]
-            trained = unet_calls(model, latents, timesteps, [trained_hidden, *kept_hidden], batched)
-            loss = distance(trained[0].float(), target, config.loss)
-            for (weight, _, index), prediction in zip(keep, trained[1:]):
-                loss = loss + weight * distance(prediction.float(), frozen[index].float(), config.loss)
-            extras = {
-                "bank_states": bank_states,
-                "bank_prompts": bank_prompts,
-                **(adversary.state() if adversary is not None else {}),
-            }
-            hook.finish_step(loss, step, losses, progress, extras, share=len(latents) / batch)
-    finally:
-        if not shortcuts.fused_attention:
-            unet.set_attn_processor(previous_processors)
-    erased, base = model.checkpoint_tensors()
-    return ErasureResult(erased, base, losses, watch.seconds())
+    def frozen_terms(self, latents, timesteps, hidden, batch: int, part: slice) -> tuple[list, list, list]:
+        """The frozen predictions: the concept's and the unconditional one (the target's), then the
+        preserved prompts'; and each kept term as (weight, its prompts, its frozen condition's index),
+        the unconditional one reusing the target's, computed once."""
+        config = self.config
+        conditions, keep = [hidden, self.unconditional.expand(len(latents), -1, -1)], []
+        if config.preserve_unconditional > 0:
+            keep.append((config.preserve_unconditional, [""], 1))
+        if self.preserved is not None:
+            pick = torch.randint(0, len(self.preserved), (batch,), generator=self.generator)[part]
+            keep.append((config.preserve_weight, [self.preserve_prompts[i] for i in pick.tolist()], len(conditions)))
+            conditions.append(self.preserved[pick])
+        frozen = unet_calls(self.model.frozen, latents, timesteps, conditions, self.shortcuts.batched_calls)
+        return conditions, keep, frozen
+
+    def loss(self, step: int) -> tuple[torch.Tensor, float]:
+        """One iteration's loss and this process's share of its batch."""
+        model, config = self.model, self.config
+        latents, timesteps, which = self.draw()
+        hidden = self.conditional[which]
+        batch = latents.shape[0]
+        part = batch_part(batch)  # this process's part under data parallelism; all of it in one process
+        latents, timesteps, hidden, which = latents[part], timesteps[part], hidden[part], which[part]
+        conditions, keep, frozen = self.frozen_terms(latents, timesteps, hidden, batch, part)
+        target = guidance_target(frozen[0], frozen[1], config.negative_guidance)
+        trained_prompts = None
+        if self.adversary is not None:  # robust training: the adversarial prompts as the trained condition
+            sample_ids = (torch.arange(batch) + step * batch)[part].tolist()  # each sample's place in the run
+            trained_prompts = self.adversary.trained_prompts(
+                step, model, latents, timesteps, which.tolist(), sample_ids, frozen[0], batch, self.fresh_states
+            )
+        if trained_prompts is None and model.trains_text:
+            trained_prompts = [self.prompts[i] for i in which.tolist()]
+        trained_hidden = hidden if trained_prompts is None else self.encode_trained(self.pipeline, trained_prompts)
+        kept_hidden = [
+            self.encode_trained(self.pipeline, p).expand(len(conditions[i]), -1, -1)
+            if model.trains_text
+            else conditions[i]
+            for _, p, i in keep
+        ]
+        trained = unet_calls(model, latents, timesteps, [trained_hidden, *kept_hidden], self.shortcuts.batched_calls)
+        loss = distance(trained[0].float(), target, config.loss)
+        for (weight, _, index), prediction in zip(keep, trained[1:]):
+            loss = loss + weight * distance(prediction.float(), frozen[index].float(), config.loss)
+        return loss, len(latents) / batch
+
+    def run(self, progress, watch) -> ErasureResult:
+        config, shortcuts = self.config, self.shortcuts
+        try:
+            self.unet.train()
+            for step in range(self.start, config.steps):
+                if shortcuts.reuse_trajectories and config.mode != "faithful" and step % config.trajectory_reuse == 0:
+                    self.refresh_bank()
+                loss, share = self.loss(step)
+                adversary = self.adversary.state() if self.adversary is not None else {}
+                extras = {"bank_states": self.bank_states, "bank_prompts": self.bank_prompts, **adversary}
+                self.hook.finish_step(loss, step, self.losses, progress, extras, share=share)
+        finally:
+            if self.previous_processors is not None:
+                self.unet.set_attn_processor(self.previous_processors)
+        erased, base = self.model.checkpoint_tensors()
+        return ErasureResult(erased, base, self.losses, watch.seconds())
 
 
 class ESD(Method):
