@@ -1,14 +1,43 @@
-"""Closed-form UCE on the embedded model: erases in seconds, keeps what it preserves."""
+"""UCE: the closed form, its positions and guides, and what it erases on the embedded world (its rows against the authors' script: tests/test_reference.py)."""
 
 import time
 
 import pytest
+import torch
 
 from erasectl.erasure import ErasureRequest, build_config, erase_concepts
+from erasectl.methods.uce import UCEConfig, aligned_guide_position, closed_form
 from erasectl.models import load_pipeline
 from erasectl.world.judging import shape_report
 from erasectl.world.profile import WorldProfile
 from erasectl.world.vocabulary import SHAPES
+
+
+def test_uce_closed_form_maps_concepts_to_targets_and_keeps_preserved_outputs():
+    generator = torch.Generator().manual_seed(3)
+    w0 = torch.randn(16, 32, generator=generator, dtype=torch.float64)
+    erase = torch.randn(3, 32, generator=generator, dtype=torch.float64)
+    targets = torch.randn(3, 16, generator=generator, dtype=torch.float64)
+    preserve = torch.randn(5, 32, generator=generator, dtype=torch.float64)
+    config = UCEConfig(erase_scale=1e6, preserve_scale=1e6, lamb=1e-3)
+    edited = closed_form(w0, erase, targets, preserve, config)
+    torch.testing.assert_close(erase @ edited.T, targets, rtol=0, atol=1e-4)
+    torch.testing.assert_close(preserve @ edited.T, preserve @ w0.T, rtol=0, atol=1e-4)
+    # lam alone: nothing to edit leaves W0
+    torch.testing.assert_close(closed_form(w0, erase, erase @ w0.T, None, UCEConfig(lamb=0.5)), w0)
+
+
+def test_uce_guide_positions_align_from_the_end():
+    # concept "grumpy cat" at [3, 5) of "a photo of grumpy cat" (BOS at 0), end token at 5
+    start, end, length = 3, 5, 77
+    # a longer guide "garfield the cat" [3, 6): last meets last, the one before meets the one before
+    assert [aligned_guide_position(p, start, end, 6, length) for p in (3, 4, 5, 6)] == [4, 5, 6, 7]
+    # a shorter guide "cat" [3, 4): both concept tokens meet it; the end token meets the end token
+    assert [aligned_guide_position(p, start, end, 4, length) for p in (3, 4, 5)] == [3, 3, 4]
+    # the empty guide: the token before it (the start token of a bare prompt, as the authors' script)
+    assert aligned_guide_position(1, 1, 2, 1, length) == 0
+    assert aligned_guide_position(76, start, end, 6, length) == 76
+
 
 SEEDS = list(range(200, 204))
 

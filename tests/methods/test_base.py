@@ -138,7 +138,7 @@ def test_the_settings_page_is_made_from_the_declarations():
 
     from erasectl.cli.defaults import settings_markdown
 
-    page = Path(__file__).resolve().parent.parent / "docs" / "settings.md"
+    page = Path(__file__).resolve().parents[2] / "docs" / "settings.md"
     assert page.read_text() == settings_markdown(method_names()), (
         "docs/settings.md is stale: run erasectl defaults --markdown > docs/settings.md"
     )
