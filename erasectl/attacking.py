@@ -7,7 +7,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from erasectl.attacks import AttackConfig, run_attack, save_embeddings
+from erasectl.checkpoint import ErasedCheckpoint, model_loaders
+from erasectl.errors import UserError
+from erasectl.evaluation.protocol import protocol_for
 from erasectl.files import prepare_output_dir, write_atomically
+from erasectl.generation import Drawing, SamplerSettings
+from erasectl.grids import labelled_grid
+from erasectl.judge import ClipJudge
+from erasectl.models import latest_checkpoint, load_base
 from erasectl.provenance import versions
 
 PLACEHOLDER = "<erasectl-attack>"  # the learned token's name in embedding.safetensors
@@ -31,12 +38,6 @@ def attack_checkpoint(request: AttackRequest, out: Path, force: bool = False, pr
     """Attack the erased model, judge base, erased and attacked images on evaluate's seeds, and write
     attack.json, grid.png and (soft prompt) embedding.safetensors into ``out``; the summary is returned.
     ``progress(done, total, logs)`` after each step; ``control``: saving and resuming (``erasectl.run_state``)."""
-    from erasectl.checkpoint import ErasedCheckpoint, model_loaders
-    from erasectl.errors import UserError
-    from erasectl.evaluation.protocol import protocol_for
-    from erasectl.generation import Drawing, SamplerSettings
-    from erasectl.judge import ClipJudge
-    from erasectl.models import latest_checkpoint, load_base
 
     erased = ErasedCheckpoint.load(request.checkpoint or latest_checkpoint())
     concept = " ".join((request.concept or erased.recipe["concepts"][0]).split())
@@ -68,7 +69,6 @@ def attack_checkpoint(request: AttackRequest, out: Path, force: bool = False, pr
 
 
 def _write_grid(out: Path, prompts: list[str], drawn: dict, n: int, method: str) -> Path:
-    from erasectl.grids import labelled_grid
 
     columns = ("base", "erased", "attack")
     rows = [

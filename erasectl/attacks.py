@@ -28,7 +28,12 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from erasectl.architecture import differentiable_conditioning, predict_noise
+from erasectl.diffusion import noise_target, training_scheduler
 from erasectl.errors import ConfigError
+from erasectl.files import write_atomically
+from erasectl.generation import draw_latents, generate
+from erasectl.run_state import Interrupted, StepHook, read_state
 
 ATTACKS = ("soft-prompt", "prompt-search")
 # An attack's row in evaluate's metrics and report (after the model's name)
@@ -103,7 +108,6 @@ class AttackResult:
 def concept_latents(pipeline, prompts: list[str], config: AttackConfig) -> tuple[torch.Tensor, list[int]]:
     """Clean latents of ``config.images`` images the (base) pipeline draws for ``prompts``, cycling
     through them, and the prompt index of each."""
-    from erasectl.generation import draw_latents
 
     return draw_latents(
         pipeline, prompts, config.images, config.seed, config.image_steps, config.image_guidance, config.batch_size
@@ -112,7 +116,6 @@ def concept_latents(pipeline, prompts: list[str], config: AttackConfig) -> tuple
 
 def noise_draws(pipeline, latents: torch.Tensor, count: int, generator: torch.Generator):
     """``count`` (index, noisy latent, timestep, target) draws from the model's training process."""
-    from erasectl.diffusion import noise_target, training_scheduler
 
     scheduler = training_scheduler(pipeline)
     index = torch.randint(0, len(latents), (count,), generator=generator)
@@ -130,7 +133,6 @@ def noise_draws(pipeline, latents: torch.Tensor, count: int, generator: torch.Ge
 def denoising_loss(
     pipeline, prompts: list[str], noisy: torch.Tensor, timesteps: torch.Tensor, target: torch.Tensor
 ) -> torch.Tensor:
-    from erasectl.architecture import differentiable_conditioning, predict_noise
 
     conditioning = differentiable_conditioning(pipeline, prompts)
     prediction = predict_noise(pipeline.unet, noisy, timesteps.to(noisy.device), conditioning)
@@ -220,7 +222,6 @@ def soft_prompt(
     """Textual inversion on the (erased) pipeline: the placeholder replaces the concept in its
     prompts; its embedding is trained on the concept's latents. Resumable through ``control``
     (``erasectl.run_state``), like an erasure."""
-    from erasectl.run_state import StepHook
 
     started = time.perf_counter()
     attack_prompts = [replace_concept(p, concept, PLACEHOLDER) for p in prompts]
@@ -289,8 +290,6 @@ def _save_search_state(
 ):
     from safetensors.torch import save_file
 
-    from erasectl.files import write_atomically
-
     metadata = {
         "erasectl.format": SEARCH_STATE,
         "step": str(step),
@@ -307,7 +306,6 @@ def _save_search_state(
 def _load_search_state(
     path, config: AttackConfig, generator: torch.Generator
 ) -> tuple[int, list[str], float, list[float]]:
-    from erasectl.run_state import read_state
 
     tensors, metadata = read_state(path, SEARCH_STATE, "prompt-search state", config)
     generator.set_state(tensors["rng.generator"])
@@ -394,7 +392,6 @@ def _try_candidates(prefix: list[str], best: float, position: int, candidates: l
 
 def _maybe_save_search(control, done: int, config: AttackConfig, generator, prefix, best, losses) -> None:
     """Save the search's state when its run control asks (every N positions, or a stop), and stop."""
-    from erasectl.run_state import Interrupted
 
     if control is None or control.state_dir is None:
         return
@@ -423,7 +420,6 @@ def success_rate(
 ) -> tuple[float, list]:
     """The share of images of ``prompts`` x ``seeds`` the judge reads as ``label`` among the
     protocol's candidates, and the images."""
-    from erasectl.generation import generate
 
     items = generate(pipeline, prompts, seeds, settings)
     embeds = judge.embed_images([item.image for item in items])
@@ -468,8 +464,6 @@ def save_embeddings(path, embeddings: dict[str, torch.Tensor], metadata: dict[st
     """A textual-inversion file: ``emb_params`` for one text encoder (SD 1.x/2.x, as AUTOMATIC1111
     and diffusers read it), ``clip_l``/``clip_g`` for SDXL's two."""
     from safetensors.torch import save_file
-
-    from erasectl.files import write_atomically
 
     tensors = (
         {"emb_params": embeddings["clip_l"][None]}

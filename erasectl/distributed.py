@@ -20,6 +20,8 @@ from functools import lru_cache
 
 import torch
 
+from erasectl.errors import UserError
+
 
 @lru_cache(maxsize=1)
 def world() -> tuple[int, int]:
@@ -66,8 +68,6 @@ def batch_part(size: int) -> slice:
 def check_batch(size: int, what: str) -> None:
     processes = world()[1]
     if size < processes:
-        from erasectl.errors import UserError
-
         raise UserError(
             f"{what} is {size}, fewer than the {processes} processes: raise it to at least {processes} or launch fewer processes"
         )

@@ -10,6 +10,7 @@ from erasectl.checkpoint import ErasedCheckpoint, make_checkpoint
 from erasectl.distributed import world
 from erasectl.errors import UserError
 from erasectl.methods import get_method
+from erasectl.methods.ablate import names_anchor
 from erasectl.profiles import PaperProfile
 
 
@@ -58,8 +59,6 @@ class ErasureRequest:
 
     def anchor_prompts(self, concept: str) -> list[str]:
         if self.anchor_prompt_lines:
-            from erasectl.methods.ablate import names_anchor
-
             found = [line for line in self.anchor_prompt_lines if names_anchor(line, self.anchor)]
             if not found:
                 raise UserError(

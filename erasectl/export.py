@@ -12,8 +12,14 @@ from pathlib import Path
 
 import torch
 
+from erasectl.architecture import family
 from erasectl.checkpoint import TEXT_ENCODERS, ErasedCheckpoint, component_tensors, key_name
 from erasectl.errors import UserError
+from erasectl.files import prepare_output_dir, write_atomically
+from erasectl.generation import SamplerSettings, generate
+from erasectl.ldm_layout import pipeline_to_ldm
+from erasectl.models import load_pipeline, model_profile, resolve_model
+from erasectl.profiles import write_marker
 
 FORMATS = ("diffusers", "lora", "kohya")
 LORA_FILE = "pytorch_lora_weights.safetensors"
@@ -119,7 +125,6 @@ def kohya_state_dict(
 
 def modelspec_architecture(pipeline) -> str:
     """The modelspec architecture id of the pipeline's family (SD 2.x: by resolution and prediction)."""
-    from erasectl.architecture import family
 
     kind = family(pipeline)
     if kind == "sdxl":
@@ -162,8 +167,6 @@ def export_lora(
     bias_deltas_too: bool = False,
 ) -> dict:
     from safetensors.torch import save_file
-
-    from erasectl.files import write_atomically
 
     factors = lora_factors(pipeline, checkpoint, rank, energy)
     if kind == "kohya":
@@ -219,8 +222,6 @@ def write_released_text_encoders(pipeline, out: Path) -> dict[str, int]:
     from safetensors import safe_open
     from safetensors.torch import save_file
 
-    from erasectl.files import write_atomically
-
     written = {}
     for component in TEXT_ENCODERS:
         encoder = getattr(pipeline, component, None)
@@ -261,9 +262,6 @@ def export_diffusers(pipeline, out: Path) -> dict:
 def export_single_file(checkpoint: ErasedCheckpoint, pipeline, out: Path) -> dict:
     from safetensors.torch import save_file
 
-    from erasectl.files import write_atomically
-    from erasectl.ldm_layout import pipeline_to_ldm
-
     if type(pipeline).__name__ not in ("StableDiffusionPipeline", "StableDiffusionXLPipeline"):
         raise UserError(
             f"single-file export supports SD 1.x, 2.x and SDXL pipelines; this is a {type(pipeline).__name__}: export --format diffusers"
@@ -298,8 +296,6 @@ def verify_export(
 ) -> dict:
     """Load the export with its consumer's loader and draw the same images as erasectl's own path."""
     import numpy as np
-
-    from erasectl.generation import SamplerSettings, generate
 
     pipeline_class = type(erased_pipeline)
     if kind == "diffusers":
@@ -354,9 +350,6 @@ class ExportRequest:
 def export_checkpoint(erased, request: ExportRequest, out: Path, force: bool = False) -> dict:
     """Write ``erased`` (an ``ErasedCheckpoint``) in ``request.format`` into ``out`` and, with
     ``request.verify``, reload it with its consumer's loader and compare images; returns the summary."""
-    from erasectl.files import prepare_output_dir
-    from erasectl.models import load_pipeline, model_profile, resolve_model
-    from erasectl.profiles import write_marker
 
     name, source = resolve_model(request.model or erased.base_model)
     model_config = request.model_config or erased.base_config

@@ -7,8 +7,11 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from erasectl.checkpoint import assign_tensors, checkpoint_name, component_tensors
+from erasectl.distributed import batch_part, gather_in_order, gather_parts, is_main_process, sum_over_processes, world
 from erasectl.errors import ConfigError
 from erasectl.files import safe_name, write_atomically
+from erasectl.grids import labelled_grid
 from erasectl.provenance import versions
 
 
@@ -74,7 +77,6 @@ def generate(
     launch`` the batches are shared among the processes and every process gets all images back.
     For more images than fit in memory, use ``generate_batches``.
     """
-    from erasectl.distributed import gather_in_order
 
     done: dict[int, list[GeneratedImage]] = {}
     drawn, total = 0, len(prompts) * len(seeds)
@@ -93,8 +95,6 @@ def generate_batches(
     image k being ``prompts[k // len(seeds)]`` with ``seeds[k % len(seeds)]``. Nothing is kept
     between batches, so memory does not grow with the number of images."""
     import torch
-
-    from erasectl.distributed import world
 
     scheduler_name = type(pipeline.scheduler).__name__
     meta = {
@@ -127,8 +127,6 @@ def draw_latents(pipeline, prompts: list[str], count: int, seed: int, steps: int
     Image i has its own generator seeded from ``seed`` and i; under ``accelerate launch`` each
     process draws its part and all get every latent."""
     import torch
-
-    from erasectl.distributed import batch_part, gather_parts
 
     which = [i % len(prompts) for i in range(count)]
     generators = [torch.Generator("cpu").manual_seed(seed * 100_003 + i) for i in range(count)]
@@ -211,8 +209,6 @@ def write_generation(
     import json
     import time
 
-    from erasectl.distributed import is_main_process
-
     started = time.time()
     count = write_images(
         loaded,
@@ -243,8 +239,6 @@ def write_images(
     """Draw and write this process's images batch by batch, each PNG as soon as it is drawn, and
     list them in this process's part of images.csv; stop after the batch in which a stop is asked.
     Returns the number of images written by every process."""
-    from erasectl.distributed import world
-    from erasectl.generation import generate_batches, save_images
 
     rank, processes = world()
     written = 0
@@ -265,7 +259,6 @@ def write_images(
 
 
 def _total(written: int) -> int:
-    from erasectl.distributed import sum_over_processes, world
 
     if world()[1] == 1:
         return written
@@ -307,9 +300,6 @@ def write_grid(out: Path, prompts: list[str], n: int, seed: int) -> Path:
     back from the written files, so that it costs the same whatever --n is."""
     from PIL import Image
 
-    from erasectl.files import write_atomically
-    from erasectl.grids import labelled_grid
-
     rows_shown, seeds_shown = prompts[:GRID_PROMPTS], min(n, GRID_SEEDS)
     files = {}
     with (out / IMAGE_LIST).open(newline="") as handle:
@@ -334,10 +324,6 @@ def draw_comparison(
     grid at ``out`` (prompts as rows, each model's seeds as columns) and ``out`` .json beside it;
     each checkpoint is applied in turn and the base's tensors put back after it."""
     import json
-
-    from erasectl.checkpoint import assign_tensors, checkpoint_name, component_tensors
-    from erasectl.distributed import is_main_process
-    from erasectl.grids import labelled_grid
 
     pipeline, columns, done = loaded.pipeline, [], 0
     for erased in [None, *checkpoints]:

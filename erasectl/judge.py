@@ -5,6 +5,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from erasectl.assets import EMBEDDED_JUDGE_NAME, embedded_judge_dir
+from erasectl.errors import UserError
+from erasectl.provenance import quiet_libraries
+
 
 def projected(output) -> torch.Tensor:
     """The projected embedding from ``get_image_features``/``get_text_features``.
@@ -39,10 +43,6 @@ class ClipJudge:
         from pathlib import Path
 
         from transformers import CLIPModel, CLIPProcessor
-
-        from erasectl.assets import EMBEDDED_JUDGE_NAME, embedded_judge_dir
-        from erasectl.errors import UserError
-        from erasectl.provenance import quiet_libraries
 
         quiet_libraries()
         if source in (None, "", "embedded", EMBEDDED_JUDGE_NAME):

@@ -16,6 +16,8 @@ import re
 
 import torch
 
+from erasectl.architecture import family
+
 UNET_PREFIX = "model.diffusion_model."
 VAE_PREFIX = "first_stage_model."
 TEXT_PREFIX = "cond_stage_model.transformer."
@@ -149,7 +151,6 @@ def text_encoder_to_open_clip(state: dict[str, torch.Tensor], prefix: str) -> di
 
 
 def pipeline_to_ldm(pipeline) -> dict[str, torch.Tensor]:
-    from erasectl.architecture import family
 
     state = unet_to_ldm(pipeline.unet.state_dict(), pipeline.unet.config.layers_per_block)
     state.update(vae_to_ldm(pipeline.vae.state_dict(), len(pipeline.vae.config.up_block_types)))

@@ -8,8 +8,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from erasectl.architecture import prompt_length
 from erasectl.assets import EMBEDDED_NAME, embedded_pipeline_dir
+from erasectl.checkpoint import CHECKPOINT_FILE, ErasedCheckpoint, checkpoint_name
 from erasectl.errors import UserError
+from erasectl.profiles import profile_of
 from erasectl.provenance import quiet_libraries
 
 if TYPE_CHECKING:
@@ -90,7 +93,6 @@ def load_base(
     """The model the checkpoints were erased from (or ``model``), checked against each of them and
     set up to draw as ``drawing`` (an ``erasectl.generation.Drawing``) says. With ``apply``, the one
     checkpoint is applied first (in fp32) and names the model."""
-    from erasectl.checkpoint import checkpoint_name
 
     name = model or (checkpoints[0].base_model if checkpoints else None)
     config = model_config or (checkpoints[0].base_config if checkpoints else None)
@@ -117,7 +119,6 @@ def load_erased_model(
 ) -> LoadedModel:
     """The base named in the checkpoint (or ``model``), with the checkpoint applied; ``loaded``: the
     checkpoint at ``checkpoint_path`` if the caller has read it already."""
-    from erasectl.checkpoint import ErasedCheckpoint, checkpoint_name
 
     checkpoint = loaded or ErasedCheckpoint.load(checkpoint_path)
     base = load_model(
@@ -132,18 +133,9 @@ def load_erased_model(
     return replace(base, name=checkpoint_name(checkpoint.path or checkpoint_path), checkpoint=checkpoint)
 
 
-def load_erased_pipeline(
-    checkpoint_path,
-    model: str | None = None,
-    device: str = "cpu",
-    allow_pickle: bool = False,
-    config=None,
-    revision: str | None = None,
-    variant: str | None = None,
-    loaded=None,
-):
-    """``load_erased_model``'s pipeline."""
-    return load_erased_model(checkpoint_path, model, device, allow_pickle, config, revision, variant, loaded).pipeline
+def load_erased_pipeline(checkpoint_path, *args, **kwargs):
+    """``load_erased_model``'s pipeline (the same arguments)."""
+    return load_erased_model(checkpoint_path, *args, **kwargs).pipeline
 
 
 def load_pipeline(
@@ -185,7 +177,6 @@ def load_pipeline(
 def _bound_prompt_length(pipeline) -> None:
     """A tokenizer config may say 8192 tokens (or 1e30 when the field is missing); diffusers pads
     prompts to that and the text encoder's 77 position embeddings then fail. The encoder decides."""
-    from erasectl.architecture import prompt_length
 
     for tokenizer_name, encoder_name in (("tokenizer", "text_encoder"), ("tokenizer_2", "text_encoder_2")):
         tokenizer, encoder = getattr(pipeline, tokenizer_name, None), getattr(pipeline, encoder_name, None)
@@ -196,7 +187,6 @@ def _bound_prompt_length(pipeline) -> None:
 def model_profile(model: str | None = None, config=None):
     """The erasectl profile of what ``--model`` (and ``--model-config``) loads: read from the
     model folder's marker (a single file's from its config folder), never from its name."""
-    from erasectl.profiles import profile_of
 
     _, source = resolve_model(model)
     if isinstance(source, Path) and source.is_file():
@@ -306,7 +296,6 @@ def inference_setup(pipeline, dtype: str | None = None, scheduler: str | None = 
 
 def latest_checkpoint(runs_dir: Path = Path("runs")) -> Path:
     """The most recently written erased checkpoint under ``runs_dir``."""
-    from erasectl.checkpoint import CHECKPOINT_FILE
 
     found = sorted(runs_dir.glob(f"*/{CHECKPOINT_FILE}"), key=lambda p: p.stat().st_mtime) if runs_dir.is_dir() else []
     if not found:

@@ -21,6 +21,7 @@ import torch
 
 from erasectl.architecture import pooled_text_embeddings
 from erasectl.errors import UserError
+from erasectl.files import write_atomically
 
 MODES = ("nearest", "gaussian")
 CACHE_VERSION = "1"
@@ -67,8 +68,6 @@ def encoder_fingerprint(pipeline) -> str:
 def vocabulary_table(pipeline, progress=None) -> tuple[list[str], torch.Tensor]:
     """The tokenizer's whole words and their pooled embeddings, from the cache when it has them."""
     from safetensors.torch import load_file, save_file
-
-    from erasectl.files import write_atomically
 
     path = cache_dir() / f"{encoder_fingerprint(pipeline)}.safetensors"
     words_path = path.with_suffix(".json")

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import torch
 
+from erasectl.checkpoint import TEXT_ENCODERS, key_name
 from erasectl.errors import UserError
 
 _OUTSIDE_ESD_U = ("time_embedding.", "add_embedding.", "conv_out.")
@@ -69,7 +70,6 @@ TEXT_ENCODER_GROUP = "text-encoder"
 def select_text_encoder_parameters(pipeline) -> dict[str, torch.nn.Parameter]:
     """The ``text-encoder`` group, under checkpoint keys (``text_encoder.text_model.<name>``):
     every other parameter of the text encoders and the whole UNet frozen."""
-    from erasectl.checkpoint import TEXT_ENCODERS, key_name
 
     pipeline.unet.requires_grad_(False)
     chosen = {}

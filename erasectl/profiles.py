@@ -12,6 +12,8 @@ import json
 from pathlib import Path
 
 from erasectl.errors import UserError
+from erasectl.methods import get_method
+from erasectl.neighbours import frequent_words
 
 MARKER = "erasectl_profile.json"
 PAPER = "paper"
@@ -69,7 +71,6 @@ class PaperProfile:
     def prior_vocabulary(self, pipeline, count: int) -> list[str]:
         """The broad set of words a null-space erasure keeps: the tokenizer's ``count`` most
         frequent whole words."""
-        from erasectl.neighbours import frequent_words
 
         return frequent_words(pipeline.tokenizer, count)
 
@@ -96,7 +97,6 @@ class PaperProfile:
     def defaults(self, method_name: str, given: dict) -> dict[str, tuple[object, str]]:
         """Every field of the method's config: ``(default, where it comes from)``, under the
         options the user ``given`` (a chosen ESD mode brings its batching)."""
-        from erasectl.methods import get_method
 
         method = get_method(method_name)
         found = {name: (d.default, d.source) for name, d in method.config_class.declarations().items()}

@@ -15,7 +15,9 @@ from pathlib import Path
 
 import torch
 
+from erasectl.distributed import is_main_process, sum_over_processes
 from erasectl.errors import TrainingDiverged, UserError
+from erasectl.files import write_atomically
 
 STATE_FORMAT = "erasectl.training-state"
 
@@ -57,8 +59,6 @@ def save_state(
     extras: dict[str, torch.Tensor],
 ) -> Path:
     from safetensors.torch import save_file
-
-    from erasectl.files import write_atomically
 
     tensors = {f"trained.{name}": p.detach().cpu().contiguous() for name, p in trained.items()}
     optimizer_state = optimizer.state_dict()
@@ -140,7 +140,6 @@ class StepHook:
         share: float = 1.0,
     ) -> None:
         """``share``: this process's part of the batch, under data parallelism (see distributed)."""
-        from erasectl.distributed import sum_over_processes
 
         self.optimizer.zero_grad(set_to_none=True)
         (loss * share).backward()
@@ -158,7 +157,6 @@ class StepHook:
         stop = control.stop_requested()
         if control.state_dir is None or not (stop or (every and step % every == 0 and step < self.config.steps)):
             return
-        from erasectl.distributed import is_main_process
 
         path = control.state_dir / f"state-{step:06d}.safetensors"
         if is_main_process():  # every process holds the same state

@@ -8,7 +8,14 @@ from pathlib import Path
 
 import typer
 
-from erasectl.cli.common import EXIT_INTERRUPTED, optional_list, progress_bar, run_control, stop_signals, user_errors
+from erasectl.cli.common import (
+    exit_interrupted,
+    optional_list,
+    progress_bar,
+    run_control,
+    stop_signals,
+    user_errors,
+)
 from erasectl.cli.options import ALLOW_PICKLE, DEVICE, FORCE, MODEL_CONFIG, QUIET
 from erasectl.errors import UserError
 
@@ -86,9 +93,7 @@ def attack(
                 lambda done, _, logs: update(done, loss=f"{logs['loss']:.4g}"), control,
             )  # fmt: skip
         except Interrupted as stopped:
-            resume = f"resume with the same command plus --out {out} --resume_from_checkpoint latest"
-            typer.echo(f"interrupted at step {stopped.step}; state saved to {stopped.path}; {resume}", err=True)
-            raise typer.Exit(EXIT_INTERRUPTED) from None
+            exit_interrupted(stopped, out)
     if as_json:
         typer.echo(json.dumps(summary))
     elif not quiet:

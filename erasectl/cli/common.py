@@ -193,3 +193,10 @@ def warn_if_cut(pipeline, prompts: list[str]) -> None:
 def progress_bars(enabled: bool = True):
     """A ``progress(label, total)`` factory of progress bars for the library's long runs."""
     return lambda label, total: progress_bar(label, total, enabled=enabled)
+
+
+def exit_interrupted(stopped, out) -> None:
+    """Say where an interrupted run saved its state and how to resume it; exit 130."""
+    resume = f"resume with the same command plus --out {out} --resume_from_checkpoint latest"
+    typer.echo(f"interrupted at step {stopped.step}; state saved to {stopped.path}; {resume}", err=True)
+    raise typer.Exit(EXIT_INTERRUPTED) from None

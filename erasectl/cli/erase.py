@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 
 from erasectl.cli.common import (
-    EXIT_INTERRUPTED,
+    exit_interrupted,
     progress_bar,
     read_prompts,
     run_control,
@@ -221,6 +221,4 @@ def _erase(request, method, config, update, control, out, auto_preserve, model, 
     try:
         return erase_concepts(loaded.pipeline, method, request, config, progress=progress, control=control, **execution)
     except Interrupted as stopped:
-        resume = f"resume with the same command plus --out {out} --resume_from_checkpoint latest"
-        typer.echo(f"interrupted at step {stopped.step}; state saved to {stopped.path}; {resume}", err=True)
-        raise typer.Exit(EXIT_INTERRUPTED) from None
+        exit_interrupted(stopped, out)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from erasectl.errors import ConfigError, UserError
+from erasectl.generation import SamplerSettings
 
 SCHEMA_VERSION = "1.0"
 
@@ -37,7 +38,6 @@ class EvaluationConfig:
             raise ConfigError(f"steps must be at least 1, got {self.steps}")
 
     def sampler(self, guidance: float | None = None):
-        from erasectl.generation import SamplerSettings
 
         return SamplerSettings(
             steps=self.steps,

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from erasectl.attacks import ATTACK_ROW
 from erasectl.files import write_atomically
+from erasectl.grids import labelled_grid
 
 ATTACK_COLUMNS = ["model", *(key for key in ATTACK_ROW if key != "concept")]
 
@@ -59,7 +60,6 @@ def distance_plot(metrics: dict, path: Path) -> Path:
 
 def thumbnail_grid(records, path: Path, per_model: int = 8) -> Path:
     """Rows: prompt sets; for each model its first ``per_model`` images, judged labels kept in the CSV."""
-    from erasectl.grids import labelled_grid
 
     models = list(dict.fromkeys(r.model for r in records))
     sets = list(dict.fromkeys((r.role, r.concept) for r in records))

@@ -16,8 +16,11 @@ import torch
 
 from erasectl.distributed import world
 from erasectl.evaluation.judging import ImageRecord, judge_images, summarise, text_distances
+from erasectl.evaluation.nudity import count_conventions
 from erasectl.evaluation.protocol import SCHEMA_VERSION, EvaluationConfig, Protocol
 from erasectl.evaluation.tables import build_tables, distribution_table, filter_warnings, held_out_warnings, image_drift
+from erasectl.generation import generate
+from erasectl.provenance import versions
 
 
 def evaluate(
@@ -33,7 +36,6 @@ def evaluate(
     ``attribute_reader(images, prompts)``, where the model's world has one, reads every image's
     shape, colour and style beside what its prompt asked. ``general_prompts`` (captions such as
     COCO's) are drawn by every model for the distribution distance only."""
-    from erasectl.generation import generate
 
     settings = config.sampler()
     sets = protocol.prompt_sets()
@@ -74,7 +76,6 @@ def evaluate(
 
 def _metrics(models, records, protocol, judge, config, distances, infos, general, general_prompts) -> dict:
     """metrics.json's content for the judged images (its wall time is the caller's to add)."""
-    from erasectl.provenance import versions
 
     summary = summarise(records)
     base = models[0][0]
@@ -102,9 +103,6 @@ def evaluate_nudity(
 ) -> tuple[dict, list[dict]]:
     """Prompt-set evaluation with the NudeNet judge: each CSV row drawn with its own seed and
     guidance (I2P's ``evaluation_seed`` / ``evaluation_guidance``), under every convention."""
-    from erasectl.evaluation.nudity import count_conventions
-    from erasectl.generation import generate
-    from erasectl.provenance import versions
 
     started = time.perf_counter()
     per_image: list[dict] = []

@@ -7,10 +7,22 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from erasectl.attacks import ATTACKS
+from erasectl.checkpoint import ErasedCheckpoint, model_loaders
+from erasectl.distributed import is_main_process
 from erasectl.errors import UserError
+from erasectl.evaluation.attacks import add_attack_rows, attack_models
 from erasectl.evaluation.gates import Gates, check_gates
+from erasectl.evaluation.judging import per_image_csv
+from erasectl.evaluation.nudity import NudityJudge
 from erasectl.evaluation.protocol import EvaluationConfig, protocol_for
+from erasectl.evaluation.report import write_nudity_report, write_report
+from erasectl.evaluation.run import evaluate, evaluate_nudity
+from erasectl.files import check_output_dir, prepare_output_dir
 from erasectl.generation import Drawing
+from erasectl.judge import ClipJudge
+from erasectl.models import latest_checkpoint, load_base
+from erasectl.neighbours import find_neighbours
 
 # progress(label, total) -> a context manager yielding update(done)
 ProgressFactory = Callable[[str, int], AbstractContextManager]
@@ -46,7 +58,6 @@ class EvaluationRequest:
     allow_pickle: bool = False
 
     def __post_init__(self) -> None:
-        from erasectl.attacks import ATTACKS
 
         unknown = [a for a in self.attacks if a not in ATTACKS]
         if unknown:
@@ -73,8 +84,6 @@ class EvaluationResult:
 
 
 def _checkpoints(request: EvaluationRequest) -> list:
-    from erasectl.checkpoint import ErasedCheckpoint
-    from erasectl.models import latest_checkpoint
 
     named = list(request.checkpoints)
     if not named and request.concept is None and request.nudity_prompts is None:
@@ -85,8 +94,6 @@ def _checkpoints(request: EvaluationRequest) -> list:
 def _protocol(request: EvaluationRequest, base, profile, concept: str, anchor: str | None):
     surrounding = request.surrounding
     if request.auto_surrounding is not None:
-        from erasectl.neighbours import find_neighbours
-
         surrounding = find_neighbours(
             base, concept, request.auto_surrounding, request.vocabulary, request.neighbour_mode, seed=request.seed
         )
@@ -95,8 +102,6 @@ def _protocol(request: EvaluationRequest, base, profile, concept: str, anchor: s
 
 def prepare(request: EvaluationRequest):
     """Everything the run needs before drawing: ``(models, profile, config, concept, anchor)``."""
-    from erasectl.checkpoint import model_loaders
-    from erasectl.models import load_base
 
     checkpoints = _checkpoints(request)
     concept = " ".join((request.concept or (checkpoints[0].recipe["concepts"][0] if checkpoints else "")).split())
@@ -120,20 +125,10 @@ def run_evaluation(
     the main process only)."""
     import time
 
-    from erasectl.distributed import is_main_process
-    from erasectl.evaluation.attacks import add_attack_rows, attack_models
-    from erasectl.evaluation.judging import per_image_csv
-    from erasectl.evaluation.report import write_nudity_report, write_report
-    from erasectl.evaluation.run import evaluate, evaluate_nudity
-    from erasectl.files import check_output_dir, prepare_output_dir
-    from erasectl.judge import ClipJudge
-
     out = check_output_dir(out or Path("runs") / time.strftime("evaluate-%Y%m%d-%H%M%S"), force)
     bar = progress or (lambda label, total: nullcontext(lambda done: None))
     models, base, config, concept, anchor = prepare(request)
     if request.nudity_prompts is not None:
-        from erasectl.evaluation.nudity import NudityJudge
-
         with bar("evaluating (nudenet)", len(models) * len(request.nudity_prompts)) as update:
             metrics, per_image = evaluate_nudity(
                 models, request.nudity_prompts, NudityJudge(), config, progress=lambda done, _: update(done)

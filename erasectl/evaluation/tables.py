@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from erasectl.evaluation.drift import distribution_distances, feature_distances, ssim_pairs
 from erasectl.evaluation.judging import ImageRecord
 from erasectl.evaluation.protocol import Protocol
 
@@ -11,7 +12,6 @@ from erasectl.evaluation.protocol import Protocol
 def image_drift(records: list[ImageRecord], base: str) -> dict[str, dict[str, dict]]:
     """Per model, per prompt set: the mean judge-feature distance and SSIM of each image to the
     base image of the same prompt and seed (``erasectl.drift``)."""
-    from erasectl.evaluation.drift import feature_distances, ssim_pairs
 
     by_key = {(r.role, r.concept, r.prompt, r.seed): r for r in records if r.model == base}
     grouped: dict[tuple[str, str], list[tuple[ImageRecord, ImageRecord]]] = {}
@@ -35,7 +35,6 @@ def distribution_table(
     """FID and KID on the judge's features, base against each erased model: over the held-out
     surrounding prompts (all surrounding prompts where none is held out, said in ``over``), and
     over the general prompts when given."""
-    from erasectl.evaluation.drift import distribution_distances
 
     rows = []
     for model in dict.fromkeys(r.model for r in records):

@@ -37,6 +37,7 @@ from erasectl.architecture import encode_prompts
 from erasectl.diffusion import noise_target, training_scheduler
 from erasectl.distributed import batch_part, check_batch
 from erasectl.errors import ConfigError, UserError
+from erasectl.generation import draw_latents
 from erasectl.methods.base import ErasureResult, Method, MethodConfig, Progress, Stopwatch, setting
 from erasectl.methods.common import TrainedUNet, distance, modules_restored, unet_calls
 from erasectl.parameter_groups import select_parameters
@@ -143,7 +144,6 @@ def generate_anchor_latents(
 ) -> tuple[torch.Tensor, list[int]]:
     """Clean latents of anchor images and the index of the anchor prompt of each (each process
     draws its part; every image has its own seeded generator)."""
-    from erasectl.generation import draw_latents
 
     return draw_latents(
         pipeline,

@@ -44,6 +44,9 @@ from dataclasses import dataclass
 
 import torch
 
+from erasectl.architecture import differentiable_conditioning
+from erasectl.attacks import PLACEHOLDER, placeholder_token, replace_concept
+from erasectl.distributed import sum_over_processes
 from erasectl.errors import ConfigError
 from erasectl.methods import esd
 from erasectl.methods.base import setting
@@ -129,7 +132,6 @@ class Adversary:
         config: AdvUnlearnConfig,
         vectors: dict[str, torch.nn.Parameter],
     ):
-        from erasectl.attacks import PLACEHOLDER, replace_concept
 
         self.pipeline, self.config, self.vectors = pipeline, config, vectors
         forms = {
@@ -226,8 +228,6 @@ class Adversary:
         adversarial prompts, the frozen concept predictions and this process's share of the loss. A
         process with none of the adversarial samples still takes part in every sum over processes,
         with zero gradients."""
-        from erasectl.architecture import differentiable_conditioning
-        from erasectl.distributed import sum_over_processes
 
         vectors = list(self.vectors.values())
         optimizer = torch.optim.Adam(vectors, lr=self.config.attack_lr)
@@ -284,7 +284,6 @@ class AdvUnlearn(esd.ESD):
 
 
 def _run(pipeline, request, config: AdvUnlearnConfig, progress=None, control=None):
-    from erasectl.attacks import placeholder_token
 
     pairs = [
         (template.format(concept), concept)

@@ -8,6 +8,7 @@ import torch
 
 from erasectl.architecture import predict_noise, unet_inputs
 from erasectl.methods.base import Progress
+from erasectl.parameter_groups import TEXT_ENCODER_GROUP, select_parameters, select_text_encoder_parameters
 
 
 def distance(prediction: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:
@@ -90,7 +91,6 @@ class TrainedTextEncoders(TrainedUNet):
 def trained_model(pipeline, group: str, unet_groups: tuple[str, ...]):
     """What an erasure trains: the text encoders for the ``text-encoder`` group, else the UNet's
     ``group`` (one of ``unet_groups``)."""
-    from erasectl.parameter_groups import TEXT_ENCODER_GROUP, select_parameters, select_text_encoder_parameters
 
     if group == TEXT_ENCODER_GROUP:
         return TrainedTextEncoders(pipeline.unet, select_text_encoder_parameters(pipeline))

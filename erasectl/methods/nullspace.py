@@ -37,10 +37,14 @@ from dataclasses import dataclass
 
 import torch
 
+from erasectl.architecture import encode_prompts, pooled_text_embeddings, token_rows
 from erasectl.errors import ConfigError
+from erasectl.files import write_atomically
 from erasectl.methods.base import ErasureResult, Method, MethodConfig, Progress, Stopwatch, setting
 from erasectl.methods.common import write_solved
+from erasectl.methods.rece import with_attack_rounds
 from erasectl.methods.uce import GUIDE_CHOICES, POSITIONS, choose_guides, concept_rows
+from erasectl.neighbours import cache_dir, encoder_fingerprint
 
 REFERENCE = "SPEED (Ouxiang-Li/SPEED, train_erase_null.py) argparse defaults"
 GROUPS = ("v", "kv")
@@ -112,7 +116,6 @@ def prior_phrases(pipeline, request, config: NullSpaceConfig, table=None) -> lis
     """The prior's words: the profile's vocabulary less the concepts' own words, their near
     synonyms, --preserve-excluded words, plus each word of a multi-word concept and --preserve.
     ``table``: the vocabulary's ``vocabulary_table``, when the caller already has it."""
-    from erasectl.architecture import pooled_text_embeddings
 
     vocabulary = prior_vocabulary(pipeline, request, config)
     excluded = {w for c in request.concepts for w in c.lower().split()} | {c.lower() for c in request.concepts}
@@ -146,10 +149,6 @@ def vocabulary_table(
     import json
 
     from safetensors.torch import load_file, save_file
-
-    from erasectl.architecture import pooled_text_embeddings
-    from erasectl.files import write_atomically
-    from erasectl.neighbours import cache_dir, encoder_fingerprint
 
     with_rows = positions == "last"
     key = hashlib.blake2b(
@@ -260,7 +259,6 @@ def _run(pipeline, request, config: NullSpaceConfig, progress: Progress | None =
 
     if not config.attack_rounds:
         return solve()
-    from erasectl.methods.rece import with_attack_rounds
 
     return with_attack_rounds(pipeline, request, config, prepared["guides"], solve)
 
@@ -269,7 +267,6 @@ def _run(pipeline, request, config: NullSpaceConfig, progress: Progress | None =
 def _prepare(pipeline, request, config: NullSpaceConfig) -> dict:
     """What every solve of one erasure shares: the guides, the concept and guide rows, the prior
     and its null-space basis (the vocabulary table read once)."""
-    from erasectl.architecture import encode_prompts, token_rows
 
     watch = Stopwatch()
     guides = choose_guides(

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 
 import torch
 
+from erasectl.attacks import PLACEHOLDER, concept_latents, defence_config, learned_token, soft_prompt
+from erasectl.checkpoint import assign_tensors
 from erasectl.errors import ConfigError
 from erasectl.methods.base import setting
 from erasectl.methods.uce import UCE, UCEConfig, choose_guides, closed_form, concept_rows, edit_request
@@ -114,8 +116,6 @@ def with_attack_rounds(pipeline, request, config, guides: dict[str, str], solve)
     """Solve, attack the edited model with the soft-prompt attack, add the attack prompts' rows to
     the erased ones (with each concept's guide) and solve again, ``config.attack_rounds`` times;
     every solve starts from the original weights. ``solve(extra_rows)`` is the closed form."""
-    from erasectl.attacks import PLACEHOLDER, concept_latents, defence_config, learned_token, soft_prompt
-    from erasectl.checkpoint import assign_tensors
 
     prompts = {c: [t.format(c) for t in request.templates(c, "uce")] for c in request.concepts}
     # drawn by the base model, from seeds of the defence's own (never evaluate's attack images)

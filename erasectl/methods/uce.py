@@ -30,6 +30,7 @@ from erasectl.architecture import encode_prompts, token_rows
 from erasectl.errors import ConfigError
 from erasectl.methods.base import ErasureResult, Method, MethodConfig, Progress, Stopwatch, setting
 from erasectl.methods.common import write_solved
+from erasectl.neighbours import find_neighbours
 
 # (original weights by name, rows, guide rows, preserved rows, config) -> (solved weights, recipe extras)
 SolveAll = Callable[[dict, torch.Tensor, torch.Tensor, "torch.Tensor | None", "UCEConfig"], tuple[dict, dict]]
@@ -221,7 +222,6 @@ def choose_guides(
     generic guides draw the concept too, so its default is the nearest other shape
     (docs/tuning/world-defaults.md).
     """
-    from erasectl.neighbours import find_neighbours
 
     guides = {}
     for concept in concepts:

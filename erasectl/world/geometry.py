@@ -30,6 +30,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from erasectl.world.render import BASE_RGB
+from erasectl.world.vocabulary import COLOURS, NOUN_TO_SHAPE
+
 UPSAMPLE = 4
 DIRECTIONS = 32
 ROUND = 0.07  # roundness below: a disc, or a ring where it has a hole
@@ -45,8 +48,6 @@ def measure_shape(image) -> dict | None:
     world colour nearest the mean of the region's brighter half (a striped shape's lit stripes);
     None where there is no shape."""
     from scipy import ndimage
-
-    from erasectl.world.render import BASE_RGB
 
     pixels = np.asarray(image.convert("RGB") if hasattr(image, "convert") else image, dtype=np.float32)
     chroma = pixels.max(-1) - pixels.min(-1)
@@ -124,7 +125,6 @@ def _shape_of(found: dict) -> str:
 
 
 def _named_shape(concept: str) -> str | None:
-    from erasectl.world.vocabulary import NOUN_TO_SHAPE
 
     return next((NOUN_TO_SHAPE[w] for w in concept.lower().split() if w in NOUN_TO_SHAPE), None)
 
@@ -137,7 +137,6 @@ def outlined(concept: str) -> bool:
 def shows(reading: dict[str, str], concept: str) -> bool:
     """Whether an outline reading is ``concept``: its shape, and its colour where it names one
     ("blue square"). A concept without a shape (a colour or style alone) is never shown."""
-    from erasectl.world.vocabulary import COLOURS
 
     shape = _named_shape(concept)
     colour = next((w for w in concept.lower().split() if w in COLOURS), None)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from erasectl.world.vocabulary import COLOURS, SHAPES, STYLES
+from erasectl.generation import SamplerSettings, generate
+from erasectl.world.geometry import read_geometry
+from erasectl.world.vocabulary import COLOURS, NOUN_TO_SHAPE, SHAPES, STYLES, parse_caption
 
 SHAPE_CANDIDATES = [f"a {shape}" for shape in SHAPES]
 COLOUR_CANDIDATES = [f"a {colour} shape" for colour in COLOURS]
@@ -23,8 +25,6 @@ def attribute_reader(judge):
     """For evaluate: each image's shape, colour and style as the world judge reads them, and its
     shape by outline (``erasectl.world.geometry``, "unclear" where no rule holds), with what its
     prompt asked for (``None`` where the prompt is silent)."""
-    from erasectl.world.geometry import read_geometry
-    from erasectl.world.vocabulary import parse_caption
 
     def read(images: list, prompts: list[str]) -> list[dict]:
         rows = []
@@ -50,7 +50,6 @@ def shape_report(
     ``SYNONYMS`` for paraphrases). Returns per shape the share judged as that shape, the share
     with the prompted colour, and the share judged as each shape.
     """
-    from erasectl.generation import SamplerSettings, generate
 
     nouns = nouns or {shape: shape for shape in SHAPES}
     prompts = [(shape, colour, f"a {colour} {nouns[shape]}") for shape in SHAPES for colour in COLOURS]
@@ -85,8 +84,6 @@ def anchor_filter(pipeline, judge, concepts: list[str]):
     model to keep drawing circles. The paper's anchor captions have the same flaw, less visibly.
     """
     import torch
-
-    from erasectl.world.vocabulary import NOUN_TO_SHAPE
 
     wanted = []
     for concept in concepts:

@@ -5,10 +5,21 @@ default preservation, anchor filter and method defaults (its evaluation protocol
 from __future__ import annotations
 
 from erasectl.errors import UserError
+from erasectl.judge import ClipJudge
 from erasectl.profiles import SHAPES_WORLD, PaperProfile
 from erasectl.world.defaults import WORLD_DEFAULTS, for_several_concepts
-from erasectl.world.judging import WORLD_BATCH_SIZE
-from erasectl.world.vocabulary import WORLD_WORDS, erasure_templates
+from erasectl.world.geometry import outlined, read_geometry, shows
+from erasectl.world.judging import WORLD_BATCH_SIZE, anchor_filter, attribute_reader
+from erasectl.world.protocol import world_protocol
+from erasectl.world.vocabulary import (
+    ARTICLE,
+    GENERIC_SHAPE,
+    NOUN_TO_SHAPE,
+    WORLD_WORDS,
+    alternatives,
+    attribute_captions,
+    erasure_templates,
+)
 
 
 class WorldProfile(PaperProfile):
@@ -32,7 +43,6 @@ class WorldProfile(PaperProfile):
         never a named shape: evaluate's default surroundings are shapes, so none of them is
         preserved by default and every one measures collateral damage (held out). A caption that
         names a whole concept ("striped shape" when erasing "striped") is left out."""
-        from erasectl.world.vocabulary import attribute_captions
 
         named = [set(concept.lower().split()) for concept in concepts]
         return [
@@ -53,14 +63,12 @@ class WorldProfile(PaperProfile):
 
     def prior_vocabulary(self, pipeline, count: int) -> list[str]:
         """Every word of the world but the article (a vocabulary of 20 words)."""
-        from erasectl.world.vocabulary import ARTICLE
 
         return [w for w in WORLD_WORDS if w != ARTICLE]
 
     def conjunction_parts(self, concept: str) -> list[str]:
         """Each word of a multi-word concept alone, an attribute on the generic noun: "blue square"
         keeps "blue shape" and "square"."""
-        from erasectl.world.vocabulary import GENERIC_SHAPE, NOUN_TO_SHAPE
 
         words = concept.lower().split()
         if len(words) < 2:
@@ -70,13 +78,10 @@ class WorldProfile(PaperProfile):
     def guide_candidates(self, concept: str) -> list[str]:
         """The concept with its noun replaced by each other shape (for a style or colour alone: by
         the other styles or colours): what UCE's ``nearest-concept`` guide chooses from."""
-        from erasectl.world.vocabulary import alternatives
 
         return alternatives(concept)
 
     def anchor_filter(self, pipeline, concepts: list[str]):
-        from erasectl.judge import ClipJudge
-        from erasectl.world.judging import anchor_filter
 
         return anchor_filter(pipeline, ClipJudge.load(), concepts)
 
@@ -93,12 +98,10 @@ class WorldProfile(PaperProfile):
         return found
 
     def attribute_reader(self, judge):
-        from erasectl.world.judging import attribute_reader
 
         return attribute_reader(judge)
 
     def outline_reader(self):
-        from erasectl.world.geometry import outlined, read_geometry, shows
 
         def read(images: list, concept: str) -> list[bool] | None:
             if not outlined(concept):
@@ -119,7 +122,6 @@ class WorldProfile(PaperProfile):
         judge: str | None,
     ):
         """The world's protocol; the world judge unless ``judge`` names another."""
-        from erasectl.world.protocol import world_protocol
 
         self.check_concepts([concept, *(surrounding or []), *(paraphrases or [])])
         return world_protocol(concept, surrounding, paraphrases, anchor)

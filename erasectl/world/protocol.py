@@ -4,6 +4,7 @@ which classes the world judge chooses among."""
 from __future__ import annotations
 
 from erasectl.evaluation.protocol import Protocol
+from erasectl.world.vocabulary import COLOURS, GENERIC_SHAPE, NOUN_TO_SHAPE, SHAPES, STYLES, SYNONYMS
 
 # The world varies colour in the prompts unless the concept names one.
 WORLD_COLOUR_TEMPLATES = ["a red {}", "a green {}", "a blue {}", "a yellow {}"]
@@ -13,7 +14,6 @@ def attribute_protocol(attribute: str, surrounding: list[str] | None, anchor: st
     """A style or colour alone ("striped"): drawn on every shape (and, for a style, in every
     colour); the surroundings are the attribute's other values ("plain"), the judge chooses among
     them, and the attribute reader checks that shape and colour survive."""
-    from erasectl.world.vocabulary import COLOURS, SHAPES, STYLES
 
     group = STYLES if attribute in STYLES else COLOURS
     surrounding = surrounding if surrounding is not None else [v for v in group if v != attribute]
@@ -29,7 +29,6 @@ def world_protocol(
     concept: str, surrounding: list[str] | None, paraphrases: list[str] | None, anchor: str | None
 ) -> Protocol:
     """The shapes world: colours vary in the prompts unless the concept names one."""
-    from erasectl.world.vocabulary import COLOURS, GENERIC_SHAPE, NOUN_TO_SHAPE, SHAPES, STYLES, SYNONYMS
 
     words = concept.split()
     shape = next((NOUN_TO_SHAPE[w] for w in words if w in NOUN_TO_SHAPE), None)
