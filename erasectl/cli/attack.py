@@ -90,7 +90,7 @@ def attack(
         try:
             summary = attack_checkpoint(
                 request, out, force or resume_from_checkpoint is not None or control.states() != [],
-                lambda done, _, logs: update(done, loss=f"{logs['loss']:.4g}"), control,
+                lambda done, total, logs: update(done, total=total, loss=f"{logs['loss']:.4g}"), control,
             )  # fmt: skip
         except Interrupted as stopped:
             exit_interrupted(stopped, out)

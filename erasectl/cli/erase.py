@@ -217,7 +217,7 @@ def _erase(request, method, config, update, control, out, auto_preserve, model, 
     request = replace(request, model_config=loaded.model_config)
     if auto_preserve is not None:
         request = replace(request, preserve=_auto_preserved(loaded.pipeline, request.concepts, auto_preserve))
-    progress = lambda done, total, logs: update(done, loss=f"{logs['loss']:.4g}")  # noqa: E731
+    progress = lambda done, total, logs: update(done, total=total, loss=f"{logs['loss']:.4g}")  # noqa: E731
     try:
         return erase_concepts(loaded.pipeline, method, request, config, progress=progress, control=control, **execution)
     except Interrupted as stopped:
