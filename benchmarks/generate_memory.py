@@ -30,6 +30,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=90)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
+    from erasectl.provenance import versions
+
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder) / "many"
         command = [
@@ -68,6 +70,7 @@ def main() -> None:
             "growth_mb_after_first_images": round(max(s[1] for s in samples if s[0] >= first[0]) - first[1], 1),
             "seconds": args.seconds,
             "stderr": stderr.strip().splitlines()[-1:],
+            "versions": versions(),
         }
     print(json.dumps(result, indent=2))
     if args.json is not None:

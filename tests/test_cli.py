@@ -134,3 +134,18 @@ def test_generate_streams_and_an_interrupted_run_keeps_what_it_wrote(tmp_path):
     assert all((out / r["file"]).is_file() for r in listed) and not list(out.glob(".images.csv.*"))
     assert not [p for p in out.iterdir() if p.name.startswith(".") and p.suffix == ".png"]  # no half-written image
     os.stat(out / "grid.png")
+
+
+def test_a_prompt_longer_than_the_text_encoder_reads_is_said_once(tmp_path):
+    long_prompt = "a red circle " + "and a blue ring " * 30
+    result = runner.invoke(
+        app,
+        ["generate", "--prompts", f"{long_prompt},a ring", "--n", "1", "--steps", "2", "--out", str(tmp_path / "g")],
+    )
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "1 prompt(s) longer than the text encoder's" in warnings[0], result.stderr
+    short = runner.invoke(
+        app, ["generate", "--prompts", "a ring", "--n", "1", "--steps", "2", "--out", str(tmp_path / "s")]
+    )
+    assert short.exit_code == 0 and "warning:" not in short.stderr
