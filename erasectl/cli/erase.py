@@ -101,7 +101,7 @@ def _write(out: Path, checkpoint, force: bool) -> dict:
 
 # fmt: off
 CONCEPT = typer.Option(None, "--concept", help='The concept to erase, e.g. circle or "grumpy cat"; several: "circle,red square".')
-METHOD = typer.Option("esd", "--method", help="The erasure method: esd, ablate, uce, nullspace, rece, advunlearn, or one an installed package registers (erasectl defaults lists them).")
+METHOD = typer.Option("esd", "--method", help="The erasure method (its help lists every registered one).")
 ANCHOR = typer.Option(None, "--anchor", help="ablate (required): the concept to map onto, e.g. shape for circle; uce, nullspace, rece: the guide (else --guide-choice decides).")
 PRESERVE = typer.Option(None, "--preserve", help="Comma-separated concepts whose predictions are kept unchanged (every method). Default: the method's own (a multi-word concept's words alone; uce and rece on the embedded model also the attributes on the generic noun; advunlearn also its retain set); the recipe records the list used.")
 AUTO_PRESERVE = typer.Option(None, "--auto-preserve", help="Preserve the K nearest valid phrases to each concept in text-embedding space.")

@@ -63,8 +63,17 @@ def setting_parameters() -> list[inspect.Parameter]:
 
 
 def with_settings(command):
-    """``command`` (which takes ``**settings``) with the settings as its declared options."""
+    """``command`` (which takes ``method`` and ``**settings``) with the settings as its declared
+    options, and ``--method``'s help naming every registered method."""
+    from erasectl.methods import get_method, method_names
+
     signature = inspect.signature(command)
     fixed = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    methods = "; ".join(f"{name}: {get_method(name).summary.rstrip('.')}" for name in method_names())
+    fixed = [
+        p.replace(default=typer.Option(p.default.default, *p.default.param_decls, help=f"The erasure method. {methods}"))
+        if p.name == "method" else p
+        for p in fixed
+    ]  # fmt: skip
     command.__signature__ = signature.replace(parameters=fixed + setting_parameters())
     return command

@@ -238,7 +238,7 @@ def solve(w0: torch.Tensor, erase: torch.Tensor, guide: torch.Tensor, basis: tor
 
 class NullSpace(Method):
     name = "nullspace"
-    summary = "Null-space edit in the spirit of SPEED (Li et al., 2025): UCE's edit kept off a broad prior."
+    summary = "Null-space edit after SPEED (Li et al., ICLR 2026): UCE's edit kept off a broad prior of other words."
     config_class = NullSpaceConfig
     accepts_anchor = True
 
