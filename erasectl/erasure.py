@@ -10,7 +10,6 @@ from erasectl.checkpoint import ErasedCheckpoint, make_checkpoint
 from erasectl.distributed import world
 from erasectl.errors import UserError
 from erasectl.methods import get_method
-from erasectl.methods.ablate import names_anchor
 from erasectl.profiles import PaperProfile
 
 
@@ -31,9 +30,8 @@ class ErasureRequest:
     profile: PaperProfile
     anchor: str | None = None
     anchor_prompt_lines: list[str] | None = None
-    preserve: list[str] = field(
-        default_factory=list
-    )  # as given (empty: the method's default); resolved by erase_concepts
+    # as given (empty: the method's default); erase_concepts resolves it (``resolved``)
+    preserve: list[str] = field(default_factory=list)
     model_name: str = ""
     model_config: str = ""  # the config folder a single-file model loads with
     prior_exclude: list[str] = field(default_factory=list)  # words a null-space prior leaves out
@@ -56,16 +54,6 @@ class ErasureRequest:
 
     def templates(self, concept: str, method: str) -> list[str]:
         return self.profile.templates(concept, method)
-
-    def anchor_prompts(self, concept: str) -> list[str]:
-        if self.anchor_prompt_lines:
-            found = [line for line in self.anchor_prompt_lines if names_anchor(line, self.anchor)]
-            if not found:
-                raise UserError(
-                    f"no line of the anchor prompts file names the anchor {self.anchor!r} as a word; each prompt must name it"
-                )
-            return found
-        return [template.format(self.anchor) for template in self.templates(concept, "ablate")]
 
     def resolved(self, sources: tuple[str, ...]) -> ErasureRequest:
         """This request with ``preserve`` resolved once, for every method and for evaluate: the

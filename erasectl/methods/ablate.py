@@ -272,6 +272,17 @@ def _preservation(
     return loss
 
 
+def anchor_prompts_for(request, concept: str) -> list[str]:
+    """The anchor prompts: the lines of ``--anchor-prompts-file`` that name the anchor as a word,
+    else the profile's ablation templates around the anchor."""
+    if request.anchor_prompt_lines:
+        found = [line for line in request.anchor_prompt_lines if names_anchor(line, request.anchor)]
+        if not found:
+            raise UserError(f"no line of the anchor prompts file names the anchor {request.anchor!r} as a word; each prompt must name it")  # fmt: skip
+        return found
+    return [template.format(request.anchor) for template in request.templates(concept, "ablate")]
+
+
 class Ablate(Method):
     name = "ablate"
     summary = "Concept Ablation (Kumari et al., ICCV 2023): map the concept onto --anchor."
@@ -289,7 +300,7 @@ class Ablate(Method):
     ) -> ErasureResult:
         concept_prompts, anchor_prompts = [], []
         for concept in request.concepts:
-            for anchor_prompt in request.anchor_prompts(concept):
+            for anchor_prompt in anchor_prompts_for(request, concept):
                 anchor_prompts.append(anchor_prompt)
                 concept_prompts.append(replace_anchor(anchor_prompt, request.anchor, concept))
         kept = [t.format(concept) for concept in request.preserve for t in request.templates(concept, "ablate")]

@@ -37,3 +37,37 @@ def test_anchor_replacement_is_by_whole_word():
     assert replace_anchor("a photo of a man next to a woman", "man", "king") == "a photo of a king next to a woman"
     assert replace_anchor("a red shape, shapes", "shape", "circle") == "a red circle, shapes"
     assert names_anchor("a man", "man") and not names_anchor("a woman", "man")
+
+
+def test_anchor_prompts_come_from_the_file_lines_that_name_the_anchor(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from erasectl.cli import app
+
+    runner = CliRunner()
+    lines = tmp_path / "anchors.txt"
+    lines.write_text("a red shape\na blue shape\na red circle\n")
+    common = [
+        "erase",
+        "--concept",
+        "circle",
+        "--method",
+        "ablate",
+        "--anchor",
+        "shape",
+        "--steps",
+        "2",
+        "--anchor-images",
+        "4",
+        "--batch-size",
+        "2",
+    ]
+    done = runner.invoke(app, [*common, "--anchor-prompts-file", str(lines), "--out", str(tmp_path / "run"), "--json"])
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.stdout)["anchor_images"] == 4
+    lines.write_text("a red circle\na shapes parade\n")  # no line names the anchor as a word
+    refused = runner.invoke(app, [*common, "--anchor-prompts-file", str(lines), "--out", str(tmp_path / "bad")])
+    assert refused.exit_code == 2 and "no line of the anchor prompts file names the anchor 'shape'" in refused.output
+    assert not (tmp_path / "bad").exists()
