@@ -170,39 +170,37 @@ def placeholder_token(pipeline, init_word: str):
             init_ids = originals[name](init_word, add_special_tokens=False).input_ids or [tokenizer.bos_token_id]
             vector = torch.nn.Parameter(table.weight[init_ids].detach().float().mean(0).clone())
             vectors[key] = vector
+            seen: dict = {}  # the ids of the table's current call, shared by its two hooks
             handles += [
-                table.register_forward_pre_hook(_map_new_ids(table.num_embeddings)),
-                table.register_forward_hook(_swap_rows(token_id, vector)),
+                table.register_forward_pre_hook(_map_new_ids(table.num_embeddings, seen)),
+                table.register_forward_hook(_swap_rows(token_id, vector, seen)),
             ]
         yield vectors
     finally:
         for handle in handles:
             handle.remove()
-        for _, encoder_name, _ in ENCODERS:
-            encoder = getattr(pipeline, encoder_name, None)
-            if encoder is not None and hasattr(encoder.get_input_embeddings(), "_erasectl_ids"):
-                del encoder.get_input_embeddings()._erasectl_ids
         for name, tokenizer in originals.items():
             setattr(pipeline, name, tokenizer)
 
 
-def _map_new_ids(size: int):
-    """A pre-hook: remember the ids the embedding table is called with and map ids past its end
-    (the placeholder's) to 0, so that the table needs no new row."""
+def _map_new_ids(size: int, seen: dict):
+    """A pre-hook: remember (in ``seen``) the ids the embedding table is called with and map ids
+    past its end (the placeholder's) to 0, so that the table needs no new row."""
 
     def pre_hook(module, inputs):
         ids = inputs[0]
-        module._erasectl_ids = ids
+        seen["ids"] = ids
         return (torch.where(ids >= size, torch.zeros_like(ids), ids),)
 
     return pre_hook
 
 
-def _swap_rows(token_id: int, vector: torch.nn.Parameter):
-    """A forward hook: the placeholder's rows become ``vector`` (differentiably)."""
+def _swap_rows(token_id: int, vector: torch.nn.Parameter, seen: dict):
+    """A forward hook: the placeholder's rows (by the ids ``seen`` by the pre-hook) become ``vector``
+    (differentiably)."""
 
     def hook(module, inputs, output):
-        mask = (module._erasectl_ids == token_id).unsqueeze(-1)
+        mask = (seen["ids"] == token_id).unsqueeze(-1)
         return torch.where(mask, vector.to(output.dtype), output) if mask.any() else output
 
     return hook
