@@ -36,6 +36,7 @@ class ErasureRequest:
     model_config: str = ""  # the config folder a single-file model loads with
     prior_exclude: list[str] = field(default_factory=list)  # words a null-space prior leaves out
     preserve_source: str = "given"
+    keep_words: bool | None = None  # preserve a multi-word concept's words alone; None: the profile's default
 
     def __post_init__(self) -> None:
         """Refuse a request that contradicts itself, before anything is loaded or trained."""
@@ -59,19 +60,22 @@ class ErasureRequest:
         """This request with ``preserve`` resolved once, for every method and for evaluate: the
         given concepts, else the method's default ``sources`` (``Method.default_preservation``)
         in their order: ``words``, a multi-word concept's words alone (erase "blue square", keep
-        "blue" and "square": a conjunction, not a union); ``attributes``, the profile's attribute
-        captions; ``retain-set``, the profile's retain set."""
+        "blue" and "square": a conjunction, not a union) where ``keep_words`` (else the profile)
+        says so; ``attributes``, the profile's attribute captions; ``retain-set``, the profile's
+        retain set. ``keep_words`` is resolved too."""
+        keep_words = self.profile.keeps_words if self.keep_words is None else self.keep_words
         if self.preserve:
-            return replace(self, preserve=list(dict.fromkeys(self.preserve)), preserve_source="given")
+            return replace(
+                self, preserve=list(dict.fromkeys(self.preserve)), preserve_source="given", keep_words=keep_words
+            )
         found = {
-            "words": self.conjunction_parts,
+            "words": self.conjunction_parts if keep_words else list,
             "attributes": lambda: self.profile.default_preserve(self.concepts),
             "retain-set": lambda: self.profile.retain_concepts(self.concepts),
         }
         default = [concept for source in sources for concept in found[source]()]
-        return replace(
-            self, preserve=list(dict.fromkeys(default)), preserve_source="default: " + (", ".join(sources) or "none")
-        )
+        source = "default: " + (", ".join(sources) or "none")
+        return replace(self, preserve=list(dict.fromkeys(default)), preserve_source=source, keep_words=keep_words)
 
     def conjunction_parts(self) -> list[str]:
         found = [part for concept in self.concepts for part in self.profile.conjunction_parts(concept)]
@@ -174,6 +178,7 @@ def erase_concepts(
         "anchor": request.anchor,
         "preserve": request.preserve,
         "preserve_source": request.preserve_source,
+        "keep_words": request.keep_words,
         "config": asdict(config),
         "steps": config.steps,
         "wall_time_s": result.wall_time_s,

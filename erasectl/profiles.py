@@ -80,9 +80,14 @@ class PaperProfile:
         words = {w for concept in concepts for w in concept.lower().split()}
         return [name for name in COCO_OBJECTS if not words & set(name.split())]
 
+    # Whether a multi-word concept's words alone are preserved without --keep-words: not on real
+    # models, where the papers erase the phrase and preserve nothing unnamed (a surname carries
+    # much of an artist's style).
+    keeps_words = False
+
     def conjunction_parts(self, concept: str) -> list[str]:
-        """What erasing a multi-word concept keeps by default: each of its words alone ("grumpy
-        cat" keeps "grumpy" and "cat"); nothing for a single word."""
+        """A multi-word concept's words alone, what ``--keep-words`` preserves ("grumpy cat":
+        "grumpy" and "cat"); nothing for a single word."""
         words = concept.split()
         return words if len(words) > 1 else []
 

@@ -91,3 +91,47 @@ def test_uce_last_token_rows_are_the_authors_script_rows(sd1_pndm):
 
             torch.testing.assert_close(rows[index], reference_row(prompt).float())
             torch.testing.assert_close(guide_rows[index], reference_row(guide_prompt).float())
+
+
+def test_uce_on_a_multi_word_concept_is_the_authors_edit_with_nothing_preserved(tmp_path):
+    """A real model erases "red circle" as uce_sd_erase.py does: the phrase's last-token row guided to
+    the empty prompt's, nothing preserved unless named; --keep-words is the only way to keep its words."""
+    from erasectl.architecture import token_rows
+    from erasectl.erasure import ErasureRequest, build_config, erase_concepts
+    from erasectl.models import load_pipeline
+    from erasectl.profiles import PaperProfile
+
+    folder = tiny_pipeline(tmp_path / "sd1", "sd1", "PNDMScheduler")
+    pipeline = load_pipeline(str(folder))
+    names = [n for n, _ in pipeline.unet.named_modules() if n.endswith(("attn2.to_k", "attn2.to_v"))]
+    originals = {n: pipeline.unet.get_submodule(n).weight.detach().clone().double() for n in names}
+    config = build_config("uce", PaperProfile(), {})
+    checkpoint = erase_concepts(pipeline, "uce", ErasureRequest(["red circle"], PaperProfile()), config)
+    assert checkpoint.recipe["preserve"] == [] and checkpoint.recipe["keep_words"] is False
+
+    def last_row(text: str) -> torch.Tensor:  # the script's row: attention_mask.sum() - 2
+        mask = pipeline.tokenizer(
+            text,
+            padding="max_length",
+            max_length=pipeline.tokenizer.model_max_length,
+            truncation=True,
+            return_tensors="pt",
+        )["attention_mask"]
+        return token_rows(pipeline.unet, encode_prompts(pipeline, [text]))[0, int(mask.sum()) - 2].double()
+
+    concept, guide = last_row("red circle")[:, None], last_row("")[:, None]
+    for name in names:
+        w = originals[name]
+        left = config.lamb * w + config.erase_scale * (w @ guide) @ concept.T
+        right = config.lamb * torch.eye(w.shape[1], dtype=torch.float64) + config.erase_scale * concept @ concept.T
+        torch.testing.assert_close(
+            checkpoint.tensors[f"unet.{name}.weight"].double(), left @ torch.linalg.inv(right), rtol=1e-5, atol=1e-6
+        )
+    kept = load_pipeline(str(folder))
+    words = erase_concepts(kept, "uce", ErasureRequest(["red circle"], PaperProfile(), keep_words=True), config)
+    assert words.recipe["preserve"] == ["red", "circle"] and words.recipe["keep_words"] is True
+    key = f"unet.{names[0]}.weight"
+    moved = (words.tensors[key] - checkpoint.tensors[key]).norm() / (
+        checkpoint.tensors[key] - originals[names[0]].float()
+    ).norm()
+    assert moved > 0.05, f"keeping the words changed the edit by only {moved:.3f} of its norm"

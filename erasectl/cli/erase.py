@@ -103,7 +103,8 @@ def _write(out: Path, checkpoint, force: bool) -> dict:
 CONCEPT = typer.Option(None, "--concept", help='The concept to erase, e.g. circle or "grumpy cat"; several: "circle,red square".')
 METHOD = typer.Option("esd", "--method", help="The erasure method (its help lists every registered one).")
 ANCHOR = typer.Option(None, "--anchor", help="ablate (required): the concept to map onto, e.g. shape for circle; uce, nullspace, rece: the guide (else --guide-choice decides).")
-PRESERVE = typer.Option(None, "--preserve", help="Comma-separated concepts whose predictions are kept unchanged (every method). Default: the method's own (a multi-word concept's words alone; uce and rece on the embedded model also the attributes on the generic noun; advunlearn also its retain set); the recipe records the list used.")
+PRESERVE = typer.Option(None, "--preserve", help="Comma-separated concepts whose predictions are kept unchanged (every method). Default: the method's own (with --keep-words a multi-word concept's words alone; uce and rece on the embedded model also the attributes on the generic noun; advunlearn also its retain set); the recipe records the list used.")
+KEEP_WORDS = typer.Option(None, "--keep-words/--no-keep-words", help='Without --preserve, also keep each word of a multi-word concept alone (erase "blue square", keep "blue" and "square"). Default: off on real models, as the papers erase the phrase; on for the embedded world, its measured default.')
 AUTO_PRESERVE = typer.Option(None, "--auto-preserve", help="Preserve the K nearest valid phrases to each concept in text-embedding space.")
 CONCEPTS_FILE = typer.Option(None, "--concepts-file", help="More concepts to erase, one per line.")
 ANCHOR_PROMPTS_FILE = typer.Option(None, "--anchor-prompts-file", help="ablate: anchor prompts, one per line, each naming the anchor.")
@@ -129,6 +130,7 @@ def erase(
     method: str = METHOD,
     anchor: str = ANCHOR,
     preserve: str = PRESERVE,
+    keep_words: bool = KEEP_WORDS,
     auto_preserve: int = AUTO_PRESERVE,
     concepts_file: Path = CONCEPTS_FILE,
     anchor_prompts_file: Path = ANCHOR_PROMPTS_FILE,
@@ -160,9 +162,8 @@ def erase(
     profile = model_profile(model, model_config)
     concepts = _concepts(concept, concepts_file, profile)
     config = build_config(method, profile, settings, len(concepts))
-    request = _request(
-        concepts, method, anchor, anchor_prompts_file, preserve, auto_preserve, prior_exclude, model, profile
-    )
+    given = dict(preserve=preserve, keep_words=keep_words, auto_preserve=auto_preserve, prior_exclude=prior_exclude)
+    request = _request(concepts, method, anchor, anchor_prompts_file, model, profile, **given)
     out = _output(out, force, resume_from_checkpoint, concepts, method)
     control = run_control(out, checkpointing_steps, resume_from_checkpoint)
     label = f"erasing {', '.join(concepts)} ({method})"
@@ -186,7 +187,16 @@ def erase(
 
 
 def _request(
-    concepts, method: str, anchor, anchor_prompts_file, preserve, auto_preserve, prior_exclude, model, profile
+    concepts,
+    method: str,
+    anchor,
+    anchor_prompts_file,
+    model,
+    profile,
+    preserve,
+    keep_words,
+    auto_preserve,
+    prior_exclude,
 ):
     """The erasure request, every contradiction in it refused before anything loads."""
     from erasectl.erasure import ErasureRequest, check_concepts
@@ -203,7 +213,7 @@ def _request(
     preserved = check_concepts(split_list(preserve), profile) if preserve else []
     return ErasureRequest(
         concepts, profile, _anchor(anchor, get_method(method), profile), anchor_lines, preserve=preserved,
-        model_name=resolve_model(model)[0], prior_exclude=split_list(prior_exclude),
+        model_name=resolve_model(model)[0], prior_exclude=split_list(prior_exclude), keep_words=keep_words,
     )  # fmt: skip
 
 

@@ -51,6 +51,7 @@ from erasectl.sampling import sample_trajectory
 
 UNET_GROUPS = ("esd-x", "esd-u", "esd-all", "esd-x-strict")
 PARAMETER_GROUPS = (*UNET_GROUPS, TEXT_ENCODER_GROUP)
+GROUP_ALIASES = {"xattn": "esd-x", "noxattn": "esd-u", "full": "esd-all"}
 MODES = ("fast", "faithful", "straightforward")
 REFERENCE = "ESD's diffusers script esd_sd.py (rohitgandikota/erasing), argparse defaults"
 # What --mode fast changes when the defaults are the paper's: its batching, nothing it learns.
@@ -66,7 +67,7 @@ class ESDConfig(MethodConfig):
     lr: float = setting(5e-5, "Adam learning rate.", f"{REFERENCE}: --lr 5e-5 (the paper: 1e-5)")
     parameter_group: str = setting(
         "esd-x",
-        "esd-x (cross-attention), esd-u (all but cross-attention), esd-all, esd-x-strict (cross-attention K/V), text-encoder (the text encoders' transformer layers, the UNet frozen).",
+        "esd-x (cross-attention; alias xattn), esd-u (all but cross-attention; noxattn), esd-all (full), esd-x-strict (cross-attention K/V), text-encoder (the text encoders' transformer layers, the UNet frozen).",
         "the authors' README example (--train_method esd-x); the paper uses ESD-x for styles, ESD-u for nudity and objects",
     )
     negative_guidance: float = setting(
@@ -104,6 +105,8 @@ class ESDConfig(MethodConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        # the names the authors' README and their earlier CompVis script use, for the groups they mean
+        self.parameter_group = GROUP_ALIASES.get(self.parameter_group, self.parameter_group)
         if self.parameter_group not in PARAMETER_GROUPS:
             raise ConfigError(
                 f"unknown parameter group {self.parameter_group!r} for esd; choose one of {', '.join(PARAMETER_GROUPS)}"

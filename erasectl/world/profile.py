@@ -66,6 +66,8 @@ class WorldProfile(PaperProfile):
 
         return [w for w in WORLD_WORDS if w != ARTICLE]
 
+    keeps_words = True  # the world's own measured default: "blue square" erased, blue and squares kept
+
     def conjunction_parts(self, concept: str) -> list[str]:
         """Each word of a multi-word concept alone, an attribute on the generic noun: "blue square"
         keeps "blue shape" and "square"."""

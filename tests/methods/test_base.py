@@ -19,6 +19,7 @@ RUN_OPTIONS = {
     "--method",
     "--anchor",
     "--preserve",
+    "--keep-words",
     "--auto-preserve",
     "--concepts-file",
     "--anchor-prompts-file",

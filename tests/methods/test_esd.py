@@ -28,3 +28,10 @@ def test_esd_target_is_formed_in_float32_under_bf16():
     in_bf16 = unconditional - 0.3 * (concept - unconditional)
     signal = (exact - unconditional.float()).abs().max()
     assert (in_bf16.float() - exact).abs().max() > 0.05 * signal  # what the bf16 target would lose
+
+
+def test_the_authors_readme_group_names_are_aliases_of_the_groups_they_mean():
+    from erasectl.methods.esd import ESDConfig
+
+    for alias, group in (("xattn", "esd-x"), ("noxattn", "esd-u"), ("full", "esd-all"), ("esd-x", "esd-x")):
+        assert ESDConfig(parameter_group=alias).parameter_group == group
