@@ -1,5 +1,6 @@
-"""Options several commands take, declared once: single options, and the drawing options that
-generate, compare and evaluate share, gathered into one ``Drawing`` value for the command."""
+"""Options several commands take, declared once: single options, and groups of options gathered
+into one value for the command (``option_group``): the drawing options generate, compare and
+evaluate share (an ``erasectl.generation.Drawing``) and evaluate's gates (``Gates``)."""
 
 from __future__ import annotations
 
