@@ -11,7 +11,7 @@ from erasectl.evaluation.protocol import Protocol
 
 def image_drift(records: list[ImageRecord], base: str) -> dict[str, dict[str, dict]]:
     """Per model, per prompt set: the mean judge-feature distance and SSIM of each image to the
-    base image of the same prompt and seed (``erasectl.drift``)."""
+    base image of the same prompt and seed (``erasectl.evaluation.drift``)."""
 
     by_key = {(r.role, r.concept, r.prompt, r.seed): r for r in records if r.model == base}
     grouped: dict[tuple[str, str], list[tuple[ImageRecord, ImageRecord]]] = {}
