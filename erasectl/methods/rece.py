@@ -31,15 +31,25 @@ from erasectl.methods.base import setting
 from erasectl.methods.uce import UCE, UCEConfig, choose_guides, closed_form, concept_rows, edit_request
 
 REFERENCE = "RECE (CharlesGong12/RECE, train_object.py) argparse defaults"
+SOLVES = ("regzero", "1st")
 
 
 @dataclass
 class RECEConfig(UCEConfig):
+    lamb: float = setting(0.1, "lam: pull toward the original weights W0.", f"{REFERENCE}: --lamb 0.1")
+    preserve_scale: float = setting(
+        0.1, "ps: weight of the preserved concepts' rows.", f"{REFERENCE}: --preserve_scale 0.1"
+    )
     rounds: int = setting(
         1, "Adversarial embeddings found and erased after the first solve.", f"{REFERENCE}: --epochs 1 (objects)"
     )
     regular_scale: float = setting(
-        1e-3, "Surrogate regulariser of the adversarial embedding.", f"{REFERENCE}: --regular_scale 1e-3"
+        1e-3, "r: the regulariser of the adversarial embedding.", f"{REFERENCE}: --regular_scale 1e-3"
+    )
+    adversarial_solve: str = setting(
+        "regzero",
+        "The adversarial embedding's closed form: regzero (regularised toward the zero vector, their close_form_emb_regzero) or 1st (their surrogate regulariser, close_form_emb with reg_item 1st).",
+        f"{REFERENCE}: close_form_emb_regzero, what their shipped scripts call",
     )
     attack_rounds: int = setting(
         0,
@@ -50,6 +60,8 @@ class RECEConfig(UCEConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.adversarial_solve not in SOLVES:
+            raise ConfigError(f"adversarial_solve must be one of {', '.join(SOLVES)}, got {self.adversarial_solve!r}")
         if self.rounds < 0 or self.regular_scale < 0 or self.attack_rounds < 0 or self.attack_steps < 1:
             raise ConfigError(
                 "rounds and attack_rounds must be 0 or more, attack_steps at least 1, regular_scale 0 or more"
@@ -70,7 +82,9 @@ def solve_rounds(
         }
         if round_index == config.rounds:
             break
-        adversarial = rows.double() @ adversarial_map(solved, originals, config.regular_scale).T
+        adversarial = (
+            rows.double() @ adversarial_map(solved, originals, config.regular_scale, config.adversarial_solve).T
+        )
         all_rows, all_guides = torch.cat([all_rows, adversarial.float()]), torch.cat([all_guides, guide_rows])
     extra = {"erased_rows": len(all_rows)}
     if config.rounds:
@@ -79,19 +93,27 @@ def solve_rounds(
 
 
 def adversarial_map(
-    edited: dict[str, torch.Tensor], originals: dict[str, torch.Tensor], regular_scale: float
+    edited: dict[str, torch.Tensor], originals: dict[str, torch.Tensor], regular_scale: float, solve: str = "regzero"
 ) -> torch.Tensor:
-    """RECE's closed-form adversarial embedding (Gong et al., ECCV 2024; CharlesGong12/RECE,
-    ``close_form_emb`` with its surrogate regulariser): the matrix M such that e = M c makes every
-    edited projection W' output (nearly) what the original W0 gave for c,
-    M = (sum W'^T W' (1 + r))^-1 sum (W'^T W0 + r W'^T W'), summed over keys and values."""
+    """RECE's closed-form adversarial embedding (Gong et al., ECCV 2024, eq. 8; CharlesGong12/RECE,
+    ``utils/embedding_calculation/close_form_emb.py``): the matrix M such that e = M c makes every
+    edited projection W' output (nearly) what the original W0 gave for c, sums over keys and values:
+
+    - ``regzero`` (``close_form_emb_regzero``): M = (r I + sum W'^T W')^-1 sum W'^T W0;
+    - ``1st`` (``close_form_emb``, reg_item 1st): M = (sum W'^T W' (1 + r))^-1 sum (W'^T W0 + r W'^T W')."""
     first = next(iter(edited.values()))
     left = torch.zeros(first.shape[1], first.shape[1], dtype=torch.float64)
     right = torch.zeros_like(left)
+    if solve == "regzero":
+        left += regular_scale * torch.eye(first.shape[1], dtype=torch.float64)
     for name, w in edited.items():
         w, w0 = w.double(), originals[name].double()
-        left += (1 + regular_scale) * w.T @ w
-        right += w.T @ w0 + regular_scale * w.T @ w
+        if solve == "regzero":
+            left += w.T @ w
+            right += w.T @ w0
+        else:
+            left += (1 + regular_scale) * w.T @ w
+            right += w.T @ w0 + regular_scale * w.T @ w
     return torch.linalg.solve(left, right)
 
 

@@ -42,6 +42,8 @@ WORLD_DEFAULTS["nullspace"] = {
 WORLD_DEFAULTS["rece"] = {
     **WORLD_DEFAULTS["uce"],  # RECE is UCE plus its adversarial rounds
     "attack_rounds": (4, "RECE's closed-form round alone left the soft-prompt attack near full success"),
+    "adversarial_solve": ("1st", "the surrogate the world's RECE defaults were chosen with"),
+    "preserve_scale": (1.0, "UCE's scale, with which the world's RECE defaults were chosen"),
 }
 WORLD_DEFAULTS["advunlearn"] = {
     **WORLD_DEFAULTS["esd"],  # AdvUnlearn is ESD with an attack inside

@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 import torch
 from typer.testing import CliRunner
 
@@ -23,7 +24,7 @@ def test_rece_adversarial_map_is_the_identity_without_an_edit_and_rece_erases_mo
 
     torch.manual_seed(0)
     weights = {"k": torch.randn(8, 6), "v": torch.randn(8, 6)}
-    assert torch.allclose(adversarial_map(weights, weights, 1e-3), torch.eye(6, dtype=torch.float64), atol=1e-8)
+    assert torch.allclose(adversarial_map(weights, weights, 1e-3, "1st"), torch.eye(6, dtype=torch.float64), atol=1e-8)
     result = runner.invoke(
         app,
         [
@@ -97,3 +98,35 @@ def test_attack_rounds_erase_what_the_attack_finds(tmp_path):
     defended, _ = concept_latents(pipeline, PROMPTS, AttackConfig(seed=second["attack_rounds"][0]["seed"]))
     assert second["attack_rounds"][0]["seed"] == defence_config(0, 0, 5).seed != 0
     assert not torch.allclose(evaluated, defended)
+
+
+def test_rece_regzero_is_the_authors_close_form_emb_regzero():
+    """Their eq. 8 regularised toward zero, transcribed: M = (r I + sum W'^T W')^-1 sum W'^T W0 over
+    keys and values, with W' the edited weights and W0 the original ones."""
+    from erasectl.methods.rece import RECEConfig, adversarial_map
+
+    generator = torch.Generator().manual_seed(3)
+    originals = {n: torch.randn(8, 6, generator=generator) for n in ("k", "v")}
+    edited = {n: w + 0.3 * torch.randn(8, 6, generator=generator) for n, w in originals.items()}
+    r = 1e-3
+    left = r * torch.eye(6, dtype=torch.float64) + sum(edited[n].double().T @ edited[n].double() for n in edited)
+    right = sum(edited[n].double().T @ originals[n].double() for n in edited)
+    torch.testing.assert_close(
+        adversarial_map(edited, originals, r, "regzero"), torch.linalg.inv(left) @ right, rtol=1e-5, atol=1e-8
+    )
+    # the embedding it finds minimises sum ||W' e - W0 c||^2 + r ||e||^2: no other embedding does better
+    concept = torch.randn(6, generator=generator).double()
+
+    def objective(e):
+        return (
+            sum((edited[n].double() @ e - originals[n].double() @ concept).pow(2).sum() for n in edited)
+            + r * e.pow(2).sum()
+        )
+
+    found = adversarial_map(edited, originals, r, "regzero") @ concept
+    assert objective(found) < objective(concept)
+    for _ in range(20):
+        assert objective(found) <= objective(found + 1e-3 * torch.randn(6, generator=generator).double())
+    assert RECEConfig().adversarial_solve == "regzero"
+    with pytest.raises(ValueError):
+        RECEConfig(adversarial_solve="2nd")
