@@ -5,9 +5,10 @@ After each UCE solve, RECE derives in closed form the embedding that makes the *
 produce the concept's original cross-attention outputs again (an attack on the edit), and erases
 it too, with the concept's guide, in the next solve; ``rounds`` times. Here every solve starts
 from the original weights with the erased rows accumulated (the authors edit the edited model in
-place each epoch); the adversarial map and its surrogate regulariser follow their
-``close_form_emb`` (CharlesGong12/RECE). Chosen over AdvUnlearn's adversarial training because it
-stays a closed form: seconds on a CPU, and it reuses UCE's preservation.
+place each epoch); the adversarial map is their ``close_form_emb_regzero`` (CharlesGong12/RECE)
+on real models, their surrogate ``close_form_emb`` on the embedded world, whose defaults were
+chosen with it (``adversarial_solve``). It stays a closed form: seconds on a CPU, and it reuses
+UCE's preservation. Where it still differs from theirs: docs/reference-code.md.
 
 ``attack_rounds`` adds what AdvUnlearn (Zhang et al. 2024) does with training, in closed form:
 after a solve, erasectl's soft-prompt attack (textual inversion on the edited model, from images
