@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from erasectl.attacks import AttackConfig, run_attack, save_embeddings
+from erasectl.attacks import PLACEHOLDER, AttackConfig, run_attack, save_embeddings
 from erasectl.checkpoint import ErasedCheckpoint, model_loaders
 from erasectl.errors import UserError
 from erasectl.evaluation.protocol import protocol_for
@@ -16,8 +16,6 @@ from erasectl.grids import labelled_grid
 from erasectl.judge import ClipJudge
 from erasectl.models import latest_checkpoint, load_base
 from erasectl.provenance import versions
-
-PLACEHOLDER = "<erasectl-attack>"  # the learned token's name in embedding.safetensors
 
 
 @dataclass

@@ -101,7 +101,7 @@ def _protocol(request: EvaluationRequest, base, profile, concept: str, anchor: s
 
 
 def prepare(request: EvaluationRequest):
-    """Everything the run needs before drawing: ``(models, profile, config, concept, anchor)``."""
+    """Everything the run needs before drawing: ``(models, base, config, concept, anchor)``."""
 
     checkpoints = _checkpoints(request)
     concept = " ".join((request.concept or (checkpoints[0].recipe["concepts"][0] if checkpoints else "")).split())
@@ -111,9 +111,10 @@ def prepare(request: EvaluationRequest):
     base = load_base(
         checkpoints, request.model, request.model_config, request.drawing, request.device, request.allow_pickle
     )
-    sampler = request.drawing.sampler(base.profile, request.steps, request.guidance)
+    drawing = request.drawing
     config = EvaluationConfig(n_per_prompt=request.n_per_prompt, seed=request.seed, steps=request.steps, guidance=request.guidance,
-                              negative_prompt=sampler.negative_prompt, height=sampler.height, width=sampler.width, batch_size=sampler.batch_size)  # fmt: skip
+                              negative_prompt=drawing.negative_prompt, height=drawing.height, width=drawing.width,
+                              batch_size=drawing.batch_size or base.profile.generation_batch_size)  # fmt: skip
     return model_loaders(base.pipeline, base.name, checkpoints), base, config, concept, anchor
 
 

@@ -209,16 +209,10 @@ def erase(
     with modules_restored(
         unet, *encoders
     ):  # the pipeline is the caller's: leave it as it came, also when a step raises
-        return _train(
-            pipeline, unet, config, prompts, progress, preserve_prompts, control, shortcuts, generator, watch, adversary
+        training = _Training(
+            pipeline, unet, config, prompts, preserve_prompts, control, shortcuts, generator, adversary
         )
-
-
-def _train(
-    pipeline, unet, config, prompts, progress, preserve_prompts, control, shortcuts, generator, watch, adversary=None
-) -> ErasureResult:
-    training = _Training(pipeline, unet, config, prompts, preserve_prompts, control, shortcuts, generator, adversary)
-    return training.run(progress, watch)
+        return training.run(progress, watch)
 
 
 class _Training:
