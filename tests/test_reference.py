@@ -135,3 +135,136 @@ def test_uce_on_a_multi_word_concept_is_the_authors_edit_with_nothing_preserved(
         checkpoint.tensors[key] - originals[names[0]].float()
     ).norm()
     assert moved > 0.05, f"keeping the words changed the edit by only {moved:.3f} of its norm"
+
+
+# --- UCE's paper-era script and RECE's code, transcribed ---------------------------------------
+# The transcriptions below follow the authors' loops line by line (per projection, per text pair),
+# in float64 so that a difference in the computation, not in rounding, is what would fail.
+
+
+def _reference_embedding(pipeline, text: str) -> torch.Tensor:
+    """What the authors' scripts read: ``text_encoder(ids)[0]`` of the prompt padded to 77 (SD);
+    for SDXL, diffusers' own ``encode_prompt`` (both encoders' states side by side)."""
+    if hasattr(pipeline, "text_encoder_2"):
+        return pipeline.encode_prompt(text, device="cpu", do_classifier_free_guidance=False)[0][0].double()
+    tokenizer = pipeline.tokenizer
+    ids = tokenizer(text, padding="max_length", max_length=tokenizer.model_max_length, truncation=True).input_ids
+    with torch.no_grad():
+        return pipeline.text_encoder(torch.tensor([ids]))[0][0].double()
+
+
+def _final_token(pipeline, text: str) -> int:
+    tokenizer = pipeline.tokenizer
+    mask = tokenizer(text, padding="max_length", max_length=tokenizer.model_max_length, truncation=True)
+    return sum(mask["attention_mask"]) - 2
+
+
+def _train_erase_edit(pipeline, weights, old_texts, new_texts, retain_texts, lamb, erase_scale, preserve_scale):
+    """train_erase.py's ``edit_model`` (UCE at 4502388^, also RECE's train_uce.py), technique
+    ``replace``: rows from each text's final token to the end, cut to the farther one's length."""
+    edited = {}
+    for name, w in weights.items():
+        mat1 = lamb * w
+        mat2 = lamb * torch.eye(w.shape[1], dtype=torch.float64)
+        for old_text, new_text in zip(old_texts, new_texts):
+            new_text = new_text or " "
+            final_old, final_new = _final_token(pipeline, old_text), _final_token(pipeline, new_text)
+            farthest = max(final_old, final_new)
+            old_emb, new_emb = _reference_embedding(pipeline, old_text), _reference_embedding(pipeline, new_text)
+            old_emb = old_emb[final_old : len(old_emb) - max(0, farthest - final_old)]
+            new_emb = new_emb[final_new : len(new_emb) - max(0, farthest - final_new)]
+            values = new_emb @ w.T
+            mat1 = mat1 + erase_scale * values.T @ old_emb
+            mat2 = mat2 + erase_scale * old_emb.T @ old_emb
+        for text in retain_texts:
+            emb = _reference_embedding(pipeline, text)
+            mat1 = mat1 + preserve_scale * (emb @ w.T).T @ emb
+            mat2 = mat2 + preserve_scale * emb.T @ emb
+        edited[name] = mat1 @ torch.inverse(mat2)
+    return edited
+
+
+def _projection_weights(pipeline) -> dict[str, torch.Tensor]:
+    return {
+        n: m.weight.detach().clone().double()
+        for n, m in pipeline.unet.named_modules()
+        if n.endswith(("attn2.to_k", "attn2.to_v"))
+    }
+
+
+def _assert_edit(checkpoint, expected: dict[str, torch.Tensor]) -> None:
+    for name, weight in expected.items():
+        ours = checkpoint.tensors[f"unet.{name}.weight"].double()
+        assert (ours - weight).norm() <= 1e-5 * weight.norm(), (name, float((ours - weight).norm() / weight.norm()))
+
+
+@pytest.mark.parametrize("family", ["sd1", "sd2", "sdxl"])
+def test_uce_paper_variant_is_the_paper_era_edit(tmp_path, family):
+    from erasectl.erasure import ErasureRequest, build_config, erase_concepts
+    from erasectl.models import load_pipeline
+    from erasectl.profiles import PaperProfile
+
+    pipeline = load_pipeline(str(tiny_pipeline(tmp_path / family, family)))
+    weights = _projection_weights(pipeline)
+    config = build_config("uce", PaperProfile(), {"variant": "paper"})
+    request = ErasureRequest(["red circle", "ring"], PaperProfile(), anchor="blue striped square", preserve=["cross"])
+    checkpoint = erase_concepts(pipeline, "uce", request, config)
+    assert checkpoint.recipe["config"]["variant"] == "paper"
+    guide = "blue striped square"
+    expected = _train_erase_edit(
+        pipeline, weights, ["red circle", "ring"], [guide, guide], ["", "cross"], 0.5, 1.0, config.preserve_scale
+    )
+    _assert_edit(checkpoint, expected)
+
+
+def _regzero_embedding(pipeline, edited, originals, concept: str, regular_scale: float) -> torch.Tensor:
+    """RECE's ``close_form_emb_regzero``: the bare concept prompt's 77 rows through
+    (r I + sum W'^T W')^-1 sum W'^T W0, over keys and values."""
+    first = next(iter(edited.values()))
+    mat1 = torch.eye(first.shape[1], dtype=torch.float64) * regular_scale
+    mat2 = torch.zeros(first.shape[1], first.shape[1], dtype=torch.float64)
+    for name, w in edited.items():
+        mat1 = mat1 + w.T @ w
+        mat2 = mat2 + w.T @ originals[name]
+    return _reference_embedding(pipeline, concept) @ (torch.inverse(mat1) @ mat2).T
+
+
+def _edit_model_adversarial(pipeline, weights, adversarial, guides, retain_texts, lamb, erase_scale, preserve_scale):
+    """RECE's ``edit_model_adversarial`` (technique ``replace``) on the current weights."""
+    edited = {}
+    for name, w in weights.items():
+        mat1 = lamb * w
+        mat2 = lamb * torch.eye(w.shape[1], dtype=torch.float64)
+        for old_emb, new_emb in zip(adversarial, guides):
+            mat1 = mat1 + erase_scale * (new_emb @ w.T).T @ old_emb
+            mat2 = mat2 + erase_scale * old_emb.T @ old_emb
+        for text in retain_texts:
+            emb = _reference_embedding(pipeline, text)
+            mat1 = mat1 + preserve_scale * (emb @ w.T).T @ emb
+            mat2 = mat2 + preserve_scale * emb.T @ emb
+        edited[name] = mat1 @ torch.inverse(mat2)
+    return edited
+
+
+@pytest.mark.parametrize("family", ["sd1", "sdxl"])
+def test_rece_is_the_authors_train_object_py(tmp_path, family):
+    """RECE's README: UCE's paper-era checkpoint, then ``--epochs`` rounds of close_form_emb_regzero
+    and edit_model_adversarial (lamb 0.1, preserve_scale 0.1, the empty prompt always retained)."""
+    from erasectl.erasure import ErasureRequest, build_config, erase_concepts
+    from erasectl.models import load_pipeline
+    from erasectl.profiles import PaperProfile
+
+    pipeline = load_pipeline(str(tiny_pipeline(tmp_path / family, family)))
+    originals = _projection_weights(pipeline)
+    config = build_config("rece", PaperProfile(), {"rounds": 2, "regular_scale": 0.1})
+    assert (config.adversarial_solve, config.lamb, config.preserve_scale) == ("regzero", 0.1, 0.1)
+    concepts, preserve = ["red circle", "ring"], ["cross"]
+    checkpoint = erase_concepts(pipeline, "rece", ErasureRequest(concepts, PaperProfile(), preserve=preserve), config)
+
+    weights = _train_erase_edit(pipeline, originals, concepts, ["", ""], [""] + preserve, 0.5, 1.0, 1.0)
+    for _ in range(2):  # train_object.py's epochs
+        adversarial = [_regzero_embedding(pipeline, weights, originals, c, 0.1) for c in concepts]
+        guides = [_reference_embedding(pipeline, " ")] * len(concepts)
+        weights = _edit_model_adversarial(pipeline, weights, adversarial, guides, [""] + preserve, 0.1, 1.0, 0.1)
+    _assert_edit(checkpoint, weights)
+    assert checkpoint.recipe["adversarial_rows"] == 2 * 2 * pipeline.tokenizer.model_max_length

@@ -1,14 +1,21 @@
 """RECE: Reliable and Efficient Concept Erasure (Gong et al., ECCV 2024), UCE made robust, with an
 optional attack in the loop.
 
-After each UCE solve, RECE derives in closed form the embedding that makes the *edited* model
-produce the concept's original cross-attention outputs again (an attack on the edit), and erases
-it too, with the concept's guide, in the next solve; ``rounds`` times. Here every solve starts
-from the original weights with the erased rows accumulated (the authors edit the edited model in
-place each epoch); the adversarial map is their ``close_form_emb_regzero`` (CharlesGong12/RECE)
-on real models, their surrogate ``close_form_emb`` on the embedded world, whose defaults were
-chosen with it (``adversarial_solve``). It stays a closed form: seconds on a CPU, and it reuses
-UCE's preservation. Where it still differs from theirs: docs/reference-code.md.
+RECE starts from a UCE edit (their README starts from UCE's paper-era checkpoint, so ``variant``
+is ``paper`` and ``uce_lamb`` 0.5). Each round it derives in closed form the embedding that makes
+the *edited* model produce the concept's original cross-attention outputs again (an attack on the
+edit) and erases it, ``rounds`` times. ``round_edit``:
+
+- ``in-place`` (their ``train_object.py``, CharlesGong12/RECE): the bare concept prompt's
+  embedding at all positions, mapped by the adversarial map, is guided to the guide prompt's at the
+  same positions, the edited weights are edited again with ``lamb``/``preserve_scale``, and the
+  empty prompt and the preserved concepts keep the edited model's outputs at all positions;
+- ``from-original`` (erasectl's earlier form, the embedded world's measured default): each solve
+  starts from the original weights with the concept's rows and every adversarial row so far.
+
+The adversarial map is their ``close_form_emb_regzero`` on real models and their surrogate
+``close_form_emb`` on the embedded world (``adversarial_solve``). Differences that remain:
+docs/reference-code.md.
 
 ``attack_rounds`` adds what AdvUnlearn (Zhang et al. 2024) does with training, in closed form:
 after a solve, erasectl's soft-prompt attack (textual inversion on the edited model, from images
@@ -21,18 +28,28 @@ draws from the evaluation seeds.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
 from erasectl.attacks import PLACEHOLDER, concept_latents, defence_config, learned_token, soft_prompt
 from erasectl.checkpoint import assign_tensors
 from erasectl.errors import ConfigError
-from erasectl.methods.base import setting
-from erasectl.methods.uce import UCE, UCEConfig, choose_guides, closed_form, concept_rows, edit_request
+from erasectl.methods.base import ErasureResult, Stopwatch, setting
+from erasectl.methods.uce import (
+    UCE,
+    UCEConfig,
+    choose_guides,
+    closed_form,
+    concept_rows,
+    cross_attention_projections,
+    edit_request,
+    every_row,
+)
 
 REFERENCE = "RECE (CharlesGong12/RECE, train_object.py) argparse defaults"
 SOLVES = ("regzero", "1st")
+ROUND_EDITS = ("in-place", "from-original")
 
 
 @dataclass
@@ -40,6 +57,26 @@ class RECEConfig(UCEConfig):
     lamb: float = setting(0.1, "lam: pull toward the original weights W0.", f"{REFERENCE}: --lamb 0.1")
     preserve_scale: float = setting(
         0.1, "ps: weight of the preserved concepts' rows.", f"{REFERENCE}: --preserve_scale 0.1"
+    )
+    variant: str = setting(
+        "paper",
+        "The UCE edit RECE starts from: paper (the paper-era script, RECE's own train_uce.py) or script.",
+        "RECE's README starts from UCE's paper-era checkpoint; erase_methods/train_uce.py is that edit",
+    )
+    uce_lamb: float = setting(
+        0.5,
+        "lam of the UCE edit RECE starts from (in-place rounds; from-original uses --lamb throughout).",
+        "UCE's paper-era train_erase.py: lamb=0.5, the checkpoint RECE's README starts from",
+    )
+    uce_preserve_scale: float = setting(
+        1.0,
+        "ps of the UCE edit RECE starts from (in-place rounds).",
+        "UCE's paper-era train_erase.py: max(0.1, 1/len(retain_texts)), 1 with nothing preserved",
+    )
+    round_edit: str = setting(
+        "in-place",
+        "in-place: each round edits the edited model (the authors' code); from-original: each round solves again from the original weights with every row so far.",
+        f"{REFERENCE}: edit_model_adversarial on the loaded UCE checkpoint",
     )
     rounds: int = setting(
         1, "Adversarial embeddings found and erased after the first solve.", f"{REFERENCE}: --epochs 1 (objects)"
@@ -63,6 +100,10 @@ class RECEConfig(UCEConfig):
         super().__post_init__()
         if self.adversarial_solve not in SOLVES:
             raise ConfigError(f"adversarial_solve must be one of {', '.join(SOLVES)}, got {self.adversarial_solve!r}")
+        if self.round_edit not in ROUND_EDITS:
+            raise ConfigError(f"round_edit must be one of {', '.join(ROUND_EDITS)}, got {self.round_edit!r}")
+        if not self.uce_lamb > 0 or self.uce_preserve_scale < 0:
+            raise ConfigError("uce_lamb must be positive and uce_preserve_scale 0 or more")
         if self.rounds < 0 or self.regular_scale < 0 or self.attack_rounds < 0 or self.attack_steps < 1:
             raise ConfigError(
                 "rounds and attack_rounds must be 0 or more, attack_steps at least 1, regular_scale 0 or more"
@@ -125,7 +166,9 @@ class RECE(UCE):
 
     def run(self, pipeline, request, config: RECEConfig, progress=None, control=None):
         def solve(extra_rows=None):
-            return edit_request(pipeline, request, config, progress, extra_rows, solve_rounds)
+            if config.round_edit == "from-original":
+                return edit_request(pipeline, request, config, progress, extra_rows, solve_rounds)
+            return in_place_rounds(pipeline, request, config, progress, extra_rows)
 
         if not config.attack_rounds:
             return solve()
@@ -133,6 +176,36 @@ class RECE(UCE):
             pipeline, request.concepts, request.anchor, request.preserve, config.guide_choice, request.guide_candidates
         )
         return with_attack_rounds(pipeline, request, config, guides, solve)
+
+
+@torch.no_grad()
+def in_place_rounds(pipeline, request, config: RECEConfig, progress=None, extra_rows=None) -> ErasureResult:
+    """The authors' RECE (``train_object.py``): UCE's edit (``uce_lamb``, ``uce_preserve_scale``),
+    then ``config.rounds`` times: each concept's adversarial embedding, the adversarial map of the
+    bare concept prompt's rows at all positions, is guided to the guide prompt's rows at the same
+    positions; the edited weights are edited again (``lamb``, ``preserve_scale``), the empty prompt
+    and the preserved concepts keeping the edited model's outputs at all positions
+    (``edit_model_adversarial``)."""
+    watch = Stopwatch()
+    first = replace(config, lamb=config.uce_lamb, preserve_scale=config.uce_preserve_scale)
+    result = edit_request(pipeline, request, first, progress, extra_rows)
+    guides = result.extra["guides"]
+    projections = cross_attention_projections(pipeline.unet)
+    originals = {name: result.base[f"unet.{name}.weight"] for name, _ in projections}
+    concept_rows_ = {concept: every_row(pipeline, [concept]).double() for concept in request.concepts}
+    guide_rows = torch.cat([every_row(pipeline, [guides[c]]) for c in request.concepts])
+    retained = every_row(pipeline, [""] + list(request.preserve))
+    for _ in range(config.rounds):
+        edited = {name: module.weight.detach().clone() for name, module in projections}
+        mapping = adversarial_map(edited, originals, config.regular_scale, config.adversarial_solve)
+        adversarial = torch.cat([rows @ mapping.T for rows in concept_rows_.values()]).float()
+        for name, module in projections:
+            w = edited[name].double()
+            module.weight.copy_(closed_form(w, adversarial, guide_rows.double() @ w.T, retained, config))
+    result.erased = {f"unet.{name}.weight": module.weight.detach().clone() for name, module in projections}
+    result.extra["adversarial_rows"] = config.rounds * sum(len(rows) for rows in concept_rows_.values())
+    result.wall_time_s = watch.seconds()
+    return result
 
 
 def with_attack_rounds(pipeline, request, config, guides: dict[str, str], solve):

@@ -17,6 +17,11 @@ authors' script does, so a guide of any token length works: the concept's k-th t
 meets the guide's k-th from its end (its first token when the guide is shorter, the token before
 it when the guide is empty: the start token for a bare empty prompt, as in the script), and the
 positions after the concept meet those after the guide, end token with end token.
+
+``variant``: ``script`` is the current script; ``paper`` is the paper-era ``train_erase.py``,
+whose edits the paper's numbers come from: the rows from the concept prompt's last token to the
+end, padding included, meet the guide prompt's from its own last token in order, and the empty
+prompt and every preserved concept are kept at all positions.
 """
 
 from __future__ import annotations
@@ -37,6 +42,8 @@ SolveAll = Callable[[dict, torch.Tensor, torch.Tensor, "torch.Tensor | None", "U
 POSITIONS = ("last", "concept", "through-eos", "to-end")
 GUIDE_CHOICES = ("empty", "nearest-preserved", "nearest-concept")
 REFERENCE = "UCE's script uce_sd_erase.py (rohitgandikota/unified-concept-editing), argparse defaults"
+PAPER_SCRIPT = "UCE's paper-era train-scripts/train_erase.py (rohitgandikota/unified-concept-editing at 4502388^)"
+VARIANTS = ("script", "paper")
 
 
 @dataclass
@@ -61,8 +68,13 @@ class UCEConfig(MethodConfig):
     )
     token_positions: str = setting(
         "last",
-        "last (the token before the end token), concept, through-eos or to-end.",
+        "last (the token before the end token), concept, through-eos or to-end (script variant).",
         f"{REFERENCE}: the last token (attention_mask.sum() - 2)",
+    )
+    variant: str = setting(
+        "script",
+        "script: the current script (the rows at --token-positions, nothing preserved unless named); paper: the paper-era script, whose numbers the paper reports (every position from the concept's last token to the end, aligned with the guide's, and the empty prompt and each preserved concept kept at all positions).",
+        f"{REFERENCE}; paper: {PAPER_SCRIPT}",
     )
 
     def __post_init__(self) -> None:
@@ -71,6 +83,8 @@ class UCEConfig(MethodConfig):
             raise ConfigError(f"unknown parameter group {self.parameter_group!r} for uce; it edits kv only")
         if self.guide_choice not in GUIDE_CHOICES:
             raise ConfigError(f"guide_choice must be one of {', '.join(GUIDE_CHOICES)}, got {self.guide_choice!r}")
+        if self.variant not in VARIANTS:
+            raise ConfigError(f"variant must be one of {', '.join(VARIANTS)}, got {self.variant!r}")
         if self.token_positions not in POSITIONS:
             raise ConfigError(f"token_positions must be one of {', '.join(POSITIONS)}, got {self.token_positions!r}")
         if not self.lamb > 0 or self.erase_scale < 0 or self.preserve_scale < 0:
@@ -194,22 +208,64 @@ def _edit(
     pipeline, concept_prompts, guides, preserve_prompts, config: UCEConfig, progress, extra_rows, solve_all: SolveAll
 ) -> ErasureResult:
     watch = Stopwatch()
-    erase_rows, guide_rows = concept_rows(
-        pipeline, [p for p, _ in concept_prompts], [c for _, c in concept_prompts], config.token_positions, guides
-    )
+    erase_rows, guide_rows, preserve_rows = edit_rows(pipeline, concept_prompts, guides, preserve_prompts, config)
     if extra_rows is not None:
         erase_rows, guide_rows = torch.cat([erase_rows, extra_rows[0]]), torch.cat([guide_rows, extra_rows[1]])
-    preserve_rows = None
-    if preserve_prompts:
-        preserve_rows, _ = concept_rows(
-            pipeline, [p for p, _ in preserve_prompts], [c for _, c in preserve_prompts], config.token_positions
-        )
-    projections = [(n, m) for n, m in pipeline.unet.named_modules() if n.endswith(("attn2.to_k", "attn2.to_v"))]
+    projections = cross_attention_projections(pipeline.unet)
     originals = {name: module.weight.detach().clone() for name, module in projections}
     solved, extra = solve_all(originals, erase_rows, guide_rows, preserve_rows, config)
     erased, base = write_solved(projections, lambda name, _: solved[name], progress)
     extra["preserved_rows"] = 0 if preserve_rows is None else len(preserve_rows)
     return ErasureResult(erased, base, [0.0], watch.seconds(), extra)
+
+
+def cross_attention_projections(unet) -> list[tuple[str, torch.nn.Module]]:
+    """The projections UCE edits: every cross-attention key and value, by module name."""
+    return [(n, m) for n, m in unet.named_modules() if n.endswith(("attn2.to_k", "attn2.to_v"))]
+
+
+def edit_rows(pipeline, concept_prompts, guides, preserve_prompts, config: UCEConfig):
+    """``(erased rows, their guide rows, preserved rows or None)`` for ``config.variant``."""
+    prompts, concepts = [p for p, _ in concept_prompts], [c for _, c in concept_prompts]
+    if config.variant == "paper":
+        guide_prompts = [guide_prompt(p, c, g) for p, c, g in zip(prompts, concepts, guides)]
+        erase_rows, guide_rows = last_to_end_rows(pipeline, prompts, guide_prompts)
+        return erase_rows, guide_rows, every_row(pipeline, [""] + [p for p, _ in preserve_prompts])
+    erase_rows, guide_rows = concept_rows(pipeline, prompts, concepts, config.token_positions, guides)
+    preserve_rows = None
+    if preserve_prompts:
+        preserve_rows, _ = concept_rows(
+            pipeline, [p for p, _ in preserve_prompts], [c for _, c in preserve_prompts], config.token_positions
+        )
+    return erase_rows, guide_rows, preserve_rows
+
+
+@torch.no_grad()
+def every_row(pipeline, prompts: list[str]) -> torch.Tensor:
+    """All ``model_max_length`` rows of each prompt, padding included, stacked."""
+    return token_rows(pipeline.unet, encode_prompts(pipeline, prompts)).float().flatten(0, 1)
+
+
+@torch.no_grad()
+def last_to_end_rows(pipeline, prompts: list[str], guide_prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The paper-era script's rows: each prompt's positions from its last token before the end
+    token (``attention_mask.sum() - 2``) to the end, paired in order with its guide prompt's from
+    the guide's last token, both cut to the shorter run."""
+    tokenizer = pipeline.tokenizer
+    length = tokenizer.model_max_length
+
+    def lasts(texts):
+        mask = tokenizer(texts, padding="max_length", max_length=length, truncation=True, return_tensors="pt")
+        return (mask.attention_mask.sum(dim=1) - 2).tolist()
+
+    hidden = token_rows(pipeline.unet, encode_prompts(pipeline, prompts)).float()
+    guide_hidden = token_rows(pipeline.unet, encode_prompts(pipeline, guide_prompts)).float()
+    rows, guide_rows = [], []
+    for index, (last, guide_last) in enumerate(zip(lasts(prompts), lasts(guide_prompts))):
+        count = length - max(last, guide_last)
+        rows.append(hidden[index, last : last + count])
+        guide_rows.append(guide_hidden[index, guide_last : guide_last + count])
+    return torch.cat(rows), torch.cat(guide_rows)
 
 
 def choose_guides(

@@ -44,6 +44,8 @@ WORLD_DEFAULTS["rece"] = {
     "attack_rounds": (4, "RECE's closed-form round alone left the soft-prompt attack near full success"),
     "adversarial_solve": ("1st", "the surrogate the world's RECE defaults were chosen with"),
     "preserve_scale": (1.0, "UCE's scale, with which the world's RECE defaults were chosen"),
+    "variant": ("script", "the UCE edit the world's RECE defaults were chosen with"),
+    "round_edit": ("from-original", "the rounds the world's RECE defaults were chosen with"),
 }
 WORLD_DEFAULTS["advunlearn"] = {
     **WORLD_DEFAULTS["esd"],  # AdvUnlearn is ESD with an attack inside

@@ -82,3 +82,28 @@ def test_uce_erases_two_concepts_at_once(world_judge, uce_base_report):
     for shape in ("square", "cross", "ring"):
         assert report[shape]["accuracy"] >= 0.8 * uce_base_report[shape]["accuracy"], (shape, report[shape])
     assert set(checkpoint.recipe["guides"].values()) <= {"square", "cross", "ring"}
+
+
+@pytest.mark.parametrize("family", ["sd2", "sdxl"])
+@pytest.mark.parametrize("variant", ["script", "paper"])
+def test_each_variant_moves_the_concepts_attention_output_toward_the_guides(tmp_path, family, variant):
+    """On SD 2.x and SDXL shapes (users report UCE failing there: unified-concept-editing #33, #35),
+    each variant brings the concept's key and value outputs at its last token most of the way to
+    the guide's, in every cross-attention projection."""
+    from tiny_models import tiny_pipeline
+
+    from erasectl.architecture import encode_prompts, token_rows
+    from erasectl.profiles import PaperProfile
+
+    pipeline = load_pipeline(str(tiny_pipeline(tmp_path / family, family)))
+    rows = token_rows(pipeline.unet, encode_prompts(pipeline, ["circle", ""])).double()
+    concept, guide = rows[0, 1], rows[1, 0]  # "circle"'s last token; the empty guide's aligned (start) token
+    names = [n for n, _ in pipeline.unet.named_modules() if n.endswith(("attn2.to_k", "attn2.to_v"))]
+    before = {n: pipeline.unet.get_submodule(n).weight.detach().double().clone() for n in names}
+    config = build_config("uce", PaperProfile(), {"variant": variant})
+    checkpoint = erase_concepts(pipeline, "uce", ErasureRequest(["circle"], PaperProfile()), config)
+    for name in names:
+        w0, w = before[name], checkpoint.tensors[f"unet.{name}.weight"].double()
+        gap_before = (w0 @ concept - w0 @ guide).norm()
+        gap_after = (w @ concept - w0 @ guide).norm()
+        assert gap_after < 0.5 * gap_before, (name, float(gap_after / gap_before))
