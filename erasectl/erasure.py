@@ -10,6 +10,7 @@ from erasectl.checkpoint import ErasedCheckpoint, make_checkpoint
 from erasectl.distributed import world
 from erasectl.errors import UserError
 from erasectl.methods import get_method
+from erasectl.methods.base import CONCEPT_TYPES
 from erasectl.profiles import PaperProfile
 
 
@@ -37,6 +38,7 @@ class ErasureRequest:
     prior_exclude: list[str] = field(default_factory=list)  # words a null-space prior leaves out
     preserve_source: str = "given"
     keep_words: bool | None = None  # preserve a multi-word concept's words alone; None: the profile's default
+    concept_type: str | None = None  # --concept-type: object, style, nudity, person (None: not said)
 
     def __post_init__(self) -> None:
         """Refuse a request that contradicts itself, before anything is loaded or trained."""
@@ -89,10 +91,20 @@ class ErasureRequest:
         return self.profile.anchor_filter(pipeline, self.concepts)
 
 
-def resolve_defaults(method_name: str, profile: PaperProfile, given: dict) -> dict[str, tuple[object, str]]:
+def resolve_defaults(
+    method_name: str, profile: PaperProfile, given: dict, concept_type: str | None = None
+) -> dict[str, tuple[object, str]]:
     """Every hyper-parameter of ``method_name`` for this profile: ``(value, source)``, the user's
-    ``given`` options (None = not given) winning over the profile's defaults."""
+    ``given`` options (None = not given) winning over what the authors publish for
+    ``concept_type``, which wins over the profile's defaults."""
     found = profile.defaults(method_name, {k: v for k, v in given.items() if v is not None})
+    found.update(
+        {
+            name: (value, f"--concept-type {concept_type}: {source}")
+            for name, (value, source) in concept_type_defaults(method_name, concept_type).items()
+            if name != "anchor"
+        }
+    )
     for name, value in given.items():
         if value is not None:
             if name not in found:
@@ -103,11 +115,22 @@ def resolve_defaults(method_name: str, profile: PaperProfile, given: dict) -> di
     return found
 
 
-def build_config(method_name: str, profile: PaperProfile, given: dict, concept_count: int = 1):
-    """The method's config: the user's options over the profile's defaults, adjusted for several
-    concepts where the profile says so."""
+def concept_type_defaults(method_name: str, concept_type: str | None) -> dict[str, tuple[object, str]]:
+    """What the method's authors publish for ``concept_type`` (None: nothing)."""
+    if concept_type is None:
+        return {}
+    if concept_type not in CONCEPT_TYPES:
+        raise UserError(f"--concept-type {concept_type} is not known; choose one of {', '.join(CONCEPT_TYPES)}")
+    return get_method(method_name).concept_types.get(concept_type, {})
+
+
+def build_config(
+    method_name: str, profile: PaperProfile, given: dict, concept_count: int = 1, concept_type: str | None = None
+):
+    """The method's config: the user's options over the concept type's and the profile's defaults,
+    adjusted for several concepts where the profile says so."""
     method = get_method(method_name)
-    values = {name: value for name, (value, _) in resolve_defaults(method_name, profile, given).items()}
+    values = {name: value for name, (value, _) in resolve_defaults(method_name, profile, given, concept_type).items()}
     try:
         config = method.config_class(**values)
     except ValueError as error:  # a config's own check of the user's values
@@ -179,6 +202,7 @@ def erase_concepts(
         "preserve": request.preserve,
         "preserve_source": request.preserve_source,
         "keep_words": request.keep_words,
+        "concept_type": request.concept_type,
         "config": asdict(config),
         "steps": config.steps,
         "wall_time_s": result.wall_time_s,

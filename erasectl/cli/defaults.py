@@ -12,6 +12,7 @@ from erasectl.cli.options import MODEL_CONFIG
 METHOD = typer.Option(None, "--method", help="One method (esd, ablate, uce, ...); default: every registered method, plugins included.")
 MODEL = typer.Option(None, "--model", help="The model whose defaults to print (a folder, a hub id or a single file); default: the embedded shapes model. Nothing is loaded but its marker.")
 MODE = typer.Option(None, "--mode", help="esd, advunlearn: the defaults under this --mode.")
+CONCEPT_TYPE = typer.Option(None, "--concept-type", help="object, style, nudity or person: the defaults under erase's --concept-type (the guide or anchor shows as --anchor).")
 AS_JSON = typer.Option(False, "--json", help="Print the defaults as JSON on stdout.")
 AS_MARKDOWN = typer.Option(False, "--markdown", help="Print every method's settings for real models and the embedded world as Markdown (docs/settings.md).")
 # fmt: on
@@ -22,6 +23,7 @@ def defaults(
     method: str = METHOD,
     model: str = MODEL,
     mode: str = MODE,
+    concept_type: str = CONCEPT_TYPE,
     model_config: Path = MODEL_CONFIG,
     as_json: bool = AS_JSON,
     as_markdown: bool = AS_MARKDOWN,
@@ -31,7 +33,7 @@ def defaults(
     Real models get each paper's (or its authors' script's) settings; the embedded shapes world
     gets its own, measured on it. Which set applies is read from the model folder, not its name.
     """
-    from erasectl.erasure import resolve_defaults
+    from erasectl.erasure import concept_type_defaults, resolve_defaults
     from erasectl.methods import get_method, method_names
     from erasectl.models import model_profile, resolve_model
 
@@ -44,7 +46,11 @@ def defaults(
     model_name, _ = resolve_model(model)
     profile = model_profile(model, model_config)
     given = {"mode": mode} if mode else {}
-    table = {name: resolve_defaults(name, profile, given if "mode" in get_method(name).config_class.declarations() else {}) for name in names}  # fmt: skip
+    table = {name: resolve_defaults(name, profile, given if "mode" in get_method(name).config_class.declarations() else {}, concept_type) for name in names}  # fmt: skip
+    for name in names:
+        anchor = concept_type_defaults(name, concept_type).get("anchor")
+        if anchor is not None:
+            table[name]["anchor"] = (anchor[0], f"--concept-type {concept_type}: {anchor[1]}")
     if as_json:
         found = {m: {k: {"value": v, "source": s} for k, (v, s) in d.items()} for m, d in table.items()}
         typer.echo(json.dumps({"model": model_name, "profile": profile.name, "defaults": found}))

@@ -47,9 +47,12 @@ def _concepts(concept: str | None, concepts_file: Path | None, profile) -> list[
     return check_concepts(named, profile)
 
 
-def _anchor(anchor: str | None, method, profile) -> str | None:
-    from erasectl.erasure import check_concepts
+def _anchor(anchor: str | None, method, profile, concept_type: str | None = None) -> str | None:
+    """--anchor, else the guide or anchor the method's authors publish for --concept-type."""
+    from erasectl.erasure import check_concepts, concept_type_defaults
 
+    if anchor is None and method.accepts_anchor:
+        anchor = concept_type_defaults(method.name, concept_type).get("anchor", (None, ""))[0]
     if method.needs_anchor and (not anchor or not anchor.strip()):
         raise UserError(
             f"--method {method.name} needs --anchor, the concept to map onto (e.g. --anchor shape for circle)"
@@ -104,6 +107,7 @@ CONCEPT = typer.Option(None, "--concept", help='The concept to erase, e.g. circl
 METHOD = typer.Option("esd", "--method", help="The erasure method (its help lists every registered one).")
 ANCHOR = typer.Option(None, "--anchor", help="ablate (required): the concept to map onto, e.g. shape for circle; uce, nullspace, rece: the guide (else --guide-choice decides).")
 PRESERVE = typer.Option(None, "--preserve", help="Comma-separated concepts whose predictions are kept unchanged (every method). Default: the method's own (with --keep-words a multi-word concept's words alone; uce and rece on the embedded model also the attributes on the generic noun; advunlearn also its retain set); the recipe records the list used.")
+CONCEPT_TYPE = typer.Option(None, "--concept-type", help="object, style, nudity or person: each method's published settings and guide for that kind of concept (e.g. uce and nullspace guide a style to 'art', esd trains esd-x for a style and esd-u for nudity or an object); your own options still win. `erasectl defaults --method M --concept-type T` lists them.")
 KEEP_WORDS = typer.Option(None, "--keep-words/--no-keep-words", help='Without --preserve, also keep each word of a multi-word concept alone (erase "blue square", keep "blue" and "square"). Default: off on real models, as the papers erase the phrase; on for the embedded world, its measured default.')
 AUTO_PRESERVE = typer.Option(None, "--auto-preserve", help="Preserve the K nearest valid phrases to each concept in text-embedding space.")
 CONCEPTS_FILE = typer.Option(None, "--concepts-file", help="More concepts to erase, one per line.")
@@ -131,6 +135,7 @@ def erase(
     anchor: str = ANCHOR,
     preserve: str = PRESERVE,
     keep_words: bool = KEEP_WORDS,
+    concept_type: str = CONCEPT_TYPE,
     auto_preserve: int = AUTO_PRESERVE,
     concepts_file: Path = CONCEPTS_FILE,
     anchor_prompts_file: Path = ANCHOR_PROMPTS_FILE,
@@ -161,8 +166,9 @@ def erase(
     mixed_precision = check_mixed_precision(mixed_precision or os.environ.get("ACCELERATE_MIXED_PRECISION", "no"))
     profile = model_profile(model, model_config)
     concepts = _concepts(concept, concepts_file, profile)
-    config = build_config(method, profile, settings, len(concepts))
+    config = build_config(method, profile, settings, len(concepts), concept_type)
     given = dict(preserve=preserve, keep_words=keep_words, auto_preserve=auto_preserve, prior_exclude=prior_exclude)
+    given["concept_type"] = concept_type
     request = _request(concepts, method, anchor, anchor_prompts_file, model, profile, **given)
     out = _output(out, force, resume_from_checkpoint, concepts, method)
     control = run_control(out, checkpointing_steps, resume_from_checkpoint)
@@ -197,6 +203,7 @@ def _request(
     keep_words,
     auto_preserve,
     prior_exclude,
+    concept_type,
 ):
     """The erasure request, every contradiction in it refused before anything loads."""
     from erasectl.erasure import ErasureRequest, check_concepts
@@ -212,8 +219,9 @@ def _request(
     anchor_lines = read_prompts(None, str(anchor_prompts_file)) if anchor_prompts_file is not None else None
     preserved = check_concepts(split_list(preserve), profile) if preserve else []
     return ErasureRequest(
-        concepts, profile, _anchor(anchor, get_method(method), profile), anchor_lines, preserve=preserved,
-        model_name=resolve_model(model)[0], prior_exclude=split_list(prior_exclude), keep_words=keep_words,
+        concepts, profile, _anchor(anchor, get_method(method), profile, concept_type), anchor_lines,
+        preserve=preserved, model_name=resolve_model(model)[0], prior_exclude=split_list(prior_exclude),
+        keep_words=keep_words, concept_type=concept_type,
     )  # fmt: skip
 
 

@@ -289,6 +289,7 @@ class Ablate(Method):
     config_class = AblateConfig
     needs_anchor = True
     accepts_anchor = True
+    concept_types = {"style": {"anchor": ("painting", "Concept Ablation's README: style, --class_prompt painting")}}
 
     def run(
         self,

@@ -278,6 +278,7 @@ class AdvUnlearn(esd.ESD):
     summary = "AdvUnlearn (Zhang et al., NeurIPS 2024): ESD trained against a soft-prompt attack."
     config_class = AdvUnlearnConfig
     default_preservation = ("words", "retain-set")
+    concept_types = {}  # the paper trains the text encoder for every kind; nudity changes the retain set only
 
     def run(self, pipeline, request, config: AdvUnlearnConfig, progress=None, control=None):
         return _run(pipeline, request, config, progress, control)

@@ -33,6 +33,8 @@ FAMILIES = ("sd1", "sd2", "sdxl")
 #   attributes  the model profile's attribute captions (the embedded world's; none on real models)
 #   retain-set  the model profile's retain set (AdvUnlearn's unrelated objects)
 PRESERVATION_SOURCES = ("words", "attributes", "retain-set")
+# What --concept-type takes: the kinds of concept the papers publish settings for.
+CONCEPT_TYPES = ("object", "style", "nudity", "person")
 
 
 def setting(default: Any, help: str, source: str = "erasectl", flag: str | None = None) -> Any:
@@ -133,6 +135,10 @@ class Method(ABC):
     """The model families (``erasectl.architecture.family``) the method is right for."""
     default_preservation: ClassVar[tuple[str, ...]] = ("words",)
     """What is preserved without ``--preserve`` (see ``PRESERVATION_SOURCES``)."""
+    concept_types: ClassVar[dict[str, dict[str, tuple[Any, str]]]] = {}
+    """What the method's authors publish for a kind of concept (``--concept-type``, one of
+    ``CONCEPT_TYPES``): settings by name and ``anchor`` (the guide or anchor concept when
+    ``--anchor`` is not given), each ``(value, where it is published)``."""
 
     def __init_subclass__(cls, **kwargs) -> None:
         super().__init_subclass__(**kwargs)
@@ -141,6 +147,9 @@ class Method(ABC):
             raise TypeError(
                 f"{cls.__name__}.default_preservation: {unknown[0]!r} is not one of {', '.join(PRESERVATION_SOURCES)}"
             )
+        types = [t for t in getattr(cls, "concept_types", {}) if t not in CONCEPT_TYPES]
+        if types:
+            raise TypeError(f"{cls.__name__}.concept_types: {types[0]!r} is not one of {', '.join(CONCEPT_TYPES)}")
 
     def mode_defaults(self, mode: str | None) -> dict[str, Any]:
         """Defaults that follow from a chosen ``--mode`` (none unless the method has modes)."""

@@ -391,6 +391,15 @@ class ESD(Method):
     name = "esd"
     summary = "ESD (Gandikota et al., ICCV 2023): fine-tune toward negatively guided predictions."
     config_class = ESDConfig
+    concept_types = {
+        kind: {
+            "parameter_group": (
+                group,
+                "ESD paper (Gandikota et al., ICCV 2023): ESD-x for styles, ESD-u for nudity and objects",
+            )
+        }
+        for kind, group in (("object", "esd-u"), ("nudity", "esd-u"), ("style", "esd-x"))
+    }
 
     def mode_defaults(self, mode: str | None) -> dict:
         return mode_defaults(mode)

@@ -241,6 +241,11 @@ class NullSpace(Method):
     summary = "Null-space edit after SPEED (Li et al., ICLR 2026): UCE's edit kept off a broad prior of other words."
     config_class = NullSpaceConfig
     accepts_anchor = True
+    concept_types = {
+        "style": {"anchor": ("art", "SPEED's README: --target_concepts 'Van Gogh' --anchor_concepts 'art'")},
+        "person": {"anchor": ("person", "SPEED's README: celebrities --anchor_concepts 'person'")},
+        "nudity": {"token_positions": ("to-end", "SPEED's train_erase_null.py: every token for nudity")},
+    }
 
     def run(
         self, pipeline, request, config: NullSpaceConfig, progress: Progress | None = None, control=None

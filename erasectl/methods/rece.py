@@ -163,6 +163,14 @@ class RECE(UCE):
     name = "rece"
     summary = "RECE (Gong et al., ECCV 2024): UCE that also erases the embeddings that undo its edit."
     config_class = RECEConfig
+    # RECE's README: guides stay the empty prompt (train_artists.py too); lambda and epochs per kind
+    concept_types = {
+        "nudity": {
+            "regular_scale": (0.1, "RECE's README: nudity, lambda 1e-1"),
+            "rounds": (3, "RECE's README: nudity for 3 epochs"),
+        },
+        "style": {"regular_scale": (1e-3, "RECE's README: artistic styles, lambda 1e-3, 1 epoch")},
+    }
 
     def run(self, pipeline, request, config: RECEConfig, progress=None, control=None):
         def solve(extra_rows=None):

@@ -323,6 +323,7 @@ class UCE(Method):
     config_class = UCEConfig
     accepts_anchor = True
     default_preservation = ("attributes", "words")
+    concept_types = {"style": {"anchor": ("art", "uce_sd_erase.py: --concept_type art guides to 'art'")}}
 
     def run(
         self, pipeline, request, config: UCEConfig, progress: Progress | None = None, control=None

@@ -20,6 +20,7 @@ RUN_OPTIONS = {
     "--anchor",
     "--preserve",
     "--keep-words",
+    "--concept-type",
     "--auto-preserve",
     "--concepts-file",
     "--anchor-prompts-file",
