@@ -17,5 +17,11 @@ def embedded_pipeline_dir() -> Path:
     return assets_dir() / "shapes-sd"
 
 
+def advunlearn_retain_objects() -> list[str]:
+    """AdvUnlearn's retain objects (its ``coco_object`` retain prompts' objects; the file cites them)."""
+    lines = (assets_dir() / "advunlearn_retain.txt").read_text(encoding="utf-8").splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+
+
 def embedded_judge_dir() -> Path:
     return assets_dir() / "shapes-judge"

@@ -183,6 +183,20 @@ def placeholder_token(pipeline, init_word: str):
             setattr(pipeline, name, tokenizer)
 
 
+@torch.no_grad()
+def random_token_embeddings(pipeline, seed: int) -> dict[str, torch.Tensor]:
+    """One vocabulary token drawn at random (from ``seed``), its input embedding in each text
+    encoder, under ``placeholder_token``'s keys: where AdvUnlearn's ``attack_init random`` starts."""
+    first = pipeline.text_encoder.get_input_embeddings()
+    token_id = int(torch.randint(0, first.num_embeddings, (1,), generator=torch.Generator().manual_seed(seed)))
+    found = {}
+    for _, encoder_name, key in ENCODERS:
+        encoder = getattr(pipeline, encoder_name, None)
+        if encoder is not None:
+            found[key] = encoder.get_input_embeddings().weight[token_id].detach().float().clone()
+    return found
+
+
 def _map_new_ids(size: int, seen: dict):
     """A pre-hook: remember (in ``seen``) the ids the embedding table is called with and map ids
     past its end (the placeholder's) to 0, so that the table needs no new row."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from erasectl.assets import advunlearn_retain_objects
 from erasectl.errors import UserError
 from erasectl.methods import get_method
 from erasectl.neighbours import frequent_words
@@ -35,20 +36,8 @@ GENERIC_TEMPLATES = {
         "a rendering of a {}",
     ],
     "uce": ["{}"],
+    "retain": ["a photo of {}"],  # AdvUnlearn's retain prompts
 }
-
-# The 80 object categories of MS COCO (Lin et al., 2014): AdvUnlearn's retain set on real models.
-COCO_OBJECTS = tuple(
-    (
-        "person, bicycle, car, motorcycle, airplane, bus, train, truck, boat, traffic light, fire hydrant, stop sign, "
-        "parking meter, bench, bird, cat, dog, horse, sheep, cow, elephant, bear, zebra, giraffe, backpack, umbrella, "
-        "handbag, tie, suitcase, frisbee, skis, snowboard, sports ball, kite, baseball bat, baseball glove, "
-        "skateboard, surfboard, tennis racket, bottle, wine glass, cup, fork, knife, spoon, bowl, banana, apple, "
-        "sandwich, orange, broccoli, carrot, hot dog, pizza, donut, cake, chair, couch, potted plant, bed, "
-        "dining table, toilet, tv, laptop, mouse, remote, keyboard, cell phone, microwave, oven, toaster, sink, "
-        "refrigerator, book, clock, vase, scissors, teddy bear, hair drier, toothbrush"
-    ).split(", ")
-)
 
 
 class PaperProfile:
@@ -75,10 +64,10 @@ class PaperProfile:
         return frequent_words(pipeline.tokenizer, count)
 
     def retain_concepts(self, concepts: list[str]) -> list[str]:
-        """AdvUnlearn's utility-retaining set: COCO's object categories (the authors retain on
-        "a photo of <COCO object>" prompts), less any that shares a word with a concept."""
+        """AdvUnlearn's utility-retaining set: the 237 objects of its retain prompts (none a
+        person, so nudity never retains one), less any that shares a word with a concept."""
         words = {w for concept in concepts for w in concept.lower().split()}
-        return [name for name in COCO_OBJECTS if not words & set(name.split())]
+        return [name for name in advunlearn_retain_objects() if not words & set(name.lower().split())]
 
     # Whether a multi-word concept's words alone are preserved without --keep-words: not on real
     # models, where the papers erase the phrase and preserve nothing unnamed (a surname carries

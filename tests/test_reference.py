@@ -268,3 +268,60 @@ def test_rece_is_the_authors_train_object_py(tmp_path, family):
         weights = _edit_model_adversarial(pipeline, weights, adversarial, guides, [""] + preserve, 0.1, 1.0, 0.1)
     _assert_edit(checkpoint, weights)
     assert checkpoint.recipe["adversarial_rows"] == 2 * 2 * pipeline.tokenizer.model_max_length
+
+
+def test_advunlearn_retain_term_is_their_reg_term(tmp_path):
+    """AdvUnlearn's get_train_loss_retain (``--retain_train reg``): the retain prompts' x_t sampled
+    under them by the pipeline to the iteration's step, the trained text encoder's prediction there
+    pulled to the frozen one's by MSE, times --retain_loss_w (0.3 in their README's command)."""
+    from erasectl.erasure import build_config
+    from erasectl.methods.advunlearn import RetainTerm
+    from erasectl.methods.esd import Shortcuts, _Training
+    from erasectl.models import load_pipeline
+    from erasectl.profiles import PaperProfile
+
+    pipeline = load_pipeline(str(tiny_pipeline(tmp_path / "sd1", "sd1", "PNDMScheduler")))
+    config = build_config("advunlearn", PaperProfile(), {"ddim_steps": 10})
+    assert (config.preserve_weight, config.retain_batch, config.retain_states) == (0.3, 5, "own")
+    prompts = [f"a photo of {o}" for o in ("chair", "fridge", "banana", "street sign", "cup", "ring", "bowl")]
+    tokenizer = pipeline.tokenizer
+    ids = tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, return_tensors="pt").input_ids
+    empty = tokenizer([""], padding="max_length", max_length=tokenizer.model_max_length, return_tensors="pt").input_ids
+    with torch.no_grad():
+        frozen_embeddings = pipeline.text_encoder(ids)[0]  # their model_orig.get_learned_conditioning
+        frozen_empty = pipeline.text_encoder(empty)[0]
+    retain = RetainTerm(pipeline, prompts, config)
+    generator = torch.Generator().manual_seed(0)
+    training = _Training(
+        pipeline, pipeline.unet, config, ["circle"], None, None, Shortcuts.for_mode("faithful"), generator, None, retain
+    )
+    with torch.no_grad():  # the trained encoder has moved from the frozen one
+        for parameter in training.model.trained.values():
+            parameter.add_(0.02 * torch.randn(parameter.shape, generator=torch.Generator().manual_seed(1)))
+    stop, step = 4, 3
+    state = generator.get_state()
+    ours = retain.loss(training, step, torch.tensor([stop]))
+
+    chosen = [prompts[i] for i in retain.chosen(step)]
+    noise = torch.randn((len(chosen), 4, 8, 8), generator=torch.Generator().set_state(state))
+    captured = {}
+
+    def capture(pipe, index, timestep, tensors):
+        if index == stop - 1:
+            captured["latents"] = tensors["latents"].clone()
+        return tensors
+
+    index = [prompts.index(p) for p in chosen]
+    pipeline(prompt_embeds=frozen_embeddings[index], negative_prompt_embeds=frozen_empty.expand(len(index), -1, -1),
+             latents=noise.clone(), num_inference_steps=10, guidance_scale=config.start_guidance,
+             output_type="latent", callback_on_step_end=capture)  # fmt: skip
+    retain_z, t = captured["latents"], pipeline.scheduler.timesteps[stop]
+    with torch.no_grad():
+        retain_e_p = pipeline.unet(retain_z, t, encoder_hidden_states=frozen_embeddings[index]).sample
+    # with gradients, as theirs (the trained prediction is what the step differentiates)
+    retain_e_n = pipeline.unet(retain_z, t, encoder_hidden_states=pipeline.text_encoder(ids[index])[0]).sample
+    reference = 0.3 * torch.nn.functional.mse_loss(retain_e_n, retain_e_p)
+    assert float(reference) > 0
+    torch.testing.assert_close(ours.detach(), reference.detach(), rtol=1e-5, atol=0)
+    # five prompts an iteration, none repeated within a pass of the set, as their PromptDataset
+    assert len(chosen) == 5 and len(set(chosen)) == 5

@@ -8,13 +8,21 @@ trained predicts at ESD's x_t what the *frozen* model predicts for the concept (
 of their ``attack_util.soft_prompt_attack``): the token that brings the concept back. Outside,
 ESD's loss is taken with that adversarial prompt as the trained condition, the target still the
 frozen model's negative guidance for the concept's own prompt, plus a utility-retaining term that
-keeps retain prompts' predictions at the frozen model's (their ``retain_loss_w``; the retain set
-is COCO object prompts on real models, as theirs, less any sharing a word with the concept; on
-the embedded world none, since its every other prompt names the generic noun that may be drawn
-as the concept, ``WorldProfile.retain_concepts``; a multi-word concept keeps its words alone).
-The attack resumes from its last token (their ``attack_init latest``); each update is
-``attack_steps`` Adam steps with a fresh optimiser, as in their code; ``warmup_steps`` plain ESD
-iterations come first.
+keeps retain prompts' predictions at the frozen model's, weighted ``preserve_weight`` (their
+``retain_loss_w``, 0.3 in their README's command).
+
+The retain set on real models is theirs: "a photo of <object>" over the 237 objects of their
+``coco_object`` retain prompts (``erasectl/assets/advunlearn_retain.txt``, none a person, so
+nudity never retains one), less any sharing a word with the concept; on the embedded world none,
+since its every other prompt names the generic noun that may be drawn as the concept
+(``WorldProfile.retain_concepts``); a multi-word concept keeps its words alone with --keep-words.
+As their ``--retain_train reg``: ``retain_batch`` (5) retain prompts per iteration, in turn from
+the shuffled set, each at an x_t sampled under it to the iteration's step (``retain_states own``,
+``RetainTerm``); the embedded world's default takes one retain prompt per sample at the concept's
+x_t (``concept``), as ESD's ``--preserve``. Each attack update starts from a random vocabulary
+token (their README's ``--attack_init random``; ``latest`` resumes from the last token, the
+world's default); each update is ``attack_steps`` Adam steps with a fresh optimiser, as in their
+code; ``warmup_steps`` plain ESD iterations come first.
 
 ESD's trained edit resists the text attacks best of the methods here (docs/attacks.md), and
 adversarial training is the literature's way of hardening it.
@@ -24,18 +32,15 @@ choice and their script's default (``--train_method text_encoder_full``): the te
 transformer layers under a frozen UNet, the trained conditioning computed through them with
 gradients, the frozen predictions from encodings made before training. The paper found the text
 encoder the module that keeps robustness with the least damage to other prompts; on the embedded
-world it is what kept the neighbours (docs/tuning/advunlearn.md). The UNet groups remain (``esd-all`` is
-their ``--train_method full``).
+world it is what kept the neighbours (docs/tuning/advunlearn.md). The UNet groups remain
+(``esd-all`` is their ``--train_method full``).
 
 As theirs, every attack step draws a new x_t at a new timestep (``--attack-states fresh``); the
 embedded world's default attacks at the iteration's own x_t instead (``shared``), which did as
-well there (docs/tuning/advunlearn.md). Where erasectl differs from the authors' script: their
-text-encoder group also trains the layer norms, which erasectl leaves frozen so that a LoRA export
-carries the whole change; the retain term is taken at the concept's x_t, as ESD's ``--preserve``
-term, and in the same step (their ``--retain_train reg``, which their README's commands use),
-rather than at x_t sampled under the retain prompts in a step of its own (their argparse default
-``iter``; on the embedded world no better: docs/tuning/advunlearn.md); the token starts from the model's
-generic word, not a random one.
+well there (docs/tuning/advunlearn.md). Where erasectl still differs from the authors' script
+(docs/reference-code.md): their text-encoder group also trains the layer norms, which erasectl
+leaves frozen so that a LoRA export carries the whole change; their retain list repeats six
+objects, erasectl's lists each once.
 """
 
 from __future__ import annotations
@@ -44,17 +49,21 @@ from dataclasses import dataclass
 
 import torch
 
-from erasectl.architecture import differentiable_conditioning
-from erasectl.attacks import PLACEHOLDER, placeholder_token, replace_concept
-from erasectl.distributed import sum_over_processes
-from erasectl.errors import ConfigError
+from erasectl.architecture import differentiable_conditioning, encode_prompts
+from erasectl.attacks import PLACEHOLDER, placeholder_token, random_token_embeddings, replace_concept
+from erasectl.distributed import batch_part, sum_over_processes, world
+from erasectl.errors import ConfigError, UserError
 from erasectl.methods import esd
 from erasectl.methods.base import setting
+from erasectl.methods.common import distance
 from erasectl.methods.esd import ESDConfig
 
 REFERENCE = "AdvUnlearn (OPTML-Group/AdvUnlearn, train-scripts/AdvUnlearn.py) argparse defaults"
+README = "AdvUnlearn's README command (--attack_init random --retain_train reg --dataset_retain coco_object --retain_loss_w 0.3)"
 POSITIONS = ("prefix", "replace", "both")
 ATTACK_STATES = ("shared", "fresh")
+ATTACK_INITS = ("random", "latest")
+RETAIN_STATES = ("own", "concept")
 
 
 @dataclass
@@ -87,9 +96,22 @@ class AdvUnlearnConfig(ESDConfig):
         f"{REFERENCE}: every sample after the warm-up",
     )
     preserve_weight: float = setting(
-        1.0,
-        "Weight of the utility-retaining term (the retain prompts, or --preserve).",
-        f"{REFERENCE}: --retain_loss_w 1.0",
+        0.3, "Weight of the utility-retaining term (the retain prompts, or --preserve).", f"{README}: 0.3"
+    )
+    retain_batch: int = setting(
+        5,
+        "retain-states own: retain prompts per iteration, taken in turn from the shuffled retain set.",
+        f"{REFERENCE}: --retain_batch 5",
+    )
+    retain_states: str = setting(
+        "own",
+        "own (each retain prompt at an x_t sampled under it, to the iteration's step: their --retain_train reg) or concept (one retain prompt per sample at the concept's x_t, as ESD's --preserve).",
+        f"{README}: reg",
+    )
+    attack_init: str = setting(
+        "random",
+        "random (each attack update starts from a random vocabulary token) or latest (from the last update's token).",
+        f"{README}: random",
     )
     attack_samples: int = setting(
         1,
@@ -116,6 +138,12 @@ class AdvUnlearnConfig(ESDConfig):
             raise ConfigError(f"attack_share must be in (0, 1], got {self.attack_share}")
         if self.attack_states not in ATTACK_STATES:
             raise ConfigError(f"attack_states must be one of {', '.join(ATTACK_STATES)}, got {self.attack_states!r}")
+        if self.attack_init not in ATTACK_INITS:
+            raise ConfigError(f"attack_init must be one of {', '.join(ATTACK_INITS)}, got {self.attack_init!r}")
+        if self.retain_states not in RETAIN_STATES:
+            raise ConfigError(f"retain_states must be one of {', '.join(RETAIN_STATES)}, got {self.retain_states!r}")
+        if self.retain_batch < 1:
+            raise ConfigError(f"retain_batch must be at least 1, got {self.retain_batch}")
         if self.attack_position not in POSITIONS:
             raise ConfigError(f"attack_position must be one of {', '.join(POSITIONS)}, got {self.attack_position!r}")
 
@@ -212,6 +240,12 @@ class Adversary:
                 def draws():
                     return fixed
 
+            if self.config.attack_init == "random":  # a new start for every update, drawn from the step
+                with torch.no_grad():
+                    for key, vector in random_token_embeddings(
+                        self.pipeline, self.config.seed * 100_003 + step
+                    ).items():
+                        self.vectors[key].copy_(vector)
             self._attack(model, draws)
         return trained
 
@@ -273,6 +307,51 @@ class Adversary:
                     self.tokens[form] = {key: extras[f"adversary.{form}.{key}"].clone() for key in self.vectors}
 
 
+class RetainTerm:
+    """AdvUnlearn's utility-retaining term as their code takes it (``--retain_train reg``): each
+    iteration ``retain_batch`` retain prompts, taken in turn from the set shuffled anew every pass
+    (their ``PromptDataset``), each at an x_t sampled under that prompt from new noise to the
+    iteration's step; the trained model's prediction there is pulled to the frozen one's, weighted
+    ``preserve_weight``."""
+
+    def __init__(self, pipeline, prompts: list[str], config: AdvUnlearnConfig):
+        self.pipeline, self.prompts, self.config = pipeline, prompts, config
+        self.batch = min(config.retain_batch, len(prompts))
+        self.frozen_hidden = encode_prompts(pipeline, prompts)
+        if world()[1] > 1 and (self.batch % world()[1] or config.batch_size % world()[1]):
+            raise UserError(
+                f"--retain-batch ({self.batch}) and --batch-size ({config.batch_size}) must split evenly over the {world()[1]} processes"
+            )
+
+    def chosen(self, step: int) -> list[int]:
+        """The retain prompts of iteration ``step``: its block of ``batch`` in that pass's order
+        (the remainder of a pass is skipped, as theirs); a function of the step, so a resumed run
+        takes the same prompts."""
+        per_pass = len(self.prompts) // self.batch
+        rounds, block = divmod(step, per_pass)
+        order = torch.randperm(len(self.prompts), generator=torch.Generator().manual_seed(self.config.seed + rounds))
+        return order[block * self.batch : (block + 1) * self.batch].tolist()
+
+    def loss(self, training, step: int, stops: torch.Tensor) -> torch.Tensor:
+        """This process's part of the weighted retain term (its prompts' summed losses over the
+        batch), each retain prompt's x_t sampled to one of ``stops``, the iteration's sampler steps."""
+        chosen = self.chosen(step)
+        stops = stops[torch.arange(len(chosen)) % len(stops)]  # the iteration's steps, in turn
+        latents = training.states_under(self.frozen_hidden[chosen], stops)
+        part = batch_part(len(chosen))
+        chosen, latents = chosen[part], latents[part]
+        at = training.scheduler.timesteps[stops][part].to(latents.device)
+        if not chosen:
+            return torch.zeros((), device=latents.device)
+        with torch.no_grad():
+            frozen = training.model.frozen(latents, at, self.frozen_hidden[chosen])
+        model = training.model
+        hidden = training.encode_trained(self.pipeline, [self.prompts[i] for i in chosen])
+        prediction = model(latents, at, hidden.expand(len(chosen), -1, -1) if len(hidden) == 1 else hidden)
+        mean = distance(prediction.float(), frozen.float(), self.config.loss)
+        return self.config.preserve_weight * mean * len(chosen) / self.batch
+
+
 class AdvUnlearn(esd.ESD):
     name = "advunlearn"
     summary = "AdvUnlearn (Zhang et al., NeurIPS 2024): ESD trained against a soft-prompt attack."
@@ -292,11 +371,25 @@ def _run(pipeline, request, config: AdvUnlearnConfig, progress=None, control=Non
         for template in request.templates(concept, "esd")
     ]
     prompts = [p for p, _ in pairs]
-    keep_prompts = [template.format(c) for c in request.preserve for template in request.templates(c, "esd")]
+    retain_set = set(request.profile.retain_concepts(request.concepts))
+    keep_prompts = [
+        template.format(c)
+        for c in request.preserve
+        for template in request.templates(c, "retain" if c in retain_set else "esd")
+    ]
+    retain = RetainTerm(pipeline, keep_prompts, config) if keep_prompts and config.retain_states == "own" else None
     with placeholder_token(pipeline, request.profile.generic_word) as vectors:
         adversary = Adversary(pipeline, prompts, [c for _, c in pairs], config, vectors)
         result = esd.erase(
-            pipeline, request.concepts, config, prompts, progress, keep_prompts, control, adversary=adversary
+            pipeline,
+            request.concepts,
+            config,
+            prompts,
+            progress,
+            None if retain else keep_prompts,
+            control,
+            adversary=adversary,
+            retain=retain,
         )
         token = {key: vector.detach().clone() for key, vector in vectors.items()}
     result.extra["adversary_updates"] = adversary.updates

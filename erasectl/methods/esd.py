@@ -186,13 +186,16 @@ def erase(
     control: RunControl | None = None,
     shortcuts: Shortcuts | None = None,
     adversary=None,
+    retain=None,
 ) -> ErasureResult:
     """Erase ``concepts``; ``prompts`` are the concept prompts x_t is sampled under (one or more per
     concept); the predictions for ``preserve_prompts`` are kept at the frozen model's.
 
     ``adversary`` (``erasectl.methods.advunlearn``), when given, may replace each sample's trained
     condition by an adversarial prompt it updates against the model being trained; the target stays
-    the frozen model's guidance target for the concept's own prompt."""
+    the frozen model's guidance target for the concept's own prompt. ``retain`` (AdvUnlearn's
+    retain term), when given, adds ``retain.loss(training, step, stops)`` to each iteration's loss
+    (``stops``: the sampler steps of this process's x_t)."""
     watch = Stopwatch()
     prediction_type(pipeline)
     shortcuts = shortcuts or Shortcuts.for_mode(config.mode)
@@ -210,7 +213,7 @@ def erase(
         unet, *encoders
     ):  # the pipeline is the caller's: leave it as it came, also when a step raises
         training = _Training(
-            pipeline, unet, config, prompts, preserve_prompts, control, shortcuts, generator, adversary
+            pipeline, unet, config, prompts, preserve_prompts, control, shortcuts, generator, adversary, retain
         )
         return training.run(progress, watch)
 
@@ -219,8 +222,10 @@ class _Training:
     """One ESD training run: its frozen encodings, sampler and state, and one method per phase of
     an iteration. The random draws come from ``generator`` in a fixed order, so a run is repeatable."""
 
-    def __init__(self, pipeline, unet, config, prompts, preserve_prompts, control, shortcuts, generator, adversary):
-        self.pipeline, self.unet, self.config, self.prompts = pipeline, unet, config, prompts
+    def __init__(
+        self, pipeline, unet, config, prompts, preserve_prompts, control, shortcuts, generator, adversary, retain=None
+    ):
+        self.pipeline, self.unet, self.config, self.prompts, self.retain = pipeline, unet, config, prompts, retain
         self.preserve_prompts, self.shortcuts, self.generator, self.adversary = (
             preserve_prompts,
             shortcuts,
@@ -255,7 +260,8 @@ class _Training:
 
     def draw(self, size: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One iteration's x_t, their timesteps and prompt indices (all processes' samples): a batch,
-        or ``size`` samples (faithful mode: always one)."""
+        or ``size`` samples (faithful mode: always one). Their sampler steps are left in
+        ``self.drawn_stops`` (a timestep may recur in a schedule, as PNDM's does)."""
         config, generator, model = self.config, self.generator, self.model
         size = size or config.batch_size
         if config.mode == "faithful":
@@ -271,6 +277,7 @@ class _Training:
                 config.start_guidance,
                 stop,
             )
+            self.drawn_stops = torch.tensor([stop])
             return latents, timesteps.to(self.device), which
         if not self.shortcuts.reuse_trajectories:
             which = torch.randint(0, len(self.prompts), (size,), generator=generator)
@@ -282,11 +289,26 @@ class _Training:
                 model, self.scheduler, noise, conditions, self.unconditional, config.start_guidance, stops
             )
             self.unet.train()
+            self.drawn_stops = stops
             return latents, self.scheduler.timesteps[stops].to(self.device), which
         pick_step = torch.randint(0, config.ddim_steps, (size,), generator=generator)
         pick_traj = torch.randint(0, config.batch_size, (size,), generator=generator)
         timesteps = self.scheduler.timesteps[pick_step].to(self.device)
+        self.drawn_stops = pick_step
         return self.bank_states[pick_step, pick_traj], timesteps, self.bank_prompts[pick_traj]
+
+    def states_under(self, conditions: torch.Tensor, stops: torch.Tensor) -> torch.Tensor:
+        """New x_t sampled under ``conditions`` from new noise, each to its step ``stops[i]``, by the
+        model the iteration's own x_t come from (faithful: the frozen one with the model's own
+        scheduler; otherwise the trained one with DDIM)."""
+        noise = torch.randn((len(conditions), *self.latent_shape), generator=self.generator).to(self.device)
+        predict = self.model.frozen if self.config.mode == "faithful" else self.model
+        self.unet.eval()
+        latents = _sample_states(
+            predict, self.scheduler, noise, conditions, self.unconditional, self.config.start_guidance, stops
+        )
+        self.unet.train()
+        return latents
 
     def fresh_states(self, count: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, float]:
         """``count`` new x_t for the adversary (0: a batch), this process's part: states, timesteps,
@@ -342,6 +364,7 @@ class _Training:
         """One iteration's loss and this process's share of its batch."""
         model, config = self.model, self.config
         latents, timesteps, which = self.draw()
+        stops = self.drawn_stops  # before the adversary draws states of its own
         hidden = self.conditional[which]
         batch = latents.shape[0]
         part = batch_part(batch)  # this process's part under data parallelism; all of it in one process
@@ -367,7 +390,10 @@ class _Training:
         loss = distance(trained[0].float(), target, config.loss)
         for (weight, _, index), prediction in zip(keep, trained[1:]):
             loss = loss + weight * distance(prediction.float(), frozen[index].float(), config.loss)
-        return loss, len(latents) / batch
+        share = len(latents) / batch
+        if self.retain is not None:
+            loss = loss + self.retain.loss(self, step, stops[part]) / share
+        return loss, share
 
     def run(self, progress, watch) -> ErasureResult:
         config, shortcuts = self.config, self.shortcuts

@@ -61,6 +61,9 @@ WORLD_DEFAULTS["advunlearn"] = {
     ),
     "attack_samples": (1, "the paper's batch of one; every sample took 2.5-2.9x ESD's time"),
     "attack_states": ("shared", "the iteration's own x_t did as well as fresh ones, for less time"),
+    "preserve_weight": (1.0, "the weight the world's AdvUnlearn defaults were chosen with"),
+    "retain_states": ("concept", "at the concept's x_t: own x_t were no better on the world, for more time"),
+    "attack_init": ("latest", "the start the world's AdvUnlearn defaults were chosen with"),
 }
 
 

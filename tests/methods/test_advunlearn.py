@@ -33,7 +33,12 @@ def test_advunlearn_inner_attack_moves_its_token_towards_the_concept():
     hidden = encode_prompts(pipeline, prompts * 4)
     concept = model.frozen(latents, timesteps, hidden)
     config = AdvUnlearnConfig(
-        warmup_steps=0, attack_steps=10, attack_lr=1e-2, attack_position="replace", attack_states="shared"
+        warmup_steps=0,
+        attack_steps=10,
+        attack_lr=1e-2,
+        attack_position="replace",
+        attack_states="shared",
+        attack_init="latest",
     )
     with placeholder_token(pipeline, "shape") as vectors:
         adversary = Adversary(pipeline, prompts, ["circle"], config, vectors)
@@ -341,3 +346,51 @@ def test_advunlearn_retains_what_evaluate_does_not_judge_and_refuses_bad_setting
         and "attack_position must be one of prefix, replace" in result.output
         and not (tmp_path / "bad").exists()
     )
+
+
+def test_the_retain_set_is_theirs_less_what_overlaps_the_concept_and_never_a_person():
+    from erasectl.profiles import PaperProfile
+
+    profile = PaperProfile()
+    full = profile.retain_concepts(["nudity"])
+    assert len(full) == 237 and full[:3] == ["chair", "fridge", "banana"]
+    people = {"person", "people", "man", "woman", "men", "women", "boy", "girl", "child", "human", "body"}
+    assert not people & {word for name in full for word in name.split()}
+    assert profile.templates("chair", "retain") == ["a photo of {}"]
+    without = profile.retain_concepts(["street sign"])
+    assert "street sign" not in without and not any("sign" in name.split() for name in without)
+    assert len(without) < len(full)
+
+
+def test_each_attack_update_starts_from_a_random_vocabulary_token(tmp_path):
+    """attack_init random (their README's command): the token an update starts from is a
+    vocabulary row, drawn anew for each update and the same for the same step."""
+    from tiny_models import tiny_pipeline
+
+    from erasectl.attacks import random_token_embeddings
+    from erasectl.methods.advunlearn import Adversary, AdvUnlearnConfig
+    from erasectl.methods.common import TrainedUNet
+    from erasectl.parameter_groups import select_parameters
+
+    pipeline = load_pipeline(str(tiny_pipeline(tmp_path / "sd1", "sd1")))
+    table = pipeline.text_encoder.get_input_embeddings().weight
+    first, again, other = (random_token_embeddings(pipeline, s)["clip_l"] for s in (5, 5, 6))
+    assert torch.equal(first, again) and not torch.equal(first, other)
+    assert (table == first).all(dim=1).any()
+    model = TrainedUNet(pipeline.unet, select_parameters(pipeline.unet, "esd-x", ("esd-x",)))
+    latents, timesteps = torch.randn((1, 4, 8, 8)), torch.tensor([500])
+    hidden = torch.zeros(1, 77, 32)
+    config = AdvUnlearnConfig(warmup_steps=0, attack_steps=1, attack_lr=1e-12, attack_states="shared")
+    assert config.attack_init == "random"
+    with placeholder_token(pipeline, "shape") as vectors:
+        adversary = Adversary(pipeline, ["a circle"], ["circle"], config, vectors)
+        starts = []
+        for step in (0, 1):
+            adversary.trained_prompts(
+                step, model, latents, timesteps, [0], [step], model.frozen(latents, timesteps, hidden), 1
+            )
+            starts.append(vectors["clip_l"].detach().clone())
+    for step, start in enumerate(starts):  # a step of lr 1e-12 leaves the drawn start
+        expected = random_token_embeddings(pipeline, config.seed * 100_003 + step)["clip_l"]
+        torch.testing.assert_close(start, expected, rtol=0, atol=1e-6)
+    assert not torch.equal(starts[0], starts[1])
