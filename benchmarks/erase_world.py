@@ -107,6 +107,15 @@ def main() -> None:
         with PeakRSS() as peak:
             checkpoint = erase_concepts(pipeline, method, request, config)
         wall = time.perf_counter() - started
+        base_tensors = load_pipeline().unet.state_dict()
+        # moved by training: unequal to the base weight and to its bf16 rounding (bf16 training
+        # stores rounded weights, which are not moves)
+        changed = [
+            ((tensor != base) & (tensor != base.to(torch.bfloat16).float())).float()
+            for key, tensor in checkpoint.tensors.items()
+            if key.startswith("unet.")
+            for base in [base_tensors[key[len("unet.") :]]]
+        ]
         report = shape_report(pipeline, judge, seeds)
         synonyms = shape_report(pipeline, judge, seeds, nouns=SYNONYMS)
         colour = sum(report[s]["colour_accuracy"] for s in SHAPES) / len(SHAPES)
@@ -115,6 +124,9 @@ def main() -> None:
             "wall_time_s": round(wall, 1),
             "iterations_per_s": round(config.steps / wall, 2) if method != "uce" else None,  # UCE: one closed-form edit
             "peak_rss_mb": round(peak.mb),
+            "trained_elements_moved": round(float(torch.cat([c.flatten() for c in changed]).mean()), 4)
+            if changed
+            else None,
             "accuracy": {s: report[s]["accuracy"] for s in SHAPES},
             "kept_share_of_base": {s: round(report[s]["accuracy"] / max(base[s]["accuracy"], 1e-9), 3) for s in SHAPES},
             "synonym_accuracy": {s: synonyms[s]["accuracy"] for s in SHAPES},

@@ -96,7 +96,7 @@ class PaperProfile:
         found = {name: (d.default, d.source) for name, d in method.config_class.declarations().items()}
         found.update(
             {
-                k: (v, f"--mode {given.get('mode')}: its batching")
+                k: (v, f"--mode {given.get('mode')}: what the mode brings")
                 for k, v in method.mode_defaults(given.get("mode")).items()
             }
         )

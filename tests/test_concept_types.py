@@ -41,7 +41,7 @@ def test_a_style_is_guided_to_art_as_the_uce_script_does(sd1, tmp_path):
 
 
 def test_each_method_takes_its_papers_settings_for_the_type_and_the_users_options_win(sd1, tmp_path):
-    esd = ["--method", "esd", "--steps", "1", "--ddim-steps", "2"]
+    esd = ["--method", "esd", "--steps", "1", "--ddim-steps", "2", "--sample-size", "16"]
     nudity = _erase(sd1, tmp_path / "esd-nudity", *esd, "--concept-type", "nudity")
     assert nudity.recipe["config"]["parameter_group"] == "esd-u"
     assert all(".attn2." not in key for key in nudity.tensors)  # ESD-u leaves cross-attention alone

@@ -20,9 +20,10 @@ def tiny_family(request, tmp_path_factory):
 @pytest.mark.parametrize(
     "method_args",
     [
-        ["--method", "esd", "--steps", "2", "--ddim-steps", "4"],
-        ["--method", "esd", "--mode", "faithful", "--steps", "2", "--ddim-steps", "4"],
-        ["--method", "esd", "--parameter-group", "esd-u", "--steps", "2", "--ddim-steps", "4"],
+        ["--method", "esd", "--steps", "2", "--ddim-steps", "4", "--sample-size", "16"],
+        ["--method", "esd", "--mode", "faithful", "--steps", "2", "--ddim-steps", "4", "--sample-size", "16"],
+        ["--method", "esd", "--mode", "faithful-fp32", "--steps", "2", "--ddim-steps", "4"],
+        ["--method", "esd", "--parameter-group", "esd-u", "--steps", "2", "--ddim-steps", "4", "--sample-size", "16"],
         ["--method", "ablate", "--anchor", "shape", "--steps", "2", "--anchor-images", "2"],
         ["--method", "uce", "--preserve", "ring"],
         ["--method", "nullspace", "--parameter-group", "kv"],
@@ -44,7 +45,7 @@ def tiny_family(request, tmp_path_factory):
             "4",
         ],
     ],
-    ids=["esd-x", "esd-faithful", "esd-u", "ablate", "uce", "nullspace", "rece", "advunlearn"],
+    ids=["esd-x", "esd-faithful", "esd-faithful-fp32", "esd-u", "ablate", "uce", "nullspace", "rece", "advunlearn"],
 )
 def test_every_method_runs_on_each_family(tiny_family, method_args, tmp_path):
     family, folder = tiny_family

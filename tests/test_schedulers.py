@@ -73,7 +73,7 @@ def test_esd_faithful_lowers_its_objective_under_every_scheduler(family_folder, 
         without = predict_noise(pipeline.unet, latents, timesteps, unconditional)
     target = without - 1.0 * (with_concept - without)  # eq. 4, eta 1
     before = _objective(pipeline, latents, timesteps, "circle", target)
-    config = build_config("esd", PaperProfile(), {"steps": 8, "ddim_steps": 4, "lr": 1e-4})
+    config = build_config("esd", PaperProfile(), {"steps": 8, "ddim_steps": 4, "lr": 1e-4, "sample_size": 16})
     assert config.mode == "faithful" and config.negative_guidance == 1.0
     checkpoint = erase_concepts(pipeline, "esd", ErasureRequest(["circle"], PaperProfile()), config)
     after = _objective(pipeline, latents, timesteps, "circle", target)

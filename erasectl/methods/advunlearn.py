@@ -71,6 +71,11 @@ class AdvUnlearnConfig(ESDConfig):
     """ESD's fields (the authors' ESD script's defaults) with AdvUnlearn's where it sets them."""
 
     steps: int = setting(1000, "Training iterations (warm-up included).", f"{REFERENCE}: --iterations 1000")
+    mode: str = setting(
+        "faithful-fp32",
+        "faithful-fp32 (ESD's loop in fp32: one x_t an iteration, the model's own sampler), fast or straightforward (faithful, esd_sd.py's bf16, is ESD's alone).",
+        "AdvUnlearn's script trains in fp32, one x_t an iteration",
+    )
     lr: float = setting(1e-5, "Adam learning rate.", f"{REFERENCE}: --lr 1e-5")
     parameter_group: str = setting(
         "text-encoder",
@@ -138,6 +143,8 @@ class AdvUnlearnConfig(ESDConfig):
             raise ConfigError(f"attack_share must be in (0, 1], got {self.attack_share}")
         if self.attack_states not in ATTACK_STATES:
             raise ConfigError(f"attack_states must be one of {', '.join(ATTACK_STATES)}, got {self.attack_states!r}")
+        if self.mode == "faithful":
+            raise ConfigError("advunlearn trains in fp32, as its authors' script; use --mode faithful-fp32 or fast")
         if self.attack_init not in ATTACK_INITS:
             raise ConfigError(f"attack_init must be one of {', '.join(ATTACK_INITS)}, got {self.attack_init!r}")
         if self.retain_states not in RETAIN_STATES:

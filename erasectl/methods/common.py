@@ -88,13 +88,14 @@ class TrainedTextEncoders(TrainedUNet):
         return {n: p.detach().clone() for n, p in self.trained.items()}, dict(self.original)
 
 
-def trained_model(pipeline, group: str, unet_groups: tuple[str, ...]):
+def trained_model(pipeline, group: str, unet_groups: tuple[str, ...], unet=None):
     """What an erasure trains: the text encoders for the ``text-encoder`` group, else the UNet's
-    ``group`` (one of ``unet_groups``)."""
+    ``group`` (one of ``unet_groups``); ``unet``: another copy of the pipeline's UNet to train."""
 
+    unet = pipeline.unet if unet is None else unet
     if group == TEXT_ENCODER_GROUP:
-        return TrainedTextEncoders(pipeline.unet, select_text_encoder_parameters(pipeline))
-    return TrainedUNet(pipeline.unet, select_parameters(pipeline.unet, group, unet_groups))
+        return TrainedTextEncoders(unet, select_text_encoder_parameters(pipeline))
+    return TrainedUNet(unet, select_parameters(unet, group, unet_groups))
 
 
 @torch.no_grad()

@@ -52,7 +52,8 @@ from erasectl.sampling import sample_trajectory
 UNET_GROUPS = ("esd-x", "esd-u", "esd-all", "esd-x-strict")
 PARAMETER_GROUPS = (*UNET_GROUPS, TEXT_ENCODER_GROUP)
 GROUP_ALIASES = {"xattn": "esd-x", "noxattn": "esd-u", "full": "esd-all"}
-MODES = ("fast", "faithful", "straightforward")
+MODES = ("fast", "faithful", "faithful-fp32", "straightforward")
+LOOP_MODES = ("faithful", "faithful-fp32")  # the authors' loop: one x_t an iteration, the model's own sampler
 REFERENCE = "ESD's diffusers script esd_sd.py (rohitgandikota/erasing), argparse defaults"
 # What --mode fast changes when the defaults are the paper's: its batching, nothing it learns.
 FAST_MODE = {"batch_size": 8, "trajectory_reuse": 10, "ddim_steps": 25}
@@ -99,8 +100,13 @@ class ESDConfig(MethodConfig):
     )
     mode: str = setting(
         "faithful",
-        "faithful (the authors' script's loop); fast (the same target, batched); straightforward (fast's target the plain way: a benchmark baseline).",
-        "the authors' loop",
+        "faithful (esd_sd.py as released: its loop, bf16 weights and Adam state, x_t sampled at --sample-size); faithful-fp32 (the same loop in fp32 at the model's own size); fast (faithful-fp32's target, batched); straightforward (fast's target the plain way: a benchmark baseline).",
+        "the authors' script as released",
+    )
+    sample_size: int = setting(
+        1024,
+        "faithful mode: the size in pixels x_t is sampled at (0: the model's own).",
+        f"{REFERENCE}: height=width=1024 (also for SD 1.x)",
     )
 
     def __post_init__(self) -> None:
@@ -118,7 +124,13 @@ class ESDConfig(MethodConfig):
         for name in ("ddim_steps", "batch_size", "trajectory_reuse"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.mode == "faithful" and self.batch_size != 1:
+        if self.sample_size < 0:
+            raise ConfigError(f"sample_size must be 0 (the model's own) or more, got {self.sample_size}")
+        if self.mode == "faithful" and self.parameter_group == TEXT_ENCODER_GROUP:
+            raise ConfigError(
+                "faithful mode is esd_sd.py, which trains the UNet; train the text encoder with --mode faithful-fp32 or fast"
+            )
+        if self.mode in LOOP_MODES and self.batch_size != 1:
             raise ConfigError(
                 f"faithful mode trains one sample per iteration, as the authors' script does; got batch_size {self.batch_size} (use --mode fast to batch)"
             )
@@ -129,7 +141,9 @@ class ESDConfig(MethodConfig):
 def mode_defaults(mode: str | None) -> dict:
     """Field values a chosen ``--mode`` brings with it (over the paper's defaults)."""
     if mode in ("fast", "straightforward"):
-        return dict(FAST_MODE)
+        return {**FAST_MODE, "sample_size": 0}
+    if mode == "faithful-fp32":
+        return {"sample_size": 0}
     return {}
 
 
@@ -138,6 +152,51 @@ def guidance_target(frozen_concept: torch.Tensor, frozen_unconditional: torch.Te
     would keep only a few bits."""
     unconditional = frozen_unconditional.float()
     return unconditional - eta * (frozen_concept.float() - unconditional)
+
+
+class ReleasedPrecision:
+    """esd_sd.py's precision as released: the UNet it trains, its frozen copy and the text encoders
+    in bf16, so the weights and Adam's state are bf16 (a step smaller than half a weight's bf16
+    spacing is rounded away). The caller's fp32 pipeline is left as it is until the trained
+    tensors are written back into it."""
+
+    def __init__(self, pipeline):
+        import copy
+
+        self.pipeline = pipeline
+        self.unet = copy.deepcopy(pipeline.unet).to(torch.bfloat16)
+        self.encoders = {
+            name: copy.deepcopy(getattr(pipeline, name)).to(torch.bfloat16)
+            for name in TEXT_ENCODERS
+            if getattr(pipeline, name, None) is not None
+        }
+
+    def encode(self, prompts: list[str]) -> torch.Tensor:
+        """The prompts' conditioning through the bf16 text encoders, as the script's pipeline computes it."""
+        originals = {name: getattr(self.pipeline, name) for name in self.encoders}
+        try:
+            for name, encoder in self.encoders.items():
+                setattr(self.pipeline, name, encoder)
+            return encode_prompts(self.pipeline, prompts).to(torch.bfloat16)
+        finally:
+            for name, encoder in originals.items():
+                setattr(self.pipeline, name, encoder)
+
+    @torch.no_grad()
+    def write_back(self, erased: dict[str, torch.Tensor]) -> tuple[dict, dict]:
+        """The trained bf16 tensors written into the caller's UNet: ``(erased, base)`` in its dtype."""
+        base = {}
+        for key, tensor in erased.items():
+            target = self.pipeline.unet.get_parameter(key[len("unet.") :])
+            base[key] = target.detach().clone()
+            target.copy_(tensor.to(target.dtype))
+        return {key: self.pipeline.unet.get_parameter(key[len("unet.") :]).detach().clone() for key in erased}, base
+
+
+def released_target(concept: torch.Tensor, unconditional: torch.Tensor, eta: float) -> torch.Tensor:
+    """esd_sd.py's target in the predictions' own dtype (bf16), formed as the script forms it:
+    eps(c) - ng (eps(c) - eps()), ng = eta + 1."""
+    return concept - (eta + 1) * (concept - unconditional)
 
 
 def faithful_state(predict, scheduler, noise, conditional, unconditional, guidance: float, stop: int):
@@ -162,7 +221,7 @@ class Shortcuts:
         if mode == "fast":
             return cls()
         # faithful keeps the reference's separate calls; straightforward drops every saving.
-        return cls(False, False, mode == "faithful", mode == "faithful")
+        return cls(False, False, mode in LOOP_MODES, mode in LOOP_MODES)
 
 
 def _sample_states(
@@ -200,7 +259,7 @@ def erase(
     prediction_type(pipeline)
     shortcuts = shortcuts or Shortcuts.for_mode(config.mode)
     if world()[1] > 1:
-        if config.mode == "faithful":
+        if config.mode in LOOP_MODES:
             raise UserError(
                 "faithful mode trains on one sample per iteration, which cannot be split over processes; run it in one process or use --mode fast"
             )
@@ -233,7 +292,10 @@ class _Training:
             adversary,
         )
         self.device = unet.device
-        self.model = trained_model(pipeline, config.parameter_group, UNET_GROUPS)
+        self.released = ReleasedPrecision(pipeline) if config.mode == "faithful" else None
+        if self.released is not None:
+            self.unet = unet = self.released.unet
+        self.model = trained_model(pipeline, config.parameter_group, UNET_GROUPS, unet)
         # The trained model's own text conditioning: through the trained encoders (with gradients) when
         # they are what is trained, else the frozen encodings below.
         self.encode_trained = differentiable_conditioning if self.model.trains_text else encode_prompts
@@ -246,12 +308,15 @@ class _Training:
             self.previous_processors = unet.attn_processors
             unet.set_attn_processor(AttnProcessor())
         self.optimizer = torch.optim.Adam(self.model.trained.values(), lr=config.lr)
-        self.conditional = encode_prompts(pipeline, prompts)
-        self.unconditional = encode_prompts(pipeline, [""])
-        self.preserved = encode_prompts(pipeline, preserve_prompts) if preserve_prompts else None
+        encode = self.released.encode if self.released is not None else lambda p: encode_prompts(pipeline, p)
+        self.conditional, self.unconditional = encode(prompts), encode([""])
+        self.preserved = encode(preserve_prompts) if preserve_prompts else None
         # faithful: the model's own sampler, as the authors' script; otherwise DDIM from the same config
-        self.scheduler = sampling_scheduler(pipeline, config.ddim_steps, "own" if config.mode == "faithful" else "ddim")
-        self.latent_shape = (unet.config.in_channels, unet.config.sample_size, unet.config.sample_size)
+        self.scheduler = sampling_scheduler(pipeline, config.ddim_steps, "own" if config.mode in LOOP_MODES else "ddim")
+        size = unet.config.sample_size
+        if self.released is not None and config.sample_size:
+            size = config.sample_size // getattr(pipeline, "vae_scale_factor", 8)
+        self.latent_shape = (unet.config.in_channels, size, size)
         self.hook = StepHook(control, config, self.model.trained, self.optimizer, generator)
         self.start, self.losses, extras = self.hook.resume()
         self.bank_states, self.bank_prompts = extras.get("bank_states"), extras.get("bank_prompts")
@@ -264,10 +329,10 @@ class _Training:
         ``self.drawn_stops`` (a timestep may recur in a schedule, as PNDM's does)."""
         config, generator, model = self.config, self.generator, self.model
         size = size or config.batch_size
-        if config.mode == "faithful":
+        if config.mode in LOOP_MODES:
             which = torch.randint(0, len(self.prompts), (1,), generator=generator)
             stop = int(torch.randint(0, config.ddim_steps, (1,), generator=generator))
-            noise = torch.randn((1, *self.latent_shape), generator=generator).to(self.device)
+            noise = torch.randn((1, *self.latent_shape), generator=generator).to(self.device, self.unet.dtype)
             latents, timesteps = faithful_state(
                 model.frozen,
                 self.scheduler,
@@ -302,7 +367,7 @@ class _Training:
         model the iteration's own x_t come from (faithful: the frozen one with the model's own
         scheduler; otherwise the trained one with DDIM)."""
         noise = torch.randn((len(conditions), *self.latent_shape), generator=self.generator).to(self.device)
-        predict = self.model.frozen if self.config.mode == "faithful" else self.model
+        predict = self.model.frozen if self.config.mode in LOOP_MODES else self.model
         self.unet.eval()
         latents = _sample_states(
             predict, self.scheduler, noise, conditions, self.unconditional, self.config.start_guidance, stops
@@ -370,7 +435,10 @@ class _Training:
         part = batch_part(batch)  # this process's part under data parallelism; all of it in one process
         latents, timesteps, hidden, which = latents[part], timesteps[part], hidden[part], which[part]
         conditions, keep, frozen = self.frozen_terms(latents, timesteps, hidden, batch, part)
-        target = guidance_target(frozen[0], frozen[1], config.negative_guidance)
+        if self.released is not None:  # the script's target and loss, in bf16
+            target = released_target(frozen[0], frozen[1], config.negative_guidance)
+        else:
+            target = guidance_target(frozen[0], frozen[1], config.negative_guidance)
         trained_prompts = None
         if self.adversary is not None:  # robust training: the adversarial prompts as the trained condition
             sample_ids = (torch.arange(batch) + step * batch)[part].tolist()  # each sample's place in the run
@@ -387,7 +455,7 @@ class _Training:
             for _, p, i in keep
         ]
         trained = unet_calls(model, latents, timesteps, [trained_hidden, *kept_hidden], self.shortcuts.batched_calls)
-        loss = distance(trained[0].float(), target, config.loss)
+        loss = distance(trained[0] if self.released is not None else trained[0].float(), target, config.loss)
         for (weight, _, index), prediction in zip(keep, trained[1:]):
             loss = loss + weight * distance(prediction.float(), frozen[index].float(), config.loss)
         share = len(latents) / batch
@@ -400,7 +468,11 @@ class _Training:
         try:
             self.unet.train()
             for step in range(self.start, config.steps):
-                if shortcuts.reuse_trajectories and config.mode != "faithful" and step % config.trajectory_reuse == 0:
+                if (
+                    shortcuts.reuse_trajectories
+                    and config.mode not in LOOP_MODES
+                    and step % config.trajectory_reuse == 0
+                ):
                     self.refresh_bank()
                 loss, share = self.loss(step)
                 adversary = self.adversary.state() if self.adversary is not None else {}
@@ -410,6 +482,8 @@ class _Training:
             if self.previous_processors is not None:
                 self.unet.set_attn_processor(self.previous_processors)
         erased, base = self.model.checkpoint_tensors()
+        if self.released is not None:
+            erased, base = self.released.write_back(erased)
         return ErasureResult(erased, base, self.losses, watch.seconds())
 
 

@@ -89,8 +89,10 @@ class WorldProfile(PaperProfile):
 
     def defaults(self, method_name: str, given: dict) -> dict[str, tuple[object, str]]:
         found = super().defaults(method_name, given)
-        if method_name in ("esd", "advunlearn") and given.get("mode") == "faithful":
-            return found  # the authors' loop, with the authors' settings
+        if method_name in ("esd", "advunlearn") and given.get("mode") in ("faithful", "faithful-fp32"):
+            if "sample_size" in found:  # the authors' loop, with the authors' settings, at the world's size
+                found["sample_size"] = (0, "shapes world: its own 32 px; the script's 1024 px is 32 times its size")
+            return found
         found.update(
             {
                 name: (value, f"shapes world: {reason}")
