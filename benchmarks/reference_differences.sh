@@ -7,7 +7,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 run() { local name=$1; shift; python benchmarks/erase_world.py --seeds 24 --first-seed 0 --json "benchmarks/results-reference/$name.json" "$@"; }
 run world-defaults --methods esd,ablate,uce
-run paper-settings --methods esd,ablate,uce --profile paper
+run paper-settings --methods esd,ablate,uce --profile paper --set esd.mode=faithful-fp32
+run esd-script-bf16 --methods esd --profile paper --set esd.mode=faithful --set esd.sample_size=0
+run esd-script-fp32 --methods esd --profile paper --set esd.mode=faithful-fp32
 run esd-eta1 --methods esd --set esd.negative_guidance=1.0
 run esd-no-unconditional-term --methods esd --set esd.preserve_unconditional=0
 run esd-faithful-loop --methods esd --set esd.mode=faithful --set esd.negative_guidance=0.5 --set esd.preserve_unconditional=1.0 --set esd.lr=1e-4

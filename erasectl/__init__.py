@@ -4,4 +4,4 @@ Importing the package is cheap; torch, diffusers and transformers load only when
 function that needs them runs.
 """
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"

@@ -8,8 +8,9 @@ only the weights and biases of ``Linear`` and ``Conv2d`` modules are candidates,
 ESD-u also leaves out what the paper-era CompVis script's ``noxattn`` rule left out: the time
 embedding (``time_embed``; SDXL's added-conditioning embedding with it) and the output head
 (``out.``: ``conv_out``; ``conv_norm_out`` is a norm). Concept Ablation's groups follow its
-``create_custom_diffusion``: ``kv`` is its ``cross-attn``, ``full`` its ``full-weight``; ``xattn``
-(all of cross-attention) is erasectl's own.
+``create_custom_diffusion``: ``kv`` is its ``cross-attn``, ``attn`` its ``attn`` (every attention
+projection, self and cross: ``to_q``, ``to_k``, ``to_v``, ``to_out``), ``full`` its ``full-weight``;
+``xattn`` (all of cross-attention) is erasectl's own.
 
 ``text-encoder`` trains the text encoders instead of the UNet: the ``Linear`` projections of every
 transformer layer of each of the pipeline's text encoders (SDXL: both), AdvUnlearn's
@@ -50,6 +51,7 @@ PARAMETER_GROUPS = {
     "esd-all": lambda name, module: _projection(module),
     "kv": lambda name, module: _cross_attention_key_value(name),
     "xattn": lambda name, module: _cross_attention(name),
+    "attn": lambda name, module: any(f".{part}" in name for part in ("to_q.", "to_k.", "to_v.", "to_out.")),
     "full": lambda name, module: True,
 }
 

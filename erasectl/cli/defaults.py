@@ -12,7 +12,7 @@ from erasectl.cli.options import MODEL_CONFIG
 METHOD = typer.Option(None, "--method", help="One method (esd, ablate, uce, ...); default: every registered method, plugins included.")
 MODEL = typer.Option(None, "--model", help="The model whose defaults to print (a folder, a hub id or a single file); default: the embedded shapes model. Nothing is loaded but its marker.")
 MODE = typer.Option(None, "--mode", help="esd, advunlearn: the defaults under this --mode.")
-CONCEPT_TYPE = typer.Option(None, "--concept-type", help="object, style, nudity or person: the defaults under erase's --concept-type (the guide or anchor shows as --anchor).")
+CONCEPT_TYPE = typer.Option(None, "--concept-type", help="object, style, nudity, violence or person: the defaults under erase's --concept-type (the guide or anchor shows as --anchor).")
 AS_JSON = typer.Option(False, "--json", help="Print the defaults as JSON on stdout.")
 AS_MARKDOWN = typer.Option(False, "--markdown", help="Print every method's settings for real models and the embedded world as Markdown (docs/settings.md).")
 # fmt: on

@@ -34,16 +34,25 @@ from dataclasses import dataclass
 import torch
 
 from erasectl.architecture import encode_prompts
+from erasectl.assets import data_lines
 from erasectl.diffusion import noise_target, training_scheduler
 from erasectl.distributed import batch_part, check_batch
 from erasectl.errors import ConfigError, UserError
 from erasectl.generation import draw_latents
+from erasectl.methods.ablation_data import (
+    ANCHOR_DATA,
+    PREFIXES,
+    AnchorImages,
+    concept_forms,
+    masked_distance,
+    recipe_for,
+)
 from erasectl.methods.base import ErasureResult, Method, MethodConfig, Progress, Stopwatch, setting
 from erasectl.methods.common import TrainedUNet, distance, modules_restored, unet_calls
 from erasectl.parameter_groups import select_parameters
 from erasectl.run_state import RunControl, StepHook
 
-PARAMETER_GROUPS = ("kv", "xattn", "full")
+PARAMETER_GROUPS = ("kv", "xattn", "attn", "full")
 TARGETS = ("model", "noise")
 REFERENCE = "Concept Ablation's diffusers train.py and README (nupurkmr9/concept-ablation), object example"
 
@@ -59,7 +68,7 @@ class AblateConfig(MethodConfig):
     )
     parameter_group: str = setting(
         "kv",
-        "kv (cross-attention K/V, the paper's default), xattn, full.",
+        "kv (cross-attention K/V, the paper's default, their cross-attn), xattn, attn (every attention projection, their nudity recipe's), full.",
         f"{REFERENCE}: --parameter_group cross-attn",
     )
     target: str = setting(
@@ -72,6 +81,30 @@ class AblateConfig(MethodConfig):
     )
     anchor_steps: int = setting(25, "Sampler steps of the anchor images.", f"{REFERENCE}: num_inference_steps 25")
     anchor_guidance: float = setting(6.0, "Guidance scale of the anchor images.", f"{REFERENCE}: guidance_scale 6.0")
+    anchor_sampler: str = setting(
+        "dpm++",
+        "The anchor images' sampler: dpm++ (DPM-Solver++, as the authors sample them) or own (the pipeline's scheduler).",
+        f"{REFERENCE}: DPMSolverMultistepScheduler.from_config(pipeline.scheduler.config)",
+    )
+    anchor_data: str = setting(
+        "augmented",
+        "augmented (the object recipe: each anchor image rescaled to 1/3-1.4 of its size, placed or cropped, re-encoded, a masked loss and 'far away'/'zoomed in' caption prefixes), plain (their --noaug: the whole image re-encoded, the masked loss), latents (the drawn latents as they are, a plain loss).",
+        f"{REFERENCE}: object example (no --noaug); the style and nudity recipes pass --noaug",
+    )
+    hflip: bool = setting(
+        True,
+        "augmented and plain anchor data: flip each image horizontally half the time.",
+        f"{REFERENCE}: --hflip in every README command",
+        flag="--hflip/--no-hflip",
+    )
+    weight_decay: float = setting(
+        1e-2, "AdamW's weight decay (0: Adam).", f"{REFERENCE}: AdamW, --adam_weight_decay 1e-2"
+    )
+    prior_weight: float = setting(
+        0.0,
+        "Weight of the standard diffusion loss on anchor images under their anchor prompts (their --with_prior_preservation; the nudity and violence recipes use 1).",
+        f"{REFERENCE}: off in the object example; --prior_loss_weight 1.0 with --with_prior_preservation",
+    )
     anchor_batch_size: int = setting(
         8,
         "Anchor images drawn per pipeline call (memory, not what is learned).",
@@ -106,6 +139,12 @@ class AblateConfig(MethodConfig):
             raise ConfigError(
                 f"unknown parameter group {self.parameter_group!r} for ablate; choose one of {', '.join(PARAMETER_GROUPS)}"
             )
+        if self.anchor_sampler not in ("dpm++", "own"):
+            raise ConfigError(f"anchor_sampler must be dpm++ or own, got {self.anchor_sampler!r}")
+        if self.anchor_data not in ANCHOR_DATA:
+            raise ConfigError(f"anchor_data must be one of {', '.join(ANCHOR_DATA)}, got {self.anchor_data!r}")
+        if self.weight_decay < 0 or self.prior_weight < 0:
+            raise ConfigError("weight_decay and prior_weight must be 0 or more")
         if self.target not in TARGETS:
             raise ConfigError(f"target must be one of {', '.join(TARGETS)}, got {self.target!r}")
         for name in ("anchor_images", "anchor_steps", "anchor_batch_size", "batch_size"):
@@ -143,22 +182,47 @@ def generate_anchor_latents(
     pipeline, anchor_prompts: list[str], config: AblateConfig
 ) -> tuple[torch.Tensor, list[int]]:
     """Clean latents of anchor images and the index of the anchor prompt of each (each process
-    draws its part; every image has its own seeded generator)."""
+    draws its part; every image has its own seeded generator), sampled with ``anchor_sampler``."""
 
-    return draw_latents(
-        pipeline,
-        anchor_prompts,
-        config.anchor_images,
-        config.seed,
-        config.anchor_steps,
-        config.anchor_guidance,
-        config.anchor_batch_size,
-    )
+    own = pipeline.scheduler
+    if config.anchor_sampler == "dpm++":
+        from diffusers import DPMSolverMultistepScheduler
+
+        pipeline.scheduler = DPMSolverMultistepScheduler.from_config(own.config)
+    try:
+        return draw_latents(
+            pipeline,
+            anchor_prompts,
+            config.anchor_images,
+            config.seed,
+            config.anchor_steps,
+            config.anchor_guidance,
+            config.anchor_batch_size,
+        )
+    finally:
+        pipeline.scheduler = own
+
+
+class ConceptPrompts:
+    """Every concept prompt an anchor prompt may become (its recipe's forms, each with every caption
+    prefix augmented data may add), encoded once; ``rows(which, forms, prefixes)`` picks them."""
+
+    def __init__(self, pipeline, forms: list[list[str]], prefixed: bool):
+        prefixes = PREFIXES if prefixed else ("",)
+        texts = [f"{p}{form}" for pair in forms for form in pair for p in prefixes]  # in order, as drawn
+        self.count = len(forms[0])
+        self.table = torch.arange(len(texts)).reshape(len(forms), self.count, len(prefixes))
+        self.hidden = encode_prompts(pipeline, texts)
+
+    def rows(self, which: torch.Tensor, forms: torch.Tensor | None = None, prefixes=None) -> torch.Tensor:
+        forms = torch.zeros_like(which) if forms is None else forms
+        prefixes = torch.zeros_like(which) if prefixes is None else torch.as_tensor(prefixes)
+        return self.hidden[self.table[which, forms, prefixes]]
 
 
 def erase(
     pipeline,
-    concept_prompts: list[str],
+    concept_prompts: list,
     anchor_prompts: list[str],
     config: AblateConfig,
     progress: Progress | None = None,
@@ -166,7 +230,8 @@ def erase(
     preserve_prompts: list[str] | None = None,
     control: RunControl | None = None,
 ) -> ErasureResult:
-    """``concept_prompts[i]`` is mapped onto ``anchor_prompts[i]``.
+    """``concept_prompts[i]`` (a prompt, or the list of forms one is drawn from for each sample) is
+    mapped onto ``anchor_prompts[i]``.
 
     ``keep_anchor``, given anchor latents, returns a boolean mask of those to train on (used to
     drop anchor images that show the concept itself).
@@ -175,25 +240,30 @@ def erase(
         raise ValueError("every concept prompt needs its anchor prompt")
     watch = Stopwatch()
     check_batch(min(config.batch_size, config.anchor_images), "--batch-size or --anchor-images")
-    noising = training_scheduler(pipeline)
     torch.manual_seed(config.seed)
     generator = torch.Generator("cpu").manual_seed(config.seed)
     unet = pipeline.unet
     with modules_restored(unet):  # the pipeline is the caller's: leave it as it came, also when a step raises
         model = TrainedUNet(unet, select_parameters(unet, config.parameter_group, PARAMETER_GROUPS))
-        optimizer = torch.optim.Adam(model.trained.values(), lr=config.lr)
+        trained = list(model.trained.values())
+        optimizer = (
+            torch.optim.AdamW(trained, lr=config.lr, weight_decay=config.weight_decay)
+            if config.weight_decay
+            else torch.optim.Adam(trained, lr=config.lr)
+        )
         hook = StepHook(control, config, model.trained, optimizer, generator)
         start, losses, extras = hook.resume()
         anchor_latents, which_t, kept_info = _anchor_data(pipeline, anchor_prompts, config, keep_anchor, extras)
+        forms = [[p] if isinstance(p, str) else list(p) for p in concept_prompts]
+        batches = _Batches(pipeline, anchor_latents, which_t, forms, config)
         unet.train()
         embeds = {
-            "concept": encode_prompts(pipeline, concept_prompts),
             "anchor": encode_prompts(pipeline, anchor_prompts),
             "preserved": encode_prompts(pipeline, preserve_prompts) if preserve_prompts else None,
             "unconditional": encode_prompts(pipeline, [""]) if preserve_prompts else None,
         }
         for step in range(start, config.steps):
-            loss, share = _loss(model, noising, anchor_latents, which_t, embeds, config, generator)
+            loss, share = _loss(model, batches, embeds, config, generator)
             data = {"anchor_latents": anchor_latents, "anchor_prompt_index": which_t}
             hook.finish_step(loss, step, losses, progress, data, share=share)
         erased, base = model.checkpoint_tensors()
@@ -224,34 +294,94 @@ def _anchor_data(pipeline, anchor_prompts: list[str], config: AblateConfig, keep
     return anchor_latents, torch.tensor(which), kept_info
 
 
-def _loss(
-    model, noising, anchor_latents, which_t, embeds: dict, config: AblateConfig, generator
-) -> tuple[torch.Tensor, float]:
+class _Batches:
+    """Each iteration's training batch: clean latents, their masks (None: a plain loss), and the
+    concept and anchor prompts' indices, drawn as ``config.anchor_data`` says."""
+
+    def __init__(self, pipeline, anchor_latents, which_t, forms: list[list[str]], config: AblateConfig):
+        self.latents, self.which, self.config = anchor_latents, which_t, config
+        self.images = AnchorImages(pipeline, anchor_latents) if config.anchor_data != "latents" else None
+        self.concept = ConceptPrompts(pipeline, forms, config.anchor_data == "augmented")
+        self.noising = training_scheduler(pipeline)
+
+    def draw(self, generator) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor]:
+        """``(clean latents, masks, concept conditioning, anchor prompt index)`` of a whole batch."""
+        pick = torch.randint(0, len(self.which), (self.config.batch_size,), generator=generator)
+        which = self.which[pick]
+        if self.images is None:
+            return self.latents[pick], None, self.concept.rows(which), which
+        clean, masks, prefixes = self.images.batch(
+            pick.tolist(), self.config.anchor_data == "augmented", self.config.hflip, generator
+        )
+        forms = torch.randint(0, self.concept.count, (len(pick),), generator=generator)
+        return (
+            clean.to(self.latents.device),
+            masks.to(self.latents.device),
+            self.concept.rows(which, forms, prefixes),
+            which,
+        )
+
+    def prior(self, generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Anchor images with their own prompts' indices, for the prior term (their class images)."""
+        pick = torch.randint(0, len(self.which), (self.config.batch_size,), generator=generator)
+        if self.images is None:
+            return self.latents[pick], self.which[pick]
+        clean, _, _ = self.images.batch(pick.tolist(), False, False, generator)
+        return clean.to(self.latents.device), self.which[pick]
+
+
+def _loss(model, batches: _Batches, embeds: dict, config: AblateConfig, generator) -> tuple[torch.Tensor, float]:
     """One iteration's loss on a batch of noised anchor latents, and this process's share of the batch."""
-    pick = torch.randint(0, len(which_t), (config.batch_size,), generator=generator)
-    clean = anchor_latents[pick]
+    noising = batches.noising
+    clean, masks, concept_rows, which = batches.draw(generator)
     noise = torch.randn(clean.shape, generator=generator).to(clean.device)
-    timesteps = torch.randint(0, noising.config.num_train_timesteps, (len(pick),), generator=generator).to(clean.device)
-    part = batch_part(len(pick))  # this process's part under data parallelism; all of it in one process
-    clean, noise, timesteps = clean[part], noise[part], timesteps[part]
+    timesteps = torch.randint(0, noising.config.num_train_timesteps, (len(clean),), generator=generator).to(
+        clean.device
+    )
+    part = batch_part(len(clean))  # this process's part under data parallelism; all of it in one process
+    clean, noise, timesteps, which = clean[part], noise[part], timesteps[part], which[part]
+    masks = masks[part] if masks is not None else None
     noisy = noising.add_noise(clean, noise, timesteps)
-    concept_hidden, anchor_hidden = embeds["concept"][which_t[pick[part]]], embeds["anchor"][which_t[pick[part]]]
+    concept_hidden, anchor_hidden = concept_rows[part], embeds["anchor"][which]
+
+    def measure(prediction, target):
+        return (
+            masked_distance(prediction, target, masks)
+            if masks is not None
+            else distance(prediction, target, config.loss)
+        )
+
     if config.target == "model":
         if config.away:
             anchor_eps, concept_eps = unet_calls(model.frozen, noisy, timesteps, [anchor_hidden, concept_hidden])
         else:
             anchor_eps, concept_eps = model.frozen(noisy, timesteps, anchor_hidden), None
         target = model_target(anchor_eps, concept_eps, config.away)
-        loss = distance(model(noisy, timesteps, concept_hidden).float(), target, config.loss)
+        loss = measure(model(noisy, timesteps, concept_hidden).float(), target)
     else:
         target = noise_target(noising, clean, noise, timesteps).float()
         prediction, anchor_prediction = unet_calls(model, noisy, timesteps, [concept_hidden, anchor_hidden])
-        loss = distance(prediction.float(), target, config.loss) + distance(
-            anchor_prediction.float(), target, config.loss
-        )
+        loss = measure(prediction.float(), target) + measure(anchor_prediction.float(), target)
+    if config.prior_weight:
+        loss = loss + config.prior_weight * _prior(model, batches, embeds, config, generator)
     if embeds["preserved"] is not None:
-        loss = _preservation(loss, model, noisy, timesteps, embeds, config, generator, len(pick), part)
-    return loss, len(noisy) / len(pick)
+        loss = _preservation(loss, model, noisy, timesteps, embeds, config, generator, config.batch_size, part)
+    return loss, len(noisy) / config.batch_size
+
+
+def _prior(model, batches: _Batches, embeds: dict, config: AblateConfig, generator) -> torch.Tensor:
+    """Their prior-preservation loss: the standard diffusion loss on anchor images under their
+    own anchor prompts (this process's part of a batch of them)."""
+    clean, which = batches.prior(generator)
+    noise = torch.randn(clean.shape, generator=generator).to(clean.device)
+    timesteps = torch.randint(0, batches.noising.config.num_train_timesteps, (len(clean),), generator=generator).to(
+        clean.device
+    )
+    part = batch_part(len(clean))
+    clean, noise, timesteps, which = clean[part], noise[part], timesteps[part], which[part]
+    noisy = batches.noising.add_noise(clean, noise, timesteps)
+    target = noise_target(batches.noising, clean, noise, timesteps).float()
+    return distance(model(noisy, timesteps, embeds["anchor"][which]).float(), target, config.loss)
 
 
 def _preservation(
@@ -272,9 +402,16 @@ def _preservation(
     return loss
 
 
-def anchor_prompts_for(request, concept: str) -> list[str]:
-    """The anchor prompts: the lines of ``--anchor-prompts-file`` that name the anchor as a word,
-    else the profile's ablation templates around the anchor."""
+RECIPE_PROMPTS = {"style": "ablation_painting_prompts.txt", "nudity": "ablation_people_prompts.txt"}
+RECIPE_PROMPTS["violence"] = RECIPE_PROMPTS["nudity"]
+
+
+def anchor_prompts_for(request, concept: str, recipe: str = "object") -> list[str]:
+    """The anchor prompts: the object recipe's are the lines of ``--anchor-prompts-file`` that name
+    the anchor as a word, else the profile's ablation templates around the anchor; the style,
+    nudity and violence recipes' are every line of the file, else the authors' prompt list."""
+    if recipe != "object":
+        return list(request.anchor_prompt_lines or data_lines(RECIPE_PROMPTS[recipe]))
     if request.anchor_prompt_lines:
         found = [line for line in request.anchor_prompt_lines if names_anchor(line, request.anchor)]
         if not found:
@@ -289,7 +426,24 @@ class Ablate(Method):
     config_class = AblateConfig
     needs_anchor = True
     accepts_anchor = True
-    concept_types = {"style": {"anchor": ("painting", "Concept Ablation's README: style, --class_prompt painting")}}
+    concept_types = {
+        "style": {
+            "anchor": ("painting", "Concept Ablation's README, style: --class_prompt painting"),
+            "anchor_data": ("plain", "Concept Ablation's README, style: --noaug"),
+        },
+        "nudity": {
+            "anchor": (
+                "people",
+                "Concept Ablation's README, nudity: --class_prompt 'people, body, boy, girl, women, man, child'",
+            ),
+            "anchor_data": ("plain", "Concept Ablation's README, nudity: --noaug"),
+            "lr": (3.2e-5, "Concept Ablation's README, nudity: --learning_rate 4e-6 --scale_lr, batch 4 x 2 GPUs"),
+            "steps": (400, "Concept Ablation's README, nudity: --max_train_steps 400"),
+            "parameter_group": ("attn", "Concept Ablation's README, nudity: --parameter_group attn"),
+            "prior_weight": (1.0, "Concept Ablation's README, nudity: --with_prior_preservation"),
+        },
+    }
+    concept_types["violence"] = dict(concept_types["nudity"])  # their inappropriate-content recipe: the same
 
     def run(
         self,
@@ -299,11 +453,15 @@ class Ablate(Method):
         progress: Progress | None = None,
         control: RunControl | None = None,
     ) -> ErasureResult:
+        recipe = recipe_for(request.concept_type)
         concept_prompts, anchor_prompts = [], []
         for concept in request.concepts:
-            for anchor_prompt in anchor_prompts_for(request, concept):
+            for anchor_prompt in anchor_prompts_for(request, concept, recipe):
                 anchor_prompts.append(anchor_prompt)
-                concept_prompts.append(replace_anchor(anchor_prompt, request.anchor, concept))
+                replaced = replace_anchor(anchor_prompt, request.anchor, concept)
+                concept_prompts.append(concept_forms(recipe, anchor_prompt, concept, replaced))
         kept = [t.format(concept) for concept in request.preserve for t in request.templates(concept, "ablate")]
         keep_anchor = request.anchor_filter(pipeline) if config.filter_anchor_images else None
-        return erase(pipeline, concept_prompts, anchor_prompts, config, progress, keep_anchor, kept, control)
+        result = erase(pipeline, concept_prompts, anchor_prompts, config, progress, keep_anchor, kept, control)
+        result.extra["ablation_recipe"] = recipe
+        return result

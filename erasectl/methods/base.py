@@ -34,7 +34,7 @@ FAMILIES = ("sd1", "sd2", "sdxl")
 #   retain-set  the model profile's retain set (AdvUnlearn's unrelated objects)
 PRESERVATION_SOURCES = ("words", "attributes", "retain-set")
 # What --concept-type takes: the kinds of concept the papers publish settings for.
-CONCEPT_TYPES = ("object", "style", "nudity", "person")
+CONCEPT_TYPES = ("object", "style", "nudity", "violence", "person")
 
 
 def setting(default: Any, help: str, source: str = "erasectl", flag: str | None = None) -> Any:

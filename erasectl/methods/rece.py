@@ -169,6 +169,10 @@ class RECE(UCE):
             "regular_scale": (0.1, "RECE's README: nudity, lambda 1e-1"),
             "rounds": (3, "RECE's README: nudity for 3 epochs"),
         },
+        "violence": {
+            "regular_scale": (0.1, "RECE's README: unsafe concepts, lambda 1e-1"),
+            "rounds": (2, "RECE's README: unsafe concepts for 2 epochs"),
+        },
         "style": {"regular_scale": (1e-3, "RECE's README: artistic styles, lambda 1e-3, 1 epoch")},
     }
 

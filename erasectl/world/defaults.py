@@ -25,6 +25,10 @@ WORLD_DEFAULTS: dict[str, dict[str, tuple[object, str]]] = {
         "anchor_batch_size": (64, "32x32 images: one call"),
         "batch_size": (16, "chosen with the other defaults"),
         "away": (0.5, "anchor prompts draw the concept a fifth of the time; without it some stays"),
+        "anchor_sampler": ("own", "the sampler the world's ablation defaults were chosen with"),
+        "anchor_data": ("latents", "32 px images: rescaling them to a third leaves a few latent pixels"),
+        "hflip": (False, "the world's shapes were measured unflipped"),
+        "weight_decay": (0.0, "Adam, with which the world's ablation defaults were chosen"),
     },
     "uce": {
         "guide_choice": (
