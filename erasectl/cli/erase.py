@@ -168,8 +168,9 @@ def erase(
     concepts = _concepts(concept, concepts_file, profile)
     config = build_config(method, profile, settings, len(concepts), concept_type)
     given = dict(preserve=preserve, keep_words=keep_words, auto_preserve=auto_preserve, prior_exclude=prior_exclude)
-    given["concept_type"] = concept_type
-    request = _request(concepts, method, anchor, anchor_prompts_file, model, profile, **given)
+    request = _request(
+        concepts, method, anchor, anchor_prompts_file, model, profile, concept_type=concept_type, **given
+    )
     out = _output(out, force, resume_from_checkpoint, concepts, method)
     control = run_control(out, checkpointing_steps, resume_from_checkpoint)
     label = f"erasing {', '.join(concepts)} ({method})"
@@ -181,14 +182,18 @@ def erase(
         execution = dict(mixed_precision=mixed_precision, gradient_checkpointing=gradient_checkpointing)
         loading = dict(device=device, allow_pickle=allow_pickle, config=model_config)
         checkpoint = _erase(request, method, config, update, control, out, auto_preserve, model, loading, execution)
-    if not is_main_process():  # under accelerate launch every process holds the same erasure
-        return
-    summary = _write(out, checkpoint, force or resume_from_checkpoint is not None or control.states() != [])
+    if is_main_process():  # under accelerate launch every process holds the same erasure
+        overwrite = force or resume_from_checkpoint is not None or control.states() != []
+        _say(_write(out, checkpoint, overwrite), checkpoint, as_json, quiet)
+
+
+def _say(summary: dict, checkpoint, as_json: bool, quiet: bool) -> None:
     if as_json:
         typer.echo(json.dumps(summary))
     elif not quiet:
+        recipe = checkpoint.recipe
         typer.echo(
-            f"erased {', '.join(concepts)} with {method} in {checkpoint.recipe['wall_time_s']} s: {summary['checkpoint']}"
+            f"erased {', '.join(recipe['concepts'])} with {recipe['method']} in {recipe['wall_time_s']} s: {summary['checkpoint']}"
         )
 
 
