@@ -15,7 +15,7 @@ import torch
 from erasectl.architecture import family
 from erasectl.checkpoint import TEXT_ENCODERS, ErasedCheckpoint, component_tensors, key_name
 from erasectl.errors import UserError
-from erasectl.files import prepare_output_dir, write_atomically
+from erasectl.files import give_usual_modes, prepare_output_dir, write_atomically
 from erasectl.generation import SamplerSettings, generate
 from erasectl.ldm_layout import pipeline_to_ldm
 from erasectl.models import load_pipeline, model_profile, resolve_model
@@ -205,7 +205,7 @@ def export_lora(
         },
         "readers": {
             "lora": "diffusers' load_lora_weights only (PEFT names); for ComfyUI and AUTOMATIC1111 export --format kohya",
-            "kohya": "AUTOMATIC1111, ComfyUI, kohya sd-scripts, diffusers' load_lora_weights (not with --bias-deltas: diffusers refuses .diff_b keys)",
+            "kohya": "AUTOMATIC1111, ComfyUI, kohya sd-scripts, diffusers' load_lora_weights (not with --bias-deltas: diffusers refuses .diff_b keys, and sd-scripts ignores them without a warning; ComfyUI applies them)",
         }[kind],
     }
 
@@ -256,7 +256,20 @@ def check_released_layout(path: Path, encoder) -> None:
 
 def export_diffusers(pipeline, out: Path) -> dict:
     pipeline.save_pretrained(out, safe_serialization=True)
-    return {"folder": str(out), "text_encoder_tensors": write_released_text_encoders(pipeline, out)}
+    write_vocabulary_files(pipeline, out)
+    found = {"folder": str(out), "text_encoder_tensors": write_released_text_encoders(pipeline, out)}
+    give_usual_modes(out)
+    return found
+
+
+def write_vocabulary_files(pipeline, out: Path) -> None:
+    """Each BPE tokenizer's ``vocab.json`` and ``merges.txt`` beside its ``tokenizer.json``: what the
+    slow ``CLIPTokenizer`` of transformers 4 (which many tools still pin) reads."""
+    for name in ("tokenizer", "tokenizer_2"):
+        tokenizer = getattr(pipeline, name, None)
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        if backend is not None and type(backend.model).__name__ == "BPE" and (out / name).is_dir():
+            backend.model.save(str(out / name))
 
 
 def export_single_file(checkpoint: ErasedCheckpoint, pipeline, out: Path) -> dict:

@@ -25,6 +25,14 @@ def _umask() -> int:
     return current
 
 
+def give_usual_modes(folder: Path) -> None:
+    """Every file under ``folder`` readable as the user's own files are (diffusers writes model
+    weights 0600, which a ComfyUI server running as another user cannot read)."""
+    for path in Path(folder).rglob("*"):
+        if path.is_file():
+            os.chmod(path, 0o666 & ~_umask())
+
+
 def write_atomically(path: Path, write: Callable[[Path], None]) -> Path:
     """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it into place."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -151,3 +151,27 @@ def test_kohya_bias_deltas_are_carried_as_diff_b_on_request(tmp_path):
         ["export", str(run / "erased.safetensors"), "--format", "lora", "--bias-deltas", "--out", str(tmp_path / "no")],
     )
     assert result.exit_code == 2 and "--bias-deltas is for --format kohya" in result.stderr
+
+
+def test_a_diffusers_folder_is_readable_by_other_users_and_older_tokenizer_readers(ablate_checkpoint, tmp_path):
+    """diffusers writes model weights 0600 (a ComfyUI server running as another user cannot read
+    them); transformers 4's slow CLIPTokenizer reads vocab.json and merges.txt, not tokenizer.json."""
+    import os
+    import stat
+
+    from erasectl.assets import embedded_pipeline_dir
+
+    out = tmp_path / "folder"
+    result = runner.invoke(
+        app, ["export", str(ablate_checkpoint), "--format", "diffusers", "--out", str(out), "--no-verify", "--quiet"]
+    )
+    assert result.exit_code == 0 and result.output == "", result.output
+    umask = os.umask(0)
+    os.umask(umask)
+    modes = {p.relative_to(out): stat.S_IMODE(p.stat().st_mode) for p in out.rglob("*") if p.is_file()}
+    assert modes and all(mode == 0o666 & ~umask for mode in modes.values()), modes
+    # the base folder's vocabulary files, as it ships them (transformers 5 saves tokenizer.json alone)
+    source = embedded_pipeline_dir() / "tokenizer"
+    exported = out / "tokenizer"
+    assert json.loads((exported / "vocab.json").read_text()) == json.loads((source / "vocab.json").read_text())
+    assert (exported / "merges.txt").read_text().split("\n") == (source / "merges.txt").read_text().split("\n")

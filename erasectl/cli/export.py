@@ -23,6 +23,7 @@ ENERGY = typer.Option(0.999, "--energy", help="lora/kohya: otherwise the smalles
 VERIFY = typer.Option(True, "--verify/--no-verify", help="Reload the export with its consumer's loader and compare images.")
 BIAS_DELTAS = typer.Option(False, "--bias-deltas", help="kohya: also carry the erasure's bias deltas (ESD-x trains attn2.to_out's bias) as .diff_b keys, which ComfyUI applies; diffusers' kohya reader refuses them.")
 AS_JSON = typer.Option(False, "--json", help="Print a JSON summary on stdout.")
+QUIET = typer.Option(False, "--quiet", help="Print nothing on stdout (errors still go to stderr); --json still prints its summary.")
 # fmt: on
 
 
@@ -39,6 +40,7 @@ def export(
     bias_deltas: bool = BIAS_DELTAS,
     model_config: Path = MODEL_CONFIG,
     allow_pickle: bool = ALLOW_PICKLE,
+    quiet: bool = QUIET,
     as_json: bool = AS_JSON,
 ) -> None:
     """Export an erasure as a diffusers folder, a LoRA (diffusers or kohya names) or a single LDM checkpoint."""
@@ -58,4 +60,5 @@ def export(
     out = check_output_dir(out or erased.path.parent / f"export-{format}", force)
     request = ExportRequest(format, model, model_config, rank, energy, bias_deltas, verify, allow_pickle)
     result = export_checkpoint(erased, request, out, force)
-    typer.echo(json.dumps(result) if as_json else json.dumps(result, indent=2))
+    if as_json or not quiet:  # --quiet: nothing on stdout unless --json asks for the summary
+        typer.echo(json.dumps(result) if as_json else json.dumps(result, indent=2))
