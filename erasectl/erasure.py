@@ -9,7 +9,7 @@ from erasectl.architecture import family
 from erasectl.checkpoint import ErasedCheckpoint, make_checkpoint
 from erasectl.distributed import world
 from erasectl.errors import UserError
-from erasectl.methods import get_method
+from erasectl.methods import get_method, method_names
 from erasectl.methods.base import CONCEPT_TYPES
 from erasectl.profiles import PaperProfile
 
@@ -187,10 +187,11 @@ def erase_concepts(
         )
     if request.anchor is not None and not request.anchor.strip():
         raise UserError("the anchor is empty; pass --anchor with a concept, e.g. --anchor shape")
-    if family(pipeline) not in method.families:
-        raise UserError(
-            f"--method {method_name} supports {', '.join(method.families)} models, not {family(pipeline)}; choose another --method"
-        )
+    found = family(pipeline)
+    if found not in method.families:
+        others = [name for name in method_names() if found in get_method(name).families]
+        hint = "choose another --method" if others else f"no erasure method supports {found} models yet (generate draws from them)"  # fmt: skip
+        raise UserError(f"--method {method_name} supports {', '.join(method.families)} models, not {found}; {hint}")
     request = request.resolved(method.default_preservation)
     with execution(pipeline, mixed_precision, gradient_checkpointing):
         result = method.run(pipeline, request, config, progress, control)

@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from erasectl.architecture import denoiser
 from erasectl.checkpoint import assign_tensors, checkpoint_name, component_tensors
 from erasectl.distributed import batch_part, gather_in_order, gather_parts, is_main_process, sum_over_processes, world
 from erasectl.errors import ConfigError
@@ -225,7 +226,7 @@ def write_generation(
     summary = {
         "model": loaded.name, "prompts": prompts, "seed": seed, "n": n, "steps": settings.steps, "guidance": settings.guidance,
         "scheduler": type(loaded.pipeline.scheduler).__name__, "negative_prompt": settings.negative_prompt,
-        "dtype": DTYPE_NAMES[str(loaded.pipeline.unet.dtype)], "batch_size": settings.batch_size,
+        "dtype": DTYPE_NAMES[str(denoiser(loaded.pipeline).dtype)], "batch_size": settings.batch_size,
         "image_count": count, "complete": count == len(prompts) * n, "images": files, "images_csv": str(out / IMAGE_LIST),
         "grid": str(write_grid(out, prompts, n, seed)), "wall_time_s": round(time.time() - started, 2), "versions": versions(),
     }  # fmt: skip
@@ -342,7 +343,7 @@ def draw_comparison(
         "grid": str(out), "prompts": prompts, "seeds": seeds, "base_model": loaded.name, "models": [name for name, _ in columns],
         "checkpoints": [str(c.path) for c in checkpoints], "steps": settings.steps, "guidance": settings.guidance,
         "negative_prompt": settings.negative_prompt, "scheduler": type(pipeline.scheduler).__name__,
-        "dtype": DTYPE_NAMES[str(pipeline.unet.dtype)], "versions": versions(),
+        "dtype": DTYPE_NAMES[str(denoiser(pipeline).dtype)], "versions": versions(),
     }  # fmt: skip
     if is_main_process():
         n = len(seeds)

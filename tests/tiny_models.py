@@ -103,3 +103,104 @@ def tiny_pipeline(folder, family: str, scheduler_class: str = "DDIMScheduler"):
         pipeline.scheduler = getattr(diffusers, scheduler_class).from_config(scheduler.config)
     pipeline.save_pretrained(folder / family)
     return folder / family
+
+
+def t5_tokenizer(words):
+    """A T5 tokenizer built in memory (no download): a ``tokenizers`` Unigram model over the
+    given words and their letters, SentencePiece's "▁" word marks, and "</s>" after every text,
+    as T5's own tokenizer adds it."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import T5TokenizerFast
+
+    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
+    pieces += [(f"\u2581{w}", -2.0) for w in sorted(set(words))]
+    pieces += [(c, -6.0) for c in "\u2581abcdefghijklmnopqrstuvwxyz,.'!"]
+    backend = Tokenizer(models.Unigram(pieces, unk_id=2))
+    backend.pre_tokenizer = pre_tokenizers.Metaspace()
+    backend.decoder = decoders.Metaspace()
+    backend.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    return T5TokenizerFast(
+        tokenizer_object=backend, eos_token="</s>", unk_token="<unk>", pad_token="<pad>", extra_ids=0
+    )
+
+
+def tiny_transformer_pipeline(folder, family: str):
+    """A randomly initialised pipeline of a diffusion-transformer family at a tiny width:
+    ``sd3`` (two CLIP encoders with projections, optionally T5, an MMDiT, flow matching) or
+    ``flux-dev`` / ``flux-schnell`` (CLIP pooled and T5, dual- and single-stream blocks, rotary
+    positions; dev embeds the guidance scale)."""
+    from diffusers import (
+        AutoencoderKL,
+        FlowMatchEulerDiscreteScheduler,
+        FluxPipeline,
+        FluxTransformer2DModel,
+        SD3Transformer2DModel,
+        StableDiffusion3Pipeline,
+    )
+    from transformers import (
+        CLIPTextConfig,
+        CLIPTextModel,
+        CLIPTextModelWithProjection,
+        CLIPTokenizer,
+        T5Config,
+        T5EncoderModel,
+    )
+
+    from erasectl.world.vocabulary import COLOURS, SHAPES, STYLES
+
+    torch.manual_seed(0)
+    tokenizer = CLIPTokenizer.from_pretrained(write_tokenizer(folder / "tok"))
+    t5_tok = t5_tokenizer(["a", "an", "of", "photo", "shape", *SHAPES, *COLOURS, *STYLES])
+
+    def clip(width, projection):
+        config = CLIPTextConfig(
+            vocab_size=len(tokenizer), hidden_size=width, intermediate_size=2 * width, num_hidden_layers=2,
+            num_attention_heads=4, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id, projection_dim=width,
+        )  # fmt: skip
+        return CLIPTextModelWithProjection(config) if projection else CLIPTextModel(config)
+
+    t5 = T5EncoderModel(
+        T5Config(
+            vocab_size=len(t5_tok),
+            d_model=32,
+            d_kv=8,
+            d_ff=64,
+            num_layers=2,
+            num_heads=4,
+            pad_token_id=t5_tok.pad_token_id,
+            eos_token_id=t5_tok.eos_token_id,
+        )  # fmt: skip
+    )
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0 if family == "sd3" else 1.0)
+    if family == "sd3":
+        vae = AutoencoderKL(block_out_channels=(16, 32), down_block_types=("DownEncoderBlock2D",) * 2,
+                            up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=16, norm_num_groups=16,
+                            sample_size=16, shift_factor=0.0609, scaling_factor=1.5035, use_quant_conv=False,
+                            use_post_quant_conv=False)  # fmt: skip
+        transformer = SD3Transformer2DModel(
+            sample_size=8, patch_size=1, in_channels=16, num_layers=2, attention_head_dim=8, num_attention_heads=4,
+            joint_attention_dim=32, caption_projection_dim=32, pooled_projection_dim=32 + 32, out_channels=16,
+            pos_embed_max_size=16,
+        )  # fmt: skip
+        pipeline = StableDiffusion3Pipeline(
+            transformer=transformer, scheduler=scheduler, vae=vae, text_encoder=clip(32, True), tokenizer=tokenizer,
+            text_encoder_2=clip(32, True), tokenizer_2=tokenizer,
+            text_encoder_3=t5, tokenizer_3=t5_tok,
+        )  # fmt: skip
+    else:
+        vae = AutoencoderKL(block_out_channels=(16, 32), down_block_types=("DownEncoderBlock2D",) * 2,
+                            up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4, norm_num_groups=16,
+                            sample_size=16, shift_factor=0.1159, scaling_factor=0.3611, use_quant_conv=False,
+                            use_post_quant_conv=False)  # fmt: skip
+        transformer = FluxTransformer2DModel(
+            patch_size=1, in_channels=16, num_layers=1, num_single_layers=1, attention_head_dim=8,
+            num_attention_heads=4, joint_attention_dim=32, pooled_projection_dim=32,
+            guidance_embeds=family == "flux-dev", axes_dims_rope=(2, 2, 4),
+        )  # fmt: skip
+        pipeline = FluxPipeline(
+            scheduler=scheduler, vae=vae, text_encoder=clip(32, False), tokenizer=tokenizer, text_encoder_2=t5,
+            tokenizer_2=t5_tok, transformer=transformer,
+        )  # fmt: skip
+    pipeline.save_pretrained(folder / family)
+    return folder / family

@@ -7,6 +7,7 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from erasectl.architecture import TRANSFORMER_FAMILIES, family
 from erasectl.attacks import ATTACKS
 from erasectl.checkpoint import ErasedCheckpoint, model_loaders
 from erasectl.distributed import is_main_process
@@ -111,6 +112,8 @@ def prepare(request: EvaluationRequest):
     base = load_base(
         checkpoints, request.model, request.model_config, request.drawing, request.device, request.allow_pickle
     )
+    if family(base.pipeline) in TRANSFORMER_FAMILIES.values():
+        raise UserError(f"evaluate supports SD 1.x, 2.x and SDXL models, not {family(base.pipeline)} yet; generate draws from it")  # fmt: skip
     drawing = request.drawing
     config = EvaluationConfig(n_per_prompt=request.n_per_prompt, seed=request.seed, steps=request.steps, guidance=request.guidance,
                               negative_prompt=drawing.negative_prompt, height=drawing.height, width=drawing.width,
