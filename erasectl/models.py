@@ -212,6 +212,7 @@ def _load_pretrained(name: str, source: str | Path, allow_pickle: bool, kwargs: 
             source,
             local_files_only=isinstance(source, Path) or offline,
             use_safetensors=None if allow_pickle else True,
+            **absent_components(source),
             **kwargs,
         )
     except OSError as error:
@@ -221,6 +222,16 @@ def _load_pretrained(name: str, source: str | Path, allow_pickle: bool, kwargs: 
             f"model {name} is not in the local cache and the hub cannot be reached (HF_HUB_OFFLINE is "
             f"{'set' if offline else 'unset'}); download it on a connected machine or pass a local folder"
         ) from None
+
+
+def absent_components(source) -> dict:
+    """The components a local folder records as absent (``[null, null]`` in ``model_index.json``:
+    an SD3 folder saved without T5), passed as None, which is how diffusers loads such a pipeline."""
+    index = source / "model_index.json" if isinstance(source, Path) else None
+    if index is None or not index.is_file():
+        return {}
+    entries = json.loads(index.read_text(encoding="utf-8"))
+    return {name: None for name, value in entries.items() if value == [None, None]}
 
 
 def _load_single_file(path: Path, config, allow_pickle: bool, kwargs: dict):

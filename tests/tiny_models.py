@@ -126,7 +126,8 @@ def t5_tokenizer(words):
 
 def tiny_transformer_pipeline(folder, family: str):
     """A randomly initialised pipeline of a diffusion-transformer family at a tiny width:
-    ``sd3`` (two CLIP encoders with projections, optionally T5, an MMDiT, flow matching) or
+    ``sd3`` (two CLIP encoders with projections and T5, an MMDiT, flow matching), ``sd3-no-t5``
+    (the same saved without T5, as SD3 is often run) or
     ``flux-dev`` / ``flux-schnell`` (CLIP pooled and T5, dual- and single-stream blocks, rotary
     positions; dev embeds the guidance scale)."""
     from diffusers import (
@@ -172,8 +173,9 @@ def tiny_transformer_pipeline(folder, family: str):
             eos_token_id=t5_tok.eos_token_id,
         )  # fmt: skip
     )
-    scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0 if family == "sd3" else 1.0)
-    if family == "sd3":
+    sd3 = family.startswith("sd3")
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0 if sd3 else 1.0)
+    if sd3:
         vae = AutoencoderKL(block_out_channels=(16, 32), down_block_types=("DownEncoderBlock2D",) * 2,
                             up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=16, norm_num_groups=16,
                             sample_size=16, shift_factor=0.0609, scaling_factor=1.5035, use_quant_conv=False,
@@ -186,7 +188,8 @@ def tiny_transformer_pipeline(folder, family: str):
         pipeline = StableDiffusion3Pipeline(
             transformer=transformer, scheduler=scheduler, vae=vae, text_encoder=clip(32, True), tokenizer=tokenizer,
             text_encoder_2=clip(32, True), tokenizer_2=tokenizer,
-            text_encoder_3=t5, tokenizer_3=t5_tok,
+            text_encoder_3=None if family == "sd3-no-t5" else t5,
+            tokenizer_3=None if family == "sd3-no-t5" else t5_tok,
         )  # fmt: skip
     else:
         vae = AutoencoderKL(block_out_channels=(16, 32), down_block_types=("DownEncoderBlock2D",) * 2,
