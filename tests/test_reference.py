@@ -128,14 +128,7 @@ def uce_phrase_difference(pipeline):
     checkpoint = erase_concepts(pipeline, "uce", ErasureRequest(["red circle"], PaperProfile()), config)
 
     def last_row(text: str) -> torch.Tensor:  # the script's row: attention_mask.sum() - 2
-        mask = pipeline.tokenizer(
-            text,
-            padding="max_length",
-            max_length=pipeline.tokenizer.model_max_length,
-            truncation=True,
-            return_tensors="pt",
-        )["attention_mask"]
-        return token_rows(pipeline.unet, encode_prompts(pipeline, [text]))[0, int(mask.sum()) - 2].double()
+        return token_rows(pipeline.unet, encode_prompts(pipeline, [text]))[0, _final_token(pipeline, text)].double()
 
     concept, guide = last_row("red circle")[:, None], last_row("")[:, None]
     expected = {}

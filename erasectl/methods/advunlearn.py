@@ -352,9 +352,8 @@ class RetainTerm:
             return torch.zeros((), device=latents.device)
         with torch.no_grad():
             frozen = training.model.frozen(latents, at, self.frozen_hidden[chosen])
-        model = training.model
-        hidden = training.encode_trained(self.pipeline, [self.prompts[i] for i in chosen])
-        prediction = model(latents, at, hidden.expand(len(chosen), -1, -1) if len(hidden) == 1 else hidden)
+        trained = training.encode_trained(self.pipeline, [self.prompts[i] for i in chosen])
+        prediction = training.model(latents, at, trained)
         mean = distance(prediction.float(), frozen.float(), self.config.loss)
         return self.config.preserve_weight * mean * len(chosen) / self.batch
 

@@ -185,12 +185,13 @@ class ReleasedPrecision:
     @torch.no_grad()
     def write_back(self, erased: dict[str, torch.Tensor]) -> tuple[dict, dict]:
         """The trained bf16 tensors written into the caller's UNet: ``(erased, base)`` in its dtype."""
-        base = {}
+        written, base = {}, {}
         for key, tensor in erased.items():
             target = self.pipeline.unet.get_parameter(key[len("unet.") :])
             base[key] = target.detach().clone()
             target.copy_(tensor.to(target.dtype))
-        return {key: self.pipeline.unet.get_parameter(key[len("unet.") :]).detach().clone() for key in erased}, base
+            written[key] = target.detach().clone()
+        return written, base
 
 
 def released_target(concept: torch.Tensor, unconditional: torch.Tensor, eta: float) -> torch.Tensor:
@@ -347,13 +348,7 @@ class _Training:
         if not self.shortcuts.reuse_trajectories:
             which = torch.randint(0, len(self.prompts), (size,), generator=generator)
             stops = torch.randint(0, config.ddim_steps, (size,), generator=generator)
-            noise = torch.randn((size, *self.latent_shape), generator=generator).to(self.device)
-            self.unet.eval()
-            conditions = self.conditional[which]
-            latents = _sample_states(
-                model, self.scheduler, noise, conditions, self.unconditional, config.start_guidance, stops
-            )
-            self.unet.train()
+            latents = self.states_under(self.conditional[which], stops)
             self.drawn_stops = stops
             return latents, self.scheduler.timesteps[stops].to(self.device), which
         pick_step = torch.randint(0, config.ddim_steps, (size,), generator=generator)
