@@ -9,6 +9,10 @@ SDXL also conditions on the pooled embedding of its second encoder and six size/
 stay family-blind, those are packed into extra rows after the token rows, and unpacked right
 before the UNet call by :func:`unet_inputs`. Parameter groups are named in
 ``erasectl.parameter_groups``: ``attn2`` is cross-attention in every family.
+
+The diffusion transformers (SD3, FLUX: ``erasectl.families``, a module each) are packed the same
+way: their T5 and CLIP token rows, then rows carrying the pooled vector and the guidance value a
+distilled model takes as an input. :func:`predict_noise` calls any denoiser with such a tensor.
 """
 
 from __future__ import annotations
@@ -17,12 +21,12 @@ import math
 
 import torch
 
+from erasectl import families
 from erasectl.errors import UserError
 
 FAMILIES = ("sd1", "sd2", "sdxl")
-# Diffusion transformers (MMDiT, flow matching) by their denoiser's class: loaded and drawn from;
-# the erasure methods do not support them yet, and refuse them in one line.
-TRANSFORMER_FAMILIES = {"SD3Transformer2DModel": "sd3", "FluxTransformer2DModel": "flux"}
+# Diffusion transformers (MMDiT, flow matching) by their denoiser's class.
+TRANSFORMER_FAMILIES = {name: found.name for name, found in families.by_denoiser_class().items()}
 TIME_IDS = 6  # original height and width, crop top and left, target height and width
 
 
@@ -35,35 +39,72 @@ def denoiser(pipeline):
     return pipeline.transformer if getattr(pipeline, "unet", None) is None else pipeline.unet
 
 
+def component_name(module) -> str:
+    """The denoiser's component name in a pipeline and in checkpoint keys: ``unet`` or ``transformer``."""
+    return "unet" if families.of(module) is None else "transformer"
+
+
+def transformer_family(module) -> families.TransformerFamily | None:
+    """The diffusion-transformer family of a denoiser, or None for a UNet."""
+    return families.of(module)
+
+
 def family(pipeline) -> str:
     """``sd3`` or ``flux`` (a diffusion transformer), ``sdxl`` (two text encoders, added
     conditioning), ``sd2`` (OpenCLIP width 1024 or linear projections in the transformer blocks) or
     ``sd1``."""
     if getattr(pipeline, "unet", None) is None:
-        name = type(getattr(pipeline, "transformer", None)).__name__
-        if name not in TRANSFORMER_FAMILIES:
+        found = families.of(getattr(pipeline, "transformer", None))
+        if found is None:
+            name = type(getattr(pipeline, "transformer", None)).__name__
             raise UserError(f"{type(pipeline).__name__} ({name}) is not a model family erasectl knows; it reads SD 1.x, 2.x, SDXL, SD3 and FLUX pipelines")  # fmt: skip
-        return TRANSFORMER_FAMILIES[name]
+        return found.name
     if getattr(pipeline, "text_encoder_2", None) is not None or has_added_conditioning(pipeline.unet):
         return "sdxl"
     return "sd2" if pipeline.unet.config.use_linear_projection else "sd1"
 
 
-def _extra_width(unet) -> int:
-    """Width of the pooled text embedding plus the six time ids."""
-    pooled = unet.config.projection_class_embeddings_input_dim - TIME_IDS * unet.config.addition_time_embed_dim
+def guidance_kind(module) -> str:
+    """How the denoiser is guided when sampling (``erasectl.families.GUIDANCE_KINDS``)."""
+    found = families.of(module)
+    return "classifier-free" if found is None else found.guidance(module)
+
+
+def _extra_width(module) -> int:
+    """UNet: the width of the pooled text embedding plus the six time ids; transformer: the pooled
+    vector plus one guidance value."""
+    if families.of(module) is not None:
+        return module.config.pooled_projection_dim + 1
+    pooled = module.config.projection_class_embeddings_input_dim - TIME_IDS * module.config.addition_time_embed_dim
     return pooled + TIME_IDS
 
 
-def _extra_rows(unet) -> int:
-    return math.ceil(_extra_width(unet) / unet.config.cross_attention_dim)
+def _extra_rows(module) -> int:
+    width = module.config.joint_attention_dim if families.of(module) is not None else module.config.cross_attention_dim
+    return math.ceil(_extra_width(module) / width)
+
+
+def _packed(tokens: torch.Tensor, extra: torch.Tensor, rows: int) -> torch.Tensor:
+    """``tokens`` with ``rows`` more rows holding ``extra`` (zero-padded)."""
+    width = tokens.shape[-1]
+    packed = torch.zeros(len(tokens), rows * width, dtype=tokens.dtype, device=tokens.device)
+    packed[:, : extra.shape[1]] = extra.to(tokens.dtype)
+    return torch.cat([tokens, packed.view(len(tokens), rows, width)], dim=1)
 
 
 def differentiable_conditioning(pipeline, prompts: list[str]) -> torch.Tensor:
     """Conditioning of each prompt as the family's pipeline builds it (see the module docstring),
     with gradients to whatever in the text encoders requires them (an attack's token embedding);
     ``encode_prompts`` is the same without."""
-    if not has_added_conditioning(pipeline.unet):
+    module = denoiser(pipeline)
+    found = families.of(module)
+    if found is not None:
+        tokens, pooled = found.encode(pipeline, prompts)
+        guidance = torch.full((len(prompts), 1), found.training_guidance(module), device=tokens.device)
+        return _packed(
+            tokens, torch.cat([pooled.to(tokens.dtype), guidance.to(tokens.dtype)], dim=1), _extra_rows(module)
+        )
+    if not has_added_conditioning(module):
         embeds, _ = pipeline.encode_prompt(prompts, pipeline.device, 1, False)
         return embeds
     embeds, _, pooled, _ = pipeline.encode_prompt(
@@ -73,22 +114,39 @@ def differentiable_conditioning(pipeline, prompts: list[str]) -> torch.Tensor:
     time_ids = torch.tensor([size, size, 0, 0, size, size], dtype=embeds.dtype, device=embeds.device).expand(
         len(prompts), TIME_IDS
     )
-    extra = torch.cat([pooled.to(embeds.dtype), time_ids], dim=1)
-    width = embeds.shape[-1]
-    rows = _extra_rows(pipeline.unet)
-    packed = torch.zeros(len(prompts), rows * width, dtype=embeds.dtype, device=embeds.device)
-    packed[:, : extra.shape[1]] = extra
-    return torch.cat([embeds, packed.view(len(prompts), rows, width)], dim=1)
+    return _packed(embeds, torch.cat([pooled.to(embeds.dtype), time_ids], dim=1), _extra_rows(module))
 
 
 encode_prompts = torch.no_grad()(differentiable_conditioning)
 
 
-def token_rows(unet, conditioning: torch.Tensor) -> torch.Tensor:
-    """The token part of a conditioning tensor: what cross-attention's key and value read."""
-    if not has_added_conditioning(unet):
+def token_rows(module, conditioning: torch.Tensor) -> torch.Tensor:
+    """The token part of a conditioning tensor: what cross-attention's key and value (a
+    transformer's ``context_embedder``) read."""
+    if families.of(module) is None and not has_added_conditioning(module):
         return conditioning
-    return conditioning[:, : -_extra_rows(unet)]
+    return conditioning[:, : -_extra_rows(module)]
+
+
+def _extra(module, conditioning: torch.Tensor) -> torch.Tensor:
+    rows = _extra_rows(module)
+    return conditioning[:, -rows:].reshape(len(conditioning), -1)[:, : _extra_width(module)]
+
+
+def pooled_rows(module, conditioning: torch.Tensor) -> torch.Tensor:
+    """A transformer's pooled text vector of each prompt in a conditioning tensor."""
+    return _extra(module, conditioning)[:, :-1]
+
+
+def with_guidance(module, conditioning: torch.Tensor, value: float) -> torch.Tensor:
+    """The conditioning with the guidance value a distilled transformer reads set to ``value``
+    (unchanged for any other denoiser)."""
+    if families.of(module) is None or guidance_kind(module) != "distilled":
+        return conditioning
+    changed = conditioning.clone()
+    row, column = divmod(_extra_width(module) - 1, conditioning.shape[-1])
+    changed[:, -_extra_rows(module) + row, column] = value
+    return changed
 
 
 def unet_inputs(unet, conditioning: torch.Tensor) -> dict:
@@ -96,15 +154,89 @@ def unet_inputs(unet, conditioning: torch.Tensor) -> dict:
     if not has_added_conditioning(unet):
         return {"encoder_hidden_states": conditioning}
     rows = _extra_rows(unet)
-    extra = conditioning[:, -rows:].reshape(len(conditioning), -1)[:, : _extra_width(unet)]
+    extra = _extra(unet, conditioning)
     return {
         "encoder_hidden_states": conditioning[:, :-rows],
         "added_cond_kwargs": {"text_embeds": extra[:, :-TIME_IDS], "time_ids": extra[:, -TIME_IDS:]},
     }
 
 
-def predict_noise(unet, latents: torch.Tensor, timesteps: torch.Tensor, conditioning: torch.Tensor) -> torch.Tensor:
-    return unet(latents, timesteps, **unet_inputs(unet, conditioning)).sample
+def denoiser_inputs(module, latents: torch.Tensor, timesteps: torch.Tensor, conditioning: torch.Tensor) -> dict:
+    """Keyword arguments of the denoiser's ``forward`` for latents (B, C, H, W), the scheduler's
+    timesteps and a batch of conditioning."""
+    found = families.of(module)
+    if found is None:
+        return {"sample": latents, "timestep": timesteps, **unet_inputs(module, conditioning)}
+    extra = _extra(module, conditioning)
+    return found.inputs(module, latents, timesteps, token_rows(module, conditioning), extra[:, :-1], extra[:, -1])
+
+
+def predict_noise(module, latents, timesteps, conditioning, parameters: dict | None = None) -> torch.Tensor:
+    """The denoiser's output (eps, v or a flow's velocity) in the latents' layout; ``parameters``:
+    tensors to use in place of the module's own, by name (``torch.func.functional_call``)."""
+    inputs = denoiser_inputs(module, latents, timesteps, conditioning)
+    if parameters is None:
+        sample = module(**inputs).sample
+    else:
+        sample = torch.func.functional_call(module, parameters, (), inputs, strict=False).sample
+    found = families.of(module)
+    return sample if found is None else found.output(module, sample, latents)
+
+
+def token_streams(pipeline) -> list[tuple[object, int, int]]:
+    """The token rows' parts, each made by one tokenizer: ``(tokenizer, first row, rows)``. SD 1.x,
+    2.x and XL have one (SDXL's two encoders share positions); SD3 has CLIP's then T5's; FLUX T5's."""
+    found = families.of(denoiser(pipeline))
+    if found is None:
+        return [(pipeline.tokenizer, 0, int(pipeline.tokenizer.model_max_length))]
+    return [(getattr(pipeline, name), first, rows) for name, first, rows in found.token_streams(pipeline)]
+
+
+def text_projections(module, reads: str = "tokens") -> list[tuple[str, torch.nn.Module]]:
+    """The linear maps whose input is text alone, by module name: on a UNet every cross-attention
+    key and value projection (``reads`` tokens); on a transformer its family's ``text_maps`` that
+    read ``reads`` (``tokens`` or ``pooled``)."""
+    found = families.of(module)
+    if found is None:
+        if reads != "tokens":
+            return []
+        return [(n, m) for n, m in module.named_modules() if n.endswith(("attn2.to_k", "attn2.to_v"))]
+    maps = found.text_maps(module)
+    return [(n, m) for n, m in module.named_modules() if maps.get(n) == reads]
+
+
+def latent_shape(pipeline, pixels: int = 0) -> tuple[int, int, int]:
+    """(channels, height, width) of the latents of a square image ``pixels`` wide (0: the model's own size)."""
+    module = denoiser(pipeline)
+    found = families.of(module)
+    channels = module.config.in_channels if found is None else found.latent_channels(module)
+    if not pixels:
+        size = module.config.sample_size if found is None else pipeline.default_sample_size
+        return channels, size, size
+    size = pixels // getattr(pipeline, "vae_scale_factor", 8)
+    if found is not None:
+        size -= size % 2  # even, as FLUX's 2x2 patches need
+    return channels, size, size
+
+
+def latents_of(pipeline, latents: torch.Tensor, pixels: int) -> torch.Tensor:
+    """What ``pipeline(..., output_type="latent")`` returned, as (B, C, H, W) latents."""
+    found = families.of(denoiser(pipeline))
+    return latents if found is None else found.pipeline_latents(pipeline, latents, pixels)
+
+
+def encode_images(vae, pixels: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Training latents of images in [-1, 1]: a draw from the VAE's posterior, shifted (SD3, FLUX)
+    and scaled as the family's pipeline does."""
+    latents = vae.encode(pixels.to(vae.device, vae.dtype)).latent_dist.sample(generator=generator).float()
+    shift = getattr(vae.config, "shift_factor", None) or 0.0
+    return (latents - shift) * vae.config.scaling_factor
+
+
+def decode_latents(vae, latents: torch.Tensor) -> torch.Tensor:
+    """Images in [-1, 1] of training latents (the inverse of :func:`encode_images`'s scaling)."""
+    shift = getattr(vae.config, "shift_factor", None) or 0.0
+    return vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor + shift).sample
 
 
 def prompt_length(text_encoder, tokenizer) -> int:
@@ -136,7 +268,10 @@ def pooled_text_embeddings(pipeline, phrases: list[str], batch_size: int = 256) 
             truncation=True,
             return_tensors="pt",
         )
-        pooled = encoder(tokens.input_ids.to(encoder.device)).pooler_output
+        output = encoder(tokens.input_ids.to(encoder.device))
+        pooled = getattr(output, "pooler_output", None)
+        if pooled is None:  # CLIPTextModelWithProjection (SD3's first encoder): its projected end token
+            pooled = output.text_embeds
         found.append(torch.nn.functional.normalize(pooled.float(), dim=-1).cpu())
     return torch.cat(found) if found else torch.zeros(0)
 

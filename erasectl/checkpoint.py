@@ -1,6 +1,7 @@
 """Erased-weight checkpoints: one ``.safetensors`` file with only the changed tensors.
 
-Keys are diffusers state-dict names prefixed by their component (``unet.down_blocks...``). The
+Keys are diffusers state-dict names prefixed by their component (``unet.down_blocks...``,
+``transformer.transformer_blocks...``). The
 metadata carries the recipe (method, concepts, every hyper-parameter, versions, wall time), the
 base model it was made from, and a fingerprint of the base tensors it replaces: applying it to
 another base is refused rather than silently producing a different model.
@@ -21,7 +22,7 @@ from erasectl.provenance import versions
 
 FORMAT = "erasectl.erased-weights"
 FORMAT_VERSION = "1"
-COMPONENTS = ("unet", "text_encoder", "text_encoder_2")
+COMPONENTS = ("unet", "transformer", "text_encoder", "text_encoder_2")
 TEXT_ENCODERS = ("text_encoder", "text_encoder_2")
 CHECKPOINT_FILE = "erased.safetensors"  # what `erasectl erase` writes in its run folder
 

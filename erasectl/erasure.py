@@ -5,7 +5,7 @@ from __future__ import annotations
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field, replace
 
-from erasectl.architecture import family
+from erasectl.architecture import denoiser, family
 from erasectl.checkpoint import ErasedCheckpoint, make_checkpoint
 from erasectl.distributed import world
 from erasectl.errors import UserError
@@ -157,7 +157,7 @@ def execution(pipeline, mixed_precision: str = "no", gradient_checkpointing: boo
     import torch
 
     check_mixed_precision(mixed_precision)
-    unet = pipeline.unet
+    unet = denoiser(pipeline)
     if gradient_checkpointing:
         unet.enable_gradient_checkpointing()
     autocast = torch.autocast(unet.device.type, dtype=torch.bfloat16) if mixed_precision == "bf16" else nullcontext()

@@ -17,12 +17,24 @@ transformer layer of each of the pipeline's text encoders (SDXL: both), AdvUnlea
 ``text_encoder_full`` (``train-scripts/utils/util.py``, ``param_choices``) without its layer norms,
 so that a LoRA export carries the whole change; the token and position embeddings stay frozen, as
 theirs.
+
+The diffusion transformers (SD3, FLUX) have no cross-attention: text and image tokens meet in joint
+attention. The same group names mean the nearest thing there (``MMDIT_GROUPS``): the *text path*
+is the dual-stream blocks' text-stream attention projections (``add_q_proj``, ``add_k_proj``,
+``add_v_proj``, ``to_add_out``: the only attention weights that act on text tokens alone), so
+``esd-x`` and ``xattn`` train it, and ``esd-x-strict`` and ``kv`` its key and value projections,
+the keys and values text contributes (EraseAnything's LoRA trains ``add_q_proj`` and
+``add_k_proj``, tomguluson92/EraseAnything ``train_flux_lora.py``). ``esd-u`` trains every other
+projection of the blocks (FLUX's single-stream blocks, whose ``to_k``/``to_v`` read text and image
+alike, among them), leaving out the input embedders and the output head as on the UNet; ``attn``
+is every attention projection of both streams.
 """
 
 from __future__ import annotations
 
 import torch
 
+from erasectl.architecture import denoiser, transformer_family
 from erasectl.checkpoint import TEXT_ENCODERS, key_name
 from erasectl.errors import UserError
 
@@ -56,9 +68,34 @@ PARAMETER_GROUPS = {
 }
 
 
+_TEXT_PATH = (".attn.add_q_proj.", ".attn.add_k_proj.", ".attn.add_v_proj.", ".attn.to_add_out.")
+_TEXT_KEY_VALUE = (".attn.add_k_proj.", ".attn.add_v_proj.")
+_ATTENTION = (".attn.to_q.", ".attn.to_k.", ".attn.to_v.", ".attn.to_out.", *_TEXT_PATH)
+
+
+def _in_blocks(name: str) -> bool:
+    return name.startswith(("transformer_blocks.", "single_transformer_blocks."))
+
+
+def _text_path(name: str) -> bool:
+    return name.startswith("transformer_blocks.") and any(part in name for part in _TEXT_PATH)
+
+
+MMDIT_GROUPS = {
+    "esd-x": lambda name, module: _projection(module) and _text_path(name),
+    "esd-x-strict": lambda name, module: _text_path(name) and any(part in name for part in _TEXT_KEY_VALUE),
+    "esd-u": lambda name, module: _projection(module) and _in_blocks(name) and not _text_path(name),
+    "esd-all": lambda name, module: _projection(module),
+    "kv": lambda name, module: _text_path(name) and any(part in name for part in _TEXT_KEY_VALUE),
+    "xattn": lambda name, module: _text_path(name),
+    "attn": lambda name, module: _in_blocks(name) and any(part in name for part in _ATTENTION),
+    "full": lambda name, module: True,
+}
+
+
 def group_members(unet: torch.nn.Module, group: str) -> list[str]:
     """Names of the parameters ``group`` trains, in ``named_parameters`` order."""
-    rule = PARAMETER_GROUPS[group]
+    rule = (PARAMETER_GROUPS if transformer_family(unet) is None else MMDIT_GROUPS)[group]
     owners = {}
     for module_name, module in unet.named_modules():
         for parameter_name, _ in module.named_parameters(recurse=False):
@@ -73,7 +110,7 @@ def select_text_encoder_parameters(pipeline) -> dict[str, torch.nn.Parameter]:
     """The ``text-encoder`` group, under checkpoint keys (``text_encoder.text_model.<name>``):
     every other parameter of the text encoders and the whole UNet frozen."""
 
-    pipeline.unet.requires_grad_(False)
+    denoiser(pipeline).requires_grad_(False)
     chosen = {}
     for component in TEXT_ENCODERS:
         encoder = getattr(pipeline, component, None)
@@ -98,7 +135,7 @@ def select_parameters(unet: torch.nn.Module, group: str, allowed: tuple[str, ...
         raise UserError(f"unknown parameter group {group!r}; choose one of {', '.join(allowed)}")
     members = set(group_members(unet, group))
     if not members:
-        raise UserError(f"parameter group {group!r} matches no parameter of this UNet")
+        raise UserError(f"parameter group {group!r} matches no parameter of this {type(unet).__name__}")
     chosen = {}
     for name, parameter in unet.named_parameters():
         parameter.requires_grad_(name in members)

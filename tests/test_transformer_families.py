@@ -37,7 +37,7 @@ def test_generate_draws_from_a_transformer_family(transformer_family, tmp_path):
     assert len(list(out.glob("0*.png"))) == 2
 
 
-@pytest.mark.parametrize("method", ["esd", "ablate", "uce", "nullspace", "rece", "advunlearn"])
+@pytest.mark.parametrize("method", ["ablate", "advunlearn"])
 def test_every_method_refuses_a_transformer_family_in_one_line(transformer_family, method, tmp_path):
     family, folder = transformer_family
     out = tmp_path / "run"

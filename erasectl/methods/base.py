@@ -28,6 +28,7 @@ Progress = Callable[[int, int, dict], None]
 
 LOSSES = ("l2", "l1")
 FAMILIES = ("sd1", "sd2", "sdxl")
+ALL_FAMILIES = (*FAMILIES, "sd3", "flux")  # with the diffusion transformers (erasectl.families)
 # What a method keeps by default when --preserve is not given, in the order it lists them:
 #   words       each word of a multi-word concept alone ("blue square" keeps "blue" and "square")
 #   attributes  the model profile's attribute captions (the embedded world's; none on real models)

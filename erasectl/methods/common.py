@@ -6,7 +6,7 @@ from contextlib import contextmanager
 
 import torch
 
-from erasectl.architecture import predict_noise, unet_inputs
+from erasectl.architecture import component_name, denoiser, predict_noise
 from erasectl.methods.base import Progress
 from erasectl.parameter_groups import TEXT_ENCODER_GROUP, select_parameters, select_text_encoder_parameters
 
@@ -61,14 +61,13 @@ class TrainedUNet:
 
     @torch.no_grad()
     def frozen(self, latents, timesteps, hidden_states) -> torch.Tensor:
-        return torch.func.functional_call(
-            self.unet, self.original, (latents, timesteps), unet_inputs(self.unet, hidden_states), strict=False
-        ).sample
+        return predict_noise(self.unet, latents, timesteps, hidden_states, self.original)
 
     def checkpoint_tensors(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """``(erased, base)`` tensors under checkpoint keys."""
-        erased = {f"unet.{n}": p.detach().clone() for n, p in self.trained.items()}
-        base = {f"unet.{n}": t for n, t in self.original.items()}
+        prefix = component_name(self.unet)
+        erased = {f"{prefix}.{n}": p.detach().clone() for n, p in self.trained.items()}
+        base = {f"{prefix}.{n}": t for n, t in self.original.items()}
         return erased, base
 
 
@@ -92,7 +91,7 @@ def trained_model(pipeline, group: str, unet_groups: tuple[str, ...], unet=None)
     """What an erasure trains: the text encoders for the ``text-encoder`` group, else the UNet's
     ``group`` (one of ``unet_groups``); ``unet``: another copy of the pipeline's UNet to train."""
 
-    unet = pipeline.unet if unet is None else unet
+    unet = denoiser(pipeline) if unet is None else unet
     if group == TEXT_ENCODER_GROUP:
         return TrainedTextEncoders(unet, select_text_encoder_parameters(pipeline))
     return TrainedUNet(unet, select_parameters(unet, group, unet_groups))
@@ -100,16 +99,17 @@ def trained_model(pipeline, group: str, unet_groups: tuple[str, ...], unet=None)
 
 @torch.no_grad()
 def write_solved(
-    projections: list[tuple[str, torch.nn.Module]], solve_one, progress: Progress | None
+    projections: list[tuple[str, torch.nn.Module]], solve_one, progress: Progress | None, component: str = "unet"
 ) -> tuple[dict, dict]:
-    """The closed forms' last step: each UNet projection's weight replaced, in place, by
-    ``solve_one(name, original weight)``; returns ``(erased, base)`` under checkpoint keys."""
+    """The closed forms' last step: each denoiser projection's weight replaced, in place, by
+    ``solve_one(name, original weight)``; returns ``(erased, base)`` under checkpoint keys
+    (``component``: the denoiser's, ``unet`` or ``transformer``)."""
     erased, base = {}, {}
     for done, (name, module) in enumerate(projections, start=1):
         w0 = module.weight.detach().clone()
-        base[f"unet.{name}.weight"] = w0
+        base[f"{component}.{name}.weight"] = w0
         module.weight.copy_(solve_one(name, w0).to(w0.dtype))
-        erased[f"unet.{name}.weight"] = module.weight.detach().clone()
+        erased[f"{component}.{name}.weight"] = module.weight.detach().clone()
         if progress is not None:
             progress(done, len(projections), {"loss": 0.0})
     return erased, base

@@ -38,12 +38,21 @@ from dataclasses import dataclass
 
 import torch
 
-from erasectl.architecture import differentiable_conditioning, encode_prompts
+from erasectl.architecture import (
+    component_name,
+    denoiser,
+    differentiable_conditioning,
+    encode_prompts,
+    guidance_kind,
+    latent_shape,
+    transformer_family,
+    with_guidance,
+)
 from erasectl.checkpoint import TEXT_ENCODERS
 from erasectl.diffusion import prediction_type, sampling_scheduler
 from erasectl.distributed import batch_part, check_batch, gather_parts, world
 from erasectl.errors import ConfigError, UserError
-from erasectl.methods.base import ErasureResult, Method, MethodConfig, Progress, Stopwatch, setting
+from erasectl.methods.base import ALL_FAMILIES, ErasureResult, Method, MethodConfig, Progress, Stopwatch, setting
 from erasectl.methods.common import distance, modules_restored, trained_model, unet_calls
 from erasectl.parameter_groups import TEXT_ENCODER_GROUP
 from erasectl.run_state import RunControl, StepHook
@@ -164,7 +173,7 @@ class ReleasedPrecision:
         import copy
 
         self.pipeline = pipeline
-        self.unet = copy.deepcopy(pipeline.unet).to(torch.bfloat16)
+        self.unet = copy.deepcopy(denoiser(pipeline)).to(torch.bfloat16)
         self.encoders = {
             name: copy.deepcopy(getattr(pipeline, name)).to(torch.bfloat16)
             for name in TEXT_ENCODERS
@@ -186,8 +195,9 @@ class ReleasedPrecision:
     def write_back(self, erased: dict[str, torch.Tensor]) -> tuple[dict, dict]:
         """The trained bf16 tensors written into the caller's UNet: ``(erased, base)`` in its dtype."""
         written, base = {}, {}
+        module = denoiser(self.pipeline)
         for key, tensor in erased.items():
-            target = self.pipeline.unet.get_parameter(key[len("unet.") :])
+            target = module.get_parameter(key[len(component_name(module)) + 1 :])
             base[key] = target.detach().clone()
             target.copy_(tensor.to(target.dtype))
             written[key] = target.detach().clone()
@@ -200,10 +210,12 @@ def released_target(concept: torch.Tensor, unconditional: torch.Tensor, eta: flo
     return concept - (eta + 1) * (concept - unconditional)
 
 
-def faithful_state(predict, scheduler, noise, conditional, unconditional, guidance: float, stop: int):
+def faithful_state(predict, scheduler, noise, conditional, unconditional, guidance: float, stop: int, kind: str):
     """The authors' script's x_t: ``noise`` sampled for ``stop`` steps of ``scheduler`` under the
     concept by ``predict`` (the frozen base UNet), and the timestep of the step it enters."""
-    states, timesteps = sample_trajectory(predict, scheduler, noise, conditional, unconditional, guidance, stop=stop)
+    states, timesteps = sample_trajectory(
+        predict, scheduler, noise, conditional, unconditional, guidance, stop=stop, kind=kind
+    )
     return states[stop], timesteps[stop : stop + 1]
 
 
@@ -226,11 +238,11 @@ class Shortcuts:
 
 
 def _sample_states(
-    predict, scheduler, noise, conditional, unconditional, guidance, stops: torch.Tensor
+    predict, scheduler, noise, conditional, unconditional, guidance, stops: torch.Tensor, kind: str
 ) -> torch.Tensor:
     """Fresh x_t for each sample: its trajectory stopped after ``stops[i]`` steps."""
     states, _ = sample_trajectory(
-        predict, scheduler, noise, conditional, unconditional, guidance, stop=int(stops.max())
+        predict, scheduler, noise, conditional, unconditional, guidance, stop=int(stops.max()), kind=kind
     )
     stacked = torch.stack(states)
     return stacked[stops, torch.arange(len(stops))]
@@ -267,7 +279,11 @@ def erase(
         check_batch(config.batch_size, "--batch-size")
     torch.manual_seed(config.seed)
     generator = torch.Generator("cpu").manual_seed(config.seed)
-    unet = pipeline.unet
+    unet = denoiser(pipeline)
+    if transformer_family(unet) is not None and config.parameter_group == TEXT_ENCODER_GROUP:
+        raise UserError(
+            "--parameter-group text-encoder trains CLIP layers, not yet T5, which carries most of an SD3 or FLUX prompt; choose esd-x, esd-u or esd-all"
+        )
     encoders = [getattr(pipeline, component, None) for component in TEXT_ENCODERS]
     with modules_restored(
         unet, *encoders
@@ -303,21 +319,25 @@ class _Training:
         if not shortcuts.group_gradients_only:
             unet.requires_grad_(True)  # autograd through every weight; only the group is stepped
         self.previous_processors = None
-        if not shortcuts.fused_attention:
+        if not shortcuts.fused_attention and transformer_family(unet) is None:  # the UNets' plain processor
             from diffusers.models.attention_processor import AttnProcessor
 
             self.previous_processors = unet.attn_processors
             unet.set_attn_processor(AttnProcessor())
         self.optimizer = torch.optim.Adam(self.model.trained.values(), lr=config.lr)
-        encode = self.released.encode if self.released is not None else lambda p: encode_prompts(pipeline, p)
+        encoded = self.released.encode if self.released is not None else lambda p: encode_prompts(pipeline, p)
+
+        def encode(texts):  # a distilled transformer reads start_guidance in every pass, as EraseAnything's ESD term
+            return with_guidance(unet, encoded(texts), config.start_guidance)
+
+        self.guidance = guidance_kind(unet)
         self.conditional, self.unconditional = encode(prompts), encode([""])
         self.preserved = encode(preserve_prompts) if preserve_prompts else None
+        pixels = config.sample_size if self.released is not None or transformer_family(unet) is not None else 0
+        self.latent_shape = latent_shape(pipeline, pixels)
         # faithful: the model's own sampler, as the authors' script; otherwise DDIM from the same config
-        self.scheduler = sampling_scheduler(pipeline, config.ddim_steps, "own" if config.mode in LOOP_MODES else "ddim")
-        size = unet.config.sample_size
-        if self.released is not None and config.sample_size:
-            size = config.sample_size // getattr(pipeline, "vae_scale_factor", 8)
-        self.latent_shape = (unet.config.in_channels, size, size)
+        kind = "own" if config.mode in LOOP_MODES else "ddim"
+        self.scheduler = sampling_scheduler(pipeline, config.ddim_steps, kind, self.latent_shape[-1])
         self.hook = StepHook(control, config, self.model.trained, self.optimizer, generator)
         self.start, self.losses, extras = self.hook.resume()
         self.bank_states, self.bank_prompts = extras.get("bank_states"), extras.get("bank_prompts")
@@ -342,6 +362,7 @@ class _Training:
                 self.unconditional,
                 config.start_guidance,
                 stop,
+                self.guidance,
             )
             self.drawn_stops = torch.tensor([stop])
             return latents, timesteps.to(self.device), which
@@ -365,7 +386,14 @@ class _Training:
         predict = self.model.frozen if self.config.mode in LOOP_MODES else self.model
         self.unet.eval()
         latents = _sample_states(
-            predict, self.scheduler, noise, conditions, self.unconditional, self.config.start_guidance, stops
+            predict,
+            self.scheduler,
+            noise,
+            conditions,
+            self.unconditional,
+            self.config.start_guidance,
+            stops,
+            self.guidance,
         )
         self.unet.train()
         return latents
@@ -401,6 +429,7 @@ class _Training:
             self.unconditional,
             config.start_guidance,
             stop=config.ddim_steps - 1,
+            kind=self.guidance,
         )
         self.unet.train()
         self.bank_states = gather_parts(torch.stack(states), dim=1)  # (steps, batch, ...): the state entering each step
@@ -486,6 +515,7 @@ class ESD(Method):
     name = "esd"
     summary = "ESD (Gandikota et al., ICCV 2023): fine-tune toward negatively guided predictions."
     config_class = ESDConfig
+    families = ALL_FAMILIES
     concept_types = {
         kind: {
             "parameter_group": (

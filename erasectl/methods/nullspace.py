@@ -28,6 +28,10 @@ rather than a shipped list; drops words whose pooled text embedding is nearly th
 (distance under ``synonym_ratio`` times the median distance: "disc" when erasing "circle"), so the
 prior does not protect the concept's own paraphrases; adds a multi-word concept's words; and
 edits K and V by default on the embedded model (SPEED's default is V only, which real models get).
+
+On SD3 and FLUX the edit is of ``context_embedder``, the one map that reads the text tokens alone
+(its output feeds every joint-attention block's keys and values alike, so ``v`` and ``kv`` are the
+same edit there), with the prior's rows in each of the family's token streams.
 """
 
 from __future__ import annotations
@@ -37,10 +41,18 @@ from dataclasses import dataclass
 
 import torch
 
-from erasectl.architecture import encode_prompts, pooled_text_embeddings, token_rows
+from erasectl.architecture import (
+    component_name,
+    denoiser,
+    encode_prompts,
+    pooled_text_embeddings,
+    text_projections,
+    token_rows,
+    transformer_family,
+)
 from erasectl.errors import ConfigError
 from erasectl.files import write_atomically
-from erasectl.methods.base import ErasureResult, Method, MethodConfig, Progress, Stopwatch, setting
+from erasectl.methods.base import ALL_FAMILIES, ErasureResult, Method, MethodConfig, Progress, Stopwatch, setting
 from erasectl.methods.common import write_solved
 from erasectl.methods.rece import with_attack_rounds
 from erasectl.methods.uce import GUIDE_CHOICES, POSITIONS, choose_guides, concept_rows
@@ -241,6 +253,7 @@ class NullSpace(Method):
     summary = "Null-space edit after SPEED (Li et al., ICLR 2026): UCE's edit kept off a broad prior of other words."
     config_class = NullSpaceConfig
     accepts_anchor = True
+    families = ALL_FAMILIES
     concept_types = {
         "style": {"anchor": ("art", "SPEED's README: --target_concepts 'Van Gogh' --anchor_concepts 'art'")},
         "person": {"anchor": ("person", "SPEED's README: celebrities --anchor_concepts 'person'")},
@@ -255,11 +268,11 @@ class NullSpace(Method):
 
 def _run(pipeline, request, config: NullSpaceConfig, progress: Progress | None = None) -> ErasureResult:
     """With ``attack_rounds``, what the soft-prompt attack finds is erased too (``rece.with_attack_rounds``)."""
-    with torch.autocast(pipeline.unet.device.type, enabled=False):
+    with torch.autocast(pipeline.device.type, enabled=False):
         prepared = _prepare(pipeline, request, config)
 
     def solve(extra_rows=None):
-        with torch.autocast(pipeline.unet.device.type, enabled=False):
+        with torch.autocast(pipeline.device.type, enabled=False):
             return _edit(pipeline, config, progress, prepared, extra_rows)
 
     if not config.attack_rounds:
@@ -287,7 +300,7 @@ def _prepare(pipeline, request, config: NullSpaceConfig) -> dict:
             guide_words.append(guides[concept])
     erase_rows, guide_rows = concept_rows(pipeline, prompts, concepts, config.token_positions, guide_words)
     prior_rows = prior_token_rows(pipeline, request, config, prior, erase_rows.shape[1], table)
-    empty = token_rows(pipeline.unet, encode_prompts(pipeline, [""]))[0].float()  # start token and padding
+    empty = token_rows(denoiser(pipeline), encode_prompts(pipeline, [""]))[0].float()  # start token and padding
     rows = torch.cat([prior_rows, empty]).double()
     basis = null_basis(rows, config.null_threshold)
     extra = {
@@ -317,10 +330,15 @@ def _edit(pipeline, config: NullSpaceConfig, progress, prepared: dict, extra_row
     erase_rows, guide_rows, basis = prepared["erase_rows"], prepared["guide_rows"], prepared["basis"]
     if extra_rows is not None:
         erase_rows, guide_rows = torch.cat([erase_rows, extra_rows[0]]), torch.cat([guide_rows, extra_rows[1]])
-    suffixes = ("attn2.to_v",) if config.parameter_group == "v" else ("attn2.to_k", "attn2.to_v")
-    projections = [(n, m) for n, m in pipeline.unet.named_modules() if n.endswith(suffixes)]
+    net = denoiser(pipeline)
+    projections = text_projections(net)
+    if transformer_family(net) is None and config.parameter_group == "v":
+        projections = [(n, m) for n, m in projections if n.endswith("attn2.to_v")]
     erased, base = write_solved(
-        projections, lambda _, w0: solve(w0, erase_rows, guide_rows, basis.to(w0.device), config.lamb), progress
+        projections,
+        lambda _, w0: solve(w0, erase_rows, guide_rows, basis.to(w0.device), config.lamb),
+        progress,
+        component_name(net),
     )
     # the shared preparation is counted once, in the first solve
     return ErasureResult(

@@ -32,6 +32,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from erasectl.architecture import component_name, denoiser, text_projections
 from erasectl.attacks import PLACEHOLDER, concept_latents, defence_config, learned_token, soft_prompt
 from erasectl.checkpoint import assign_tensors
 from erasectl.errors import ConfigError
@@ -42,7 +43,6 @@ from erasectl.methods.uce import (
     choose_guides,
     closed_form,
     concept_rows,
-    cross_attention_projections,
     edit_request,
     every_row,
 )
@@ -202,8 +202,9 @@ def in_place_rounds(pipeline, request, config: RECEConfig, progress=None, extra_
     first = replace(config, lamb=config.uce_lamb, preserve_scale=config.uce_preserve_scale)
     result = edit_request(pipeline, request, first, progress, extra_rows)
     guides = result.extra["guides"]
-    projections = cross_attention_projections(pipeline.unet)
-    originals = {name: result.base[f"unet.{name}.weight"] for name, _ in projections}
+    net = denoiser(pipeline)
+    projections, component = text_projections(net), component_name(net)
+    originals = {name: result.base[f"{component}.{name}.weight"] for name, _ in projections}
     concept_rows_ = {concept: every_row(pipeline, [concept]).double() for concept in request.concepts}
     guide_rows = torch.cat([every_row(pipeline, [guides[c]]) for c in request.concepts])
     retained = every_row(pipeline, [""] + list(request.preserve))
@@ -214,7 +215,7 @@ def in_place_rounds(pipeline, request, config: RECEConfig, progress=None, extra_
         for name, module in projections:
             w = edited[name].double()
             module.weight.copy_(closed_form(w, adversarial, guide_rows.double() @ w.T, retained, config))
-    result.erased = {f"unet.{name}.weight": module.weight.detach().clone() for name, module in projections}
+    result.erased.update({f"{component}.{name}.weight": m.weight.detach().clone() for name, m in projections})
     result.extra["adversarial_rows"] = config.rounds * sum(len(rows) for rows in concept_rows_.values())
     result.wall_time_s = watch.seconds()
     return result

@@ -31,9 +31,17 @@ from dataclasses import dataclass
 
 import torch
 
-from erasectl.architecture import encode_prompts, token_rows
+from erasectl.architecture import (
+    component_name,
+    denoiser,
+    encode_prompts,
+    pooled_rows,
+    text_projections,
+    token_rows,
+    token_streams,
+)
 from erasectl.errors import ConfigError
-from erasectl.methods.base import ErasureResult, Method, MethodConfig, Progress, Stopwatch, setting
+from erasectl.methods.base import ALL_FAMILIES, ErasureResult, Method, MethodConfig, Progress, Stopwatch, setting
 from erasectl.methods.common import write_solved
 from erasectl.neighbours import find_neighbours
 
@@ -123,30 +131,29 @@ def aligned_guide_position(position: int, start: int, end: int, guide_end: int, 
 def concept_rows(pipeline, prompts: list[str], concepts: list[str], positions: str, guides: list[str] | None = None):
     """Embeddings at the concept's token positions of each prompt, and, with ``guides`` (the
     guide word of each prompt; its guide prompt is the prompt with the concept replaced), the guide
-    prompt's embeddings at the aligned positions."""
-    tokenizer = pipeline.tokenizer
-    length = tokenizer.model_max_length
-    tokens = tokenizer(prompts, padding="max_length", max_length=length, truncation=True, return_tensors="pt")
-    unet = pipeline.unet
-    hidden = token_rows(unet, encode_prompts(pipeline, prompts)).float()
+    prompt's embeddings at the aligned positions; in every token stream of the family (SD3: CLIP's
+    rows and T5's; FLUX: T5's), each stream's positions found with its own tokenizer."""
+    module = denoiser(pipeline)
+    hidden = token_rows(module, encode_prompts(pipeline, prompts)).float()
     guide_hidden = None
     if guides is not None:
         guide_prompts = [
             guide_prompt(prompt, concept, guide) for prompt, concept, guide in zip(prompts, concepts, guides)
         ]
-        guide_hidden = token_rows(unet, encode_prompts(pipeline, guide_prompts)).float()
+        guide_hidden = token_rows(module, encode_prompts(pipeline, guide_prompts)).float()
     rows, guide_rows = [], []
-    for index, (prompt_ids, concept) in enumerate(zip(tokens.input_ids.tolist(), concepts)):
-        concept_ids = tokenizer(concept, add_special_tokens=False).input_ids
-        start = _find(prompt_ids, concept_ids)
-        end = start + len(concept_ids)
-        chosen = concept_positions(prompt_ids, start, end, tokenizer.eos_token_id, positions)
-        rows.append(hidden[index, chosen])
-        if guide_hidden is not None:
-            guide_end = start + len(tokenizer(guides[index], add_special_tokens=False).input_ids)
-            guide_rows.append(
-                guide_hidden[index, [aligned_guide_position(p, start, end, guide_end, length) for p in chosen]]
-            )
+    for tokenizer, first, length in token_streams(pipeline):
+        tokens = tokenizer(prompts, padding="max_length", max_length=length, truncation=True, return_tensors="pt")
+        for index, (prompt_ids, concept) in enumerate(zip(tokens.input_ids.tolist(), concepts)):
+            concept_ids = tokenizer(concept, add_special_tokens=False).input_ids
+            start = _find(prompt_ids, concept_ids)
+            end = start + len(concept_ids)
+            chosen = concept_positions(prompt_ids, start, end, tokenizer.eos_token_id, positions)
+            rows.append(hidden[index, [first + p for p in chosen]])
+            if guide_hidden is not None:
+                guide_end = start + len(tokenizer(guides[index], add_special_tokens=False).input_ids)
+                aligned = [aligned_guide_position(p, start, end, guide_end, length) % length for p in chosen]
+                guide_rows.append(guide_hidden[index, [first + p for p in aligned]])
     return torch.cat(rows), (torch.cat(guide_rows) if guide_hidden is not None else None)
 
 
@@ -187,7 +194,7 @@ def erase(
     the guide of ``concept_prompts[i]`` (its guide prompt is the prompt with the concept replaced).
     ``extra_rows``: more ``(rows, guide rows)`` to erase (RECE's attack rounds); ``solve_all``:
     the solve of every projection (default: UCE's one solve; RECE passes its rounds)."""
-    with torch.autocast(pipeline.unet.device.type, enabled=False):  # a closed form gains nothing from bf16
+    with torch.autocast(pipeline.device.type, enabled=False):  # a closed form gains nothing from bf16
         return _edit(
             pipeline, concept_prompts, guides, preserve_prompts, config, progress, extra_rows, solve_all or solve_once
         )
@@ -211,17 +218,37 @@ def _edit(
     erase_rows, guide_rows, preserve_rows = edit_rows(pipeline, concept_prompts, guides, preserve_prompts, config)
     if extra_rows is not None:
         erase_rows, guide_rows = torch.cat([erase_rows, extra_rows[0]]), torch.cat([guide_rows, extra_rows[1]])
-    projections = cross_attention_projections(pipeline.unet)
-    originals = {name: module.weight.detach().clone() for name, module in projections}
+    module = denoiser(pipeline)
+    projections = text_projections(module)
+    originals = {name: m.weight.detach().clone() for name, m in projections}
     solved, extra = solve_all(originals, erase_rows, guide_rows, preserve_rows, config)
-    erased, base = write_solved(projections, lambda name, _: solved[name], progress)
+    erased, base = write_solved(projections, lambda name, _: solved[name], progress, component_name(module))
     extra["preserved_rows"] = 0 if preserve_rows is None else len(preserve_rows)
+    pooled = text_projections(module, "pooled")
+    if pooled:  # a transformer's pooled path carries the concept too: UCE's edit of it, as UCE's FLUX script
+        rows = pooled_edit_rows(pipeline, concept_prompts, guides, preserve_prompts, config)
+        more, more_base = write_solved(
+            pooled, lambda name, w0: closed_form(w0, rows[0], rows[1] @ w0.double().T, rows[2], config), None,
+            component_name(module),
+        )  # fmt: skip
+        erased.update(more)
+        base.update(more_base)
     return ErasureResult(erased, base, [0.0], watch.seconds(), extra)
 
 
-def cross_attention_projections(unet) -> list[tuple[str, torch.nn.Module]]:
-    """The projections UCE edits: every cross-attention key and value, by module name."""
-    return [(n, m) for n, m in unet.named_modules() if n.endswith(("attn2.to_k", "attn2.to_v"))]
+@torch.no_grad()
+def pooled_edit_rows(pipeline, concept_prompts, guides, preserve_prompts, config: UCEConfig):
+    """A transformer's pooled vectors of the concept prompts, of their guide prompts and of the
+    preserved prompts (the paper variant keeps the empty prompt's too): the pooled map's rows."""
+    module = denoiser(pipeline)
+
+    def pooled(prompts):
+        return pooled_rows(module, encode_prompts(pipeline, prompts)).double() if prompts else None
+
+    prompts = [p for p, _ in concept_prompts]
+    guide_prompts = [guide_prompt(p, c, g) for (p, c), g in zip(concept_prompts, guides)]
+    kept = [p for p, _ in preserve_prompts] + ([""] if config.variant == "paper" else [])
+    return pooled(prompts), pooled(guide_prompts), pooled(kept)
 
 
 def edit_rows(pipeline, concept_prompts, guides, preserve_prompts, config: UCEConfig):
@@ -243,28 +270,28 @@ def edit_rows(pipeline, concept_prompts, guides, preserve_prompts, config: UCECo
 @torch.no_grad()
 def every_row(pipeline, prompts: list[str]) -> torch.Tensor:
     """All ``model_max_length`` rows of each prompt, padding included, stacked."""
-    return token_rows(pipeline.unet, encode_prompts(pipeline, prompts)).float().flatten(0, 1)
+    return token_rows(denoiser(pipeline), encode_prompts(pipeline, prompts)).float().flatten(0, 1)
 
 
 @torch.no_grad()
 def last_to_end_rows(pipeline, prompts: list[str], guide_prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
     """The paper-era script's rows: each prompt's positions from its last token before the end
     token (``attention_mask.sum() - 2``) to the end, paired in order with its guide prompt's from
-    the guide's last token, both cut to the shorter run."""
-    tokenizer = pipeline.tokenizer
-    length = tokenizer.model_max_length
-
-    def lasts(texts):
-        mask = tokenizer(texts, padding="max_length", max_length=length, truncation=True, return_tensors="pt")
-        return (mask.attention_mask.sum(dim=1) - 2).tolist()
-
-    hidden = token_rows(pipeline.unet, encode_prompts(pipeline, prompts)).float()
-    guide_hidden = token_rows(pipeline.unet, encode_prompts(pipeline, guide_prompts)).float()
+    the guide's last token, both cut to the shorter run (in every token stream of the family)."""
+    module = denoiser(pipeline)
+    hidden = token_rows(module, encode_prompts(pipeline, prompts)).float()
+    guide_hidden = token_rows(module, encode_prompts(pipeline, guide_prompts)).float()
     rows, guide_rows = [], []
-    for index, (last, guide_last) in enumerate(zip(lasts(prompts), lasts(guide_prompts))):
-        count = length - max(last, guide_last)
-        rows.append(hidden[index, last : last + count])
-        guide_rows.append(guide_hidden[index, guide_last : guide_last + count])
+    for tokenizer, first, length in token_streams(pipeline):
+
+        def lasts(texts, tokenizer=tokenizer, length=length):
+            mask = tokenizer(texts, padding="max_length", max_length=length, truncation=True, return_tensors="pt")
+            return (mask.attention_mask.sum(dim=1) - 2).clamp(min=0).tolist()
+
+        for index, (last, guide_last) in enumerate(zip(lasts(prompts), lasts(guide_prompts))):
+            count = length - max(last, guide_last)
+            rows.append(hidden[index, first + last : first + last + count])
+            guide_rows.append(guide_hidden[index, first + guide_last : first + guide_last + count])
     return torch.cat(rows), torch.cat(guide_rows)
 
 
@@ -322,6 +349,7 @@ class UCE(Method):
     summary = "UCE (Gandikota et al., WACV 2024): closed-form edit of cross-attention keys and values."
     config_class = UCEConfig
     accepts_anchor = True
+    families = ALL_FAMILIES
     default_preservation = ("attributes", "words")
     concept_types = {"style": {"anchor": ("art", "uce_sd_erase.py: --concept_type art guides to 'art'")}}
 

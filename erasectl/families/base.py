@@ -1,0 +1,79 @@
+"""What a diffusion-transformer family tells the rest of erasectl, in one class per family.
+
+A family module (``erasectl/families/<name>.py``) defines one subclass of :class:`TransformerFamily`
+and names its instance ``FAMILY``; ``erasectl.families`` finds it by the denoiser's class name, so the
+next family diffusers ships (FLUX.2, Qwen-Image) is one new file here.
+
+Every method sees one *conditioning* tensor per prompt, as for the UNet families: the text tokens the
+denoiser reads (``encoder_hidden_states``), then extra rows that carry the pooled text vector and,
+for a guidance-distilled model, the guidance value it is given as an input. ``erasectl.architecture``
+packs and unpacks those rows; a family says how to encode prompts and how to call its denoiser.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import ClassVar
+
+import torch
+
+# How a family applies guidance when it samples:
+#   classifier-free  two passes (without and with the text), combined by the guidance scale (SD3)
+#   distilled        one pass, the guidance scale an input of the denoiser (FLUX.1-dev)
+#   none             one pass, no guidance at all (FLUX.1-schnell, timestep-distilled)
+GUIDANCE_KINDS = ("classifier-free", "distilled", "none")
+
+
+class TransformerFamily(ABC):
+    """One diffusion-transformer family: its prompt encoding, its denoiser call and its text-only maps."""
+
+    name: ClassVar[str]
+    """What ``erasectl.architecture.family`` returns for it (``sd3``, ``flux``)."""
+    denoiser_class: ClassVar[str]
+    """The diffusers class of its denoiser (``pipeline.transformer``)."""
+
+    @abstractmethod
+    def guidance(self, transformer) -> str:
+        """One of ``GUIDANCE_KINDS``, for this checkpoint."""
+
+    @abstractmethod
+    def sequence_length(self, pipeline) -> int:
+        """T5 tokens per prompt, as the family's pipeline defaults to."""
+
+    @abstractmethod
+    def encode(self, pipeline, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(tokens, pooled)`` of each prompt, as the family's pipeline builds them, with gradients to
+        whatever in the text encoders requires them."""
+
+    @abstractmethod
+    def inputs(self, transformer, latents, timesteps, tokens, pooled, guidance) -> dict:
+        """Keyword arguments of the denoiser's ``forward`` for latents (B, C, H, W), the scheduler's
+        timesteps (0 to 1000), and per-sample guidance values (ignored where the model takes none)."""
+
+    def output(self, transformer, sample: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
+        """The denoiser's output in the latents' own layout."""
+        return sample
+
+    def pipeline_latents(self, pipeline, latents: torch.Tensor, pixels: int) -> torch.Tensor:
+        """Latents a pipeline returned with ``output_type="latent"``, in the (B, C, H, W) layout."""
+        return latents
+
+    @abstractmethod
+    def latent_channels(self, transformer) -> int:
+        """Channels of the (B, C, H, W) latents the family's methods work on."""
+
+    @abstractmethod
+    def text_maps(self, transformer) -> dict[str, str]:
+        """The linear maps whose input is the text encoders' output alone, by module name, and what
+        each reads: ``tokens`` (every token row) or ``pooled`` (the pooled vector). The closed forms
+        edit these: past them, text and image mix in joint attention, so no later map sees a
+        function of the prompt alone."""
+
+    @abstractmethod
+    def token_streams(self, pipeline) -> list[tuple[str, int, int]]:
+        """The token rows' parts, each tokenized by one tokenizer: ``(tokenizer attribute of the
+        pipeline, first row, rows)``, in row order."""
+
+    def training_guidance(self, transformer) -> float:
+        """The guidance value a distilled model is trained and queried with (unused otherwise)."""
+        return 1.0

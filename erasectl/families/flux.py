@@ -1,0 +1,80 @@
+"""FLUX.1 (``FluxTransformer2DModel``): CLIP pooled and T5 tokens; dev embeds the guidance, schnell takes none.
+
+The denoiser reads latents packed in 2x2 patches (``FluxPipeline._pack_latents``) with their grid
+positions (``img_ids``) and the text rows' (``txt_ids``, zeros), and the timestep on a 0 to 1 scale
+(the pipeline divides the scheduler's by 1000). FLUX.1-dev is guidance-distilled: the guidance scale
+is an input of one pass, never two passes combined; FLUX.1-schnell is timestep-distilled and takes
+no guidance (``guidance_embeds`` false).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from erasectl.families.base import TransformerFamily
+
+
+def _pipeline_class():
+    from diffusers import FluxPipeline
+
+    return FluxPipeline
+
+
+class Flux(TransformerFamily):
+    name = "flux"
+    denoiser_class = "FluxTransformer2DModel"
+
+    def guidance(self, transformer) -> str:
+        return "distilled" if transformer.config.guidance_embeds else "none"
+
+    def sequence_length(self, pipeline) -> int:
+        # FluxPipeline's default is 512; schnell's model card runs 256 (as UCE's FLUX script does)
+        return 512 if pipeline.transformer.config.guidance_embeds else 256
+
+    def encode(self, pipeline, prompts):
+        tokens, pooled, _ = pipeline.encode_prompt(
+            prompt=prompts,
+            prompt_2=None,
+            device=pipeline.device,
+            num_images_per_prompt=1,
+            max_sequence_length=self.sequence_length(pipeline),
+        )
+        return tokens, pooled
+
+    def inputs(self, transformer, latents, timesteps, tokens, pooled, guidance) -> dict:
+        batch, channels, height, width = latents.shape
+        packer = _pipeline_class()
+        image_ids = packer._prepare_latent_image_ids(batch, height // 2, width // 2, latents.device, latents.dtype)
+        return {
+            "hidden_states": packer._pack_latents(latents, batch, channels, height, width),
+            "timestep": timesteps.to(latents.dtype) / 1000,
+            "guidance": guidance.float() if transformer.config.guidance_embeds else None,
+            "pooled_projections": pooled,
+            "encoder_hidden_states": tokens,
+            "txt_ids": torch.zeros(tokens.shape[1], 3, device=tokens.device, dtype=latents.dtype),
+            "img_ids": image_ids,
+        }
+
+    def output(self, transformer, sample, latents):
+        height, width = latents.shape[-2:]
+        return _pipeline_class()._unpack_latents(sample, height, width, 1)
+
+    def pipeline_latents(self, pipeline, latents, pixels):
+        return _pipeline_class()._unpack_latents(latents, pixels, pixels, pipeline.vae_scale_factor)
+
+    def token_streams(self, pipeline) -> list[tuple[str, int, int]]:
+        return [("tokenizer_2", 0, self.sequence_length(pipeline))]  # T5 alone; CLIP gives only the pooled vector
+
+    def latent_channels(self, transformer) -> int:
+        return transformer.config.in_channels // 4
+
+    def text_maps(self, transformer) -> dict[str, str]:
+        # as UCE's FLUX script (uce_flux_edit.py): T5 tokens through context_embedder, CLIP's pooled
+        # vector through time_text_embed.text_embedder.linear_1
+        return {"context_embedder": "tokens", "time_text_embed.text_embedder.linear_1": "pooled"}
+
+    def training_guidance(self, transformer) -> float:
+        return 3.5  # FluxPipeline's guidance_scale default; diffusers' FLUX training scripts' --guidance_scale
+
+
+FAMILY = Flux()
