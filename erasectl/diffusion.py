@@ -83,10 +83,10 @@ def sampling_scheduler(pipeline, num_steps: int, kind: str = "own", latent_size:
     """A fresh scheduler for sampling ``num_steps``: the pipeline's own class (``own``) or DDIM
     built from the same config (``ddim``). Fresh, because multistep samplers keep state.
 
-    A flow-matching model always gets its own (Euler, deterministic as DDIM is). One with dynamic
-    shifting (FLUX) gets the shift its pipeline computes for ``latent_size`` latents as a fixed
-    one, exp(mu) (the same sigmas: the exponential time shift with exponent 1 is the static shift
-    by exp(mu)), and the pipeline's sigmas, linspace(1, 1/n, n)."""
+    A flow-matching model always gets its own (Euler, deterministic as DDIM is), with the sigmas its
+    family's pipeline passes (FLUX: linspace(1, 1/n, n)). One with dynamic shifting (FLUX) gets the
+    shift its pipeline computes for ``latent_size`` latents as a fixed one, exp(mu): the same
+    sigmas, since the exponential time shift with exponent 1 is the static shift by exp(mu)."""
     from diffusers import DDIMScheduler
 
     if flow_matching(pipeline):
@@ -100,21 +100,24 @@ def sampling_scheduler(pipeline, num_steps: int, kind: str = "own", latent_size:
 def _flow_sampler(pipeline, num_steps: int, latent_size: int):
     import math
 
-    import numpy as np
+    from erasectl.architecture import denoiser, transformer_family
 
     config = pipeline.scheduler.config
+    found = transformer_family(denoiser(pipeline))
+    sigmas = found.sampling_sigmas(num_steps) if found is not None else None
     if not config.get("use_dynamic_shifting", False):
         scheduler = type(pipeline.scheduler).from_config(config)
+    else:
+        from diffusers.pipelines.flux.pipeline_flux import calculate_shift
+
+        tokens = (latent_size // 2) ** 2  # FLUX's 2x2 patches
+        mu = calculate_shift(
+            tokens, config.base_image_seq_len, config.max_image_seq_len, config.base_shift, config.max_shift
+        )
+        scheduler = type(pipeline.scheduler).from_config(config, use_dynamic_shifting=False, shift=math.exp(mu))
+    if sigmas is None:
         scheduler.set_timesteps(num_steps)
         return scheduler
-    from diffusers.pipelines.flux.pipeline_flux import calculate_shift
-
-    tokens = (latent_size // 2) ** 2  # FLUX's 2x2 patches
-    mu = calculate_shift(
-        tokens, config.base_image_seq_len, config.max_image_seq_len, config.base_shift, config.max_shift
-    )
-    scheduler = type(pipeline.scheduler).from_config(config, use_dynamic_shifting=False, shift=math.exp(mu))
-    sigmas = np.linspace(1.0, 1 / num_steps, num_steps)
     scheduler.set_timesteps(sigmas=sigmas)
     scheduler.erasectl_restart = lambda: scheduler.set_timesteps(sigmas=sigmas)  # what restart() calls
     return scheduler

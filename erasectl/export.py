@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from erasectl.architecture import family
+from erasectl.architecture import TRANSFORMER_FAMILIES, family
 from erasectl.checkpoint import TEXT_ENCODERS, ErasedCheckpoint, component_tensors, key_name
 from erasectl.errors import UserError
 from erasectl.files import give_usual_modes, prepare_output_dir, write_atomically
@@ -225,7 +225,7 @@ def write_released_text_encoders(pipeline, out: Path) -> dict[str, int]:
     written = {}
     for component in TEXT_ENCODERS:
         encoder = getattr(pipeline, component, None)
-        if encoder is None:
+        if encoder is None or not type(encoder).__name__.startswith("CLIPText"):  # FLUX's text_encoder_2 is T5
             continue
         folder = out / component
         files = sorted(folder.glob("*.safetensors"))
@@ -371,6 +371,8 @@ def export_checkpoint(erased, request: ExportRequest, out: Path, force: bool = F
         return load_pipeline(name, allow_pickle=request.allow_pickle, config=model_config)
 
     pipeline = load_base()
+    if request.format in ("lora", "kohya") and family(pipeline) in TRANSFORMER_FAMILIES.values():
+        raise UserError(f"--format {request.format} writes SD 1.x, 2.x and SDXL LoRAs; {family(pipeline)} LoRAs are not written yet: export --format diffusers")  # fmt: skip
     base = None
     if request.format in ("lora", "kohya"):
         base = load_base()

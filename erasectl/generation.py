@@ -123,11 +123,18 @@ def generate_batches(
         yield start, [GeneratedImage(prompt, seed, image, dict(meta)) for (prompt, seed), image in zip(batch, images)]
 
 
-def draw_latents(pipeline, prompts: list[str], count: int, seed: int, steps: int, guidance: float, batch_size: int):
-    """Clean latents of ``count`` images for ``prompts`` (cycled), and the prompt index of each.
-    Image i has its own generator seeded from ``seed`` and i; under ``accelerate launch`` each
-    process draws its part and all get every latent."""
+def draw_latents(
+    pipeline, prompts: list[str], count: int, seed: int, steps: int, guidance: float, batch_size: int, size: int = 0
+):
+    """Clean latents (B, C, H, W) of ``count`` images for ``prompts`` (cycled), ``size`` pixels
+    square (0: the model's own), and the prompt index of each. Image i has its own generator seeded
+    from ``seed`` and i; under ``accelerate launch`` each process draws its part and all get every latent."""
     import torch
+
+    from erasectl.architecture import latent_shape, latents_of
+
+    pixels = size or latent_shape(pipeline)[-1] * getattr(pipeline, "vae_scale_factor", 8)
+    shape = {"height": size, "width": size} if size else {}
 
     which = [i % len(prompts) for i in range(count)]
     generators = [torch.Generator("cpu").manual_seed(seed * 100_003 + i) for i in range(count)]
@@ -136,15 +143,15 @@ def draw_latents(pipeline, prompts: list[str], count: int, seed: int, steps: int
     with torch.no_grad():
         for start in range(mine.start, mine.stop, batch_size):
             chunk = range(start, min(start + batch_size, mine.stop))
-            latents.append(
-                pipeline(
-                    prompt=[prompts[which[i]] for i in chunk],
-                    generator=[generators[i] for i in chunk],
-                    num_inference_steps=steps,
-                    guidance_scale=guidance,
-                    output_type="latent",
-                ).images
-            )
+            drawn = pipeline(
+                prompt=[prompts[which[i]] for i in chunk],
+                generator=[generators[i] for i in chunk],
+                num_inference_steps=steps,
+                guidance_scale=guidance,
+                output_type="latent",
+                **shape,
+            ).images
+            latents.append(latents_of(pipeline, drawn, pixels))
     return gather_parts(torch.cat(latents)), which
 
 

@@ -1,9 +1,11 @@
 """SD3 and FLUX (diffusion transformers, flow matching): tiny pipelines built offline load and draw;
-every erasure method refuses them in one line until it supports them."""
+ESD, ablation and the closed forms erase them from the CLI; what does not support them yet
+(AdvUnlearn, attack, evaluate, LoRA exports) refuses in one line."""
 
 import json
 
 import pytest
+import torch
 from tiny_models import t5_tokenizer, tiny_transformer_pipeline
 from typer.testing import CliRunner
 
@@ -37,17 +39,73 @@ def test_generate_draws_from_a_transformer_family(transformer_family, tmp_path):
     assert len(list(out.glob("0*.png"))) == 2
 
 
-@pytest.mark.parametrize("method", ["ablate", "advunlearn"])
-def test_every_method_refuses_a_transformer_family_in_one_line(transformer_family, method, tmp_path):
+METHOD_ARGS = {
+    "esd": ["--mode", "fast", "--steps", "2", "--sample-size", "32", "--ddim-steps", "3", "--batch-size", "2"],
+    "ablate": ["--anchor", "shape", "--steps", "2", "--anchor-images", "2", "--anchor-steps", "2", "--anchor-size", "32",
+               "--batch-size", "2"],
+    "uce": [], "nullspace": [], "rece": [],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("method", sorted(METHOD_ARGS))
+def test_every_method_erases_a_transformer_family_from_the_cli_and_generate_applies_it(
+    transformer_family, method, tmp_path
+):
     family, folder = transformer_family
     out = tmp_path / "run"
-    args = ["erase", "--concept", "circle", "--method", method, "--model", str(folder), "--out", str(out), "--quiet"]
-    result = runner.invoke(app, args + (["--anchor", "shape"] if method == "ablate" else []))
+    args = ["erase", "--concept", "red circle", "--method", method, "--model", str(folder), "--out", str(out)]
+    result = runner.invoke(app, args + METHOD_ARGS[method] + ["--quiet", "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    assert summary["family"] == ("sd3" if family.startswith("sd3") else "flux")
+    from erasectl.checkpoint import ErasedCheckpoint
+
+    tensors = ErasedCheckpoint.load(out).tensors
+    assert tensors and all(key.startswith("transformer.") for key in tensors)
+    images = tmp_path / "images"
+    drawn = runner.invoke(
+        app, ["generate", "--checkpoint", str(out), "--prompts", "a red circle", "--n", "1", "--steps", "2",
+              "--out", str(images), "--quiet", "--json"],
+    )  # fmt: skip
+    assert drawn.exit_code == 0, drawn.output
+    assert len(list(images.glob("0*.png"))) == 1
+
+
+def test_advunlearn_refuses_a_transformer_family_in_one_line(transformer_family, tmp_path):
+    family, folder = transformer_family
+    out = tmp_path / "run"
+    args = ["erase", "--concept", "circle", "--method", "advunlearn", "--model", str(folder), "--out", str(out)]
+    result = runner.invoke(app, args + ["--quiet"])
     assert result.exit_code == 2, result.output
     kind = "sd3" if family.startswith("sd3") else "flux"
     message = [line for line in result.output.splitlines() if line.startswith("error:")]
-    assert len(message) == 1 and f"not {kind}" in message[0] and "no erasure method supports" in message[0]
+    assert len(message) == 1 and f"not {kind}" in message[0] and "choose another --method" in message[0]
     assert not out.exists()
+
+
+def test_a_transformer_erasure_exports_as_a_diffusers_folder_and_refuses_a_lora(transformer_family, tmp_path):
+    family, folder = transformer_family
+    if family != "flux-dev":
+        pytest.skip("one family is enough")
+    run = tmp_path / "run"
+    erased = runner.invoke(app, ["erase", "--concept", "red circle", "--method", "uce", "--model", str(folder),
+                                 "--out", str(run), "--quiet"])  # fmt: skip
+    assert erased.exit_code == 0, erased.output
+    exported = runner.invoke(
+        app, ["export", str(run), "--format", "diffusers", "--out", str(tmp_path / "d"), "--quiet"]
+    )
+    assert exported.exit_code == 0, exported.output
+    from erasectl.checkpoint import ErasedCheckpoint
+    from erasectl.models import load_pipeline
+
+    reloaded = load_pipeline(str(tmp_path / "d"))
+    for key, tensor in ErasedCheckpoint.load(run).tensors.items():
+        assert torch.equal(reloaded.transformer.get_parameter(key.partition(".")[2]), tensor)
+    lora = runner.invoke(app, ["export", str(run), "--format", "kohya", "--out", str(tmp_path / "k"), "--quiet"])
+    assert lora.exit_code == 2 and "flux LoRAs are not written yet" in lora.output
+    assert not (tmp_path / "k").exists()
+    attacked = runner.invoke(app, ["attack", "--checkpoint", str(run), "--out", str(tmp_path / "a"), "--quiet"])
+    assert attacked.exit_code == 2 and "attack supports SD 1.x, 2.x and SDXL models, not flux yet" in attacked.output
 
 
 def test_evaluate_refuses_a_transformer_family_in_one_line(transformer_family, tmp_path):

@@ -174,7 +174,11 @@ def tiny_transformer_pipeline(folder, family: str):
         )  # fmt: skip
     )
     sd3 = family.startswith("sd3")
-    scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0 if sd3 else 1.0)
+    scheduler = (
+        FlowMatchEulerDiscreteScheduler(shift=3.0)
+        if sd3
+        else FlowMatchEulerDiscreteScheduler(shift=1.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15)
+    )  # as SD3's and FLUX.1's scheduler configs
     if sd3:
         vae = AutoencoderKL(block_out_channels=(16, 32), down_block_types=("DownEncoderBlock2D",) * 2,
                             up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=16, norm_num_groups=16,

@@ -74,6 +74,10 @@ class TransformerFamily(ABC):
         """The token rows' parts, each tokenized by one tokenizer: ``(tokenizer attribute of the
         pipeline, first row, rows)``, in row order."""
 
+    def sampling_sigmas(self, num_steps: int):
+        """The sigmas the family's pipeline hands its scheduler (None: ``set_timesteps(num_steps)``)."""
+        return None
+
     def training_guidance(self, transformer) -> float:
         """The guidance value a distilled model is trained and queried with (unused otherwise)."""
         return 1.0

@@ -73,6 +73,11 @@ class Flux(TransformerFamily):
         # vector through time_text_embed.text_embedder.linear_1
         return {"context_embedder": "tokens", "time_text_embed.text_embedder.linear_1": "pooled"}
 
+    def sampling_sigmas(self, num_steps: int):
+        import numpy as np
+
+        return np.linspace(1.0, 1 / num_steps, num_steps)  # FluxPipeline's
+
     def training_guidance(self, transformer) -> float:
         return 3.5  # FluxPipeline's guidance_scale default; diffusers' FLUX training scripts' --guidance_scale
 

@@ -33,9 +33,9 @@ from dataclasses import dataclass
 
 import torch
 
-from erasectl.architecture import encode_prompts
+from erasectl.architecture import denoiser, encode_prompts
 from erasectl.assets import data_lines
-from erasectl.diffusion import noise_target, training_scheduler
+from erasectl.diffusion import draw_timesteps, flow_matching, noise_target, training_scheduler
 from erasectl.distributed import batch_part, check_batch
 from erasectl.errors import ConfigError, UserError
 from erasectl.generation import draw_latents
@@ -47,7 +47,7 @@ from erasectl.methods.ablation_data import (
     masked_distance,
     recipe_for,
 )
-from erasectl.methods.base import ErasureResult, Method, MethodConfig, Progress, Stopwatch, setting
+from erasectl.methods.base import ALL_FAMILIES, ErasureResult, Method, MethodConfig, Progress, Stopwatch, setting
 from erasectl.methods.common import TrainedUNet, distance, modules_restored, unet_calls
 from erasectl.parameter_groups import select_parameters
 from erasectl.run_state import RunControl, StepHook
@@ -104,6 +104,11 @@ class AblateConfig(MethodConfig):
         0.0,
         "Weight of the standard diffusion loss on anchor images under their anchor prompts (their --with_prior_preservation; the nudity and violence recipes use 1).",
         f"{REFERENCE}: off in the object example; --prior_loss_weight 1.0 with --with_prior_preservation",
+    )
+    anchor_size: int = setting(
+        0,
+        "Anchor image size in pixels (0: the model's own, as their --resolution 512 is SD 1.x's).",
+        f"{REFERENCE}: --resolution 512",
     )
     anchor_batch_size: int = setting(
         8,
@@ -185,7 +190,7 @@ def generate_anchor_latents(
     draws its part; every image has its own seeded generator), sampled with ``anchor_sampler``."""
 
     own = pipeline.scheduler
-    if config.anchor_sampler == "dpm++":
+    if config.anchor_sampler == "dpm++" and not flow_matching(pipeline):  # a flow model samples with its own
         from diffusers import DPMSolverMultistepScheduler
 
         pipeline.scheduler = DPMSolverMultistepScheduler.from_config(own.config)
@@ -198,6 +203,7 @@ def generate_anchor_latents(
             config.anchor_steps,
             config.anchor_guidance,
             config.anchor_batch_size,
+            config.anchor_size,
         )
     finally:
         pipeline.scheduler = own
@@ -242,7 +248,7 @@ def erase(
     check_batch(min(config.batch_size, config.anchor_images), "--batch-size or --anchor-images")
     torch.manual_seed(config.seed)
     generator = torch.Generator("cpu").manual_seed(config.seed)
-    unet = pipeline.unet
+    unet = denoiser(pipeline)
     with modules_restored(unet):  # the pipeline is the caller's: leave it as it came, also when a step raises
         model = TrainedUNet(unet, select_parameters(unet, config.parameter_group, PARAMETER_GROUPS))
         trained = list(model.trained.values())
@@ -280,7 +286,7 @@ def _anchor_data(pipeline, anchor_prompts: list[str], config: AblateConfig, keep
             which_t,
             {"anchor_images": config.anchor_images, "anchor_images_kept": len(which_t)},
         )
-    pipeline.unet.eval()
+    denoiser(pipeline).eval()
     anchor_latents, which = generate_anchor_latents(pipeline, anchor_prompts, config)
     kept_info = {"anchor_images": len(which)}
     if keep_anchor is not None:
@@ -335,9 +341,7 @@ def _loss(model, batches: _Batches, embeds: dict, config: AblateConfig, generato
     noising = batches.noising
     clean, masks, concept_rows, which = batches.draw(generator)
     noise = torch.randn(clean.shape, generator=generator).to(clean.device)
-    timesteps = torch.randint(0, noising.config.num_train_timesteps, (len(clean),), generator=generator).to(
-        clean.device
-    )
+    timesteps = draw_timesteps(noising, len(clean), generator).to(clean.device)
     part = batch_part(len(clean))  # this process's part under data parallelism; all of it in one process
     clean, noise, timesteps, which = clean[part], noise[part], timesteps[part], which[part]
     masks = masks[part] if masks is not None else None
@@ -374,9 +378,7 @@ def _prior(model, batches: _Batches, embeds: dict, config: AblateConfig, generat
     own anchor prompts (this process's part of a batch of them)."""
     clean, which = batches.prior(generator)
     noise = torch.randn(clean.shape, generator=generator).to(clean.device)
-    timesteps = torch.randint(0, batches.noising.config.num_train_timesteps, (len(clean),), generator=generator).to(
-        clean.device
-    )
+    timesteps = draw_timesteps(batches.noising, len(clean), generator).to(clean.device)
     part = batch_part(len(clean))
     clean, noise, timesteps, which = clean[part], noise[part], timesteps[part], which[part]
     noisy = batches.noising.add_noise(clean, noise, timesteps)
@@ -424,6 +426,7 @@ class Ablate(Method):
     name = "ablate"
     summary = "Concept Ablation (Kumari et al., ICCV 2023): map the concept onto --anchor."
     config_class = AblateConfig
+    families = ALL_FAMILIES
     needs_anchor = True
     accepts_anchor = True
     concept_types = {

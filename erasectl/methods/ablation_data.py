@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import torch
 
+from erasectl.architecture import decode_latents, encode_images
+
 RECIPES = ("object", "style", "nudity", "violence")
 ANCHOR_DATA = ("augmented", "plain", "latents")
 # The caption prefixes of a shrunk and an enlarged image (their CustomDiffusionDataset.__getitem__).
@@ -80,12 +82,7 @@ class AnchorImages:
         self.vae = pipeline.vae
         self.factor = getattr(pipeline, "vae_scale_factor", 8)
         with torch.no_grad():
-            decoded = torch.cat(
-                [
-                    self.vae.decode(chunk.to(self.vae.dtype) / self.vae.config.scaling_factor).sample
-                    for chunk in latents.split(8)
-                ]
-            )
+            decoded = torch.cat([decode_latents(self.vae, chunk) for chunk in latents.split(8)])
         pixels = ((decoded.float() / 2 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8)  # saved as PNG, theirs
         self.images = [Image.fromarray(p.permute(1, 2, 0).cpu().numpy()) for p in pixels]
         self.size = self.images[0].size[0]
@@ -114,9 +111,8 @@ class AnchorImages:
 
     @torch.no_grad()
     def encode(self, pixels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """Their training latents: a draw from the VAE's posterior, times its scaling factor."""
-        posterior = self.vae.encode(pixels.to(self.vae.device, self.vae.dtype)).latent_dist
-        return posterior.sample(generator=generator).float() * self.vae.config.scaling_factor
+        """Their training latents: a draw from the VAE's posterior, (shifted and) scaled."""
+        return encode_images(self.vae, pixels, generator)
 
 
 def masked_distance(prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
