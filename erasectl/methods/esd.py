@@ -210,7 +210,9 @@ def released_target(concept: torch.Tensor, unconditional: torch.Tensor, eta: flo
     return concept - (eta + 1) * (concept - unconditional)
 
 
-def faithful_state(predict, scheduler, noise, conditional, unconditional, guidance: float, stop: int, kind: str):
+def faithful_state(
+    predict, scheduler, noise, conditional, unconditional, guidance: float, stop: int, kind: str = "classifier-free"
+):
     """The authors' script's x_t: ``noise`` sampled for ``stop`` steps of ``scheduler`` under the
     concept by ``predict`` (the frozen base UNet), and the timestep of the step it enters."""
     states, timesteps = sample_trajectory(
