@@ -91,8 +91,9 @@ def test_a_transformer_erasure_exports_as_a_diffusers_folder_and_refuses_a_lora(
     erased = runner.invoke(app, ["erase", "--concept", "red circle", "--method", "uce", "--model", str(folder),
                                  "--out", str(run), "--quiet"])  # fmt: skip
     assert erased.exit_code == 0, erased.output
+    # --no-verify: its check draws at FLUX's own 1024 px; the tensors are compared here, exactly
     exported = runner.invoke(
-        app, ["export", str(run), "--format", "diffusers", "--out", str(tmp_path / "d"), "--quiet"]
+        app, ["export", str(run), "--format", "diffusers", "--out", str(tmp_path / "d"), "--quiet", "--no-verify"]
     )
     assert exported.exit_code == 0, exported.output
     from erasectl.checkpoint import ErasedCheckpoint
