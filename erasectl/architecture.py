@@ -64,6 +64,16 @@ def family(pipeline) -> str:
     return "sd2" if pipeline.unet.config.use_linear_projection else "sd1"
 
 
+UNET_SAMPLING = (25, 7.5)  # erasectl's steps and guidance on SD 1.x, 2.x and XL
+
+
+def sampling_defaults(pipeline) -> tuple[int, float]:
+    """(steps, guidance) ``generate`` and ``compare`` draw with when not told: the family's pipeline's."""
+    module = denoiser(pipeline)
+    found = families.of(module)
+    return UNET_SAMPLING if found is None else found.sampling_defaults(module)
+
+
 def guidance_kind(module) -> str:
     """How the denoiser is guided when sampling (``erasectl.families.GUIDANCE_KINDS``)."""
     found = families.of(module)

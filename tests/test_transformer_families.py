@@ -47,6 +47,19 @@ METHOD_ARGS = {
 }  # fmt: skip
 
 
+def test_generate_draws_with_the_family_s_own_steps_and_guidance(transformer_family, tmp_path):
+    family, folder = transformer_family
+    out = tmp_path / "images"
+    result = runner.invoke(
+        app, ["generate", "--model", str(folder), "--prompts", "a red circle", "--n", "1", "--height", "32",
+              "--width", "32", "--out", str(out), "--quiet", "--json"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    expected = {"sd3": (28, 7.0), "sd3-no-t5": (28, 7.0), "flux-dev": (28, 3.5), "flux-schnell": (4, 0.0)}[family]
+    assert (summary["steps"], summary["guidance"]) == expected
+
+
 @pytest.mark.parametrize("method", sorted(METHOD_ARGS))
 def test_every_method_erases_a_transformer_family_from_the_cli_and_generate_applies_it(
     transformer_family, method, tmp_path

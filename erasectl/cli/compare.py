@@ -39,8 +39,8 @@ def compare(
     model: str = BASE_MODEL,
     n: int = N,
     seed: int = SEED,
-    steps: int = STEPS,
-    guidance: float = GUIDANCE,
+    steps: int | None = STEPS,
+    guidance: float | None = GUIDANCE,
     out: Path = OUT,
     force: bool = FORCE,
     device: str = DEVICE,
@@ -67,7 +67,7 @@ def compare(
     checkpoints = [ErasedCheckpoint.load(p) for p in checkpoint or [latest_checkpoint()]]
     loaded = load_base(checkpoints, model, model_config, drawing, device, allow_pickle)
     warn_if_cut(loaded.pipeline, prompt_list)
-    settings = drawing.sampler(loaded.profile, steps, guidance)
+    settings = drawing.sampler(loaded.profile, steps, guidance, loaded.pipeline)
     total = len(prompt_list) * n * (len(checkpoints) + 1)
     with progress_bar("generating", total, enabled=not (quiet or as_json)) as update:
         summary = draw_comparison(loaded, checkpoints, prompt_list, list(range(seed, seed + n)), settings, out, update)

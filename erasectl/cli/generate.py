@@ -36,8 +36,8 @@ def generate(
     prompts_file: str = PROMPTS_FILE,
     n: int = N,
     seed: int = SEED,
-    steps: int = STEPS,
-    guidance: float = GUIDANCE,
+    steps: int | None = STEPS,
+    guidance: float | None = GUIDANCE,
     model: str = MODEL,
     checkpoint: Path = CHECKPOINT,
     out: Path = OUT,
@@ -66,7 +66,7 @@ def generate(
     erased = [ErasedCheckpoint.load(checkpoint)] if checkpoint is not None else []
     out = check_output_dir(out or Path("runs") / time.strftime("generate-%Y%m%d-%H%M%S"), force)
     loaded = load_base(erased, model, model_config, drawing, device, allow_pickle, apply=bool(erased))
-    settings = drawing.sampler(loaded.profile, steps, guidance)
+    settings = drawing.sampler(loaded.profile, steps, guidance, loaded.pipeline)
     warn_if_cut(loaded.pipeline, prompt_list)
     prepare_output_dir(out, force or world()[1] > 1)  # checked above; under a launch the processes share it
     with (

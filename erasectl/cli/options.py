@@ -60,8 +60,16 @@ PROMPTS = typer.Option(None, "--prompts", help='Comma-separated prompts, e.g. "a
 PROMPTS_FILE = typer.Option(
     None, "--prompts-file", help="A text file with one prompt per line (for prompts with commas)."
 )
-STEPS = typer.Option(25, "--steps", help="Sampler steps.")
-GUIDANCE = typer.Option(7.5, "--guidance", help="Classifier-free guidance scale.")
+STEPS = typer.Option(
+    None,
+    "--steps",
+    help="Sampler steps; default: the family's (25 on SD 1.x/2.x/XL, 28 on SD3 and FLUX-dev, 4 on schnell).",
+)
+GUIDANCE = typer.Option(
+    None,
+    "--guidance",
+    help="Guidance scale (FLUX-dev: the distilled guidance input); default: the family's (7.5 on SD 1.x/2.x/XL, 7.0 on SD3, 3.5 on FLUX-dev, 0 on schnell).",
+)
 
 # The drawing options of generate, compare and evaluate: (name, type, option).
 DRAWING = [

@@ -74,6 +74,10 @@ class TransformerFamily(ABC):
         """The token rows' parts, each tokenized by one tokenizer: ``(tokenizer attribute of the
         pipeline, first row, rows)``, in row order."""
 
+    @abstractmethod
+    def sampling_defaults(self, transformer) -> tuple[int, float]:
+        """(steps, guidance) the family's pipeline draws with by default."""
+
     def sampling_sigmas(self, num_steps: int):
         """The sigmas the family's pipeline hands its scheduler (None: ``set_timesteps(num_steps)``)."""
         return None

@@ -27,6 +27,10 @@ class Flux(TransformerFamily):
     def guidance(self, transformer) -> str:
         return "distilled" if transformer.config.guidance_embeds else "none"
 
+    def sampling_defaults(self, transformer) -> tuple[int, float]:
+        # dev: FluxPipeline's defaults; schnell: its model card (4 steps, guidance 0: none is read)
+        return (28, 3.5) if transformer.config.guidance_embeds else (4, 0.0)
+
     def sequence_length(self, pipeline) -> int:
         # FluxPipeline's default is 512; schnell's model card runs 256 (as UCE's FLUX script does)
         return 512 if pipeline.transformer.config.guidance_embeds else 256

@@ -18,6 +18,9 @@ class SD3(TransformerFamily):
     def guidance(self, transformer) -> str:
         return "classifier-free"
 
+    def sampling_defaults(self, transformer) -> tuple[int, float]:
+        return 28, 7.0  # StableDiffusion3Pipeline's num_inference_steps and guidance_scale
+
     def sequence_length(self, pipeline) -> int:
         return 256  # StableDiffusion3Pipeline's max_sequence_length default
 
