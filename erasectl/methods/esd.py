@@ -5,7 +5,10 @@ The trained UNet is pulled toward negatively guided predictions of the frozen ba
     eps_theta(x_t, c, t)  <-  eps*(x_t, t) - eta * (eps*(x_t, c, t) - eps*(x_t, t))
 
 with x_t drawn by partial sampling under the concept c. The same linear combination holds for a
-v-prediction UNet (v is linear in eps at a fixed x_t), so the target is the UNet's own output type.
+v-prediction UNet (v is linear in eps at a fixed x_t), so the target is the UNet's own output type;
+on SD3 and FLUX it is the flow's velocity, x_t sampled with the family's guidance (SD3: two
+passes; FLUX-dev: one pass reading ``start_guidance`` as its guidance input, as EraseAnything's ESD
+term, which every prediction here reads too; schnell: one pass): docs/transformer-families.md.
 The authors' scripts call eta ``negative_guidance`` on the other side of the difference: their
 ``eps*(c) - ng (eps*(c) - eps*())`` is this target with eta = ng - 1 (their default 2 is eta 1).
 

@@ -1,0 +1,121 @@
+"""The closed forms on SD3.5-medium-shaped weights on a CPU: seconds and peak memory.
+
+    python benchmarks/transformer_scale.py [--bpe FILE] [--json benchmarks/results-transformer_scale.json]
+
+A randomly initialised ``SD3Transformer2DModel`` in SD3.5-medium's config (24 MMDiT blocks, the
+first 13 with dual attention, width 1536, 2.5B parameters) and both CLIP text encoders in their
+real shapes (CLIP-L 768 x 12 layers, CLIP-G 1280 x 32 layers, with projections), with the real CLIP
+BPE tokenizer (built from the file the open-clip-torch wheel ships, as benchmarks/neighbours_scale.py
+does), run as SD3.5 without T5: a random 4.7B-parameter T5-XXL does not fit beside them in this
+machine's 24 GB in fp32, and the solve's cost does not depend on which encoder made the rows (T5's
+rows are as wide as the padded CLIP rows, 4096). Runs ``erase_concepts`` with the paper profile's
+defaults (what a real model gets) for UCE, RECE and nullspace. Timing does not depend on the weights.
+Goal (issue 36): a closed-form erasure under 10 s on this CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from neighbours_scale import clip_tokenizer_files, find_bpe  # noqa: E402
+
+SD35_MEDIUM = {  # stabilityai/stable-diffusion-3.5-medium, transformer/config.json
+    "sample_size": 128, "patch_size": 2, "in_channels": 16, "num_layers": 24, "attention_head_dim": 64,
+    "num_attention_heads": 24, "joint_attention_dim": 4096, "caption_projection_dim": 1536,
+    "pooled_projection_dim": 2048, "out_channels": 16, "pos_embed_max_size": 384,
+    "dual_attention_layers": tuple(range(13)), "qk_norm": "rms_norm",
+}  # fmt: skip
+
+
+def clip(width: int, layers: int, heads: int, tokenizer):
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+
+    return CLIPTextModelWithProjection(
+        CLIPTextConfig(
+            vocab_size=49408,
+            hidden_size=width,
+            intermediate_size=4 * width,
+            num_hidden_layers=layers,
+            num_attention_heads=heads,
+            max_position_embeddings=77,
+            projection_dim=width,
+            hidden_act="gelu",
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )  # fmt: skip
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bpe", default=None)
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args()
+
+    import torch
+    from diffusers import (
+        AutoencoderKL,
+        FlowMatchEulerDiscreteScheduler,
+        SD3Transformer2DModel,
+        StableDiffusion3Pipeline,
+    )
+    from transformers import CLIPTokenizer
+
+    from erasectl.checkpoint import assign_tensors
+    from erasectl.erasure import ErasureRequest, build_config, erase_concepts
+    from erasectl.profiles import PaperProfile
+    from erasectl.provenance import versions
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = clip_tokenizer_files(find_bpe(args.bpe), Path(tmp) / "tokenizer")
+        tokenizer = CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=77)
+        torch.manual_seed(0)
+        started = time.perf_counter()
+        transformer = SD3Transformer2DModel(**SD35_MEDIUM)
+        pipeline = StableDiffusion3Pipeline(
+            transformer=transformer,
+            scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
+            vae=AutoencoderKL(block_out_channels=(32,), latent_channels=16, norm_num_groups=32),
+            text_encoder=clip(768, 12, 12, tokenizer),
+            tokenizer=tokenizer,
+            text_encoder_2=clip(1280, 32, 20, tokenizer),
+            tokenizer_2=tokenizer,
+            text_encoder_3=None,
+            tokenizer_3=None,
+        )
+        pipeline.set_progress_bar_config(disable=True)
+        built = time.perf_counter() - started
+        parameters = sum(p.numel() for p in transformer.parameters())
+        rows = []
+        for method in ("uce", "rece", "nullspace"):
+            config = build_config(method, PaperProfile(), {})
+            request = ErasureRequest(["car"], PaperProfile(), model_name="sd3.5-medium-shaped")
+            started = time.perf_counter()
+            checkpoint = erase_concepts(pipeline, method, request, config)
+            seconds = time.perf_counter() - started
+            assign_tensors(pipeline, checkpoint.base)  # the next method starts from the same weights
+            rows.append({"method": method, "seconds": round(seconds, 2), "edited_tensors": sorted(checkpoint.tensors)})
+            print(f"{method}: {seconds:.2f} s, {len(checkpoint.tensors)} tensors edited", flush=True)
+    result = {
+        "benchmark": "closed forms on SD3.5-medium-shaped weights (random init, fp32, no T5), CPU",
+        "transformer_parameters": parameters,
+        "build_seconds": round(built, 1),
+        "runs": rows,
+        "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
+        "goal": "a closed-form erasure under 10 s",
+        "versions": versions(),
+    }
+    print(json.dumps({k: v for k, v in result.items() if k != "versions"}, indent=1))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
