@@ -68,7 +68,7 @@ def main() -> None:
     )
     from transformers import CLIPTokenizer
 
-    from erasectl.checkpoint import assign_tensors
+    from erasectl.checkpoint import assign_tensors, component_tensors
     from erasectl.erasure import ErasureRequest, build_config, erase_concepts
     from erasectl.profiles import PaperProfile
     from erasectl.provenance import versions
@@ -93,6 +93,8 @@ def main() -> None:
         pipeline.set_progress_bar_config(disable=True)
         built = time.perf_counter() - started
         parameters = sum(p.numel() for p in transformer.parameters())
+        keys = ["transformer.context_embedder.weight", "transformer.time_text_embed.text_embedder.linear_1.weight"]
+        originals = {k: v.clone() for k, v in component_tensors(pipeline, keys).items()}
         rows = []
         for method in ("uce", "rece", "nullspace"):
             config = build_config(method, PaperProfile(), {})
@@ -100,7 +102,7 @@ def main() -> None:
             started = time.perf_counter()
             checkpoint = erase_concepts(pipeline, method, request, config)
             seconds = time.perf_counter() - started
-            assign_tensors(pipeline, checkpoint.base)  # the next method starts from the same weights
+            assign_tensors(pipeline, originals)  # the next method starts from the same weights
             rows.append({"method": method, "seconds": round(seconds, 2), "edited_tensors": sorted(checkpoint.tensors)})
             print(f"{method}: {seconds:.2f} s, {len(checkpoint.tensors)} tensors edited", flush=True)
     result = {
