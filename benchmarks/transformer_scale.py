@@ -57,6 +57,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bpe", default=None)
     parser.add_argument("--json", default=None)
+    parser.add_argument("--methods", default="uce,rece,nullspace")
     args = parser.parse_args()
 
     import torch
@@ -96,7 +97,7 @@ def main() -> None:
         keys = ["transformer.context_embedder.weight", "transformer.time_text_embed.text_embedder.linear_1.weight"]
         originals = {k: v.clone() for k, v in component_tensors(pipeline, keys).items()}
         rows = []
-        for method in ("uce", "rece", "nullspace"):
+        for method in args.methods.split(","):
             config = build_config(method, PaperProfile(), {})
             request = ErasureRequest(["car"], PaperProfile(), model_name="sd3.5-medium-shaped")
             started = time.perf_counter()
@@ -105,6 +106,10 @@ def main() -> None:
             assign_tensors(pipeline, originals)  # the next method starts from the same weights
             rows.append({"method": method, "seconds": round(seconds, 2), "edited_tensors": sorted(checkpoint.tensors)})
             print(f"{method}: {seconds:.2f} s, {len(checkpoint.tensors)} tensors edited", flush=True)
+            write(args.json, parameters, built, rows, versions())  # after each method: a slow one leaves the others'
+
+
+def write(path, parameters, built, rows, found_versions) -> None:
     result = {
         "benchmark": "closed forms on SD3.5-medium-shaped weights (random init, fp32, no T5), CPU",
         "transformer_parameters": parameters,
@@ -112,11 +117,11 @@ def main() -> None:
         "runs": rows,
         "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
         "goal": "a closed-form erasure under 10 s",
-        "versions": versions(),
+        "versions": found_versions,
     }
     print(json.dumps({k: v for k, v in result.items() if k != "versions"}, indent=1))
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+    if path:
+        Path(path).write_text(json.dumps(result, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,10 @@ Keys are diffusers state-dict names prefixed by their component (``unet.down_blo
 metadata carries the recipe (method, concepts, every hyper-parameter, versions, wall time), the
 base model it was made from, and a fingerprint of the base tensors it replaces: applying it to
 another base is refused rather than silently producing a different model.
+
+A LoRA erasure (``--lora-rank``) stores its factors instead of weights: ``<module>.lora_down.weight``
+(rank x in) and ``<module>.lora_up.weight`` (out x rank, the scale folded in); applying it writes
+W0 + up @ down into ``<module>.weight``, and its fingerprint is of those W0.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ FORMAT_VERSION = "1"
 COMPONENTS = ("unet", "transformer", "text_encoder", "text_encoder_2")
 TEXT_ENCODERS = ("text_encoder", "text_encoder_2")
 CHECKPOINT_FILE = "erased.safetensors"  # what `erasectl erase` writes in its run folder
+LORA_DOWN, LORA_UP = ".lora_down.weight", ".lora_up.weight"
 
 
 def checkpoint_file(path: str | Path) -> Path:
@@ -156,13 +161,37 @@ class ErasedCheckpoint:
             )
         return cls(tensors, metadata, path)
 
+    def lora_factors(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """A LoRA checkpoint's ``(down, up)`` per weight key (``<component>.<module>.weight``); empty otherwise."""
+        return {
+            f"{key[: -len(LORA_DOWN)]}.weight": (tensor, self.tensors[f"{key[: -len(LORA_DOWN)]}{LORA_UP}"])
+            for key, tensor in self.tensors.items()
+            if key.endswith(LORA_DOWN)
+        }
+
+    def target_keys(self) -> list[str]:
+        """The model's tensors this checkpoint replaces."""
+        factors = self.lora_factors()
+        plain = [k for k in self.tensors if not k.endswith((LORA_DOWN, LORA_UP))]
+        return sorted([*plain, *factors])
+
+    def weights(self, base: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The erased tensors by ``target_keys``, given the ``base`` ones (a LoRA's W0 + up @ down)."""
+        found = {k: v for k, v in self.tensors.items() if not k.endswith((LORA_DOWN, LORA_UP))}
+        for key, (down, up) in self.lora_factors().items():
+            w0 = base[key]
+            found[key] = (w0.float() + up.to(w0.device).float() @ down.to(w0.device).float()).to(w0.dtype)
+        return found
+
     def check(self, pipeline, check_base: bool = True) -> None:
         """Refuse a pipeline this checkpoint was not made from: missing keys, shapes, fingerprint."""
-        base = component_tensors(pipeline, list(self.tensors))
-        for key, tensor in self.tensors.items():
-            if tuple(base[key].shape) != tuple(tensor.shape):
+        base = component_tensors(pipeline, self.target_keys())
+        shapes = {k: tuple(v.shape) for k, v in self.tensors.items() if not k.endswith((LORA_DOWN, LORA_UP))}
+        shapes.update({k: (up.shape[0], down.shape[1]) for k, (down, up) in self.lora_factors().items()})
+        for key, shape in shapes.items():
+            if tuple(base[key].shape) != shape:
                 raise UserError(
-                    f"checkpoint tensor {key} has shape {tuple(tensor.shape)}, the model's has {tuple(base[key].shape)}; it was made for another model"
+                    f"checkpoint tensor {key} has shape {shape}, the model's has {tuple(base[key].shape)}; it was made for another model"
                 )
         if check_base and fingerprint(base) != self.metadata.get("erasectl.base_fingerprint"):
             raise UserError(
@@ -173,7 +202,7 @@ class ErasedCheckpoint:
     def apply(self, pipeline, check_base: bool = True) -> None:
         """Replace the pipeline's tensors by the erased ones, after checking the base matches."""
         self.check(pipeline, check_base)
-        assign_tensors(pipeline, self.tensors)
+        assign_tensors(pipeline, self.weights(component_tensors(pipeline, self.target_keys())))
 
 
 def make_checkpoint(
@@ -206,7 +235,7 @@ def model_loaders(base, base_name: str, checkpoints: list[ErasedCheckpoint]) -> 
     read from. One pipeline serves them all: the base tensors are kept and swapped back in between
     models."""
 
-    keys = sorted({key for erased in checkpoints for key in erased.tensors})
+    keys = sorted({key for erased in checkpoints for key in erased.target_keys()})
     originals = {k: v.clone() for k, v in component_tensors(base, keys).items()}
 
     def loader(tensors: dict | None):
@@ -223,7 +252,7 @@ def model_loaders(base, base_name: str, checkpoints: list[ErasedCheckpoint]) -> 
         models.append(
             (
                 checkpoint_name(erased.path),
-                loader(erased.tensors),
+                loader(erased.weights(originals)),
                 {"checkpoint": str(erased.path), "recipe": erased.recipe},
             )
         )

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import torch
 
-from erasectl.architecture import TRANSFORMER_FAMILIES, family
+from erasectl.architecture import TRANSFORMER_FAMILIES, family, latent_shape
 from erasectl.checkpoint import TEXT_ENCODERS, ErasedCheckpoint, component_tensors, key_name
 from erasectl.errors import UserError
 from erasectl.files import give_usual_modes, prepare_output_dir, write_atomically
 from erasectl.generation import SamplerSettings, generate
 from erasectl.ldm_layout import pipeline_to_ldm
-from erasectl.models import load_pipeline, model_profile, resolve_model
+from erasectl.models import absent_components, load_pipeline, model_profile, resolve_model
 from erasectl.profiles import write_marker
 
 FORMATS = ("diffusers", "lora", "kohya")
@@ -65,7 +65,18 @@ def _pad(factor: LowRankFactor, rank: int) -> LowRankFactor:
 
 
 def lora_factors(pipeline, checkpoint: ErasedCheckpoint, rank: int | None, energy: float) -> dict[str, LowRankFactor]:
-    """Per checkpoint key (``unet.<module>.weight``), the low-rank factors of erased - base."""
+    """Per checkpoint key (``unet.<module>.weight``), the low-rank factors of erased - base: a LoRA
+    checkpoint's own factors, exactly (no SVD, nothing truncated), or an SVD of a full-weight delta."""
+    own = checkpoint.lora_factors()
+    if own:
+        if rank is not None:
+            raise UserError(
+                f"this checkpoint is a rank-{own[next(iter(own))][0].shape[0]} LoRA and exports its own factors exactly; drop --rank"
+            )
+        return {
+            key: LowRankFactor(down.float().contiguous(), up.float().contiguous(), 1.0)
+            for key, (down, up) in own.items()
+        }
     base = component_tensors(pipeline, list(checkpoint.tensors))
     factors = {}
     for key, erased in checkpoint.tensors.items():
@@ -127,6 +138,10 @@ def modelspec_architecture(pipeline) -> str:
     """The modelspec architecture id of the pipeline's family (SD 2.x: by resolution and prediction)."""
 
     kind = family(pipeline)
+    if kind == "flux":  # as kohya-ss sd-scripts' modelspec names them
+        return "flux-1-dev" if pipeline.transformer.config.guidance_embeds else "flux-1-schnell"
+    if kind == "sd3":
+        return "stable-diffusion-3"
     if kind == "sdxl":
         return "stable-diffusion-xl-v1-base"
     if kind == "sd2":
@@ -143,7 +158,7 @@ def modelspec_metadata(checkpoint: ErasedCheckpoint, pipeline, title: str, kind:
     import json
 
     architecture = modelspec_architecture(pipeline)
-    size = pipeline.unet.config.sample_size * pipeline.vae_scale_factor
+    size = latent_shape(pipeline)[-1] * pipeline.vae_scale_factor
     metadata = {
         "modelspec.sai_model_spec": "1.0.0",
         "modelspec.architecture": f"{architecture}/{kind}" if kind != "checkpoint" else architecture,
@@ -204,7 +219,9 @@ def export_lora(
             "carried": bool(bias_deltas_too and biases),
         },
         "readers": {
-            "lora": "diffusers' load_lora_weights only (PEFT names); for ComfyUI and AUTOMATIC1111 export --format kohya",
+            "lora": "diffusers' load_lora_weights and ComfyUI (which maps diffusers' transformer.<module> names for SD3 and FLUX)"
+            if family(pipeline) in TRANSFORMER_FAMILIES.values()
+            else "diffusers' load_lora_weights only (PEFT names); for ComfyUI and AUTOMATIC1111 export --format kohya",
             "kohya": "AUTOMATIC1111, ComfyUI, kohya sd-scripts, diffusers' load_lora_weights (not with --bias-deltas: diffusers refuses .diff_b keys, and sd-scripts ignores them without a warning; ComfyUI applies them)",
         }[kind],
     }
@@ -312,7 +329,8 @@ def verify_export(
 
     pipeline_class = type(erased_pipeline)
     if kind == "diffusers":
-        reloaded = pipeline_class.from_pretrained(result["folder"], local_files_only=True)
+        folder = Path(result["folder"])
+        reloaded = pipeline_class.from_pretrained(folder, local_files_only=True, **absent_components(folder))
     elif kind == "single-file":
         reloaded = pipeline_class.from_single_file(result["file"], config=str(config_folder), local_files_only=True)
     else:
@@ -322,7 +340,7 @@ def verify_export(
     if kind in ("diffusers", "single-file"):
         mismatched = [
             f"{component}.{name}"
-            for component in ("unet", "vae", "text_encoder", "text_encoder_2")
+            for component in ("unet", "transformer", "vae", "text_encoder", "text_encoder_2", "text_encoder_3")
             if getattr(erased_pipeline, component, None) is not None
             for name, tensor in getattr(erased_pipeline, component).state_dict().items()
             if not torch.equal(tensor, getattr(reloaded, component).state_dict()[name])
@@ -371,8 +389,8 @@ def export_checkpoint(erased, request: ExportRequest, out: Path, force: bool = F
         return load_pipeline(name, allow_pickle=request.allow_pickle, config=model_config)
 
     pipeline = load_base()
-    if request.format in ("lora", "kohya") and family(pipeline) in TRANSFORMER_FAMILIES.values():
-        raise UserError(f"--format {request.format} writes SD 1.x, 2.x and SDXL LoRAs; {family(pipeline)} LoRAs are not written yet: export --format diffusers")  # fmt: skip
+    if request.format == "kohya" and family(pipeline) in TRANSFORMER_FAMILIES.values():
+        raise UserError(f"--format kohya names SD 1.x, 2.x and SDXL modules; for {family(pipeline)} export --format lora, the diffusers names that diffusers and ComfyUI read")  # fmt: skip
     base = None
     if request.format in ("lora", "kohya"):
         base = load_base()

@@ -342,7 +342,7 @@ def draw_comparison(
     for erased in [None, *checkpoints]:
         original = None
         if erased is not None:
-            original = {k: v.clone() for k, v in component_tensors(pipeline, list(erased.tensors)).items()}
+            original = {k: v.clone() for k, v in component_tensors(pipeline, erased.target_keys()).items()}
             erased.apply(pipeline)
         items = generate(
             pipeline, prompts, seeds, settings, progress=lambda k, _, done=done: progress and progress(done + k)

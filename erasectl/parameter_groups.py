@@ -129,6 +129,20 @@ def select_text_encoder_parameters(pipeline) -> dict[str, torch.nn.Parameter]:
     return chosen
 
 
+def lora_targets(unet: torch.nn.Module, group: str, allowed: tuple[str, ...]) -> list[str]:
+    """The ``Linear`` modules whose weight ``group`` trains, by name: where LoRA adapters go (a
+    group's biases, norms and convolutions are not adapted)."""
+    if group not in allowed:
+        raise UserError(f"unknown parameter group {group!r}; choose one of {', '.join(allowed)}")
+    members = set(group_members(unet, group))
+    found = [n for n, m in unet.named_modules() if isinstance(m, torch.nn.Linear) and f"{n}.weight" in members]
+    if not found:
+        raise UserError(
+            f"parameter group {group!r} has no Linear layer in this {type(unet).__name__} for LoRA adapters"
+        )
+    return found
+
+
 def select_parameters(unet: torch.nn.Module, group: str, allowed: tuple[str, ...]) -> dict[str, torch.nn.Parameter]:
     """Mark the group's parameters trainable (all others frozen) and return them by name."""
     if group not in allowed:

@@ -21,6 +21,7 @@ runner = CliRunner()
 METHODS = {
     "esd": ({}, {"steps": 14, "trajectory_reuse": 4}),
     "ablate": ({"anchor": "shape"}, {"steps": 14, "anchor_images": 8}),
+    "esd#lora": ({}, {"steps": 14, "trajectory_reuse": 4, "lora_rank": 2}),  # the adapters are the state
     # interrupted after the warm-up: the adversarial token and the trained text encoder (the world
     # default) are part of the state
     "advunlearn": ({}, {"steps": 10, "trajectory_reuse": 4, "warmup_steps": 3}),

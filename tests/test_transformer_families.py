@@ -122,17 +122,28 @@ def test_a_transformer_erasure_exports_as_a_diffusers_folder_and_refuses_a_lora(
     assert attacked.exit_code == 2 and "attack supports SD 1.x, 2.x and SDXL models, not flux yet" in attacked.output
 
 
-def test_evaluate_refuses_a_transformer_family_in_one_line(transformer_family, tmp_path):
+def test_evaluate_measures_a_transformer_erasure_with_the_family_s_sampler(transformer_family, tmp_path):
+    """evaluate draws base and erased models with the family's own steps and guidance; its attacks
+    (CLIP-token ones) refuse the family in one line."""
     from erasectl.assets import embedded_judge_dir
 
     family, folder = transformer_family
-    if family != "sd3":
-        pytest.skip("one family is enough")
+    if family not in ("sd3", "flux-schnell"):
+        pytest.skip("one family of each kind is enough")
+    run = tmp_path / "run"
+    erased = runner.invoke(app, ["erase", "--concept", "circle", "--method", "uce", "--model", str(folder),
+                                 "--out", str(run), "--quiet"])  # fmt: skip
+    assert erased.exit_code == 0, erased.output
     out = tmp_path / "evaluation"
-    result = runner.invoke(
-        app, ["evaluate", "--model", str(folder), "--concept", "circle", "--surrounding", "ring,square",
-              "--judge", str(embedded_judge_dir()), "--out", str(out), "--quiet"],
-    )  # fmt: skip
-    assert result.exit_code == 2, result.output
-    assert "evaluate supports SD 1.x, 2.x and SDXL models, not sd3 yet" in result.output
-    assert not out.exists()
+    common = ["evaluate", "--checkpoint", str(run), "--surrounding", "ring,square", "--judge", str(embedded_judge_dir()),
+              "--n-per-prompt", "1", "--height", "32", "--width", "32", "--quiet"]  # fmt: skip
+    result = runner.invoke(app, [*common, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    expected = {"sd3": (28, 7.0), "flux-schnell": (4, 0.0)}[family]
+    assert (metrics["config"]["steps"], metrics["config"]["guidance"]) == expected
+    assert list(metrics["models"]) == ["base", "run"]
+    assert all(sets["n"] > 0 for model in metrics["models"].values() for sets in model["sets"].values())
+    attacked = runner.invoke(app, [*common, "--attack", "soft-prompt", "--out", str(tmp_path / "attacked")])
+    assert attacked.exit_code == 2 and "--attack supports SD 1.x, 2.x and SDXL models, not" in attacked.output
+    assert not (tmp_path / "attacked").exists()

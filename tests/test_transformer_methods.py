@@ -233,3 +233,20 @@ def test_ablation_lowers_its_own_objective_on_held_out_states(folders, family):
     assert after < 0.7 * before, (before, after)
     assert all(k.startswith("transformer.transformer_blocks.") and ".attn.add_" in k for k in result.erased)
     assert math.isfinite(result.losses[-1])
+
+
+@pytest.mark.parametrize("family", ["sd3", "flux-dev"])
+def test_the_null_space_prior_encoded_short_equals_it_encoded_at_full_length(folders, family):
+    """The prior's CLIP rows are encoded padded to the longest prompt, not to 77 (CLIP is causal,
+    so the rows up to the end token are the same); T5 keeps its own length."""
+    from erasectl.methods.nullspace import short_prompts
+
+    pipeline = load(folders, family)
+    prompts = [("a red circle", "red circle"), ("a photo of a blue square", "blue square"), ("a ring", "ring")]
+    texts, words = [p for p, _ in prompts], [w for _, w in prompts]
+    full, _ = concept_rows(pipeline, texts, words, "through-eos")
+    with short_prompts(pipeline, prompts, "through-eos"):
+        short, _ = concept_rows(pipeline, texts, words, "through-eos")
+        assert pipeline.tokenizer_max_length < 77
+    assert pipeline.tokenizer_max_length == 77
+    assert torch.allclose(full, short, atol=1e-5)

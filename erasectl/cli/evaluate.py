@@ -7,7 +7,6 @@ from pathlib import Path
 
 import typer
 
-from erasectl.architecture import UNET_SAMPLING
 from erasectl.cli.common import optional_list, progress_bars, read_general_prompts, read_prompts, user_errors
 from erasectl.cli.options import ALLOW_PICKLE, DEVICE, FORCE, GUIDANCE, MODEL_CONFIG, STEPS, with_drawing, with_gates
 
@@ -117,8 +116,7 @@ def evaluate(
         paraphrases=listed(paraphrases), anchor=anchor, model=model, model_config=model_config, judge=judge,
         general_prompts=read_general_prompts(general_prompts) if general_prompts is not None else None,
         nudity_prompts=read_prompt_csv(prompts_csv) if prompts_csv is not None else None, n_per_prompt=n_per_prompt, seed=seed,
-        steps=UNET_SAMPLING[0] if steps is None else steps,
-        guidance=UNET_SAMPLING[1] if guidance is None else guidance, drawing=drawing, attacks=listed(attack) or [], attack_budget_s=attack_budget_s,
+        steps=steps, guidance=guidance, drawing=drawing, attacks=listed(attack) or [], attack_budget_s=attack_budget_s,
         attack_runs=attack_runs, gates=gates, device=device, allow_pickle=allow_pickle,
     )  # fmt: skip
     result = run_evaluation(request, out, force, progress_bars(enabled=not (quiet or as_json)))

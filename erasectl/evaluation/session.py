@@ -7,7 +7,7 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from erasectl.architecture import TRANSFORMER_FAMILIES, family
+from erasectl.architecture import TRANSFORMER_FAMILIES, family, sampling_defaults
 from erasectl.attacks import ATTACKS
 from erasectl.checkpoint import ErasedCheckpoint, model_loaders
 from erasectl.distributed import is_main_process
@@ -48,8 +48,8 @@ class EvaluationRequest:
     nudity_prompts: list[dict] | None = None  # I2P-style rows: judged by NudeNet
     n_per_prompt: int = 8
     seed: int = 0
-    steps: int = 25
-    guidance: float = 7.5
+    steps: int | None = None  # None: the family's own (architecture.sampling_defaults)
+    guidance: float | None = None
     drawing: Drawing = field(default_factory=Drawing)
     attacks: list[str] = field(default_factory=list)
     attack_budget_s: float = 300.0
@@ -112,10 +112,13 @@ def prepare(request: EvaluationRequest):
     base = load_base(
         checkpoints, request.model, request.model_config, request.drawing, request.device, request.allow_pickle
     )
-    if family(base.pipeline) in TRANSFORMER_FAMILIES.values():
-        raise UserError(f"evaluate supports SD 1.x, 2.x and SDXL models, not {family(base.pipeline)} yet; generate draws from it")  # fmt: skip
+    if request.attacks and family(base.pipeline) in TRANSFORMER_FAMILIES.values():
+        raise UserError(f"--attack supports SD 1.x, 2.x and SDXL models, not {family(base.pipeline)} yet; evaluate without it")  # fmt: skip
     drawing = request.drawing
-    config = EvaluationConfig(n_per_prompt=request.n_per_prompt, seed=request.seed, steps=request.steps, guidance=request.guidance,
+    steps, guidance = sampling_defaults(base.pipeline)
+    steps = steps if request.steps is None else request.steps
+    guidance = guidance if request.guidance is None else request.guidance
+    config = EvaluationConfig(n_per_prompt=request.n_per_prompt, seed=request.seed, steps=steps, guidance=guidance,
                               negative_prompt=drawing.negative_prompt, height=drawing.height, width=drawing.width,
                               batch_size=drawing.batch_size or base.profile.generation_batch_size)  # fmt: skip
     return model_loaders(base.pipeline, base.name, checkpoints), base, config, concept, anchor

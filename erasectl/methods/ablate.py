@@ -47,9 +47,8 @@ from erasectl.methods.ablation_data import (
     masked_distance,
     recipe_for,
 )
-from erasectl.methods.base import ALL_FAMILIES, ErasureResult, Method, MethodConfig, Progress, Stopwatch, setting
-from erasectl.methods.common import TrainedUNet, distance, modules_restored, unet_calls
-from erasectl.parameter_groups import select_parameters
+from erasectl.methods.base import ALL_FAMILIES, ErasureResult, Method, Progress, Stopwatch, TrainedConfig, setting
+from erasectl.methods.common import distance, modules_restored, trained_model, unet_calls
 from erasectl.run_state import RunControl, StepHook
 
 PARAMETER_GROUPS = ("kv", "xattn", "attn", "full")
@@ -58,7 +57,7 @@ REFERENCE = "Concept Ablation's diffusers train.py and README (nupurkmr9/concept
 
 
 @dataclass
-class AblateConfig(MethodConfig):
+class AblateConfig(TrainedConfig):
     """Defaults: the authors' object-ablation recipe, which real models get (the embedded world's
     own measured set lives in ``erasectl.world.defaults``)."""
 
@@ -250,7 +249,7 @@ def erase(
     generator = torch.Generator("cpu").manual_seed(config.seed)
     unet = denoiser(pipeline)
     with modules_restored(unet):  # the pipeline is the caller's: leave it as it came, also when a step raises
-        model = TrainedUNet(unet, select_parameters(unet, config.parameter_group, PARAMETER_GROUPS))
+        model = trained_model(pipeline, config.parameter_group, PARAMETER_GROUPS, unet, config.lora_rank)
         trained = list(model.trained.values())
         optimizer = (
             torch.optim.AdamW(trained, lr=config.lr, weight_decay=config.weight_decay)

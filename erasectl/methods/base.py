@@ -91,6 +91,22 @@ class MethodConfig:
         return found
 
 
+@dataclass
+class TrainedConfig(MethodConfig):
+    """Fields of the methods that train by gradient steps (ESD, ablation, AdvUnlearn)."""
+
+    lora_rank: int = setting(
+        0,
+        "Train rank-R LoRA adapters (peft) on the parameter group's Linear layers instead of its weights; the checkpoint stores the adapters (0: train the weights).",
+        "not in the SD papers; EraseAnything trains FLUX.1-dev as a rank-8 LoRA (train_flux_lora.py --rank)",
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.lora_rank < 0:
+            raise ConfigError(f"lora_rank must be 0 (train the weights) or more, got {self.lora_rank}")
+
+
 @dataclass(frozen=True)
 class Declaration:
     """One setting as declared: what the CLI option, ``defaults`` and the docs are made from."""

@@ -8,7 +8,14 @@ import torch
 
 from erasectl.architecture import component_name, denoiser, predict_noise
 from erasectl.methods.base import Progress
-from erasectl.parameter_groups import TEXT_ENCODER_GROUP, select_parameters, select_text_encoder_parameters
+from erasectl.parameter_groups import (
+    TEXT_ENCODER_GROUP,
+    lora_targets,
+    select_parameters,
+    select_text_encoder_parameters,
+)
+
+ADAPTER = "erasectl"  # the peft adapter's name while a LoRA trains
 
 
 def distance(prediction: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:
@@ -37,6 +44,7 @@ def modules_restored(*modules: torch.nn.Module):
         yield
     finally:
         for module, training, flag in zip(modules, was_training, flags):
+            remove_adapters(module)
             module.train(training)
             module.zero_grad(set_to_none=True)
             for name, parameter in module.named_parameters():
@@ -87,13 +95,60 @@ class TrainedTextEncoders(TrainedUNet):
         return {n: p.detach().clone() for n, p in self.trained.items()}, dict(self.original)
 
 
-def trained_model(pipeline, group: str, unet_groups: tuple[str, ...], unet=None):
+def remove_adapters(module: torch.nn.Module) -> None:
+    """Take out a LoRA's peft layers, if any are left (a run that raised): the module's own layers
+    and weights come back."""
+    if getattr(module, "_hf_peft_config_loaded", False):
+        module.unload_lora()
+
+
+class TrainedLora(TrainedUNet):
+    """Rank-``rank`` LoRA adapters (peft, through diffusers' ``add_adapter``) on ``targets``, the
+    denoiser's Linear layers, trained in place of their weights. peft starts each adapter's up
+    factor at zero, so the adapters' initial tensors are the frozen model, which ``frozen`` swaps in
+    as for full training. ``checkpoint_tensors`` returns the factors, ``<module>.lora_down.weight``
+    (rank x in) and ``<module>.lora_up.weight`` (out x rank, the scale alpha/rank folded in), and
+    leaves the denoiser with its own layers holding W0 + up @ down."""
+
+    def __init__(self, unet: torch.nn.Module, targets: list[str], rank: int):
+        from peft import LoraConfig
+
+        unet.requires_grad_(False)
+        unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, target_modules=targets), adapter_name=ADAPTER)
+        self.targets = targets
+        trained = {n: p for n, p in unet.named_parameters() if f".{ADAPTER}." in n}
+        for parameter in trained.values():
+            parameter.requires_grad_(True)
+        super().__init__(unet, trained)
+
+    @torch.no_grad()
+    def checkpoint_tensors(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        prefix = component_name(self.unet)
+        erased, base, merged = {}, {}, {}
+        for name in self.targets:
+            layer = self.unet.get_submodule(name)
+            down = layer.lora_A[ADAPTER].weight.detach().float()
+            up = layer.lora_B[ADAPTER].weight.detach().float() * layer.scaling[ADAPTER]
+            erased[f"{prefix}.{name}.lora_down.weight"] = down.clone()
+            erased[f"{prefix}.{name}.lora_up.weight"] = up.clone()
+            base[f"{prefix}.{name}.weight"] = layer.base_layer.weight.detach().clone()
+            merged[name] = (up @ down).to(layer.base_layer.weight.dtype)
+        self.unet.unload_lora()
+        for name, delta in merged.items():
+            self.unet.get_submodule(name).weight.add_(delta)
+        return erased, base
+
+
+def trained_model(pipeline, group: str, unet_groups: tuple[str, ...], unet=None, lora_rank: int = 0):
     """What an erasure trains: the text encoders for the ``text-encoder`` group, else the UNet's
-    ``group`` (one of ``unet_groups``); ``unet``: another copy of the pipeline's UNet to train."""
+    ``group`` (one of ``unet_groups``), or with ``lora_rank`` LoRA adapters on its Linear layers;
+    ``unet``: another copy of the pipeline's UNet to train."""
 
     unet = denoiser(pipeline) if unet is None else unet
     if group == TEXT_ENCODER_GROUP:
         return TrainedTextEncoders(unet, select_text_encoder_parameters(pipeline))
+    if lora_rank:
+        return TrainedLora(unet, lora_targets(unet, group, unet_groups), lora_rank)
     return TrainedUNet(unet, select_parameters(unet, group, unet_groups))
 
 

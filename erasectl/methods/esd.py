@@ -55,7 +55,7 @@ from erasectl.checkpoint import TEXT_ENCODERS
 from erasectl.diffusion import prediction_type, sampling_scheduler
 from erasectl.distributed import batch_part, check_batch, gather_parts, world
 from erasectl.errors import ConfigError, UserError
-from erasectl.methods.base import ALL_FAMILIES, ErasureResult, Method, MethodConfig, Progress, Stopwatch, setting
+from erasectl.methods.base import ALL_FAMILIES, ErasureResult, Method, Progress, Stopwatch, TrainedConfig, setting
 from erasectl.methods.common import distance, modules_restored, trained_model, unet_calls
 from erasectl.parameter_groups import TEXT_ENCODER_GROUP
 from erasectl.run_state import RunControl, StepHook
@@ -72,7 +72,7 @@ FAST_MODE = {"batch_size": 8, "trajectory_reuse": 10, "ddim_steps": 25}
 
 
 @dataclass
-class ESDConfig(MethodConfig):
+class ESDConfig(TrainedConfig):
     """Defaults: the authors' diffusers script, which real models get (the embedded world's own
     measured set lives in ``erasectl.world.defaults``)."""
 
@@ -142,6 +142,12 @@ class ESDConfig(MethodConfig):
             raise ConfigError(
                 "faithful mode is esd_sd.py, which trains the UNet; train the text encoder with --mode faithful-fp32 or fast"
             )
+        if self.lora_rank and self.mode == "faithful":
+            raise ConfigError(
+                "faithful mode is esd_sd.py's full-weight bf16 training; train a LoRA with --mode faithful-fp32 or fast (--mixed-precision bf16 for bf16 compute)"
+            )
+        if self.lora_rank and self.parameter_group == TEXT_ENCODER_GROUP:
+            raise ConfigError("--lora-rank adapts the denoiser; choose a denoiser parameter group, not text-encoder")
         if self.mode in LOOP_MODES and self.batch_size != 1:
             raise ConfigError(
                 f"faithful mode trains one sample per iteration, as the authors' script does; got batch_size {self.batch_size} (use --mode fast to batch)"
@@ -317,7 +323,7 @@ class _Training:
         self.released = ReleasedPrecision(pipeline) if config.mode == "faithful" else None
         if self.released is not None:
             self.unet = unet = self.released.unet
-        self.model = trained_model(pipeline, config.parameter_group, UNET_GROUPS, unet)
+        self.model = trained_model(pipeline, config.parameter_group, UNET_GROUPS, unet, config.lora_rank)
         # The trained model's own text conditioning: through the trained encoders (with gradients) when
         # they are what is trained, else the frozen encodings below.
         self.encode_trained = differentiable_conditioning if self.model.trains_text else encode_prompts

@@ -217,13 +217,19 @@ def short_prompts(pipeline, prompts: list[tuple[str, str]], positions: str):
         return
     longest = max(len(tokenizers[0](p).input_ids) for p, _ in prompts)
     saved = [t.model_max_length for t in tokenizers]
+    # SD3's and FLUX's pipelines pad CLIP to their own tokenizer_max_length (T5 is not causal: left as it is)
+    own = getattr(pipeline, "tokenizer_max_length", None)
     try:
         for tokenizer in tokenizers:
             tokenizer.model_max_length = min(longest, tokenizer.model_max_length)
+        if own is not None:
+            pipeline.tokenizer_max_length = min(longest, own)
         yield
     finally:
         for tokenizer, length in zip(tokenizers, saved):
             tokenizer.model_max_length = length
+        if own is not None:
+            pipeline.tokenizer_max_length = own
 
 
 def null_basis(prior: torch.Tensor, threshold: float) -> torch.Tensor:

@@ -1,0 +1,98 @@
+"""One LoRA ESD training step on SD3.5-medium-shaped weights on a CPU: seconds and peak memory.
+
+    python benchmarks/transformer_step.py [--bpe FILE] [--size 512] [--json benchmarks/results-transformer_step.json]
+
+The model of ``benchmarks/transformer_scale.py`` (SD3.5-medium's transformer, 2.5B parameters, and
+both CLIP encoders in their real shapes; no T5, whose 256 rows are then zeros as
+``StableDiffusion3Pipeline`` makes them), trained as the issue asks a 24 GB card to: ESD's fast mode
+with ``--lora-rank 8`` on ``esd-x`` (the dual-stream text path), bf16 autocast, gradient
+checkpointing, one iteration, x_t at ``--size`` pixels (``ddim_steps`` 1: x_t is the noise, so the
+step is the frozen predictions and one trained forward and backward). Peak memory is the process's
+resident peak (weights in fp32: the transformer alone is 10 GB of it). Goal (issue 36): a LoRA ESD
+step on SD3.5-medium shapes within 24 GB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from neighbours_scale import clip_tokenizer_files, find_bpe  # noqa: E402
+from transformer_scale import SD35_MEDIUM, clip  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bpe", default=None)
+    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--rank", type=int, default=8)
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args()
+
+    import torch
+    from diffusers import (
+        AutoencoderKL,
+        FlowMatchEulerDiscreteScheduler,
+        SD3Transformer2DModel,
+        StableDiffusion3Pipeline,
+    )
+    from transformers import CLIPTokenizer
+
+    from erasectl.erasure import ErasureRequest, build_config, erase_concepts
+    from erasectl.profiles import PaperProfile
+    from erasectl.provenance import versions
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = clip_tokenizer_files(find_bpe(args.bpe), Path(tmp) / "tokenizer")
+        tokenizer = CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=77)
+        torch.manual_seed(0)
+        pipeline = StableDiffusion3Pipeline(
+            transformer=SD3Transformer2DModel(**SD35_MEDIUM),
+            scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
+            vae=AutoencoderKL(block_out_channels=(32,), latent_channels=16, norm_num_groups=32),
+            text_encoder=clip(768, 12, 12, tokenizer),
+            tokenizer=tokenizer,
+            text_encoder_2=clip(1280, 32, 20, tokenizer),
+            tokenizer_2=tokenizer,
+            text_encoder_3=None,
+            tokenizer_3=None,
+        )
+        pipeline.vae_scale_factor = 8  # the real VAE's; the stand-in VAE is never run
+        pipeline.set_progress_bar_config(disable=True)
+        built_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+        given = {"mode": "fast", "steps": 1, "ddim_steps": 1, "batch_size": 1, "sample_size": args.size,
+                 "lora_rank": args.rank, "parameter_group": "esd-x"}  # fmt: skip
+        config = build_config("esd", PaperProfile(), given)
+        request = ErasureRequest(["car"], PaperProfile(), model_name="sd3.5-medium-shaped")
+        started = time.perf_counter()
+        checkpoint = erase_concepts(
+            pipeline, "esd", request, config, mixed_precision="bf16", gradient_checkpointing=True
+        )
+        seconds = time.perf_counter() - started
+    factors = checkpoint.lora_factors()
+    result = {
+        "benchmark": "one LoRA ESD step on SD3.5-medium-shaped weights (random init, fp32 weights, bf16 autocast, gradient checkpointing, no T5), CPU",
+        "size_px": args.size,
+        "lora_rank": args.rank,
+        "adapted_layers": len(factors),
+        "adapter_parameters": sum(d.numel() + u.numel() for d, u in factors.values()),
+        "step_seconds": round(seconds, 1),
+        "rss_after_build_gb": round(built_rss, 2),
+        "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
+        "final_loss": checkpoint.recipe["final_loss"],
+        "goal": "within 24 GB",
+        "versions": versions(),
+    }
+    print(json.dumps({k: v for k, v in result.items() if k != "versions"}, indent=1))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
