@@ -12,13 +12,13 @@ from pathlib import Path
 
 import torch
 
-from erasectl.architecture import TRANSFORMER_FAMILIES, family, latent_shape
+from erasectl.architecture import TRANSFORMER_FAMILIES, family, latent_shape, transformer_family
 from erasectl.checkpoint import TEXT_ENCODERS, ErasedCheckpoint, component_tensors, key_name
 from erasectl.errors import UserError
 from erasectl.files import give_usual_modes, prepare_output_dir, write_atomically
 from erasectl.generation import SamplerSettings, generate
 from erasectl.ldm_layout import pipeline_to_ldm
-from erasectl.models import absent_components, load_pipeline, model_profile, resolve_model
+from erasectl.models import absent_components, load_pipeline, load_transformer_file, model_profile, resolve_model
 from erasectl.profiles import write_marker
 
 FORMATS = ("diffusers", "lora", "kohya")
@@ -289,9 +289,30 @@ def write_vocabulary_files(pipeline, out: Path) -> None:
             backend.model.save(str(out / name))
 
 
+def export_transformer_file(checkpoint: ErasedCheckpoint, pipeline, out: Path) -> dict:
+    """SD3's or FLUX's transformer alone, in its original layout (ComfyUI's ``models/diffusion_models``;
+    diffusers' ``from_single_file``): the family's ``original_layout``."""
+    from safetensors.torch import save_file
+
+    path = out / f"{out.name}.safetensors"
+    state = {
+        k: v.contiguous()
+        for k, v in transformer_family(pipeline.transformer).original_layout(pipeline.transformer).items()
+    }
+    metadata = modelspec_metadata(checkpoint, pipeline, out.name, "checkpoint")
+    write_atomically(path, lambda tmp: save_file(state, str(tmp), metadata=metadata))
+    return {
+        "file": str(path),
+        "tensors": len(state),
+        "holds": "the transformer alone (models/diffusion_models in ComfyUI)",
+    }
+
+
 def export_single_file(checkpoint: ErasedCheckpoint, pipeline, out: Path) -> dict:
     from safetensors.torch import save_file
 
+    if family(pipeline) in TRANSFORMER_FAMILIES.values():
+        return export_transformer_file(checkpoint, pipeline, out)
     if type(pipeline).__name__ not in ("StableDiffusionPipeline", "StableDiffusionXLPipeline"):
         raise UserError(
             f"single-file export supports SD 1.x, 2.x and SDXL pipelines; this is a {type(pipeline).__name__}: export --format diffusers"
@@ -331,6 +352,9 @@ def verify_export(
     if kind == "diffusers":
         folder = Path(result["folder"])
         reloaded = pipeline_class.from_pretrained(folder, local_files_only=True, **absent_components(folder))
+    elif kind == "single-file" and getattr(erased_pipeline, "transformer", None) is not None:
+        reloaded = load_base()
+        reloaded.transformer = load_transformer_file(Path(result["file"]), Path(config_folder))
     elif kind == "single-file":
         reloaded = pipeline_class.from_single_file(result["file"], config=str(config_folder), local_files_only=True)
     else:

@@ -234,8 +234,32 @@ def absent_components(source) -> dict:
     return {name: None for name, value in entries.items() if value == [None, None]}
 
 
+def transformer_only(path: Path, index: Path) -> bool:
+    """Whether a file holds an SD3 or FLUX transformer alone (ComfyUI's ``diffusion_models`` files,
+    erasectl's single-file export of them): the config folder's pipeline has a transformer, and the
+    file has no VAE or text encoder in it."""
+    from safetensors import safe_open
+
+    if "transformer" not in json.loads(index.read_text()) or path.suffix != ".safetensors":
+        return False
+    with safe_open(str(path), "pt") as handle:
+        return not any(k.startswith(("first_stage_model.", "text_encoders.", "vae.")) for k in handle.keys())
+
+
+def load_transformer_file(path: Path, config: Path, **kwargs):
+    """The transformer of a transformer-only file, with the config folder's transformer config."""
+    import diffusers
+
+    _, class_name = json.loads((config / "model_index.json").read_text())["transformer"]
+    return getattr(diffusers, class_name).from_single_file(
+        str(path), config=str(config), subfolder="transformer", local_files_only=True, **kwargs
+    )
+
+
 def _load_single_file(path: Path, config, allow_pickle: bool, kwargs: dict):
-    """An SD 1.x, 2.x or SDXL single-file checkpoint, read offline with the configs of ``config``."""
+    """A single-file checkpoint, read offline with the configs of ``config``: SD 1.x, 2.x or SDXL
+    (the whole pipeline), SD3 or FLUX (the whole pipeline, or the transformer alone, the rest then
+    read from ``config``, which must hold their weights)."""
     import diffusers
 
     if path.suffix != ".safetensors" and not allow_pickle:
@@ -260,6 +284,11 @@ def _load_single_file(path: Path, config, allow_pickle: bool, kwargs: dict):
             f"--model-config {config} describes a {class_name or 'unknown'} pipeline, which cannot load a single file; use an SD 1.x, 2.x or SDXL folder"
         )
     try:
+        if transformer_only(path, index):
+            transformer = load_transformer_file(path, config, **kwargs)
+            return pipeline_class.from_pretrained(
+                config, transformer=transformer, local_files_only=True, **absent_components(config), **kwargs
+            )
         return pipeline_class.from_single_file(str(path), config=str(config), local_files_only=True, **kwargs)
     except Exception as error:  # diffusers raises many types for a file of another family or a broken file
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__

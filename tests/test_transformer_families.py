@@ -96,7 +96,7 @@ def test_advunlearn_refuses_a_transformer_family_in_one_line(transformer_family,
     assert not out.exists()
 
 
-def test_a_transformer_erasure_exports_as_a_diffusers_folder_and_refuses_a_lora(transformer_family, tmp_path):
+def test_a_transformer_erasure_exports_as_a_diffusers_folder_and_refuses_kohya_names(transformer_family, tmp_path):
     family, folder = transformer_family
     if family != "flux-dev":
         pytest.skip("one family is enough")
@@ -116,7 +116,7 @@ def test_a_transformer_erasure_exports_as_a_diffusers_folder_and_refuses_a_lora(
     for key, tensor in ErasedCheckpoint.load(run).tensors.items():
         assert torch.equal(reloaded.transformer.get_parameter(key.partition(".")[2]), tensor)
     lora = runner.invoke(app, ["export", str(run), "--format", "kohya", "--out", str(tmp_path / "k"), "--quiet"])
-    assert lora.exit_code == 2 and "flux LoRAs are not written yet" in lora.output
+    assert lora.exit_code == 2 and "for flux export --format lora" in lora.output
     assert not (tmp_path / "k").exists()
     attacked = runner.invoke(app, ["attack", "--checkpoint", str(run), "--out", str(tmp_path / "a"), "--quiet"])
     assert attacked.exit_code == 2 and "attack supports SD 1.x, 2.x and SDXL models, not flux yet" in attacked.output
@@ -147,3 +147,83 @@ def test_evaluate_measures_a_transformer_erasure_with_the_family_s_sampler(trans
     attacked = runner.invoke(app, [*common, "--attack", "soft-prompt", "--out", str(tmp_path / "attacked")])
     assert attacked.exit_code == 2 and "--attack supports SD 1.x, 2.x and SDXL models, not" in attacked.output
     assert not (tmp_path / "attacked").exists()
+
+
+def test_an_sd3_erasure_exports_as_one_transformer_file_that_loads_and_erases_again(transformer_family, tmp_path):
+    """The single file holds the transformer in Stability AI's MMDiT layout; the export's own check
+    reloads it with diffusers' from_single_file (bit-identical, same images), and erasectl loads it
+    again with --model FILE --model-config FOLDER."""
+    family, folder = transformer_family
+    if family != "sd3":
+        pytest.skip("one family is enough; FLUX's layout is checked at its real width below")
+    run = tmp_path / "run"
+    erased = runner.invoke(app, ["erase", "--concept", "circle", "--method", "uce", "--model", str(folder),
+                                 "--out", str(run), "--quiet"])  # fmt: skip
+    assert erased.exit_code == 0, erased.output
+    out = tmp_path / "file"
+    exported = runner.invoke(
+        app, ["export", str(run), "--format", "single-file", "--out", str(out), "--quiet", "--json"]
+    )
+    assert exported.exit_code == 0, exported.output
+    summary = json.loads(exported.output)
+    assert summary["verification"]["max_pixel_difference"] == 0
+    from safetensors import safe_open
+
+    with safe_open(summary["file"], "pt") as handle:
+        keys = set(handle.keys())
+    assert "joint_blocks.0.x_block.attn.qkv.weight" in keys and "context_embedder.weight" in keys
+    again = runner.invoke(app, ["erase", "--concept", "square", "--method", "uce", "--model", summary["file"],
+                                "--model-config", str(folder), "--out", str(tmp_path / "again"), "--quiet"])  # fmt: skip
+    assert again.exit_code == 0, again.output
+
+
+@pytest.mark.parametrize("guidance_embeds", [True, False])
+def test_flux_s_original_layout_is_what_diffusers_single_file_converter_reads(guidance_embeds):
+    """FLUX's single-file layout (Black Forest Labs' names, q/k/v and the single blocks' MLP input
+    fused, the final adaLN halves swapped) read back by diffusers' own converter gives every tensor
+    exactly. That converter assumes FLUX's real width (3072), so the model here has it, with one
+    block of each kind."""
+    from diffusers import FluxTransformer2DModel
+    from diffusers.loaders.single_file_utils import convert_flux_transformer_checkpoint_to_diffusers
+
+    from erasectl.families import of
+
+    torch.manual_seed(0)
+    transformer = FluxTransformer2DModel(
+        patch_size=1, in_channels=16, num_layers=1, num_single_layers=1, attention_head_dim=128, num_attention_heads=24,
+        joint_attention_dim=32, pooled_projection_dim=32, guidance_embeds=guidance_embeds, axes_dims_rope=(16, 56, 56),
+    )  # fmt: skip
+    original = of(transformer).original_layout(transformer)
+    assert "double_blocks.0.img_attn.qkv.weight" in original and "single_blocks.0.linear1.weight" in original
+    back = convert_flux_transformer_checkpoint_to_diffusers(dict(original))
+    state = transformer.state_dict()
+    assert set(back) == set(state)
+    for key, tensor in state.items():
+        assert torch.equal(back[key], tensor), key
+
+
+def test_sd35_s_original_layout_is_what_diffusers_single_file_converter_reads():
+    """SD3.5's MMDiT (dual attention in the first blocks, RMS q/k norms) in Stability AI's layout,
+    read back by diffusers' own converter, gives every tensor exactly (the last block's context
+    adaLN halves swapped, as its final-layer form needs)."""
+    from diffusers import SD3Transformer2DModel
+    from diffusers.loaders.single_file_utils import convert_sd3_transformer_checkpoint_to_diffusers
+
+    from erasectl.families import of
+
+    torch.manual_seed(0)
+    transformer = SD3Transformer2DModel(
+        sample_size=8, patch_size=1, in_channels=16, num_layers=3, attention_head_dim=8, num_attention_heads=4,
+        joint_attention_dim=32, caption_projection_dim=32, pooled_projection_dim=64, out_channels=16,
+        pos_embed_max_size=16, dual_attention_layers=(0, 1), qk_norm="rms_norm",
+    )  # fmt: skip
+    original = of(transformer).original_layout(transformer)
+    assert (
+        "joint_blocks.0.x_block.attn2.qkv.weight" in original
+        and "joint_blocks.2.context_block.attn.ln_q.weight" in original
+    )
+    back = convert_sd3_transformer_checkpoint_to_diffusers(dict(original))
+    state = transformer.state_dict()
+    assert set(back) == set(state)
+    for key, tensor in state.items():
+        assert torch.equal(back[key], tensor), key

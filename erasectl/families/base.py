@@ -12,6 +12,7 @@ packs and unpacks those rows; a family says how to encode prompts and how to cal
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from typing import ClassVar
 
@@ -22,6 +23,48 @@ import torch
 #   distilled        one pass, the guidance scale an input of the denoiser (FLUX.1-dev)
 #   none             one pass, no guidance at all (FLUX.1-schnell, timestep-distilled)
 GUIDANCE_KINDS = ("classifier-free", "distilled", "none")
+
+
+# One rule of an original (single-file) layout: a diffusers module name (a regex, its groups
+# numbered blocks), the original module it becomes (a template over those groups; empty: the
+# parameter stands alone, at the top), the place of
+# its rows when several diffusers modules are fused into one original tensor (None: alone), and
+# whether its parameter is named ``scale`` there (the q/k norms).
+Rule = tuple[str, str, int | None, bool]
+
+
+def swap_halves(tensor: torch.Tensor) -> torch.Tensor:
+    """The two halves of an adaLN output projection exchanged: the original code orders them
+    (shift, scale), diffusers (scale, shift); the same swap goes either way."""
+    first, second = tensor.chunk(2, dim=0)
+    return torch.cat([second, first], dim=0)
+
+
+def original_layout(state: dict[str, torch.Tensor], rules: list[Rule], swapped) -> dict[str, torch.Tensor]:
+    """A diffusers transformer's tensors under the original checkpoint's names: each parameter
+    renamed by the first rule its module matches, fused ones concatenated along rows in their
+    order, the modules ``swapped(name)`` says swapped. A parameter no rule names is an error."""
+    pieces: dict[str, dict[int, torch.Tensor]] = {}
+    found: dict[str, torch.Tensor] = {}
+    for key, tensor in state.items():
+        module, _, parameter = key.rpartition(".")
+        for pattern, template, order, scale in rules:
+            match = re.fullmatch(pattern, module)
+            if match is None:
+                continue
+            name = match.expand(template)
+            target = f"{name}.{'scale' if scale else parameter}" if name else parameter
+            tensor = swap_halves(tensor) if swapped(module) else tensor
+            if order is None:
+                found[target] = tensor
+            else:
+                pieces.setdefault(target, {})[order] = tensor
+            break
+        else:
+            raise ValueError(f"no original name for {key}")
+    for target, parts in pieces.items():
+        found[target] = torch.cat([parts[i] for i in sorted(parts)], dim=0)
+    return found
 
 
 class TransformerFamily(ABC):
@@ -81,6 +124,11 @@ class TransformerFamily(ABC):
     def sampling_sigmas(self, num_steps: int):
         """The sigmas the family's pipeline hands its scheduler (None: ``set_timesteps(num_steps)``)."""
         return None
+
+    @abstractmethod
+    def original_layout(self, transformer) -> dict[str, torch.Tensor]:
+        """The transformer's tensors as the family's original single-file checkpoint names them
+        (what ComfyUI's diffusion-model loader and diffusers' ``from_single_file`` read)."""
 
     def training_guidance(self, transformer) -> float:
         """The guidance value a distilled model is trained and queried with (unused otherwise)."""

@@ -11,7 +11,43 @@ from __future__ import annotations
 
 import torch
 
-from erasectl.families.base import TransformerFamily
+from erasectl.families.base import Rule, TransformerFamily, original_layout
+
+_DOUBLE, _SINGLE = r"transformer_blocks\.(\d+)\.", r"single_transformer_blocks\.(\d+)\."
+# diffusers' names -> Black Forest Labs' (the flux1-dev.safetensors layout); q, k and v (and the
+# single blocks' MLP input) are fused there, in this order
+RULES: list[Rule] = [
+    (r"x_embedder", "img_in", None, False),
+    (r"context_embedder", "txt_in", None, False),
+    (r"time_text_embed\.timestep_embedder\.linear_1", "time_in.in_layer", None, False),
+    (r"time_text_embed\.timestep_embedder\.linear_2", "time_in.out_layer", None, False),
+    (r"time_text_embed\.text_embedder\.linear_1", "vector_in.in_layer", None, False),
+    (r"time_text_embed\.text_embedder\.linear_2", "vector_in.out_layer", None, False),
+    (r"time_text_embed\.guidance_embedder\.linear_1", "guidance_in.in_layer", None, False),
+    (r"time_text_embed\.guidance_embedder\.linear_2", "guidance_in.out_layer", None, False),
+    (r"proj_out", "final_layer.linear", None, False),
+    (r"norm_out\.linear", "final_layer.adaLN_modulation.1", None, False),
+    (_DOUBLE + r"norm1\.linear", r"double_blocks.\1.img_mod.lin", None, False),
+    (_DOUBLE + r"norm1_context\.linear", r"double_blocks.\1.txt_mod.lin", None, False),
+    *[(_DOUBLE + rf"attn\.to_{x}", r"double_blocks.\1.img_attn.qkv", i, False) for i, x in enumerate("qkv")],
+    *[(_DOUBLE + rf"attn\.add_{x}_proj", r"double_blocks.\1.txt_attn.qkv", i, False) for i, x in enumerate("qkv")],
+    (_DOUBLE + r"attn\.norm_q", r"double_blocks.\1.img_attn.norm.query_norm", None, True),
+    (_DOUBLE + r"attn\.norm_k", r"double_blocks.\1.img_attn.norm.key_norm", None, True),
+    (_DOUBLE + r"attn\.norm_added_q", r"double_blocks.\1.txt_attn.norm.query_norm", None, True),
+    (_DOUBLE + r"attn\.norm_added_k", r"double_blocks.\1.txt_attn.norm.key_norm", None, True),
+    (_DOUBLE + r"attn\.to_out\.0", r"double_blocks.\1.img_attn.proj", None, False),
+    (_DOUBLE + r"attn\.to_add_out", r"double_blocks.\1.txt_attn.proj", None, False),
+    (_DOUBLE + r"ff\.net\.0\.proj", r"double_blocks.\1.img_mlp.0", None, False),
+    (_DOUBLE + r"ff\.net\.2", r"double_blocks.\1.img_mlp.2", None, False),
+    (_DOUBLE + r"ff_context\.net\.0\.proj", r"double_blocks.\1.txt_mlp.0", None, False),
+    (_DOUBLE + r"ff_context\.net\.2", r"double_blocks.\1.txt_mlp.2", None, False),
+    (_SINGLE + r"norm\.linear", r"single_blocks.\1.modulation.lin", None, False),
+    *[(_SINGLE + rf"attn\.to_{x}", r"single_blocks.\1.linear1", i, False) for i, x in enumerate("qkv")],
+    (_SINGLE + r"proj_mlp", r"single_blocks.\1.linear1", 3, False),
+    (_SINGLE + r"attn\.norm_q", r"single_blocks.\1.norm.query_norm", None, True),
+    (_SINGLE + r"attn\.norm_k", r"single_blocks.\1.norm.key_norm", None, True),
+    (_SINGLE + r"proj_out", r"single_blocks.\1.linear2", None, False),
+]
 
 
 def _pipeline_class():
@@ -81,6 +117,9 @@ class Flux(TransformerFamily):
         import numpy as np
 
         return np.linspace(1.0, 1 / num_steps, num_steps)  # FluxPipeline's
+
+    def original_layout(self, transformer) -> dict[str, torch.Tensor]:
+        return original_layout(transformer.state_dict(), RULES, lambda module: module == "norm_out.linear")
 
     def training_guidance(self, transformer) -> float:
         return 3.5  # FluxPipeline's guidance_scale default; diffusers' FLUX training scripts' --guidance_scale

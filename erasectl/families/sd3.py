@@ -8,7 +8,42 @@ The denoiser reads the timestep on the scheduler's 0 to 1000 scale.
 
 from __future__ import annotations
 
-from erasectl.families.base import TransformerFamily
+import torch
+
+from erasectl.families.base import Rule, TransformerFamily, original_layout
+
+_BLOCK, _X, _C = r"transformer_blocks\.(\d+)\.", r"joint_blocks.\1.x_block.", r"joint_blocks.\1.context_block."
+# diffusers' names -> Stability AI's MMDiT (the sd3.5_medium.safetensors layout, without its
+# "model.diffusion_model." prefix); q, k and v are fused there, in this order
+RULES: list[Rule] = [
+    (r"pos_embed", "", None, False),
+    (r"pos_embed\.proj", "x_embedder.proj", None, False),
+    (r"time_text_embed\.timestep_embedder\.linear_1", "t_embedder.mlp.0", None, False),
+    (r"time_text_embed\.timestep_embedder\.linear_2", "t_embedder.mlp.2", None, False),
+    (r"time_text_embed\.text_embedder\.linear_1", "y_embedder.mlp.0", None, False),
+    (r"time_text_embed\.text_embedder\.linear_2", "y_embedder.mlp.2", None, False),
+    (r"context_embedder", "context_embedder", None, False),
+    (r"proj_out", "final_layer.linear", None, False),
+    (r"norm_out\.linear", "final_layer.adaLN_modulation.1", None, False),
+    *[(_BLOCK + rf"attn\.to_{x}", _X + "attn.qkv", i, False) for i, x in enumerate("qkv")],
+    *[(_BLOCK + rf"attn\.add_{x}_proj", _C + "attn.qkv", i, False) for i, x in enumerate("qkv")],
+    *[(_BLOCK + rf"attn2\.to_{x}", _X + "attn2.qkv", i, False) for i, x in enumerate("qkv")],
+    (_BLOCK + r"attn\.norm_q", _X + "attn.ln_q", None, False),
+    (_BLOCK + r"attn\.norm_k", _X + "attn.ln_k", None, False),
+    (_BLOCK + r"attn\.norm_added_q", _C + "attn.ln_q", None, False),
+    (_BLOCK + r"attn\.norm_added_k", _C + "attn.ln_k", None, False),
+    (_BLOCK + r"attn2\.norm_q", _X + "attn2.ln_q", None, False),
+    (_BLOCK + r"attn2\.norm_k", _X + "attn2.ln_k", None, False),
+    (_BLOCK + r"attn\.to_out\.0", _X + "attn.proj", None, False),
+    (_BLOCK + r"attn\.to_add_out", _C + "attn.proj", None, False),
+    (_BLOCK + r"attn2\.to_out\.0", _X + "attn2.proj", None, False),
+    (_BLOCK + r"norm1\.linear", _X + "adaLN_modulation.1", None, False),
+    (_BLOCK + r"norm1_context\.linear", _C + "adaLN_modulation.1", None, False),
+    (_BLOCK + r"ff\.net\.0\.proj", _X + "mlp.fc1", None, False),
+    (_BLOCK + r"ff\.net\.2", _X + "mlp.fc2", None, False),
+    (_BLOCK + r"ff_context\.net\.0\.proj", _C + "mlp.fc1", None, False),
+    (_BLOCK + r"ff_context\.net\.2", _C + "mlp.fc2", None, False),
+]
 
 
 class SD3(TransformerFamily):
@@ -50,6 +85,11 @@ class SD3(TransformerFamily):
         if getattr(pipeline, "text_encoder_3", None) is not None:
             streams.append(("tokenizer_3", clip, self.sequence_length(pipeline)))
         return streams
+
+    def original_layout(self, transformer) -> dict[str, torch.Tensor]:
+        # the last block's context adaLN is a final-layer one (context_pre_only): its halves swap too
+        last = f"transformer_blocks.{transformer.config.num_layers - 1}.norm1_context.linear"
+        return original_layout(transformer.state_dict(), RULES, lambda module: module in ("norm_out.linear", last))
 
     def latent_channels(self, transformer) -> int:
         return transformer.config.in_channels
