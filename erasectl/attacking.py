@@ -6,7 +6,6 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from erasectl.architecture import TRANSFORMER_FAMILIES, family
 from erasectl.attacks import PLACEHOLDER, AttackConfig, run_attack, save_embeddings
 from erasectl.checkpoint import ErasedCheckpoint, model_loaders
 from erasectl.errors import UserError
@@ -43,8 +42,6 @@ def attack_checkpoint(request: AttackRequest, out: Path, force: bool = False, pr
     if not concept:
         raise UserError("the concept is empty; pass --concept with the erased words")
     loaded = load_base([erased], None, request.model_config, Drawing(), request.device, request.allow_pickle)
-    if family(loaded.pipeline) in TRANSFORMER_FAMILIES.values():
-        raise UserError(f"attack supports SD 1.x, 2.x and SDXL models, not {family(loaded.pipeline)} yet; generate draws from it")  # fmt: skip
     protocol = protocol_for(loaded.profile, concept, request.surrounding, [], None, request.judge)
     judge = ClipJudge.load(request.judge, device=request.device)
     (_, load_base_model, _), (_, load_erased, _) = model_loaders(loaded.pipeline, erased.base_model, [erased])

@@ -28,8 +28,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from erasectl.architecture import differentiable_conditioning, predict_noise
-from erasectl.diffusion import noise_target, training_scheduler
+from erasectl.architecture import denoiser, differentiable_conditioning, predict_noise
+from erasectl.diffusion import draw_timesteps, noise_target, training_scheduler
 from erasectl.errors import ConfigError
 from erasectl.files import write_atomically
 from erasectl.generation import draw_latents, generate
@@ -58,7 +58,24 @@ ATTACK_ROW = (
 # evaluate's attack draws from the evaluation seeds (which, like erase seeds, start at 0).
 DEFENCE_SEED_OFFSET = 1_000_000
 PLACEHOLDER = "<erasectl-attack>"
-ENCODERS = (("tokenizer", "text_encoder", "clip_l"), ("tokenizer_2", "text_encoder_2", "clip_g"))
+T5_KEY = "t5xxl"  # SD3's and FLUX's T5, as their single-file checkpoints name it
+
+
+def encoders(pipeline) -> list[tuple[str, str, str]]:
+    """``(tokenizer, text encoder, key)`` of every text encoder the pipeline has: CLIP-L and CLIP-G
+    (SDXL, SD3), and T5 (SD3's third, FLUX's second), whose token the attacks learn too."""
+    found = []
+    for tokenizer, encoder in (
+        ("tokenizer", "text_encoder"),
+        ("tokenizer_2", "text_encoder_2"),
+        ("tokenizer_3", "text_encoder_3"),
+    ):
+        module = getattr(pipeline, encoder, None)
+        if module is None or getattr(pipeline, tokenizer, None) is None:
+            continue
+        t5 = type(module).__name__.startswith("T5")
+        found.append((tokenizer, encoder, T5_KEY if t5 else "clip_l" if encoder == "text_encoder" else "clip_g"))
+    return found
 
 
 @dataclass(frozen=True)
@@ -121,7 +138,7 @@ def noise_draws(pipeline, latents: torch.Tensor, count: int, generator: torch.Ge
     index = torch.randint(0, len(latents), (count,), generator=generator)
     clean = latents[index]
     noise = torch.randn(clean.shape, generator=generator).to(clean)
-    timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (count,), generator=generator)
+    timesteps = draw_timesteps(scheduler, count, generator)
     return (
         index,
         scheduler.add_noise(clean, noise, timesteps),
@@ -135,13 +152,20 @@ def denoising_loss(
 ) -> torch.Tensor:
 
     conditioning = differentiable_conditioning(pipeline, prompts)
-    prediction = predict_noise(pipeline.unet, noisy, timesteps.to(noisy.device), conditioning)
+    prediction = predict_noise(denoiser(pipeline), noisy, timesteps.to(noisy.device), conditioning)
     return torch.nn.functional.mse_loss(prediction.float(), target.float())
 
 
 def replace_concept(prompt: str, concept: str, word: str) -> str:
     head, _, tail = prompt.rpartition(concept)
     return " ".join(f"{head}{word}{tail}".split())
+
+
+def token_table(encoder) -> torch.nn.Embedding:
+    """The embedding table a text encoder's forward reads: T5's stack holds its own module over the
+    shared weights, which ``get_input_embeddings`` does not return."""
+    stack = getattr(encoder, "encoder", None)
+    return getattr(stack, "embed_tokens", None) or encoder.get_input_embeddings()
 
 
 @contextmanager
@@ -151,7 +175,7 @@ def placeholder_token(pipeline, init_word: str):
     placeholder's id is read. Initialised from ``init_word``'s token embedding(s)."""
     import copy
 
-    originals = {name: getattr(pipeline, name) for name, _, _ in ENCODERS if getattr(pipeline, name, None) is not None}
+    originals = {name: getattr(pipeline, name) for name, _, _ in encoders(pipeline)}
     copies: dict[int, object] = {}
     for name, tokenizer in originals.items():
         if id(tokenizer) not in copies:
@@ -160,14 +184,14 @@ def placeholder_token(pipeline, init_word: str):
         setattr(pipeline, name, copies[id(tokenizer)])
     vectors, handles = {}, []
     try:
-        for name, encoder_name, key in ENCODERS:
-            encoder = getattr(pipeline, encoder_name, None)
-            if encoder is None or name not in originals:
-                continue
+        for name, encoder_name, key in encoders(pipeline):
+            encoder = getattr(pipeline, encoder_name)
             tokenizer = getattr(pipeline, name)
             token_id = tokenizer.convert_tokens_to_ids(PLACEHOLDER)
-            table = encoder.get_input_embeddings()
-            init_ids = originals[name](init_word, add_special_tokens=False).input_ids or [tokenizer.bos_token_id]
+            table = token_table(encoder)
+            init_ids = originals[name](init_word, add_special_tokens=False).input_ids or [
+                tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+            ]
             vector = torch.nn.Parameter(table.weight[init_ids].detach().float().mean(0).clone())
             vectors[key] = vector
             seen: dict = {}  # the ids of the table's current call, shared by its two hooks
@@ -190,10 +214,8 @@ def random_token_embeddings(pipeline, seed: int) -> dict[str, torch.Tensor]:
     first = pipeline.text_encoder.get_input_embeddings()
     token_id = int(torch.randint(0, first.num_embeddings, (1,), generator=torch.Generator().manual_seed(seed)))
     found = {}
-    for _, encoder_name, key in ENCODERS:
-        encoder = getattr(pipeline, encoder_name, None)
-        if encoder is not None:
-            found[key] = encoder.get_input_embeddings().weight[token_id].detach().float().clone()
+    for _, encoder_name, key in encoders(pipeline):
+        found[key] = getattr(pipeline, encoder_name).get_input_embeddings().weight[token_id].detach().float().clone()
     return found
 
 
@@ -237,11 +259,10 @@ def soft_prompt(
 
     started = time.perf_counter()
     attack_prompts = [replace_concept(p, concept, PLACEHOLDER) for p in prompts]
-    unet = pipeline.unet
+    unet = denoiser(pipeline)
     frozen = [
         (p, p.requires_grad)
-        for module in (unet, *(getattr(pipeline, e, None) for _, e, _ in ENCODERS))
-        if module is not None
+        for module in (unet, *(getattr(pipeline, e) for _, e, _ in encoders(pipeline)))
         for p in module.parameters()
     ]
     for parameter, _ in frozen:

@@ -118,13 +118,10 @@ def test_a_transformer_erasure_exports_as_a_diffusers_folder_and_refuses_kohya_n
     lora = runner.invoke(app, ["export", str(run), "--format", "kohya", "--out", str(tmp_path / "k"), "--quiet"])
     assert lora.exit_code == 2 and "for flux export --format lora" in lora.output
     assert not (tmp_path / "k").exists()
-    attacked = runner.invoke(app, ["attack", "--checkpoint", str(run), "--out", str(tmp_path / "a"), "--quiet"])
-    assert attacked.exit_code == 2 and "attack supports SD 1.x, 2.x and SDXL models, not flux yet" in attacked.output
 
 
 def test_evaluate_measures_a_transformer_erasure_with_the_family_s_sampler(transformer_family, tmp_path):
-    """evaluate draws base and erased models with the family's own steps and guidance; its attacks
-    (CLIP-token ones) refuse the family in one line."""
+    """evaluate draws base and erased models with the family's own steps and guidance."""
     from erasectl.assets import embedded_judge_dir
 
     family, folder = transformer_family
@@ -144,9 +141,6 @@ def test_evaluate_measures_a_transformer_erasure_with_the_family_s_sampler(trans
     assert (metrics["config"]["steps"], metrics["config"]["guidance"]) == expected
     assert list(metrics["models"]) == ["base", "run"]
     assert all(sets["n"] > 0 for model in metrics["models"].values() for sets in model["sets"].values())
-    attacked = runner.invoke(app, [*common, "--attack", "soft-prompt", "--out", str(tmp_path / "attacked")])
-    assert attacked.exit_code == 2 and "--attack supports SD 1.x, 2.x and SDXL models, not" in attacked.output
-    assert not (tmp_path / "attacked").exists()
 
 
 def test_an_sd3_erasure_exports_as_one_transformer_file_that_loads_and_erases_again(transformer_family, tmp_path):
@@ -227,3 +221,47 @@ def test_sd35_s_original_layout_is_what_diffusers_single_file_converter_reads():
     assert set(back) == set(state)
     for key, tensor in state.items():
         assert torch.equal(back[key], tensor), key
+
+
+def test_the_soft_prompt_attack_learns_its_token_in_every_text_encoder_of_sd3(transformer_family, tmp_path):
+    from erasectl.assets import embedded_judge_dir
+
+    family, folder = transformer_family
+    if family != "sd3":
+        pytest.skip("one family is enough; FLUX's token is checked below")
+    run = tmp_path / "run"
+    erased = runner.invoke(app, ["erase", "--concept", "circle", "--method", "uce", "--model", str(folder),
+                                 "--out", str(run), "--quiet"])  # fmt: skip
+    assert erased.exit_code == 0, erased.output
+    out = tmp_path / "attack"
+    attacked = runner.invoke(
+        app, ["attack", "--checkpoint", str(run), "--steps", "3", "--images", "2", "--n-per-prompt", "1",
+              "--judge", str(embedded_judge_dir()), "--surrounding", "ring", "--out", str(out), "--quiet", "--json"],
+    )  # fmt: skip
+    assert attacked.exit_code == 0, attacked.output
+    summary = json.loads(attacked.output)
+    assert len(summary["losses"]) == 3 and summary["images"] > 0
+    from safetensors import safe_open
+
+    with safe_open(str(out / "embedding.safetensors"), "pt") as handle:
+        assert set(handle.keys()) == {"clip_l", "clip_g", "t5xxl"}
+
+
+def test_a_placeholder_token_reaches_flux_through_t5_and_clip(transformer_family):
+    """The attacks' learned token, in FLUX's two encoders: its T5 vector moves the token rows and its
+    CLIP vector the pooled vector, so the denoising loss has a gradient for both."""
+    from erasectl.attacks import PLACEHOLDER, denoising_loss, placeholder_token
+    from erasectl.models import load_pipeline
+
+    family, folder = transformer_family
+    if family != "flux-dev":
+        pytest.skip("one family is enough")
+    pipeline = load_pipeline(str(folder))
+    latents = torch.randn(2, 4, 4, 4, generator=torch.Generator().manual_seed(0))
+    with placeholder_token(pipeline, "shape") as vectors:
+        assert set(vectors) == {"clip_l", "t5xxl"}
+        loss = denoising_loss(pipeline, [f"a photo of a {PLACEHOLDER}"] * 2, latents, torch.tensor([300.0, 600.0]),
+                              torch.zeros_like(latents))  # fmt: skip
+        loss.backward()
+        assert all(float(v.grad.abs().sum()) > 0 for v in vectors.values())
+    assert PLACEHOLDER not in pipeline.tokenizer_2.get_vocab()

@@ -7,7 +7,7 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from erasectl.architecture import TRANSFORMER_FAMILIES, family, sampling_defaults
+from erasectl.architecture import sampling_defaults
 from erasectl.attacks import ATTACKS
 from erasectl.checkpoint import ErasedCheckpoint, model_loaders
 from erasectl.distributed import is_main_process
@@ -112,8 +112,6 @@ def prepare(request: EvaluationRequest):
     base = load_base(
         checkpoints, request.model, request.model_config, request.drawing, request.device, request.allow_pickle
     )
-    if request.attacks and family(base.pipeline) in TRANSFORMER_FAMILIES.values():
-        raise UserError(f"--attack supports SD 1.x, 2.x and SDXL models, not {family(base.pipeline)} yet; evaluate without it")  # fmt: skip
     drawing = request.drawing
     steps, guidance = sampling_defaults(base.pipeline)
     steps = steps if request.steps is None else request.steps
