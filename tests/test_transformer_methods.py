@@ -182,11 +182,11 @@ def test_esd_lowers_its_own_objective_on_held_out_states(folders, family):
     pipeline = load(folders, family)
     module = denoiser(pipeline)
     config = get_method("esd").config_class(
-        steps=60, lr=2e-3, mode="fast", sample_size=32, ddim_steps=4, batch_size=4, trajectory_reuse=5
+        steps=60, lr=2e-3, mode="fast", sample_size=16, ddim_steps=4, batch_size=4, trajectory_reuse=5
     )
     concept = with_guidance(module, encode_prompts(pipeline, ["red circle"]), config.start_guidance)
     empty = with_guidance(module, encode_prompts(pipeline, [""]), config.start_guidance)
-    channels, size, _ = latent_shape(pipeline, 32)
+    channels, size, _ = latent_shape(pipeline, 16)
     noise = torch.randn((8, channels, size, size), generator=torch.Generator().manual_seed(99))
     scheduler = sampling_scheduler(pipeline, 4, latent_size=size)
     with torch.no_grad():
@@ -214,11 +214,11 @@ def test_ablation_lowers_its_own_objective_on_held_out_states(folders, family):
     pipeline = load(folders, family)
     module = denoiser(pipeline)
     config = get_method("ablate").config_class(
-        steps=60, lr=2e-3, anchor_images=16, anchor_steps=2, anchor_size=32, batch_size=4, anchor_data="latents",
+        steps=60, lr=2e-3, anchor_images=16, anchor_steps=2, anchor_size=16, batch_size=4, anchor_data="latents",
         weight_decay=0.0,
     )  # fmt: skip
     concept_prompt, anchor_prompt = "a photo of a red circle", "a photo of a circle"  # the profile's first template
-    clean, _ = draw_latents(pipeline, [anchor_prompt], 8, 1234, 2, config.anchor_guidance, 8, 32)
+    clean, _ = draw_latents(pipeline, [anchor_prompt], 8, 1234, 2, config.anchor_guidance, 8, 16)
     noisy, timesteps = _noised(pipeline, clean, 5)
     concept, anchor = encode_prompts(pipeline, [concept_prompt]), encode_prompts(pipeline, [anchor_prompt])
 
