@@ -210,12 +210,14 @@ def placeholder_token(pipeline, init_word: str):
 @torch.no_grad()
 def random_token_embeddings(pipeline, seed: int) -> dict[str, torch.Tensor]:
     """One vocabulary token drawn at random (from ``seed``), its input embedding in each text
-    encoder, under ``placeholder_token``'s keys: where AdvUnlearn's ``attack_init random`` starts."""
+    encoder, under ``placeholder_token``'s keys: where AdvUnlearn's ``attack_init random`` starts.
+    The CLIP encoders share a vocabulary; T5's, smaller and another, takes the draw modulo its size."""
     first = pipeline.text_encoder.get_input_embeddings()
     token_id = int(torch.randint(0, first.num_embeddings, (1,), generator=torch.Generator().manual_seed(seed)))
     found = {}
     for _, encoder_name, key in encoders(pipeline):
-        found[key] = getattr(pipeline, encoder_name).get_input_embeddings().weight[token_id].detach().float().clone()
+        table = token_table(getattr(pipeline, encoder_name)).weight
+        found[key] = table[token_id % len(table)].detach().float().clone()
     return found
 
 

@@ -54,7 +54,7 @@ from erasectl.attacks import PLACEHOLDER, placeholder_token, random_token_embedd
 from erasectl.distributed import batch_part, sum_over_processes, world
 from erasectl.errors import ConfigError, UserError
 from erasectl.methods import esd
-from erasectl.methods.base import FAMILIES, setting
+from erasectl.methods.base import ALL_FAMILIES, setting
 from erasectl.methods.common import distance
 from erasectl.methods.esd import ESDConfig
 
@@ -360,7 +360,7 @@ class RetainTerm:
 
 class AdvUnlearn(esd.ESD):
     name = "advunlearn"
-    families = FAMILIES  # its attack and retain set are CLIP-token ones; SD3/FLUX need T5's too
+    families = ALL_FAMILIES  # on SD3/FLUX with a denoiser group: its text-encoder training is CLIP's alone
     summary = "AdvUnlearn (Zhang et al., NeurIPS 2024): ESD trained against a soft-prompt attack."
     config_class = AdvUnlearnConfig
     default_preservation = ("words", "retain-set")
