@@ -53,13 +53,9 @@ def clip(width: int, layers: int, heads: int, tokenizer):
     )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--bpe", default=None)
-    parser.add_argument("--json", default=None)
-    parser.add_argument("--methods", default="uce,rece,nullspace")
-    args = parser.parse_args()
-
+def sd35_medium_pipeline(bpe: Path, folder: Path):
+    """SD3.5-medium's transformer and both CLIP encoders in their real shapes, randomly initialised
+    (seed 0), with the real CLIP tokenizer built in ``folder``; no T5; a stand-in VAE never run."""
     import torch
     from diffusers import (
         AutoencoderKL,
@@ -69,29 +65,41 @@ def main() -> None:
     )
     from transformers import CLIPTokenizer
 
+    files = clip_tokenizer_files(bpe, folder / "tokenizer")
+    tokenizer = CLIPTokenizer(str(files / "vocab.json"), str(files / "merges.txt"), model_max_length=77)
+    torch.manual_seed(0)
+    pipeline = StableDiffusion3Pipeline(
+        transformer=SD3Transformer2DModel(**SD35_MEDIUM),
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
+        vae=AutoencoderKL(block_out_channels=(32,), latent_channels=16, norm_num_groups=32),
+        text_encoder=clip(768, 12, 12, tokenizer),
+        tokenizer=tokenizer,
+        text_encoder_2=clip(1280, 32, 20, tokenizer),
+        tokenizer_2=tokenizer,
+        text_encoder_3=None,
+        tokenizer_3=None,
+    )
+    pipeline.vae_scale_factor = 8  # the real VAE's
+    pipeline.set_progress_bar_config(disable=True)
+    return pipeline
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bpe", default=None)
+    parser.add_argument("--json", default=None)
+    parser.add_argument("--methods", default="uce,rece,nullspace")
+    args = parser.parse_args()
+
     from erasectl.checkpoint import assign_tensors, component_tensors
     from erasectl.erasure import ErasureRequest, build_config, erase_concepts
     from erasectl.profiles import PaperProfile
     from erasectl.provenance import versions
 
     with tempfile.TemporaryDirectory() as tmp:
-        folder = clip_tokenizer_files(find_bpe(args.bpe), Path(tmp) / "tokenizer")
-        tokenizer = CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=77)
-        torch.manual_seed(0)
         started = time.perf_counter()
-        transformer = SD3Transformer2DModel(**SD35_MEDIUM)
-        pipeline = StableDiffusion3Pipeline(
-            transformer=transformer,
-            scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
-            vae=AutoencoderKL(block_out_channels=(32,), latent_channels=16, norm_num_groups=32),
-            text_encoder=clip(768, 12, 12, tokenizer),
-            tokenizer=tokenizer,
-            text_encoder_2=clip(1280, 32, 20, tokenizer),
-            tokenizer_2=tokenizer,
-            text_encoder_3=None,
-            tokenizer_3=None,
-        )
-        pipeline.set_progress_bar_config(disable=True)
+        pipeline = sd35_medium_pipeline(find_bpe(args.bpe), Path(tmp))
+        transformer = pipeline.transformer
         built = time.perf_counter() - started
         parameters = sum(p.numel() for p in transformer.parameters())
         keys = ["transformer.context_embedder.weight", "transformer.time_text_embed.text_embedder.linear_1.weight"]

@@ -23,8 +23,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from neighbours_scale import clip_tokenizer_files, find_bpe  # noqa: E402
-from transformer_scale import SD35_MEDIUM, clip  # noqa: E402
+from neighbours_scale import find_bpe  # noqa: E402
+from transformer_scale import sd35_medium_pipeline  # noqa: E402
 
 
 def main() -> None:
@@ -35,36 +35,12 @@ def main() -> None:
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
 
-    import torch
-    from diffusers import (
-        AutoencoderKL,
-        FlowMatchEulerDiscreteScheduler,
-        SD3Transformer2DModel,
-        StableDiffusion3Pipeline,
-    )
-    from transformers import CLIPTokenizer
-
     from erasectl.erasure import ErasureRequest, build_config, erase_concepts
     from erasectl.profiles import PaperProfile
     from erasectl.provenance import versions
 
     with tempfile.TemporaryDirectory() as tmp:
-        folder = clip_tokenizer_files(find_bpe(args.bpe), Path(tmp) / "tokenizer")
-        tokenizer = CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=77)
-        torch.manual_seed(0)
-        pipeline = StableDiffusion3Pipeline(
-            transformer=SD3Transformer2DModel(**SD35_MEDIUM),
-            scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
-            vae=AutoencoderKL(block_out_channels=(32,), latent_channels=16, norm_num_groups=32),
-            text_encoder=clip(768, 12, 12, tokenizer),
-            tokenizer=tokenizer,
-            text_encoder_2=clip(1280, 32, 20, tokenizer),
-            tokenizer_2=tokenizer,
-            text_encoder_3=None,
-            tokenizer_3=None,
-        )
-        pipeline.vae_scale_factor = 8  # the real VAE's; the stand-in VAE is never run
-        pipeline.set_progress_bar_config(disable=True)
+        pipeline = sd35_medium_pipeline(find_bpe(args.bpe), Path(tmp))
         built_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
         given = {"mode": "fast", "steps": 1, "ddim_steps": 1, "batch_size": 1, "sample_size": args.size,
                  "lora_rank": args.rank, "parameter_group": "esd-x"}  # fmt: skip
