@@ -15,6 +15,7 @@ import torch
 from erasectl.architecture import TRANSFORMER_FAMILIES, family, latent_shape, transformer_family
 from erasectl.checkpoint import TEXT_ENCODERS, ErasedCheckpoint, component_tensors, key_name
 from erasectl.errors import UserError
+from erasectl.families.base import original_place
 from erasectl.files import give_usual_modes, prepare_output_dir, write_atomically
 from erasectl.generation import SamplerSettings, generate
 from erasectl.ldm_layout import pipeline_to_ldm
@@ -118,20 +119,57 @@ def kohya_stem(key: str) -> str:
 
 
 def kohya_state_dict(
-    factors: dict[str, LowRankFactor], biases: dict[str, torch.Tensor] | None = None
+    factors: dict[str, LowRankFactor], biases: dict[str, torch.Tensor] | None = None, stem_of=kohya_stem
 ) -> dict[str, torch.Tensor]:
     """kohya-ss names (``lora_unet_<module_with_underscores>.lora_down.weight``), with ``alpha`` equal
     to the rank so that the scale alpha/rank is 1, as AUTOMATIC1111 and ComfyUI apply it; with
-    ``biases``, each bias delta as ``<stem>.diff_b``, which ComfyUI adds to the module's bias."""
+    ``biases``, each bias delta as ``<stem>.diff_b``, which ComfyUI adds to the module's bias.
+    ``stem_of``: a factor's key -> its stem (FLUX's factors come keyed by their stems)."""
     state = {}
     for key, delta in (biases or {}).items():
-        state[f"{kohya_stem(key)}.diff_b"] = delta
+        state[f"{stem_of(key)}.diff_b"] = delta
     for key, factor in factors.items():
-        stem = kohya_stem(key)
+        stem = stem_of(key)
         state[f"{stem}.lora_down.weight"] = factor.down
         state[f"{stem}.lora_up.weight"] = factor.up
         state[f"{stem}.alpha"] = torch.tensor(float(factor.down.shape[0]))
     return state
+
+
+def flux_kohya_factors(pipeline, factors: dict[str, LowRankFactor]) -> dict[str, LowRankFactor]:
+    """A FLUX LoRA (factors of one rank, by checkpoint key) under kohya's names for the original
+    (Black Forest Labs) modules, ``lora_unet_double_blocks_0_txt_attn_qkv``: where the original
+    fuses modules (q, k, v; the single blocks' MLP input) their factors are joined, down stacked
+    and up block-diagonal, so that up @ down holds each member's own delta in its rows and zero for
+    a member without one. diffusers' kohya reader splits them back the same way."""
+    found = transformer_family(pipeline.transformer)
+    groups: dict[str, dict] = {}
+    for name, module in pipeline.transformer.named_modules():
+        if isinstance(module, torch.nn.Linear):
+            target, order, _ = original_place(name, found.rules)
+            groups.setdefault(target, {})[order] = (name, module.out_features)
+    own = {key[len("transformer.") : -len(".weight")]: factor for key, factor in factors.items()}
+    joined = {}
+    for target, members in groups.items():
+        present = [own[name] for name, _ in members.values() if name in own]
+        if not present:
+            continue
+        stem = f"lora_unet_{target.replace('.', '_')}"
+        if None in members:
+            joined[stem] = present[0]
+            continue
+        rank = present[0].down.shape[0]
+        up = torch.zeros(sum(out for _, out in members.values()), rank * len(present))
+        row = column = 0
+        for order in sorted(members):
+            name, out = members[order]
+            if name in own:
+                up[row : row + out, column : column + rank] = own[name].up
+                column += rank
+            row += out
+        downs = torch.cat([factor.down for factor in present])
+        joined[stem] = LowRankFactor(downs, up, min(factor.kept_energy for factor in present))
+    return joined
 
 
 def modelspec_architecture(pipeline) -> str:
@@ -202,8 +240,15 @@ def export_lora(
         raise UserError(
             "--bias-deltas is for --format kohya (ComfyUI reads them as .diff_b); a PEFT LoRA has no place for them"
         )
-    if kind == "kohya":
+    if kind == "kohya" and family(pipeline) == "flux":
+        if bias_deltas_too:
+            raise UserError(
+                "--bias-deltas writes SD 1.x, 2.x and SDXL .diff_b keys; a FLUX LoRA carries weight deltas only"
+            )
+        state = kohya_state_dict(flux_kohya_factors(pipeline, factors), stem_of=lambda stem: stem)
+    elif kind == "kohya":
         state = kohya_state_dict(factors, biases if bias_deltas_too else None)
+    if kind == "kohya":
         path = out / f"{out.name}.safetensors"
     metadata = modelspec_metadata(checkpoint, pipeline, out.name, "lora")
     write_atomically(path, lambda tmp: save_file(state, str(tmp), metadata=metadata))
@@ -413,8 +458,8 @@ def export_checkpoint(erased, request: ExportRequest, out: Path, force: bool = F
         return load_pipeline(name, allow_pickle=request.allow_pickle, config=model_config)
 
     pipeline = load_base()
-    if request.format == "kohya" and family(pipeline) in TRANSFORMER_FAMILIES.values():
-        raise UserError(f"--format kohya names SD 1.x, 2.x and SDXL modules; for {family(pipeline)} export --format lora, the diffusers names that diffusers and ComfyUI read")  # fmt: skip
+    if request.format == "kohya" and family(pipeline) == "sd3":
+        raise UserError("--format kohya names SD 1.x, 2.x, SDXL and FLUX modules; for sd3 export --format lora, the diffusers names that diffusers and ComfyUI read")  # fmt: skip
     base = None
     if request.format in ("lora", "kohya"):
         base = load_base()

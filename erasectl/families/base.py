@@ -40,6 +40,15 @@ def swap_halves(tensor: torch.Tensor) -> torch.Tensor:
     return torch.cat([second, first], dim=0)
 
 
+def original_place(module: str, rules: list[Rule]) -> tuple[str, int | None, bool]:
+    """``(original module, place in its fused tensor or None, named scale)`` of a diffusers module."""
+    for pattern, template, order, scale in rules:
+        match = re.fullmatch(pattern, module)
+        if match is not None:
+            return match.expand(template), order, scale
+    raise ValueError(f"no original name for {module}")
+
+
 def original_layout(state: dict[str, torch.Tensor], rules: list[Rule], swapped) -> dict[str, torch.Tensor]:
     """A diffusers transformer's tensors under the original checkpoint's names: each parameter
     renamed by the first rule its module matches, fused ones concatenated along rows in their
@@ -48,20 +57,13 @@ def original_layout(state: dict[str, torch.Tensor], rules: list[Rule], swapped) 
     found: dict[str, torch.Tensor] = {}
     for key, tensor in state.items():
         module, _, parameter = key.rpartition(".")
-        for pattern, template, order, scale in rules:
-            match = re.fullmatch(pattern, module)
-            if match is None:
-                continue
-            name = match.expand(template)
-            target = f"{name}.{'scale' if scale else parameter}" if name else parameter
-            tensor = swap_halves(tensor) if swapped(module) else tensor
-            if order is None:
-                found[target] = tensor
-            else:
-                pieces.setdefault(target, {})[order] = tensor
-            break
+        name, order, scale = original_place(module, rules)
+        target = f"{name}.{'scale' if scale else parameter}" if name else parameter
+        tensor = swap_halves(tensor) if swapped(module) else tensor
+        if order is None:
+            found[target] = tensor
         else:
-            raise ValueError(f"no original name for {key}")
+            pieces.setdefault(target, {})[order] = tensor
     for target, parts in pieces.items():
         found[target] = torch.cat([parts[i] for i in sorted(parts)], dim=0)
     return found
@@ -72,6 +74,8 @@ class TransformerFamily(ABC):
 
     name: ClassVar[str]
     """What ``erasectl.architecture.family`` returns for it (``sd3``, ``flux``)."""
+    rules: ClassVar[list[Rule]] = []
+    """How its original single-file checkpoint names the transformer's modules (see ``Rule``)."""
     denoiser_class: ClassVar[str]
     """The diffusers class of its denoiser (``pipeline.transformer``)."""
 

@@ -59,6 +59,7 @@ def _pipeline_class():
 class Flux(TransformerFamily):
     name = "flux"
     denoiser_class = "FluxTransformer2DModel"
+    rules = RULES
 
     def guidance(self, transformer) -> str:
         return "distilled" if transformer.config.guidance_embeds else "none"

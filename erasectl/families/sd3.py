@@ -49,6 +49,7 @@ RULES: list[Rule] = [
 class SD3(TransformerFamily):
     name = "sd3"
     denoiser_class = "SD3Transformer2DModel"
+    rules = RULES
 
     def guidance(self, transformer) -> str:
         return "classifier-free"
