@@ -11,6 +11,12 @@ machine's 24 GB in fp32, and the solve's cost does not depend on which encoder m
 rows are as wide as the padded CLIP rows, 4096). Runs ``erase_concepts`` with the paper profile's
 defaults (what a real model gets) for UCE, RECE and nullspace. Timing does not depend on the weights.
 Goal (issue 36): a closed-form erasure under 10 s on this CPU.
+
+``--family flux``: FLUX.1-dev's transformer at its real width (3072) with one dual-stream and one
+single-stream block of its 19 and 38 (the closed forms edit ``context_embedder`` and the pooled
+text embedder, whose shapes the block count does not change), CLIP-L in its real shape, and T5
+at T5-XXL's width (4096, 64 heads, FF 10240) with one of its 24 layers, its tokenizer built in
+memory: the solve is FLUX's; T5's encoding is 1/24 of T5-XXL's, which the results say.
 """
 
 from __future__ import annotations
@@ -84,11 +90,66 @@ def sd35_medium_pipeline(bpe: Path, folder: Path):
     return pipeline
 
 
+def flux_dev_pipeline(bpe: Path, folder: Path):
+    """FLUX.1-dev's text maps at their real shapes (see the module docstring), randomly initialised."""
+    import torch
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer, T5Config, T5EncoderModel
+
+    sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
+    from tiny_models import t5_tokenizer
+
+    files = clip_tokenizer_files(bpe, folder / "tokenizer")
+    tokenizer = CLIPTokenizer(str(files / "vocab.json"), str(files / "merges.txt"), model_max_length=77)
+    words = "a an of the photo picture painting drawing car dog church cat vehicle art".split()
+    t5_tok = t5_tokenizer(words)
+    torch.manual_seed(0)
+    clip_l = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=49408,
+            hidden_size=768,
+            intermediate_size=3072,
+            num_hidden_layers=12,
+            num_attention_heads=12,
+            max_position_embeddings=77,
+            hidden_act="quick_gelu",
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )  # fmt: skip
+    )
+    t5 = T5EncoderModel(
+        T5Config(
+            vocab_size=32128,
+            d_model=4096,
+            d_kv=64,
+            d_ff=10240,
+            num_layers=1,
+            num_heads=64,
+            feed_forward_proj="gated-gelu",
+            pad_token_id=t5_tok.pad_token_id,
+            eos_token_id=t5_tok.eos_token_id,
+        )  # fmt: skip
+    )
+    transformer = FluxTransformer2DModel(
+        patch_size=1, in_channels=64, num_layers=1, num_single_layers=1, attention_head_dim=128,
+        num_attention_heads=24, joint_attention_dim=4096, pooled_projection_dim=768, guidance_embeds=True,
+        axes_dims_rope=(16, 56, 56),
+    )  # fmt: skip
+    pipeline = FluxPipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=1.0, use_dynamic_shifting=True),
+        vae=AutoencoderKL(block_out_channels=(32,), latent_channels=16, norm_num_groups=32),
+        text_encoder=clip_l, tokenizer=tokenizer, text_encoder_2=t5, tokenizer_2=t5_tok, transformer=transformer,
+    )  # fmt: skip
+    pipeline.set_progress_bar_config(disable=True)
+    return pipeline
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bpe", default=None)
     parser.add_argument("--json", default=None)
     parser.add_argument("--methods", default="uce,rece,nullspace")
+    parser.add_argument("--family", default="sd3", choices=("sd3", "flux"))
     args = parser.parse_args()
 
     from erasectl.checkpoint import assign_tensors, component_tensors
@@ -98,7 +159,8 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()
-        pipeline = sd35_medium_pipeline(find_bpe(args.bpe), Path(tmp))
+        build = sd35_medium_pipeline if args.family == "sd3" else flux_dev_pipeline
+        pipeline = build(find_bpe(args.bpe), Path(tmp))
         transformer = pipeline.transformer
         built = time.perf_counter() - started
         parameters = sum(p.numel() for p in transformer.parameters())
@@ -107,19 +169,24 @@ def main() -> None:
         rows = []
         for method in args.methods.split(","):
             config = build_config(method, PaperProfile(), {})
-            request = ErasureRequest(["car"], PaperProfile(), model_name="sd3.5-medium-shaped")
+            request = ErasureRequest(["car"], PaperProfile(), model_name=f"{args.family}-shaped")
             started = time.perf_counter()
             checkpoint = erase_concepts(pipeline, method, request, config)
             seconds = time.perf_counter() - started
             assign_tensors(pipeline, originals)  # the next method starts from the same weights
             rows.append({"method": method, "seconds": round(seconds, 2), "edited_tensors": sorted(checkpoint.tensors)})
             print(f"{method}: {seconds:.2f} s, {len(checkpoint.tensors)} tensors edited", flush=True)
-            write(args.json, parameters, built, rows, versions())  # after each method: a slow one leaves the others'
+            write(
+                args.json, parameters, built, rows, versions(), args.family
+            )  # after each method: a slow one leaves the others'
 
 
-def write(path, parameters, built, rows, found_versions) -> None:
+def write(path, parameters, built, rows, found_versions, family: str = "sd3") -> None:
     result = {
-        "benchmark": "closed forms on SD3.5-medium-shaped weights (random init, fp32, no T5), CPU",
+        "benchmark": {
+            "sd3": "closed forms on SD3.5-medium-shaped weights (random init, fp32, no T5), CPU",
+            "flux": "closed forms on FLUX.1-dev's text maps at real shapes (1+1 blocks, T5 at XXL width with 1 of 24 layers; random init, fp32), CPU",
+        }[family],
         "transformer_parameters": parameters,
         "build_seconds": round(built, 1),
         "runs": rows,
