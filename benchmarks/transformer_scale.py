@@ -90,8 +90,9 @@ def sd35_medium_pipeline(bpe: Path, folder: Path):
     return pipeline
 
 
-def flux_dev_pipeline(bpe: Path, folder: Path):
-    """FLUX.1-dev's text maps at their real shapes (see the module docstring), randomly initialised."""
+def flux_dev_pipeline(bpe: Path, folder: Path, double: int = 1, single: int = 1):
+    """FLUX.1-dev at its real width with ``double`` and ``single`` blocks of its 19 and 38 (see the
+    module docstring), randomly initialised."""
     import torch
     from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer, T5Config, T5EncoderModel
@@ -131,7 +132,7 @@ def flux_dev_pipeline(bpe: Path, folder: Path):
         )  # fmt: skip
     )
     transformer = FluxTransformer2DModel(
-        patch_size=1, in_channels=64, num_layers=1, num_single_layers=1, attention_head_dim=128,
+        patch_size=1, in_channels=64, num_layers=double, num_single_layers=single, attention_head_dim=128,
         num_attention_heads=24, joint_attention_dim=4096, pooled_projection_dim=768, guidance_embeds=True,
         axes_dims_rope=(16, 56, 56),
     )  # fmt: skip
@@ -140,6 +141,7 @@ def flux_dev_pipeline(bpe: Path, folder: Path):
         vae=AutoencoderKL(block_out_channels=(32,), latent_channels=16, norm_num_groups=32),
         text_encoder=clip_l, tokenizer=tokenizer, text_encoder_2=t5, tokenizer_2=t5_tok, transformer=transformer,
     )  # fmt: skip
+    pipeline.vae_scale_factor = 8  # the real VAE's
     pipeline.set_progress_bar_config(disable=True)
     return pipeline
 

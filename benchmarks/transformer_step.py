@@ -10,6 +10,11 @@ checkpointing, one iteration, x_t at ``--size`` pixels (``ddim_steps`` 1: x_t is
 step is the frozen predictions and one trained forward and backward). Peak memory is the process's
 resident peak (weights in fp32: the transformer alone is 10 GB of it). Goal (issue 36): a LoRA ESD
 step on SD3.5-medium shapes within 24 GB.
+
+``--family flux --blocks D,S``: FLUX.1-dev at its real width with D of its 19 dual-stream and S of
+its 38 single-stream blocks (``benchmarks/transformer_scale.py``'s ``flux_dev_pipeline``); the
+12B model does not fit this machine in fp32, so two runs, 1,2 and 2,4, give the cost of one unit
+(1 dual + 2 single blocks) and the full model's figure is extrapolated as 19 such units, said so.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from neighbours_scale import find_bpe  # noqa: E402
-from transformer_scale import sd35_medium_pipeline  # noqa: E402
+from transformer_scale import flux_dev_pipeline, sd35_medium_pipeline  # noqa: E402
 
 
 def main() -> None:
@@ -33,6 +38,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--rank", type=int, default=8)
     parser.add_argument("--json", default=None)
+    parser.add_argument("--family", default="sd3", choices=("sd3", "flux"))
+    parser.add_argument("--blocks", default="1,2", help="flux: dual-stream and single-stream blocks")
     args = parser.parse_args()
 
     from erasectl.erasure import ErasureRequest, build_config, erase_concepts
@@ -40,12 +47,16 @@ def main() -> None:
     from erasectl.provenance import versions
 
     with tempfile.TemporaryDirectory() as tmp:
-        pipeline = sd35_medium_pipeline(find_bpe(args.bpe), Path(tmp))
+        if args.family == "sd3":
+            pipeline = sd35_medium_pipeline(find_bpe(args.bpe), Path(tmp))
+        else:
+            double, single = (int(n) for n in args.blocks.split(","))
+            pipeline = flux_dev_pipeline(find_bpe(args.bpe), Path(tmp), double, single)
         built_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
         given = {"mode": "fast", "steps": 1, "ddim_steps": 1, "batch_size": 1, "sample_size": args.size,
                  "lora_rank": args.rank, "parameter_group": "esd-x"}  # fmt: skip
         config = build_config("esd", PaperProfile(), given)
-        request = ErasureRequest(["car"], PaperProfile(), model_name="sd3.5-medium-shaped")
+        request = ErasureRequest(["car"], PaperProfile(), model_name=f"{args.family}-shaped")
         started = time.perf_counter()
         checkpoint = erase_concepts(
             pipeline, "esd", request, config, mixed_precision="bf16", gradient_checkpointing=True
@@ -53,7 +64,10 @@ def main() -> None:
         seconds = time.perf_counter() - started
     factors = checkpoint.lora_factors()
     result = {
-        "benchmark": "one LoRA ESD step on SD3.5-medium-shaped weights (random init, fp32 weights, bf16 autocast, gradient checkpointing, no T5), CPU",
+        "benchmark": "one LoRA ESD step on SD3.5-medium-shaped weights (random init, fp32 weights, bf16 autocast, gradient checkpointing, no T5), CPU"
+        if args.family == "sd3"
+        else f"one LoRA ESD step on FLUX.1-dev at real width with {args.blocks} dual,single blocks (T5 at XXL width, 1 layer; random init, fp32 weights, bf16 autocast, gradient checkpointing), CPU",
+        "transformer_parameters": sum(p.numel() for p in pipeline.transformer.parameters()),
         "size_px": args.size,
         "lora_rank": args.rank,
         "adapted_layers": len(factors),
