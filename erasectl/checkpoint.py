@@ -26,8 +26,8 @@ from erasectl.provenance import versions
 
 FORMAT = "erasectl.erased-weights"
 FORMAT_VERSION = "1"
-COMPONENTS = ("unet", "transformer", "text_encoder", "text_encoder_2")
-TEXT_ENCODERS = ("text_encoder", "text_encoder_2")
+COMPONENTS = ("unet", "transformer", "text_encoder", "text_encoder_2", "text_encoder_3")
+TEXT_ENCODERS = ("text_encoder", "text_encoder_2", "text_encoder_3")  # SD3's third and FLUX's second are T5
 CHECKPOINT_FILE = "erased.safetensors"  # what `erasectl erase` writes in its run folder
 LORA_DOWN, LORA_UP = ".lora_down.weight", ".lora_up.weight"
 
@@ -54,13 +54,19 @@ def checkpoint_name(path) -> str:
     return path.parent.name if path.name == CHECKPOINT_FILE else path.stem
 
 
-def key_name(component: str, name: str) -> str:
-    """A parameter's name in checkpoints: the module's own, but for a text encoder the layout of
-    released SD folders (transformers 4's): every tensor under ``text_model.``, the pooled
+def is_clip(encoder) -> bool:
+    return type(encoder).__name__.startswith("CLIP")
+
+
+def key_name(component: str, name: str, encoder=None) -> str:
+    """A parameter's name in checkpoints: the module's own, but for a CLIP text encoder the layout
+    of released SD folders (transformers 4's): every tensor under ``text_model.``, the pooled
     projection as ``text_projection.``. transformers 5 names a ``CLIPTextModel``'s tensors without
     the prefix; one key for both keeps a checkpoint (and what is exported from it) readable by
-    either and by kohya-style readers."""
+    either and by kohya-style readers. ``encoder``: the module, when it may be T5 (its names stay)."""
     if component not in TEXT_ENCODERS or name.startswith(("text_model.", "text_projection.")):
+        return name
+    if encoder is not None and not is_clip(encoder):
         return name
     return f"text_model.{name}"
 
@@ -88,7 +94,8 @@ def component_tensors(pipeline, keys: list[str]) -> dict[str, torch.Tensor]:
             )
         if component not in states:
             states[component] = {
-                key_name(component, k): v for k, v in getattr(pipeline, component).state_dict().items()
+                key_name(component, k, getattr(pipeline, component)): v
+                for k, v in getattr(pipeline, component).state_dict().items()
             }
         if name not in states[component]:
             raise UserError(
@@ -105,7 +112,8 @@ def assign_tensors(pipeline, tensors: dict[str, torch.Tensor]) -> None:
     for key, tensor in tensors.items():
         component, _, name = key.partition(".")
         if component not in modules:
-            modules[component] = {key_name(component, n): p for n, p in getattr(pipeline, component).named_parameters()}
+            module = getattr(pipeline, component)
+            modules[component] = {key_name(component, n, module): p for n, p in module.named_parameters()}
         target = modules[component][name]
         target.copy_(tensor.to(target.dtype))
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from erasectl.architecture import TRANSFORMER_FAMILIES, family, latent_shape, transformer_family
-from erasectl.checkpoint import TEXT_ENCODERS, ErasedCheckpoint, component_tensors, key_name
+from erasectl.checkpoint import TEXT_ENCODERS, ErasedCheckpoint, component_tensors, is_clip, key_name
 from erasectl.errors import UserError
 from erasectl.families.base import original_place
 from erasectl.files import give_usual_modes, prepare_output_dir, write_atomically
@@ -134,6 +134,17 @@ def kohya_state_dict(
         state[f"{stem}.lora_up.weight"] = factor.up
         state[f"{stem}.alpha"] = torch.tensor(float(factor.down.shape[0]))
     return state
+
+
+def refuse_unreadable_lora(pipeline, checkpoint: ErasedCheckpoint, kind: str) -> None:
+    """A LoRA no reader loads, refused before anything is written: T5's deltas (no SD3 or FLUX
+    LoRA loader reads a T5 part), and FLUX's text-encoder deltas in kohya names."""
+    components = {key.partition(".")[0] for key in checkpoint.target_keys()}
+    t5 = [c for c in components if c != "unet" and c != "transformer" and not is_clip(getattr(pipeline, c))]
+    if t5:
+        raise UserError(f"this checkpoint changes T5 ({t5[0]}), which no LoRA reader loads; export --format diffusers")
+    if kind == "kohya" and family(pipeline) == "flux" and components != {"transformer"}:
+        raise UserError("--format kohya writes FLUX's transformer; this checkpoint changes its text encoder: export --format lora or diffusers")  # fmt: skip
 
 
 def flux_kohya_factors(pipeline, factors: dict[str, LowRankFactor]) -> dict[str, LowRankFactor]:
@@ -458,6 +469,8 @@ def export_checkpoint(erased, request: ExportRequest, out: Path, force: bool = F
         return load_pipeline(name, allow_pickle=request.allow_pickle, config=model_config)
 
     pipeline = load_base()
+    if request.format in ("lora", "kohya"):
+        refuse_unreadable_lora(pipeline, erased, request.format)
     if request.format == "kohya" and family(pipeline) == "sd3":
         raise UserError("--format kohya names SD 1.x, 2.x, SDXL and FLUX modules; for sd3 export --format lora, the diffusers names that diffusers and ComfyUI read")  # fmt: skip
     base = None

@@ -35,7 +35,7 @@ from __future__ import annotations
 import torch
 
 from erasectl.architecture import denoiser, transformer_family
-from erasectl.checkpoint import TEXT_ENCODERS, key_name
+from erasectl.checkpoint import TEXT_ENCODERS, is_clip, key_name
 from erasectl.errors import UserError
 
 _OUTSIDE_ESD_U = ("time_embedding.", "add_embedding.", "conv_out.")
@@ -106,9 +106,17 @@ def group_members(unet: torch.nn.Module, group: str) -> list[str]:
 TEXT_ENCODER_GROUP = "text-encoder"
 
 
+def _encoder_layer(component: str, module_name: str, encoder) -> bool:
+    """A Linear of a transformer layer: CLIP's ``text_model.encoder.layers.``, T5's ``encoder.block.``."""
+    if is_clip(encoder):
+        return key_name(component, module_name, encoder).startswith("text_model.encoder.layers.")
+    return module_name.startswith("encoder.block.")
+
+
 def select_text_encoder_parameters(pipeline) -> dict[str, torch.nn.Parameter]:
-    """The ``text-encoder`` group, under checkpoint keys (``text_encoder.text_model.<name>``):
-    every other parameter of the text encoders and the whole UNet frozen."""
+    """The ``text-encoder`` group, under checkpoint keys (``text_encoder.text_model.<name>``; T5's,
+    SD3's third encoder and FLUX's second, under its own names): every other parameter of the
+    text encoders and the whole denoiser frozen."""
 
     denoiser(pipeline).requires_grad_(False)
     chosen = {}
@@ -118,14 +126,12 @@ def select_text_encoder_parameters(pipeline) -> dict[str, torch.nn.Parameter]:
             continue
         encoder.requires_grad_(False)
         for module_name, module in encoder.named_modules():
-            if isinstance(module, torch.nn.Linear) and key_name(component, module_name).startswith(
-                "text_model.encoder.layers."
-            ):
+            if isinstance(module, torch.nn.Linear) and _encoder_layer(component, module_name, encoder):
                 for parameter_name, parameter in module.named_parameters(recurse=False):
                     parameter.requires_grad_(True)
-                    chosen[f"{component}.{key_name(component, f'{module_name}.{parameter_name}')}"] = parameter
+                    chosen[f"{component}.{key_name(component, f'{module_name}.{parameter_name}', encoder)}"] = parameter
     if not chosen:
-        raise UserError("this pipeline has no CLIP text encoder layers to train; choose a UNet parameter group")
+        raise UserError("this pipeline has no text encoder layers to train; choose a denoiser parameter group")
     return chosen
 
 

@@ -86,15 +86,34 @@ def test_every_method_erases_a_transformer_family_from_the_cli_and_generate_appl
     assert len(list(images.glob("0*.png"))) == 1
 
 
-def test_advunlearn_s_text_encoder_training_refuses_a_transformer_family_in_one_line(transformer_family, tmp_path):
+def test_advunlearn_trains_the_text_encoders_t5_included(transformer_family, tmp_path):
+    """AdvUnlearn's default group trains every text encoder's layers, T5's under its own names
+    (SD3's text_encoder_3, FLUX's text_encoder_2); the checkpoint applies to a fresh pipeline; a
+    LoRA export, which no reader loads for T5, refuses in one line."""
+    from erasectl.checkpoint import ErasedCheckpoint
+    from erasectl.models import load_pipeline
+
     family, folder = transformer_family
-    out = tmp_path / "run"
-    args = ["erase", "--concept", "circle", "--method", "advunlearn", "--model", str(folder), "--out", str(out)]
-    result = runner.invoke(app, args + ["--quiet"])  # its default group: the text encoders
-    assert result.exit_code == 2, result.output
-    message = [line for line in result.output.splitlines() if line.startswith("error:")]
-    assert len(message) == 1 and "not yet T5" in message[0] and "choose esd-x" in message[0]
-    assert not out.exists()
+    run = tmp_path / "run"
+    args = ["erase", "--concept", "circle", "--method", "advunlearn", "--mode", "fast", "--steps", "2",
+            "--warmup-steps", "1", "--sample-size", "16", "--ddim-steps", "3", "--batch-size", "2"]  # fmt: skip
+    result = runner.invoke(app, [*args, "--model", str(folder), "--out", str(run), "--quiet"])
+    assert result.exit_code == 0, result.output
+    checkpoint = ErasedCheckpoint.load(run)
+    t5 = {"sd3": "text_encoder_3", "flux-dev": "text_encoder_2", "flux-schnell": "text_encoder_2"}.get(family)
+    if t5 is not None:
+        assert any(k.startswith(f"{t5}.encoder.block.") for k in checkpoint.tensors)
+    assert any(k.startswith("text_encoder.text_model.encoder.layers.") for k in checkpoint.tensors)
+    fresh = load_pipeline(str(folder))
+    checkpoint.apply(fresh)
+    for key, tensor in checkpoint.tensors.items():
+        component, _, name = key.partition(".")
+        name = name.removeprefix("text_model.") if not hasattr(getattr(fresh, component), "text_model") else name
+        assert torch.equal(getattr(fresh, component).state_dict()[name], tensor), key
+    if t5 is not None:
+        lora = runner.invoke(app, ["export", str(run), "--format", "lora", "--out", str(tmp_path / "l"), "--quiet"])
+        assert lora.exit_code == 2 and "no LoRA reader loads" in lora.output
+        assert not (tmp_path / "l").exists()
 
 
 def test_a_flux_erasure_exports_as_a_diffusers_folder_and_kohya_names(transformer_family, tmp_path):

@@ -291,10 +291,6 @@ def erase(
     torch.manual_seed(config.seed)
     generator = torch.Generator("cpu").manual_seed(config.seed)
     unet = denoiser(pipeline)
-    if transformer_family(unet) is not None and config.parameter_group == TEXT_ENCODER_GROUP:
-        raise UserError(
-            "--parameter-group text-encoder trains CLIP layers, not yet T5, which carries most of an SD3 or FLUX prompt; choose esd-x, esd-u or esd-all"
-        )
     encoders = [getattr(pipeline, component, None) for component in TEXT_ENCODERS]
     with modules_restored(
         unet, *encoders
