@@ -32,6 +32,8 @@ from erasectl.profiles import PaperProfile
 from erasectl.sampling import sample_trajectory
 
 FAMILIES = ["sd3", "sd3-no-t5", "flux-dev", "flux-schnell"]
+# the trained objectives: sd3-no-t5 has sd3's transformer (its T5 rows zeros), checked by the CLI tests
+TRAINED_FAMILIES = ["sd3", "flux-dev", "flux-schnell"]
 
 
 @pytest.fixture(scope="module")
@@ -175,7 +177,7 @@ def _noised(pipeline, clean, seed):
     return process.add_noise(clean, noise, timesteps), timesteps
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", TRAINED_FAMILIES)
 def test_esd_lowers_its_own_objective_on_held_out_states(folders, family):
     """ESD's loss, ||v(x_t, c) - (v*(x_t) - eta (v*(x_t, c) - v*(x_t)))||^2 with the frozen base's
     predictions v*, falls on states x_t sampled under the concept from noise it never trained on."""
@@ -207,7 +209,7 @@ def test_esd_lowers_its_own_objective_on_held_out_states(folders, family):
     assert after < 0.7 * before, (before, after)
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", TRAINED_FAMILIES)
 def test_ablation_lowers_its_own_objective_on_held_out_states(folders, family):
     """Concept Ablation's loss, ||v(x_t, concept) - v*(x_t, anchor)||^2, falls on anchor images it
     never trained on (other seeds), noised by the flow."""
