@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from neighbours_scale import clip_tokenizer_files, find_bpe  # noqa: E402
+from neighbours_scale import clip_tokenizer_files, find_bpe, sd15_text_side  # noqa: E402
 
 SD35_MEDIUM = {  # stabilityai/stable-diffusion-3.5-medium, transformer/config.json
     "sample_size": 128, "patch_size": 2, "in_channels": 16, "num_layers": 24, "attention_head_dim": 64,
@@ -93,31 +93,15 @@ def sd35_medium_pipeline(bpe: Path, folder: Path):
 def flux_dev_pipeline(bpe: Path, folder: Path, double: int = 1, single: int = 1):
     """FLUX.1-dev at its real width with ``double`` and ``single`` blocks of its 19 and 38 (see the
     module docstring), randomly initialised."""
-    import torch
     from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer, T5Config, T5EncoderModel
+    from transformers import T5Config, T5EncoderModel
 
     sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
     from tiny_models import t5_tokenizer
 
-    files = clip_tokenizer_files(bpe, folder / "tokenizer")
-    tokenizer = CLIPTokenizer(str(files / "vocab.json"), str(files / "merges.txt"), model_max_length=77)
-    words = "a an of the photo picture painting drawing car dog church cat vehicle art".split()
-    t5_tok = t5_tokenizer(words)
-    torch.manual_seed(0)
-    clip_l = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=49408,
-            hidden_size=768,
-            intermediate_size=3072,
-            num_hidden_layers=12,
-            num_attention_heads=12,
-            max_position_embeddings=77,
-            hidden_act="quick_gelu",
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-        )  # fmt: skip
-    )
+    side = sd15_text_side(clip_tokenizer_files(bpe, folder / "tokenizer"))  # FLUX's CLIP-L is SD 1.5's
+    tokenizer, clip_l = side.tokenizer, side.text_encoder
+    t5_tok = t5_tokenizer("a an of the photo picture painting drawing car dog church cat vehicle art".split())
     t5 = T5EncoderModel(
         T5Config(
             vocab_size=32128,
