@@ -248,7 +248,7 @@ def test_sd35_s_original_layout_is_what_diffusers_single_file_converter_reads():
         assert torch.equal(back[key], tensor), key
 
 
-def test_the_soft_prompt_attack_learns_its_token_in_every_text_encoder_of_sd3(transformer_family, tmp_path):
+def test_both_attacks_run_on_sd3_and_the_soft_prompt_learns_its_token_in_every_encoder(transformer_family, tmp_path):
     from erasectl.assets import embedded_judge_dir
 
     family, folder = transformer_family
@@ -270,6 +270,13 @@ def test_the_soft_prompt_attack_learns_its_token_in_every_text_encoder_of_sd3(tr
 
     with safe_open(str(out / "embedding.safetensors"), "pt") as handle:
         assert set(handle.keys()) == {"clip_l", "clip_g", "t5xxl"}
+    searched = runner.invoke(
+        app, ["attack", "--checkpoint", str(run), "--method", "prompt-search", "--images", "2", "--prefix-tokens", "1",
+              "--candidates", "2", "--rounds", "1", "--n-per-prompt", "1", "--judge", str(embedded_judge_dir()),
+              "--surrounding", "ring", "--out", str(tmp_path / "search"), "--quiet", "--json"],
+    )  # fmt: skip
+    assert searched.exit_code == 0, searched.output
+    assert len(json.loads(searched.output)["prefix"].split()) == 1  # one word put before the prompt
 
 
 def test_a_placeholder_token_reaches_flux_through_t5_and_clip(transformer_family):
