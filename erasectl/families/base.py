@@ -129,10 +129,15 @@ class TransformerFamily(ABC):
         """The sigmas the family's pipeline hands its scheduler (None: ``set_timesteps(num_steps)``)."""
         return None
 
-    @abstractmethod
+    def swapped_modules(self, transformer) -> tuple[str, ...]:
+        """The adaLN projections whose halves the original orders the other way (see ``swap_halves``)."""
+        return ("norm_out.linear",)
+
     def original_layout(self, transformer) -> dict[str, torch.Tensor]:
         """The transformer's tensors as the family's original single-file checkpoint names them
         (what ComfyUI's diffusion-model loader and diffusers' ``from_single_file`` read)."""
+        swapped = self.swapped_modules(transformer)
+        return original_layout(transformer.state_dict(), self.rules, lambda module: module in swapped)
 
     def training_guidance(self, transformer) -> float:
         """The guidance value a distilled model is trained and queried with (unused otherwise)."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from erasectl.families.base import Rule, TransformerFamily, original_layout
+from erasectl.families.base import Rule, TransformerFamily
 
 _DOUBLE, _SINGLE = r"transformer_blocks\.(\d+)\.", r"single_transformer_blocks\.(\d+)\."
 # diffusers' names -> Black Forest Labs' (the flux1-dev.safetensors layout); q, k and v (and the
@@ -118,9 +118,6 @@ class Flux(TransformerFamily):
         import numpy as np
 
         return np.linspace(1.0, 1 / num_steps, num_steps)  # FluxPipeline's
-
-    def original_layout(self, transformer) -> dict[str, torch.Tensor]:
-        return original_layout(transformer.state_dict(), RULES, lambda module: module == "norm_out.linear")
 
     def training_guidance(self, transformer) -> float:
         return 3.5  # FluxPipeline's guidance_scale default; diffusers' FLUX training scripts' --guidance_scale

@@ -8,9 +8,7 @@ The denoiser reads the timestep on the scheduler's 0 to 1000 scale.
 
 from __future__ import annotations
 
-import torch
-
-from erasectl.families.base import Rule, TransformerFamily, original_layout
+from erasectl.families.base import Rule, TransformerFamily
 
 _BLOCK, _X, _C = r"transformer_blocks\.(\d+)\.", r"joint_blocks.\1.x_block.", r"joint_blocks.\1.context_block."
 # diffusers' names -> Stability AI's MMDiT (the sd3.5_medium.safetensors layout, without its
@@ -87,10 +85,9 @@ class SD3(TransformerFamily):
             streams.append(("tokenizer_3", clip, self.sequence_length(pipeline)))
         return streams
 
-    def original_layout(self, transformer) -> dict[str, torch.Tensor]:
+    def swapped_modules(self, transformer) -> tuple[str, ...]:
         # the last block's context adaLN is a final-layer one (context_pre_only): its halves swap too
-        last = f"transformer_blocks.{transformer.config.num_layers - 1}.norm1_context.linear"
-        return original_layout(transformer.state_dict(), RULES, lambda module: module in ("norm_out.linear", last))
+        return ("norm_out.linear", f"transformer_blocks.{transformer.config.num_layers - 1}.norm1_context.linear")
 
     def latent_channels(self, transformer) -> int:
         return transformer.config.in_channels
