@@ -54,6 +54,11 @@ def checkpoint_name(path) -> str:
     return path.parent.name if path.name == CHECKPOINT_FILE else path.stem
 
 
+def lora_merged(w0: torch.Tensor, down: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+    """W0 + up @ down, formed in float32 and returned in W0's dtype and device."""
+    return (w0.float() + up.to(w0.device).float() @ down.to(w0.device).float()).to(w0.dtype)
+
+
 def is_clip(encoder) -> bool:
     return type(encoder).__name__.startswith("CLIP")
 
@@ -187,8 +192,7 @@ class ErasedCheckpoint:
         """The erased tensors by ``target_keys``, given the ``base`` ones (a LoRA's W0 + up @ down)."""
         found = {k: v for k, v in self.tensors.items() if not k.endswith((LORA_DOWN, LORA_UP))}
         for key, (down, up) in self.lora_factors().items():
-            w0 = base[key]
-            found[key] = (w0.float() + up.to(w0.device).float() @ down.to(w0.device).float()).to(w0.dtype)
+            found[key] = lora_merged(base[key], down, up)
         return found
 
     def check(self, pipeline, check_base: bool = True) -> None:

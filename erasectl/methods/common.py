@@ -7,6 +7,7 @@ from contextlib import contextmanager
 import torch
 
 from erasectl.architecture import component_name, denoiser, predict_noise
+from erasectl.checkpoint import LORA_DOWN, LORA_UP, lora_merged
 from erasectl.methods.base import Progress
 from erasectl.parameter_groups import (
     TEXT_ENCODER_GROUP,
@@ -124,18 +125,17 @@ class TrainedLora(TrainedUNet):
     @torch.no_grad()
     def checkpoint_tensors(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         prefix = component_name(self.unet)
-        erased, base, merged = {}, {}, {}
+        erased, base = {}, {}
         for name in self.targets:
             layer = self.unet.get_submodule(name)
-            down = layer.lora_A[ADAPTER].weight.detach().float()
-            up = layer.lora_B[ADAPTER].weight.detach().float() * layer.scaling[ADAPTER]
-            erased[f"{prefix}.{name}.lora_down.weight"] = down.clone()
-            erased[f"{prefix}.{name}.lora_up.weight"] = up.clone()
+            erased[f"{prefix}.{name}{LORA_DOWN}"] = layer.lora_A[ADAPTER].weight.detach().float().clone()
+            erased[f"{prefix}.{name}{LORA_UP}"] = layer.lora_B[ADAPTER].weight.detach().float() * layer.scaling[ADAPTER]
             base[f"{prefix}.{name}.weight"] = layer.base_layer.weight.detach().clone()
-            merged[name] = (up @ down).to(layer.base_layer.weight.dtype)
         self.unet.unload_lora()
-        for name, delta in merged.items():
-            self.unet.get_submodule(name).weight.add_(delta)
+        for name in self.targets:  # the module left as applying the checkpoint leaves it
+            key = f"{prefix}.{name}"
+            weight = self.unet.get_submodule(name).weight
+            weight.copy_(lora_merged(base[f"{key}.weight"], erased[f"{key}{LORA_DOWN}"], erased[f"{key}{LORA_UP}"]))
         return erased, base
 
 
