@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from erasectl.architecture import denoiser, differentiable_conditioning, predict_noise
+from erasectl.checkpoint import is_clip
 from erasectl.diffusion import draw_timesteps, noise_target, training_scheduler
 from erasectl.errors import ConfigError
 from erasectl.files import write_atomically
@@ -73,8 +74,8 @@ def encoders(pipeline) -> list[tuple[str, str, str]]:
         module = getattr(pipeline, encoder, None)
         if module is None or getattr(pipeline, tokenizer, None) is None:
             continue
-        t5 = type(module).__name__.startswith("T5")
-        found.append((tokenizer, encoder, T5_KEY if t5 else "clip_l" if encoder == "text_encoder" else "clip_g"))
+        key = "clip_l" if encoder == "text_encoder" else "clip_g"
+        found.append((tokenizer, encoder, key if is_clip(module) else T5_KEY))
     return found
 
 

@@ -136,15 +136,27 @@ def kohya_state_dict(
     return state
 
 
-def refuse_unreadable_lora(pipeline, checkpoint: ErasedCheckpoint, kind: str) -> None:
+def refuse_unreadable_lora(pipeline, checkpoint: ErasedCheckpoint, kind: str, bias_deltas_too: bool) -> None:
     """A LoRA no reader loads, refused before anything is written: T5's deltas (no SD3 or FLUX
-    LoRA loader reads a T5 part), and FLUX's text-encoder deltas in kohya names."""
+    LoRA loader reads a T5 part), kohya names for SD3 (no reader here to check them), FLUX's
+    text-encoder deltas in kohya names, and bias deltas anywhere but an SD 1.x/2.x/XL kohya file."""
     components = {key.partition(".")[0] for key in checkpoint.target_keys()}
+    kind_of = family(pipeline)
     t5 = [c for c in components if c != "unet" and c != "transformer" and not is_clip(getattr(pipeline, c))]
     if t5:
         raise UserError(f"this checkpoint changes T5 ({t5[0]}), which no LoRA reader loads; export --format diffusers")
-    if kind == "kohya" and family(pipeline) == "flux" and components != {"transformer"}:
+    if kind == "kohya" and kind_of == "sd3":
+        raise UserError("--format kohya names SD 1.x, 2.x, SDXL and FLUX modules; for sd3 export --format lora, the diffusers names that diffusers and ComfyUI read")  # fmt: skip
+    if kind == "kohya" and kind_of == "flux" and components != {"transformer"}:
         raise UserError("--format kohya writes FLUX's transformer; this checkpoint changes its text encoder: export --format lora or diffusers")  # fmt: skip
+    if kind != "kohya" and bias_deltas_too:
+        raise UserError(
+            "--bias-deltas is for --format kohya (ComfyUI reads them as .diff_b); a PEFT LoRA has no place for them"
+        )
+    if kind_of == "flux" and bias_deltas_too:
+        raise UserError(
+            "--bias-deltas writes SD 1.x, 2.x and SDXL .diff_b keys; a FLUX LoRA carries weight deltas only"
+        )
 
 
 def flux_kohya_factors(pipeline, factors: dict[str, LowRankFactor]) -> dict[str, LowRankFactor]:
@@ -247,15 +259,7 @@ def export_lora(
         }
         path = out / LORA_FILE
     biases = bias_deltas(pipeline, checkpoint)
-    if kind != "kohya" and bias_deltas_too:
-        raise UserError(
-            "--bias-deltas is for --format kohya (ComfyUI reads them as .diff_b); a PEFT LoRA has no place for them"
-        )
     if kind == "kohya" and family(pipeline) == "flux":
-        if bias_deltas_too:
-            raise UserError(
-                "--bias-deltas writes SD 1.x, 2.x and SDXL .diff_b keys; a FLUX LoRA carries weight deltas only"
-            )
         state = kohya_state_dict(flux_kohya_factors(pipeline, factors), stem_of=lambda stem: stem)
     elif kind == "kohya":
         state = kohya_state_dict(factors, biases if bias_deltas_too else None)
@@ -298,7 +302,7 @@ def write_released_text_encoders(pipeline, out: Path) -> dict[str, int]:
     written = {}
     for component in TEXT_ENCODERS:
         encoder = getattr(pipeline, component, None)
-        if encoder is None or not type(encoder).__name__.startswith("CLIPText"):  # FLUX's text_encoder_2 is T5
+        if encoder is None or not is_clip(encoder):  # FLUX's text_encoder_2 is T5
             continue
         folder = out / component
         files = sorted(folder.glob("*.safetensors"))
@@ -469,10 +473,8 @@ def export_checkpoint(erased, request: ExportRequest, out: Path, force: bool = F
         return load_pipeline(name, allow_pickle=request.allow_pickle, config=model_config)
 
     pipeline = load_base()
-    if request.format in ("lora", "kohya"):
-        refuse_unreadable_lora(pipeline, erased, request.format)
-    if request.format == "kohya" and family(pipeline) == "sd3":
-        raise UserError("--format kohya names SD 1.x, 2.x, SDXL and FLUX modules; for sd3 export --format lora, the diffusers names that diffusers and ComfyUI read")  # fmt: skip
+    if request.format in ("lora", "kohya"):  # before anything is written
+        refuse_unreadable_lora(pipeline, erased, request.format, request.bias_deltas)
     base = None
     if request.format in ("lora", "kohya"):
         base = load_base()
