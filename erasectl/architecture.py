@@ -67,11 +67,12 @@ def family(pipeline) -> str:
 UNET_SAMPLING = (25, 7.5)  # erasectl's steps and guidance on SD 1.x, 2.x and XL
 
 
-def sampling_defaults(pipeline) -> tuple[int, float]:
-    """(steps, guidance) ``generate`` and ``compare`` draw with when not told: the family's pipeline's."""
+def sampling_defaults(pipeline, steps: int | None = None, guidance: float | None = None) -> tuple[int, float]:
+    """(steps, guidance) to draw with: those given, else the family's pipeline's defaults."""
     module = denoiser(pipeline)
     found = families.of(module)
-    return UNET_SAMPLING if found is None else found.sampling_defaults(module)
+    own = UNET_SAMPLING if found is None else found.sampling_defaults(module)
+    return own[0] if steps is None else steps, own[1] if guidance is None else guidance
 
 
 def guidance_kind(module) -> str:

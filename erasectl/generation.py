@@ -52,13 +52,12 @@ class Drawing:
     revision: str | None = None
     variant: str | None = None
 
-    def sampler(self, profile, steps: int | None, guidance: float | None, pipeline=None) -> SamplerSettings:
-        """The sampler settings on a model of ``profile`` (its batch size unless one is given);
-        steps or guidance not given: the family's defaults (``architecture.sampling_defaults``)."""
-        from erasectl.architecture import UNET_SAMPLING, sampling_defaults
+    def sampler(self, profile, steps: int | None, guidance: float | None, pipeline) -> SamplerSettings:
+        """The sampler settings on ``pipeline``, a model of ``profile`` (its batch size unless one is
+        given); steps or guidance not given: the family's defaults (``architecture.sampling_defaults``)."""
+        from erasectl.architecture import sampling_defaults
 
-        own = sampling_defaults(pipeline) if pipeline is not None else UNET_SAMPLING
-        steps, guidance = own[0] if steps is None else steps, own[1] if guidance is None else guidance
+        steps, guidance = sampling_defaults(pipeline, steps, guidance)
         batch_size = self.batch_size or profile.generation_batch_size
         return SamplerSettings(steps, guidance, batch_size, self.negative_prompt, self.height, self.width)
 

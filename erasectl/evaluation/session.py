@@ -113,9 +113,7 @@ def prepare(request: EvaluationRequest):
         checkpoints, request.model, request.model_config, request.drawing, request.device, request.allow_pickle
     )
     drawing = request.drawing
-    steps, guidance = sampling_defaults(base.pipeline)
-    steps = steps if request.steps is None else request.steps
-    guidance = guidance if request.guidance is None else request.guidance
+    steps, guidance = sampling_defaults(base.pipeline, request.steps, request.guidance)
     config = EvaluationConfig(n_per_prompt=request.n_per_prompt, seed=request.seed, steps=steps, guidance=guidance,
                               negative_prompt=drawing.negative_prompt, height=drawing.height, width=drawing.width,
                               batch_size=drawing.batch_size or base.profile.generation_batch_size)  # fmt: skip
