@@ -14,6 +14,14 @@ from erasectl.cli import app
 runner = CliRunner()
 
 
+def uce_erasure(folder, run, concept: str = "circle"):
+    """A quick erasure of ``concept`` (UCE) from the CLI; its run folder."""
+    erased = runner.invoke(app, ["erase", "--concept", concept, "--method", "uce", "--model", str(folder),
+                                 "--out", str(run), "--quiet"])  # fmt: skip
+    assert erased.exit_code == 0, erased.output
+    return run
+
+
 @pytest.fixture(scope="module", params=["sd3", "sd3-no-t5", "flux-dev", "flux-schnell"])
 def transformer_family(request, tmp_path_factory):
     return request.param, tiny_transformer_pipeline(tmp_path_factory.mktemp(request.param), request.param)
@@ -120,10 +128,7 @@ def test_a_flux_erasure_exports_as_a_diffusers_folder_and_kohya_names(transforme
     family, folder = transformer_family
     if family != "flux-dev":
         pytest.skip("one family is enough")
-    run = tmp_path / "run"
-    erased = runner.invoke(app, ["erase", "--concept", "red circle", "--method", "uce", "--model", str(folder),
-                                 "--out", str(run), "--quiet"])  # fmt: skip
-    assert erased.exit_code == 0, erased.output
+    run = uce_erasure(folder, tmp_path / "run", "red circle")
     # --no-verify: its check draws at FLUX's own 1024 px; the tensors are compared here, exactly
     exported = runner.invoke(
         app, ["export", str(run), "--format", "diffusers", "--out", str(tmp_path / "d"), "--quiet", "--no-verify"]
@@ -152,10 +157,7 @@ def test_evaluate_measures_a_transformer_erasure_with_the_family_s_sampler(trans
     family, folder = transformer_family
     if family not in ("sd3", "flux-schnell"):
         pytest.skip("one family of each kind is enough")
-    run = tmp_path / "run"
-    erased = runner.invoke(app, ["erase", "--concept", "circle", "--method", "uce", "--model", str(folder),
-                                 "--out", str(run), "--quiet"])  # fmt: skip
-    assert erased.exit_code == 0, erased.output
+    run = uce_erasure(folder, tmp_path / "run", "circle")
     out = tmp_path / "evaluation"
     common = ["evaluate", "--checkpoint", str(run), "--surrounding", "ring,square", "--judge", str(embedded_judge_dir()),
               "--n-per-prompt", "1", "--height", "32", "--width", "32", "--quiet"]  # fmt: skip
@@ -175,10 +177,7 @@ def test_an_sd3_erasure_exports_as_one_transformer_file_that_loads_and_erases_ag
     family, folder = transformer_family
     if family != "sd3":
         pytest.skip("one family is enough; FLUX's layout is checked at its real width below")
-    run = tmp_path / "run"
-    erased = runner.invoke(app, ["erase", "--concept", "circle", "--method", "uce", "--model", str(folder),
-                                 "--out", str(run), "--quiet"])  # fmt: skip
-    assert erased.exit_code == 0, erased.output
+    run = uce_erasure(folder, tmp_path / "run", "circle")
     out = tmp_path / "file"
     exported = runner.invoke(
         app, ["export", str(run), "--format", "single-file", "--out", str(out), "--quiet", "--json"]
@@ -254,10 +253,7 @@ def test_both_attacks_run_on_sd3_and_the_soft_prompt_learns_its_token_in_every_e
     family, folder = transformer_family
     if family != "sd3":
         pytest.skip("one family is enough; FLUX's token is checked below")
-    run = tmp_path / "run"
-    erased = runner.invoke(app, ["erase", "--concept", "circle", "--method", "uce", "--model", str(folder),
-                                 "--out", str(run), "--quiet"])  # fmt: skip
-    assert erased.exit_code == 0, erased.output
+    run = uce_erasure(folder, tmp_path / "run", "circle")
     out = tmp_path / "attack"
     attacked = runner.invoke(
         app, ["attack", "--checkpoint", str(run), "--steps", "3", "--images", "2", "--n-per-prompt", "1",
