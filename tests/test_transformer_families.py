@@ -6,10 +6,11 @@ import json
 
 import pytest
 import torch
-from tiny_models import t5_tokenizer, tiny_transformer_pipeline
+from tiny_models import tiny_transformer_pipeline
 from typer.testing import CliRunner
 
 from erasectl.cli import app
+from erasectl.world.tokenizer import t5_tokenizer
 
 runner = CliRunner()
 

@@ -3,7 +3,7 @@ own pipeline tests do), for tests that need the structure of a real model, not i
 
 import torch
 
-from erasectl.world.tokenizer import write_tokenizer
+from erasectl.world.tokenizer import t5_tokenizer, write_tokenizer
 
 
 def tiny_pipeline(folder, family: str, scheduler_class: str = "DDIMScheduler"):
@@ -103,25 +103,6 @@ def tiny_pipeline(folder, family: str, scheduler_class: str = "DDIMScheduler"):
         pipeline.scheduler = getattr(diffusers, scheduler_class).from_config(scheduler.config)
     pipeline.save_pretrained(folder / family)
     return folder / family
-
-
-def t5_tokenizer(words):
-    """A T5 tokenizer built in memory (no download): a ``tokenizers`` Unigram model over the
-    given words and their letters, SentencePiece's "▁" word marks, and "</s>" after every text,
-    as T5's own tokenizer adds it."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
-    from transformers import T5TokenizerFast
-
-    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
-    pieces += [(f"\u2581{w}", -2.0) for w in sorted(set(words))]
-    pieces += [(c, -6.0) for c in "\u2581abcdefghijklmnopqrstuvwxyz,.'!"]
-    backend = Tokenizer(models.Unigram(pieces, unk_id=2))
-    backend.pre_tokenizer = pre_tokenizers.Metaspace()
-    backend.decoder = decoders.Metaspace()
-    backend.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
-    return T5TokenizerFast(
-        tokenizer_object=backend, eos_token="</s>", unk_token="<unk>", pad_token="<pad>", extra_ids=0
-    )
 
 
 def tiny_transformer_pipeline(folder, family: str):

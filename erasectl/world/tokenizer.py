@@ -36,7 +36,7 @@ def build_vocabulary(words: tuple[str, ...] = WORLD_WORDS) -> tuple[dict[str, in
     return {token: i for i, token in enumerate(tokens)}, merges
 
 
-def write_tokenizer(folder: str | Path) -> Path:
+def write_tokenizer(folder: str | Path, max_length: int = MODEL_MAX_LENGTH) -> Path:
     """Write ``vocab.json``, ``merges.txt`` and the configs; return the folder."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -45,7 +45,7 @@ def write_tokenizer(folder: str | Path) -> Path:
     (folder / "merges.txt").write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges))
     config = {
         "tokenizer_class": "CLIPTokenizer",
-        "model_max_length": MODEL_MAX_LENGTH,
+        "model_max_length": max_length,
         "bos_token": BOS,
         "eos_token": EOS,
         "unk_token": UNK,
@@ -58,3 +58,27 @@ def write_tokenizer(folder: str | Path) -> Path:
         json.dumps({"bos_token": BOS, "eos_token": EOS, "unk_token": UNK, "pad_token": EOS}, indent=2) + "\n"
     )
     return folder
+
+
+def t5_tokenizer(words: tuple[str, ...] = WORLD_WORDS, max_length: int = 512):
+    """A T5 tokenizer built in memory (no download): a ``tokenizers`` Unigram model over the given
+    words and the letters, SentencePiece's "\u2581" word marks, and "</s>" after every text, as
+    T5's own tokenizer adds it."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import T5TokenizerFast
+
+    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
+    pieces += [(f"\u2581{w}", -2.0) for w in sorted(set(words))]
+    pieces += [(c, -6.0) for c in "\u2581" + _CHARACTERS]
+    backend = Tokenizer(models.Unigram(pieces, unk_id=2))
+    backend.pre_tokenizer = pre_tokenizers.Metaspace()
+    backend.decoder = decoders.Metaspace()
+    backend.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    return T5TokenizerFast(
+        tokenizer_object=backend,
+        eos_token="</s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        extra_ids=0,
+        model_max_length=max_length,
+    )

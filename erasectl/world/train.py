@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from erasectl.assets import embedded_pipeline_dir
 from erasectl.errors import ConfigError
 from erasectl.judge import image_embeddings, text_embeddings
 from erasectl.world import architecture
@@ -45,6 +46,9 @@ class WorldTrainingConfig:
     unet_steps: int = 4_000
     unet_batch_size: int = 128
     unet_lr: float = 1e-3
+    transformer_steps: int = 4_000
+    transformer_batch_size: int = 128
+    transformer_lr: float = 5e-4
     empty_caption_share: float = 0.1
     ema_decay: float = 0.999
     judge_steps: int = 2_000
@@ -64,7 +68,7 @@ def random_caption(label: Label, rng: np.random.Generator, empty_share: float) -
     return label.caption(colour=bool(rng.random() < 0.75), style=bool(rng.random() < 0.4), noun=str(noun))
 
 
-def _cosine_lr(step: int, total: int, warmup: int = 100) -> float:
+def cosine_lr(step: int, total: int, warmup: int = 100) -> float:
     if step < warmup:
         return (step + 1) / warmup
     return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
@@ -74,7 +78,7 @@ def _to_tensor(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
 
 
-def _report(progress: Progress | None, stage: str, step: int, total: int, **logs: float) -> None:
+def report_stage(progress: Progress | None, stage: str, step: int, total: int, **logs: float) -> None:
     if progress is not None:
         progress(stage, step, total, logs)
 
@@ -85,7 +89,7 @@ def train_vae(images: np.ndarray, config: WorldTrainingConfig, progress: Progres
     torch.manual_seed(config.seed)
     vae = AutoencoderKL(**architecture.vae_config())
     optimizer = torch.optim.AdamW(vae.parameters(), lr=config.vae_lr, weight_decay=0.0)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _cosine_lr(s, config.vae_steps))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: cosine_lr(s, config.vae_steps))
     rng = np.random.default_rng(config.seed + 1)
     for step in range(config.vae_steps):
         batch = _to_tensor(images[rng.integers(0, len(images), config.vae_batch_size)])
@@ -97,7 +101,7 @@ def train_vae(images: np.ndarray, config: WorldTrainingConfig, progress: Progres
         loss.backward()
         optimizer.step()
         scheduler.step()
-        _report(progress, "vae", step + 1, config.vae_steps, loss=recon.item())
+        report_stage(progress, "vae", step + 1, config.vae_steps, loss=recon.item())
     return vae.eval()
 
 
@@ -131,7 +135,7 @@ def train_unet(
     parameters = list(unet.parameters()) + list(text_encoder.parameters())
     ema = EMAModel(parameters, decay=config.ema_decay)
     optimizer = torch.optim.AdamW(parameters, lr=config.unet_lr, weight_decay=1e-4)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _cosine_lr(s, config.unet_steps, 200))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: cosine_lr(s, config.unet_steps, 200))
     rng = np.random.default_rng(config.seed + 3)
     generator = torch.Generator().manual_seed(config.seed + 4)
     for step in range(config.unet_steps):
@@ -154,7 +158,7 @@ def train_unet(
         optimizer.step()
         scheduler.step()
         ema.step(parameters)
-        _report(progress, "unet", step + 1, config.unet_steps, loss=loss.item())
+        report_stage(progress, "unet", step + 1, config.unet_steps, loss=loss.item())
     ema.copy_to(parameters)
     return unet.eval(), text_encoder.eval()
 
@@ -204,7 +208,7 @@ def train_judge(
     text_inputs = tokenizer(captions, padding=True, return_tensors="pt")
     truth_table = {label: torch.tensor([caption_is_true(c, label) for c in captions]) for label in set(labels)}
     optimizer = torch.optim.AdamW(judge.parameters(), lr=config.judge_lr, weight_decay=1e-2)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _cosine_lr(s, config.judge_steps))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: cosine_lr(s, config.judge_steps))
     rng = np.random.default_rng(config.seed + 6)
     generator = torch.Generator().manual_seed(config.seed + 7)
     for step in range(config.judge_steps):
@@ -226,29 +230,40 @@ def train_judge(
         scheduler.step()
         with torch.no_grad():
             judge.logit_scale.clamp_(0, math.log(100))
-        _report(progress, "judge", step + 1, config.judge_steps, loss=loss.item())
+        report_stage(progress, "judge", step + 1, config.judge_steps, loss=loss.item())
     return judge.eval()
 
 
-def train_world(out_dir: str | Path, config: WorldTrainingConfig, progress: Progress | None = None) -> dict[str, Path]:
-    """Run every stage; return the folders of the pipeline and the judge."""
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline
-    from transformers import CLIPImageProcessor, CLIPProcessor, CLIPTokenizer
+@dataclass
+class SharedStages:
+    """What both worlds' models train on: the data set, the VAE and the latents' distributions."""
 
-    out_dir = Path(out_dir)
+    work: Path
+    images: np.ndarray
+    labels: list[Label]
+    vae: object
+    latents: tuple[torch.Tensor, torch.Tensor]  # the VAE posterior's mean and std of every image
+
+
+def shared_stages(out_dir: Path, config: WorldTrainingConfig, progress: Progress | None, own_vae: bool) -> SharedStages:
+    """The data, the VAE (trained, or with ``own_vae`` False the UNet world's shipped one) and the
+    latents, each loaded from ``out_dir/stages`` when an earlier run saved it."""
+    from diffusers import AutoencoderKL
+
     work = out_dir / "stages"
     work.mkdir(parents=True, exist_ok=True)
-    tokenizer = CLIPTokenizer.from_pretrained(write_tokenizer(work / "tokenizer"))
-    started = time.time()
-
     images, labels = render_dataset(config.n_images, seed=config.seed)
-    _report(progress, "data", 1, 1)
+    report_stage(progress, "data", 1, 1)
 
     vae_dir = work / "vae"
     if (vae_dir / "config.json").exists():
         vae = AutoencoderKL.from_pretrained(vae_dir)
     else:
-        vae = train_vae(images, config, progress)
+        vae = (
+            train_vae(images, config, progress)
+            if own_vae
+            else AutoencoderKL.from_pretrained(embedded_pipeline_dir() / "vae")
+        )
         vae.save_pretrained(vae_dir)
 
     latents_file = work / "latents.pt"
@@ -257,8 +272,22 @@ def train_world(out_dir: str | Path, config: WorldTrainingConfig, progress: Prog
     else:
         latent_mean, latent_std = encode_latents(vae, images)
         torch.save((latent_mean, latent_std), latents_file)
-    scaling_factor = float(1.0 / latent_mean.std())
-    vae.register_to_config(scaling_factor=scaling_factor)
+    vae.register_to_config(scaling_factor=float(1.0 / latent_mean.std()))
+    return SharedStages(work, images, labels, vae, (latent_mean, latent_std))
+
+
+def train_world(out_dir: str | Path, config: WorldTrainingConfig, progress: Progress | None = None) -> dict[str, Path]:
+    """Run every stage; return the folders of the pipeline and the judge."""
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+    from transformers import CLIPImageProcessor, CLIPProcessor, CLIPTokenizer
+
+    out_dir = Path(out_dir)
+    started = time.time()
+    stages = shared_stages(out_dir, config, progress, own_vae=True)
+    tokenizer = CLIPTokenizer.from_pretrained(write_tokenizer(stages.work / "tokenizer"))
+    images, labels, vae = stages.images, stages.labels, stages.vae
+    latent_mean, latent_std = stages.latents
+    scaling_factor = vae.config.scaling_factor
 
     pipeline_dir = out_dir / "shapes-sd"
     if not (pipeline_dir / "model_index.json").exists():
@@ -290,6 +319,10 @@ def train_world(out_dir: str | Path, config: WorldTrainingConfig, progress: Prog
         CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(judge_dir)
         write_tokenizer(judge_dir)
 
-    recipe = {"config": asdict(config), "wall_time_s": round(time.time() - started, 1)}
-    (out_dir / "training.json").write_text(json.dumps(recipe, indent=2) + "\n")
+    write_recipe(out_dir / "training.json", config, started)
     return {"pipeline": pipeline_dir, "judge": judge_dir}
+
+
+def write_recipe(path: Path, config: WorldTrainingConfig, started: float) -> None:
+    recipe = {"config": asdict(config), "wall_time_s": round(time.time() - started, 1)}
+    path.write_text(json.dumps(recipe, indent=2) + "\n")
