@@ -105,3 +105,76 @@ def gather_in_order(local: dict[int, object], count: int) -> list:
     for index, result in gather_object(list(local.items())):
         merged[index] = result
     return [merged[i] for i in range(count)]
+
+
+# Sharded training (FSDP2) ---------------------------------------------------------------------
+# ``accelerate launch --config_file fsdp.yaml`` (distributed_type FSDP, fsdp_version 2) shards the
+# trained denoiser's parameters, gradients and optimizer state over the processes with accelerate's
+# FSDP plugin. Every process then runs every forward pass together (FSDP gathers each layer's
+# weights on the fly), so each process still computes the loss on its own part of the batch.
+
+
+def sharded() -> bool:
+    """Whether the launch asks for FSDP (what ``accelerate launch`` sets from an FSDP config)."""
+    return world()[1] > 1 and os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+
+
+@lru_cache(maxsize=1)
+def _accelerator():
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+
+    if os.environ.get("FSDP_VERSION", "1") != "2":  # accelerate's default is FSDP1
+        raise UserError(
+            "erasectl shards with FSDP2: set fsdp_version: 2 in the accelerate config (FSDP1 wraps the model in another module)"
+        )
+    plugin = FullyShardedDataParallelPlugin()  # reads the launch's FSDP_* settings
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    if accelerator.distributed_type != DistributedType.FSDP:
+        # accelerate runs FSDP only on accelerators; on CPUs the same plugin shards over gloo
+        accelerator.state.distributed_type = DistributedType.FSDP
+        accelerator.state.fsdp_plugin = plugin
+    return accelerator
+
+
+def shard(module: torch.nn.Module, optimizer):
+    """``(module, optimizer)`` prepared by accelerate for FSDP2: the module sharded in place (its
+    parameters become DTensors) and the optimizer moved onto them."""
+    import warnings
+
+    # diffusers' models return views of their output; erasectl does no in-place op on one
+    warnings.filterwarnings("ignore", message="FSDP2-wrapped module .* returned a view tensor")
+    return _accelerator().prepare(module, optimizer)
+
+
+def full(tensor: torch.Tensor) -> torch.Tensor:
+    """A sharded tensor gathered whole on every process (all processes must call); others as they are."""
+    from torch.distributed.tensor import DTensor
+
+    return tensor.full_tensor() if isinstance(tensor, DTensor) else tensor
+
+
+def shaped_like(whole: torch.Tensor, parameter: torch.Tensor) -> torch.Tensor:
+    """``whole`` laid out as ``parameter`` is: this process's shard of it for a sharded parameter."""
+    from torch.distributed.tensor import DTensor, distribute_tensor
+
+    if not isinstance(parameter, DTensor):
+        return whole
+    whole = whole.to(device=parameter.device, dtype=parameter.dtype)
+    return distribute_tensor(whole, parameter.device_mesh, parameter.placements, src_data_rank=None)
+
+
+def local(tensor: torch.Tensor) -> torch.Tensor:
+    """This process's shard of a sharded tensor (its storage, not a copy); others as they are."""
+    from torch.distributed.tensor import DTensor
+
+    return tensor.to_local() if isinstance(tensor, DTensor) else tensor
+
+
+def reshard(module: torch.nn.Module) -> None:
+    """Free the gathered weights of every FSDP unit, so that the next forward gathers them afresh."""
+    from torch.distributed.fsdp import FSDPModule
+
+    for unit in module.modules():
+        if isinstance(unit, FSDPModule):
+            unit.reshard()

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field, replace
 
 from erasectl.architecture import denoiser, family
 from erasectl.checkpoint import ErasedCheckpoint, make_checkpoint
-from erasectl.distributed import world
+from erasectl.distributed import sharded, world
 from erasectl.errors import UserError
 from erasectl.methods import get_method, method_names
 from erasectl.methods.base import CONCEPT_TYPES
@@ -211,6 +211,7 @@ def erase_concepts(
         "base_model": request.model_name,
         "family": family(pipeline),
         "processes": world()[1],
+        "sharded": sharded(),  # FSDP2: parameters, gradients and optimizer state split over the processes
         "mixed_precision": mixed_precision,
         "gradient_checkpointing": gradient_checkpointing,
         **result.extra,

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from erasectl.distributed import is_main_process, sum_over_processes
+from erasectl.distributed import full, is_main_process, local, shaped_like, sharded, sum_over_processes, world
 from erasectl.errors import TrainingDiverged, UserError
 from erasectl.files import write_atomically
 
@@ -60,11 +60,13 @@ def save_state(
 ) -> Path:
     from safetensors.torch import save_file
 
-    tensors = {f"trained.{name}": p.detach().cpu().contiguous() for name, p in trained.items()}
+    tensors = {f"trained.{name}": full(p).detach().cpu().contiguous() for name, p in trained.items()}
     optimizer_state = optimizer.state_dict()
     for index, moments in optimizer_state["state"].items():
         for key, value in moments.items():
-            tensors[f"optimizer.{index}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
+            tensors[f"optimizer.{index}.{key}"] = full(torch.as_tensor(value)).detach().cpu().contiguous()
+    if not is_main_process():  # under FSDP every process gathered its shards; one writes
+        return path
     tensors["rng.generator"] = generator.get_state()
     tensors["rng.torch"] = torch.get_rng_state()
     tensors.update({f"extra.{k}": v.detach().cpu().contiguous() for k, v in extras.items() if v is not None})
@@ -104,11 +106,14 @@ def load_state(
     tensors, metadata = read_state(path, STATE_FORMAT, "training state", config)
     with torch.no_grad():
         for name, parameter in trained.items():
-            parameter.copy_(tensors[f"trained.{name}"])
+            local(parameter).copy_(local(shaped_like(tensors[f"trained.{name}"], parameter)))
     optimizer_state = {"state": {}, "param_groups": json.loads(metadata["param_groups"])}
+    parameters = [p for group in optimizer.param_groups for p in group["params"]]
     for key, value in tensors.items():
         if key.startswith("optimizer."):
             _, index, name = key.split(".", 2)
+            owner = parameters[int(index)]  # moments shaped like their parameter are sharded like it
+            value = shaped_like(value, owner) if value.shape == owner.shape else value
             optimizer_state["state"].setdefault(int(index), {})[name] = value
     optimizer.load_state_dict(optimizer_state)
     generator.set_state(tensors["rng.generator"])
@@ -142,9 +147,14 @@ class StepHook:
         """``share``: this process's part of the batch, under data parallelism (see distributed)."""
 
         self.optimizer.zero_grad(set_to_none=True)
-        (loss * share).backward()
+        if sharded():  # FSDP averages the gradients over the processes as it reduces them
+            (loss * share * world()[1]).backward()
+            gradients = []
+        else:
+            (loss * share).backward()
+            gradients = [p.grad for p in self.trained.values() if p.grad is not None]
         value = (loss.detach() * share).reshape(1)
-        sum_over_processes([value, *(p.grad for p in self.trained.values() if p.grad is not None)])
+        sum_over_processes([value, *gradients])
         losses.append(check_finite(value, step, self.config))
         self.optimizer.step()
         if progress is not None:
@@ -159,7 +169,7 @@ class StepHook:
             return
 
         path = control.state_dir / f"state-{step:06d}.safetensors"
-        if is_main_process():  # every process holds the same state
+        if is_main_process() or sharded():  # every process holds the same state, or its shard of it
             save_state(path, step, self.config, self.trained, self.optimizer, self.generator, losses, extras)
         if stop:
             raise Interrupted(path, step)

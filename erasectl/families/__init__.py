@@ -25,4 +25,5 @@ def by_denoiser_class() -> dict[str, TransformerFamily]:
 
 def of(denoiser) -> TransformerFamily | None:
     """The family of a denoising network, or None for a UNet."""
-    return by_denoiser_class().get(type(denoiser).__name__)
+    classes = by_denoiser_class()  # by the class or a base (FSDP2 subclasses a sharded module's class)
+    return next((classes[k.__name__] for k in type(denoiser).__mro__ if k.__name__ in classes), None)

@@ -250,11 +250,12 @@ def erase(
     unet = denoiser(pipeline)
     with modules_restored(unet):  # the pipeline is the caller's: leave it as it came, also when a step raises
         model = trained_model(pipeline, config.parameter_group, PARAMETER_GROUPS, unet, config.lora_rank)
-        trained = list(model.trained.values())
-        optimizer = (
-            torch.optim.AdamW(trained, lr=config.lr, weight_decay=config.weight_decay)
-            if config.weight_decay
-            else torch.optim.Adam(trained, lr=config.lr)
+        optimizer = model.optimizer(
+            lambda trained: (
+                torch.optim.AdamW(trained, lr=config.lr, weight_decay=config.weight_decay)
+                if config.weight_decay
+                else torch.optim.Adam(trained, lr=config.lr)
+            )
         )
         hook = StepHook(control, config, model.trained, optimizer, generator)
         start, losses, extras = hook.resume()

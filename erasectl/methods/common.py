@@ -8,6 +8,8 @@ import torch
 
 from erasectl.architecture import component_name, denoiser, predict_noise
 from erasectl.checkpoint import LORA_DOWN, LORA_UP, lora_merged
+from erasectl.distributed import full, local, reshard, shard, sharded
+from erasectl.errors import UserError
 from erasectl.methods.base import Progress
 from erasectl.parameter_groups import (
     TEXT_ENCODER_GROUP,
@@ -65,19 +67,49 @@ class TrainedUNet:
         self.trained = trained
         self.original = {name: p.detach().clone() for name, p in trained.items()}
 
+    def optimizer(self, make) -> torch.optim.Optimizer:
+        """``make(parameters)``, the optimizer of the trained parameters. Under FSDP accelerate shards
+        the denoiser with it: the parameters (and the originals' copies) become each process's shards."""
+        optimizer = make(list(self.trained.values()))
+        if sharded() and not self.trains_text:
+            self.unet, optimizer = shard(self.unet, optimizer)
+            self.trained = {name: p for name, p in self.unet.named_parameters() if name in self.trained}
+            self.original = {name: p.detach().clone() for name, p in self.trained.items()}
+        return optimizer
+
     def __call__(self, latents, timesteps, hidden_states) -> torch.Tensor:
         return predict_noise(self.unet, latents, timesteps, hidden_states)
 
     @torch.no_grad()
     def frozen(self, latents, timesteps, hidden_states) -> torch.Tensor:
-        return predict_noise(self.unet, latents, timesteps, hidden_states, self.original)
+        if not sharded():
+            return predict_noise(self.unet, latents, timesteps, hidden_states, self.original)
+        with originals_in_place(self.unet, self.trained, self.original):
+            return predict_noise(self.unet, latents, timesteps, hidden_states)
 
     def checkpoint_tensors(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        """``(erased, base)`` tensors under checkpoint keys."""
+        """``(erased, base)`` tensors under checkpoint keys (whole, also when sharded)."""
         prefix = component_name(self.unet)
-        erased = {f"{prefix}.{n}": p.detach().clone() for n, p in self.trained.items()}
-        base = {f"{prefix}.{n}": t for n, t in self.original.items()}
+        erased = {f"{prefix}.{n}": full(p).detach().clone() for n, p in self.trained.items()}
+        base = {f"{prefix}.{n}": full(t) for n, t in self.original.items()}
         return erased, base
+
+
+@contextmanager
+def originals_in_place(module: torch.nn.Module, trained: dict, original: dict):
+    """Under FSDP, ``functional_call`` cannot swap tensors (the shards are gathered by FSDP's own
+    hooks): each process copies its shard of the originals into the trained parameters for the
+    duration, with the gathered weights freed before and after so that no stale copy is used."""
+    reshard(module)
+    current = {name: local(p).clone() for name, p in trained.items()}
+    for name, parameter in trained.items():
+        local(parameter).copy_(local(original[name]))
+    try:
+        yield
+    finally:
+        reshard(module)
+        for name, parameter in trained.items():
+            local(parameter).copy_(current[name])
 
 
 class TrainedTextEncoders(TrainedUNet):
@@ -128,9 +160,13 @@ class TrainedLora(TrainedUNet):
         erased, base = {}, {}
         for name in self.targets:
             layer = self.unet.get_submodule(name)
-            erased[f"{prefix}.{name}{LORA_DOWN}"] = layer.lora_A[ADAPTER].weight.detach().float().clone()
-            erased[f"{prefix}.{name}{LORA_UP}"] = layer.lora_B[ADAPTER].weight.detach().float() * layer.scaling[ADAPTER]
-            base[f"{prefix}.{name}.weight"] = layer.base_layer.weight.detach().clone()
+            erased[f"{prefix}.{name}{LORA_DOWN}"] = full(layer.lora_A[ADAPTER].weight).detach().float().clone()
+            erased[f"{prefix}.{name}{LORA_UP}"] = (
+                full(layer.lora_B[ADAPTER].weight).detach().float() * layer.scaling[ADAPTER]
+            )
+            base[f"{prefix}.{name}.weight"] = full(layer.base_layer.weight).detach().clone()
+        if sharded():  # a sharded denoiser is not drawn from after the erasure
+            return erased, base
         self.unet.unload_lora()
         for name in self.targets:  # the module left as applying the checkpoint leaves it
             key = f"{prefix}.{name}"
@@ -145,6 +181,11 @@ def trained_model(pipeline, group: str, unet_groups: tuple[str, ...], unet=None,
     ``unet``: another copy of the pipeline's UNet to train."""
 
     unet = denoiser(pipeline) if unet is None else unet
+    if group == TEXT_ENCODER_GROUP and sharded():
+        raise UserError(
+            "FSDP shards the denoiser, and --parameter-group text-encoder trains the text encoders: "
+            "choose a denoiser group or launch without FSDP"
+        )
     if group == TEXT_ENCODER_GROUP:
         return TrainedTextEncoders(unet, select_text_encoder_parameters(pipeline))
     if lora_rank:

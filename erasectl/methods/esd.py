@@ -331,7 +331,7 @@ class _Training:
 
             self.previous_processors = unet.attn_processors
             unet.set_attn_processor(AttnProcessor())
-        self.optimizer = torch.optim.Adam(self.model.trained.values(), lr=config.lr)
+        self.optimizer = self.model.optimizer(lambda trained: torch.optim.Adam(trained, lr=config.lr))
         encoded = self.released.encode if self.released is not None else lambda p: encode_prompts(pipeline, p)
 
         def encode(texts):  # a distilled transformer reads start_guidance in every pass, as EraseAnything's ESD term
