@@ -15,7 +15,7 @@ import torch
 from erasectl.architecture import TRANSFORMER_FAMILIES, family, latent_shape, transformer_family
 from erasectl.checkpoint import TEXT_ENCODERS, ErasedCheckpoint, component_tensors, is_clip, key_name
 from erasectl.errors import UserError
-from erasectl.families.base import original_place
+from erasectl.families.base import original_place, swap_halves
 from erasectl.files import give_usual_modes, prepare_output_dir, write_atomically
 from erasectl.generation import SamplerSettings, generate
 from erasectl.ldm_layout import pipeline_to_ldm
@@ -138,50 +138,57 @@ def kohya_state_dict(
 
 def refuse_unreadable_lora(pipeline, checkpoint: ErasedCheckpoint, kind: str, bias_deltas_too: bool) -> None:
     """A LoRA no reader loads, refused before anything is written: T5's deltas (no SD3 or FLUX
-    LoRA loader reads a T5 part), kohya names for SD3 (no reader here to check them), FLUX's
-    text-encoder deltas in kohya names, and bias deltas anywhere but an SD 1.x/2.x/XL kohya file."""
+    LoRA loader reads a T5 part), an SD3 or FLUX text encoder's deltas in kohya names (the file holds
+    the transformer), and bias deltas anywhere but an SD 1.x/2.x/XL kohya file."""
     components = {key.partition(".")[0] for key in checkpoint.target_keys()}
     kind_of = family(pipeline)
     t5 = [c for c in components if c != "unet" and c != "transformer" and not is_clip(getattr(pipeline, c))]
     if t5:
         raise UserError(f"this checkpoint changes T5 ({t5[0]}), which no LoRA reader loads; export --format diffusers")
-    if kind == "kohya" and kind_of == "sd3":
-        raise UserError("--format kohya names SD 1.x, 2.x, SDXL and FLUX modules; for sd3 export --format lora, the diffusers names that diffusers and ComfyUI read")  # fmt: skip
-    if kind == "kohya" and kind_of == "flux" and components != {"transformer"}:
-        raise UserError("--format kohya writes FLUX's transformer; this checkpoint changes its text encoder: export --format lora or diffusers")  # fmt: skip
+    transformer = kind_of in TRANSFORMER_FAMILIES.values()
+    if kind == "kohya" and transformer and components != {"transformer"}:
+        raise UserError(f"--format kohya writes the {kind_of} transformer; this checkpoint changes its text encoder: export --format lora or diffusers")  # fmt: skip
     if kind != "kohya" and bias_deltas_too:
         raise UserError(
             "--bias-deltas is for --format kohya (ComfyUI reads them as .diff_b); a PEFT LoRA has no place for them"
         )
-    if kind_of == "flux" and bias_deltas_too:
+    if transformer and bias_deltas_too:
         raise UserError(
-            "--bias-deltas writes SD 1.x, 2.x and SDXL .diff_b keys; a FLUX LoRA carries weight deltas only"
+            f"--bias-deltas writes SD 1.x, 2.x and SDXL .diff_b keys; a {kind_of} LoRA carries weight deltas only"
         )
 
 
-def flux_kohya_factors(pipeline, factors: dict[str, LowRankFactor]) -> dict[str, LowRankFactor]:
-    """A FLUX LoRA (factors of one rank, by checkpoint key) under kohya's names for the original
-    (Black Forest Labs) modules, ``lora_unet_double_blocks_0_txt_attn_qkv``: where the original
-    fuses modules (q, k, v; the single blocks' MLP input) their factors are joined, down stacked
-    and up block-diagonal, so that up @ down holds each member's own delta in its rows and zero for
-    a member without one. diffusers' kohya reader splits them back the same way."""
-    found = transformer_family(pipeline.transformer)
+def transformer_kohya_factors(pipeline, factors: dict[str, LowRankFactor]) -> dict[str, LowRankFactor]:
+    """An SD3 or FLUX LoRA (factors of one rank, by checkpoint key) under kohya's names for the
+    original modules (Stability AI's, ``lora_unet_joint_blocks_0_x_block_attn_qkv``; Black Forest
+    Labs', ``lora_unet_double_blocks_0_txt_attn_qkv``), the names ComfyUI maps onto its own
+    ``diffusion_model`` keys. Where the original fuses modules (q, k, v; FLUX's single blocks' MLP
+    input) their factors are joined, down stacked and up block-diagonal, so that up @ down holds each
+    member's own delta in its rows and zero for a member without one; an adaLN projection stored
+    with its halves swapped has its up factor's halves swapped as the weight's are."""
+    transformer = pipeline.transformer
+    found = transformer_family(transformer)
+    swapped = set(found.swapped_modules(transformer))
     groups: dict[str, dict] = {}
-    for name, module in pipeline.transformer.named_modules():
+    for name, module in transformer.named_modules():
         if isinstance(module, torch.nn.Linear):
             target, order, _ = original_place(name, found.rules)
             groups.setdefault(target, {})[order] = (name, module.out_features)
-    own = {key[len("transformer.") : -len(".weight")]: factor for key, factor in factors.items()}
+    own = {}
+    for key, factor in factors.items():
+        name = key[len("transformer.") : -len(".weight")]
+        up = swap_halves(factor.up) if name in swapped else factor.up
+        own[name] = LowRankFactor(factor.down, up, factor.kept_energy)
     joined = {}
     for target, members in groups.items():
-        present = [own[name] for name, _ in members.values() if name in own]
+        present = [own[members[order][0]] for order in sorted(members, key=str) if members[order][0] in own]
         if not present:
             continue
         stem = f"lora_unet_{target.replace('.', '_')}"
         if None in members:
             joined[stem] = present[0]
             continue
-        rank = present[0].down.shape[0]
+        rank = present[0].down.shape[0]  # down's rows in the fused order, as up's columns below
         up = torch.zeros(sum(out for _, out in members.values()), rank * len(present))
         row = column = 0
         for order in sorted(members):
@@ -259,8 +266,8 @@ def export_lora(
         }
         path = out / LORA_FILE
     biases = bias_deltas(pipeline, checkpoint)
-    if kind == "kohya" and family(pipeline) == "flux":
-        state = kohya_state_dict(flux_kohya_factors(pipeline, factors), stem_of=lambda stem: stem)
+    if kind == "kohya" and family(pipeline) in TRANSFORMER_FAMILIES.values():
+        state = kohya_state_dict(transformer_kohya_factors(pipeline, factors), stem_of=lambda stem: stem)
     elif kind == "kohya":
         state = kohya_state_dict(factors, biases if bias_deltas_too else None)
     if kind == "kohya":
@@ -282,7 +289,13 @@ def export_lora(
             "lora": "diffusers' load_lora_weights and ComfyUI (which maps diffusers' transformer.<module> names for SD3 and FLUX)"
             if family(pipeline) in TRANSFORMER_FAMILIES.values()
             else "diffusers' load_lora_weights only (PEFT names); for ComfyUI and AUTOMATIC1111 export --format kohya",
-            "kohya": "AUTOMATIC1111, ComfyUI, kohya sd-scripts, diffusers' load_lora_weights (not with --bias-deltas: diffusers refuses .diff_b keys, and sd-scripts ignores them without a warning; ComfyUI applies them)",
+            "kohya": {
+                "sd3": "ComfyUI (lora_unet_ and Stability AI's module names; diffusers has no reader for them)",
+                "flux": "ComfyUI and diffusers' load_lora_weights (kohya's names of Black Forest Labs' modules)",
+            }.get(
+                family(pipeline),
+                "AUTOMATIC1111, ComfyUI, kohya sd-scripts, diffusers' load_lora_weights (not with --bias-deltas: diffusers refuses .diff_b keys, and sd-scripts ignores them without a warning; ComfyUI applies them)",
+            ),
         }[kind],
     }
 
@@ -402,6 +415,32 @@ def _load_lora_as_consumers_do(pipeline, path: Path) -> None:
                 bias.add_(delta.to(bias.dtype))
 
 
+def _load_kohya_as_comfyui_does(pipeline, path: Path, config_folder) -> None:
+    """An SD3 kohya LoRA applied as ComfyUI applies it (diffusers has no reader for these names):
+    ComfyUI names each of its ``diffusion_model.<key>.weight`` tensors ``lora_unet_<key with "_"
+    for ".">`` (``comfy/lora.py``, ``model_lora_keys_unet``) and adds alpha / rank x up @ down to
+    it; the patched original-layout transformer is then read by diffusers' own single-file converter."""
+    import tempfile
+
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(str(path))
+    weights = transformer_family(pipeline.transformer).original_layout(pipeline.transformer)
+    by_stem = {
+        "lora_unet_" + key[: -len(".weight")].replace(".", "_"): key for key in weights if key.endswith(".weight")
+    }
+    for down_key in [k for k in state if k.endswith(".lora_down.weight")]:
+        stem = down_key[: -len(".lora_down.weight")]
+        down, up = state[down_key].float(), state[f"{stem}.lora_up.weight"].float()
+        scale = float(state[f"{stem}.alpha"]) / down.shape[0] if f"{stem}.alpha" in state else 1.0
+        key = by_stem[stem]
+        weights[key] = (weights[key].float() + scale * up @ down).to(weights[key].dtype)
+    with tempfile.TemporaryDirectory() as folder:
+        patched = Path(folder) / "transformer.safetensors"
+        save_file({k: v.contiguous() for k, v in weights.items()}, str(patched))
+        pipeline.transformer = load_transformer_file(patched, Path(config_folder))
+
+
 def verify_export(
     kind: str, result: dict, erased_pipeline, config_folder, load_base, seeds: list[int], prompts: list[str], steps: int
 ) -> dict:
@@ -417,6 +456,9 @@ def verify_export(
         reloaded.transformer = load_transformer_file(Path(result["file"]), Path(config_folder))
     elif kind == "single-file":
         reloaded = pipeline_class.from_single_file(result["file"], config=str(config_folder), local_files_only=True)
+    elif kind == "kohya" and family(erased_pipeline) == "sd3":
+        reloaded = load_base()
+        _load_kohya_as_comfyui_does(reloaded, Path(result["file"]), config_folder)
     else:
         reloaded = load_base()
         _load_lora_as_consumers_do(reloaded, Path(result["file"]))
@@ -443,7 +485,9 @@ def verify_export(
             "diffusers": "from_pretrained",
             "single-file": "from_single_file",
             "lora": "load_lora_weights",
-            "kohya": "load_lora_weights",
+            "kohya": "ComfyUI's lora_unet_ key rule, then from_single_file"
+            if kind == "kohya" and family(erased_pipeline) == "sd3"
+            else "load_lora_weights",
         }[kind],
         "max_pixel_difference": difference,
         "images_compared": len(ours),

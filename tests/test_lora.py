@@ -95,17 +95,17 @@ def test_a_lora_erasure_stores_its_factors_and_exports_them_exactly(family_folde
     erased = load_pipeline(str(folder))
     checkpoint.apply(erased)
     # each LoRA export, read by diffusers' own loader and fused, is the checkpoint applied (FLUX's
-    # kohya file fuses q, k and v as Black Forest Labs' modules do; SD3 has no kohya reader to check)
+    # kohya file fuses q, k and v as Black Forest Labs' modules do; SD3's, read by ComfyUI's rule)
     for kind in ("lora", "kohya"):
         out = tmp_path / kind
         exported = runner.invoke(app, ["export", str(run), "--format", kind, "--out", str(out), "--quiet", "--json",
                                        "--no-verify"])  # fmt: skip
-        if kind == "kohya" and family == "sd3":
-            assert exported.exit_code == 2 and "for sd3 export --format lora" in exported.output
-            continue
         assert exported.exit_code == 0, exported.output
         summary = json.loads(exported.output)
         assert summary["ranks"] == [3] and summary["min_kept_energy"] == 1.0
+        if kind == "kohya" and family == "sd3":
+            comfyui_reads_the_sd3_kohya_file_as_the_single_file_export(run, folder, summary["file"], tmp_path)
+            continue
         reloaded = load_pipeline(str(folder))
         reloaded.load_lora_weights(summary["file"], adapter_name="erasure")
         reloaded.fuse_lora()
@@ -117,6 +117,33 @@ def test_a_lora_erasure_stores_its_factors_and_exports_them_exactly(family_folde
             assert torch.allclose(ours, theirs, atol=1e-6), (kind, key)
     refused = runner.invoke(app, ["export", str(run), "--format", "lora", "--rank", "2", "--out", str(tmp_path / "r")])
     assert refused.exit_code == 2 and "drop --rank" in refused.output
+
+
+def comfyui_reads_the_sd3_kohya_file_as_the_single_file_export(run, folder, kohya_file, tmp_path):
+    """diffusers has no reader for SD3 kohya names; ComfyUI maps ``lora_unet_<key, "." as "_">`` onto
+    its ``diffusion_model.<key>`` tensors (Stability AI's names) and adds alpha / rank x up @ down.
+    Applied to the base in that layout, that must give the erased model's single-file export."""
+    from safetensors.torch import load_file
+
+    from erasectl.families.sd3 import FAMILY
+
+    out = tmp_path / "single"
+    exported = runner.invoke(app, ["export", str(run), "--format", "single-file", "--out", str(out), "--quiet",
+                                   "--no-verify"])  # fmt: skip
+    assert exported.exit_code == 0, exported.output
+    erased = load_file(next(out.glob("*.safetensors")))
+    base = FAMILY.original_layout(load_pipeline(str(folder)).transformer)
+    lora = load_file(kohya_file)
+    assert erased.keys() == base.keys()
+    applied = 0
+    for key, tensor in base.items():
+        stem = "lora_unet_" + key.removesuffix(".weight").replace(".", "_")
+        if key.endswith(".weight") and f"{stem}.lora_down.weight" in lora:
+            down, up = lora[f"{stem}.lora_down.weight"], lora[f"{stem}.lora_up.weight"]
+            tensor = tensor + float(lora[f"{stem}.alpha"]) / down.shape[0] * up @ down
+            applied += 1
+        assert torch.allclose(erased[key], tensor, atol=1e-6), key
+    assert applied == len({k for k in lora if k.endswith(".lora_down.weight")}) > 0
 
 
 def test_lora_refuses_what_it_cannot_train(tmp_path):
