@@ -224,9 +224,15 @@ def latent_shape(pipeline, pixels: int = 0) -> tuple[int, int, int]:
     if not pixels:
         size = module.config.sample_size if found is None else pipeline.default_sample_size
         return channels, size, size
-    size = pixels // getattr(pipeline, "vae_scale_factor", 8)
+    scale = getattr(pipeline, "vae_scale_factor", 8)
+    size = pixels // scale
     if found is not None:
         size -= size % 2  # even, as FLUX's 2x2 patches need
+        largest = found.largest_latent(module)
+        if largest is not None and size > largest:
+            raise UserError(
+                f"--sample-size {pixels} is larger than this {found.name} transformer draws ({largest * scale} px at most): lower it, or 0 for the model's own size"
+            )
     return channels, size, size
 
 

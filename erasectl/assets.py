@@ -7,14 +7,30 @@ from pathlib import Path
 
 EMBEDDED_NAME = "embedded:shapes-sd"
 EMBEDDED_JUDGE_NAME = "embedded:shapes-judge"
+# the embedded models by what --model accepts: (the name checkpoints record, the asset folder)
+EMBEDDED_MODELS = {
+    "shapes-unet": (EMBEDDED_NAME, "shapes-sd"),  # the default
+    "shapes-mmdit": ("embedded:shapes-mmdit", "shapes-mmdit"),
+}
 
 
 def assets_dir() -> Path:
     return Path(str(resources.files("erasectl") / "assets"))
 
 
-def embedded_pipeline_dir() -> Path:
-    return assets_dir() / "shapes-sd"
+def embedded_pipeline_dir(model: str = "shapes-unet") -> Path:
+    return assets_dir() / EMBEDDED_MODELS[model][1]
+
+
+def embedded_model(model: str | None) -> str | None:
+    """The embedded model ``--model`` names (``shapes-unet`` for none; its recorded name and
+    ``embedded:<name>`` too), or None when it names something else."""
+    if model in (None, "", "embedded"):
+        return "shapes-unet"
+    for key, (recorded, _) in EMBEDDED_MODELS.items():
+        if model in (key, recorded, f"embedded:{key}"):
+            return key
+    return None
 
 
 def data_lines(name: str) -> list[str]:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from erasectl.architecture import prompt_length
-from erasectl.assets import EMBEDDED_NAME, embedded_pipeline_dir
+from erasectl.assets import EMBEDDED_MODELS, embedded_model, embedded_pipeline_dir
 from erasectl.checkpoint import CHECKPOINT_FILE, ErasedCheckpoint, checkpoint_name
 from erasectl.errors import UserError
 from erasectl.profiles import profile_of
@@ -24,13 +24,15 @@ PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl")
 
 def resolve_model(model: str | None) -> tuple[str, str | Path]:
     """``(name, source)``: a display name and what the loader receives (a folder, a single file or a hub id)."""
-    if model is None or model in ("", EMBEDDED_NAME, "embedded"):
-        folder = embedded_pipeline_dir()
+    embedded = embedded_model(model)
+    if embedded is not None:
+        folder = embedded_pipeline_dir(embedded)
         if not (folder / "model_index.json").exists():
             raise UserError(
-                f"the embedded model is missing from {folder}; reinstall erasectl or run `erasectl train-world`"
+                f"the embedded model {embedded} is missing from {folder}; reinstall erasectl or run `erasectl train-world"
+                + (" --family sd3`" if embedded == "shapes-mmdit" else "`")
             )
-        return EMBEDDED_NAME, folder
+        return EMBEDDED_MODELS[embedded][0], folder
     path = Path(model).expanduser()
     if path.exists():
         if path.is_dir() and not (path / "model_index.json").exists():

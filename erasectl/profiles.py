@@ -19,6 +19,7 @@ from erasectl.neighbours import frequent_words
 MARKER = "erasectl_profile.json"
 PAPER = "paper"
 SHAPES_WORLD = "shapes-world"
+SHAPES_WORLD_MMDIT = "shapes-world-mmdit"  # the same world drawn by the MMDiT: its own method defaults
 
 # Prompts around a concept for real SD models. ESD samples under the bare concept and UCE edits
 # the bare concept, as the authors' scripts do; ablation pairs varied captions, in the spirit of
@@ -134,7 +135,11 @@ class PaperProfile:
 
 
 # A marker names its profile; the class is looked up here, so the core imports no world of its own.
-PROFILES = {PAPER: "erasectl.profiles:PaperProfile", SHAPES_WORLD: "erasectl.world.profile:WorldProfile"}
+PROFILES = {
+    PAPER: "erasectl.profiles:PaperProfile",
+    SHAPES_WORLD: "erasectl.world.profile:WorldProfile",
+    SHAPES_WORLD_MMDIT: "erasectl.world.profile:MMDiTWorldProfile",
+}
 
 
 def profile_named(name: str) -> PaperProfile:

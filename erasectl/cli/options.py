@@ -46,7 +46,9 @@ DEVICE = typer.Option(
     help="torch device, e.g. cpu or cuda (under accelerate launch, cuda is each process's own GPU).",
 )
 MODEL = typer.Option(
-    None, "--model", help="Hub id, local diffusers folder or single file; default: the embedded shapes model."
+    None,
+    "--model",
+    help="Hub id, local diffusers folder or single file; shapes-unet (the default) or shapes-mmdit: the embedded shapes models.",
 )
 MODEL_CONFIG = typer.Option(
     None,

@@ -105,6 +105,10 @@ class TransformerFamily(ABC):
         """Latents a pipeline returned with ``output_type="latent"``, in the (B, C, H, W) layout."""
         return latents
 
+    def largest_latent(self, transformer) -> int | None:
+        """The widest latent the transformer's positions reach, or None for no bound (rotary ones)."""
+        return None
+
     @abstractmethod
     def latent_channels(self, transformer) -> int:
         """Channels of the (B, C, H, W) latents the family's methods work on."""

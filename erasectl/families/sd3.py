@@ -89,6 +89,10 @@ class SD3(TransformerFamily):
         # the last block's context adaLN is a final-layer one (context_pre_only): its halves swap too
         return ("norm_out.linear", f"transformer_blocks.{transformer.config.num_layers - 1}.norm1_context.linear")
 
+    def largest_latent(self, transformer) -> int | None:
+        # a learned position table, cropped to the image: larger latents have no positions
+        return transformer.config.pos_embed_max_size * transformer.config.patch_size
+
     def latent_channels(self, transformer) -> int:
         return transformer.config.in_channels
 

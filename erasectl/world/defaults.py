@@ -70,6 +70,11 @@ WORLD_DEFAULTS["advunlearn"] = {
     "attack_init": ("latest", "the start the world's AdvUnlearn defaults were chosen with"),
 }
 
+# The MMDiT world's: the UNet world's where nothing measured on the MMDiT says otherwise.
+MMDIT_DEFAULTS: dict[str, dict[str, tuple[object, str]]] = {method: dict(d) for method, d in WORLD_DEFAULTS.items()}
+for _method in ("esd", "advunlearn"):
+    MMDIT_DEFAULTS[_method]["sample_size"] = (0, "the model's own 32 px; the paper's 1024 px has no positions here")
+
 
 def for_several_concepts(config, count: int, chosen: set[str]):
     """ESD's fast mode on several concepts at once: 200 iterations per concept at lr 2e-4, for

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from erasectl.errors import UserError
 from erasectl.judge import ClipJudge
-from erasectl.profiles import SHAPES_WORLD, PaperProfile
-from erasectl.world.defaults import WORLD_DEFAULTS, for_several_concepts
+from erasectl.profiles import SHAPES_WORLD, SHAPES_WORLD_MMDIT, PaperProfile
+from erasectl.world.defaults import MMDIT_DEFAULTS, WORLD_DEFAULTS, for_several_concepts
 from erasectl.world.geometry import outlined, read_geometry, shows
 from erasectl.world.judging import WORLD_BATCH_SIZE, anchor_filter, attribute_reader
 from erasectl.world.protocol import world_protocol
@@ -87,6 +87,8 @@ class WorldProfile(PaperProfile):
 
         return anchor_filter(pipeline, ClipJudge.load(), concepts)
 
+    method_defaults = WORLD_DEFAULTS
+
     def defaults(self, method_name: str, given: dict) -> dict[str, tuple[object, str]]:
         found = super().defaults(method_name, given)
         if method_name in ("esd", "advunlearn") and given.get("mode") in ("faithful", "faithful-fp32"):
@@ -96,7 +98,7 @@ class WorldProfile(PaperProfile):
         found.update(
             {
                 name: (value, f"shapes world: {reason}")
-                for name, (value, reason) in WORLD_DEFAULTS.get(method_name, {}).items()
+                for name, (value, reason) in self.method_defaults.get(method_name, {}).items()
             }
         )
         return found
@@ -132,3 +134,11 @@ class WorldProfile(PaperProfile):
 
     def for_concept_count(self, method_name: str, config, count: int, given: set[str]):
         return for_several_concepts(config, count, given) if method_name == "esd" else config
+
+
+class MMDiTWorldProfile(WorldProfile):
+    """The same world, words, judge and protocol, drawn by the MMDiT (``--model shapes-mmdit``),
+    with method defaults chosen on it (``MMDIT_DEFAULTS``)."""
+
+    name = SHAPES_WORLD_MMDIT
+    method_defaults = MMDIT_DEFAULTS
