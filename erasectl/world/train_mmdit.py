@@ -21,7 +21,9 @@ import torch
 import torch.nn.functional as F
 
 from erasectl.assets import embedded_judge_dir
+from erasectl.profiles import write_marker
 from erasectl.world import architecture
+from erasectl.world.profile import MMDiTWorldProfile
 from erasectl.world.tokenizer import t5_tokenizer, write_tokenizer
 from erasectl.world.train import cosine_lr, random_caption, report_stage, shared_stages, write_recipe
 
@@ -121,5 +123,6 @@ def train_mmdit_world(out_dir: str | Path, config, progress=None) -> dict[str, P
         pipeline.save_pretrained(pipeline_dir, safe_serialization=True)
         for name in ("tokenizer", "tokenizer_2"):  # the BPE files too, as the UNet world's folder has them
             write_tokenizer(pipeline_dir / name, architecture.MMDIT_TEXT_LENGTH)
+        write_marker(pipeline_dir, MMDiTWorldProfile())
     write_recipe(out_dir / "training-mmdit.json", config, started)
     return {"pipeline": pipeline_dir, "judge": embedded_judge_dir()}

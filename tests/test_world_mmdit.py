@@ -1,0 +1,35 @@
+"""The MMDiT shapes world's training: a few steps make a folder plain diffusers loads and draws from."""
+
+import numpy as np
+import torch
+
+from erasectl.assets import embedded_pipeline_dir
+from erasectl.world.train import WorldTrainingConfig
+from erasectl.world.train_mmdit import train_mmdit_world
+
+
+def test_train_world_sd3_writes_a_stable_diffusion_3_folder_that_resumes_by_stage(tmp_path):
+    from diffusers import AutoencoderKL, StableDiffusion3Pipeline
+
+    from erasectl.models import model_profile
+
+    config = WorldTrainingConfig(n_images=64, transformer_steps=3, transformer_batch_size=4)
+    folders = train_mmdit_world(tmp_path, config)
+    pipeline = StableDiffusion3Pipeline.from_pretrained(folders["pipeline"])
+    # CLIP and T5 read 16 tokens each; the VAE is the UNet world's, so one judge reads both
+    assert pipeline.tokenizer_max_length == 16 and pipeline.tokenizer_3.model_max_length == 16
+    assert pipeline.text_encoder_3 is not None and pipeline.vae.config.shift_factor == 0.0
+    unet_world_vae = AutoencoderKL.from_pretrained(embedded_pipeline_dir() / "vae")
+    for name, tensor in unet_world_vae.state_dict().items():
+        assert torch.equal(tensor, pipeline.vae.state_dict()[name]), name
+    image = pipeline(
+        "a red circle", height=32, width=32, num_inference_steps=2, max_sequence_length=16, output_type="np"
+    ).images
+    assert image.shape == (1, 32, 32, 3) and np.isfinite(image).all()
+    assert model_profile(str(folders["pipeline"])).name == "shapes-world-mmdit"
+    # every stage is saved: a second run trains nothing and leaves the weights as they were
+    before = (folders["pipeline"] / "transformer" / "diffusion_pytorch_model.safetensors").read_bytes()
+    longer = WorldTrainingConfig(n_images=64, transformer_steps=4, transformer_batch_size=4)
+    assert train_mmdit_world(tmp_path, longer)["pipeline"] == folders["pipeline"]
+    assert (folders["pipeline"] / "transformer" / "diffusion_pytorch_model.safetensors").read_bytes() == before
+    assert (tmp_path / "stages" / "latents.pt").is_file() and (tmp_path / "training-mmdit.json").is_file()
