@@ -52,6 +52,7 @@ ANCHORS = {"circle": "shape", "square": "shape", "blue square": "blue shape", "r
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=None, help="the model to erase from (default: the embedded shapes-unet)")
     parser.add_argument("--concepts", default="circle;blue square")
     parser.add_argument("--methods", default="esd,ablate,uce,nullspace,rece")
     parser.add_argument("--seeds", type=int, default=8)
@@ -92,6 +93,7 @@ def main() -> None:
         "seeds": [args.first_seed, args.first_seed + args.seeds - 1],
         "erase_seeds": erase_seeds,
         "erase_args": args.erase_args,
+        "model": args.model or "shapes-unet",
         "versions": versions(),
         "concepts": {},
     }
@@ -104,7 +106,7 @@ def main() -> None:
                 for seed in erase_seeds:
                     name = spec if seed is None else f"{spec}@{seed}"
                     out = Path(tmp) / f"{concept.replace(' ', '_')}-{name.replace('#', '-').replace('@', '-seed')}"
-                    anchor = ["--anchor", ANCHORS[concept]] if method == "ablate" else []
+                    anchor = ["--anchor", ANCHORS.get(concept, "shape")] if method == "ablate" else []
                     seeded = [] if seed is None else ["--seed", str(seed)]
                     done = runner.invoke(
                         app,
@@ -117,6 +119,7 @@ def main() -> None:
                             *anchor,
                             *shlex.split(extra.get(spec, "")),
                             *seeded,
+                            *(["--model", args.model] if args.model else []),
                             "--out",
                             str(out),
                             "--quiet",
@@ -161,6 +164,9 @@ def main() -> None:
                         "erased_accuracy": h["erased_accuracy"],
                         "held_out_surrounding": h["surrounding_accuracy"],
                         "held_out_colour": h["held_out_colour_accuracy"],
+                        "held_out_style": h["held_out_style_accuracy"],
+                        "drift": h["held_out_judge_distance"],
+                        "ssim": h["held_out_ssim"],
                         **{f"{k}_success": v["attack_success"] for k, v in mine.items()},
                         **{f"{k}_wall_s": v["attack_wall_time_s"] for k, v in mine.items()},
                         **(
@@ -196,6 +202,9 @@ MEANS = (
     "erased_accuracy",
     "held_out_surrounding",
     "held_out_colour",
+    "held_out_style",
+    "drift",
+    "ssim",
     "soft-prompt_success",
     "prompt-search_success",
     "soft-prompt_worst_run",

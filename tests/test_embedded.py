@@ -28,10 +28,32 @@ def test_plain_diffusers_loads_the_shipped_pipeline_without_erasectl():
     assert result.stdout.split() == ["UNet2DConditionModel", "AutoencoderKL", "CLIPTextModel", "CLIPTokenizer"]
 
 
+def test_plain_diffusers_loads_the_shipped_mmdit_without_erasectl():
+    script = (
+        "import sys, torch\n"
+        "from diffusers import StableDiffusion3Pipeline\n"
+        f"pipe = StableDiffusion3Pipeline.from_pretrained({str(embedded_pipeline_dir('shapes-mmdit'))!r})\n"
+        "pipe.set_progress_bar_config(disable=True)\n"
+        "image = pipe('a red circle', num_inference_steps=5, max_sequence_length=16,\n"
+        "             generator=torch.Generator().manual_seed(0)).images[0]\n"
+        "assert image.size == (32, 32), image.size\n"
+        "assert 'erasectl' not in sys.modules\n"
+        "print(type(pipe.transformer).__name__, type(pipe.text_encoder_3).__name__)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd="/", timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["SD3Transformer2DModel", "T5EncoderModel"]
+
+
+def _megabytes(*folders) -> float:
+    return sum(p.stat().st_size for folder in folders for p in folder.rglob("*") if p.is_file()) / 2**20
+
+
 def test_shipped_weights_are_small_and_safetensors():
-    files = [p for folder in (embedded_pipeline_dir(), embedded_judge_dir()) for p in folder.rglob("*") if p.is_file()]
-    total_mb = sum(p.stat().st_size for p in files) / 2**20
-    assert total_mb <= 12, f"{total_mb:.2f} MB"
+    unet, mmdit, judge = embedded_pipeline_dir(), embedded_pipeline_dir("shapes-mmdit"), embedded_judge_dir()
+    assert _megabytes(unet, judge) <= 12, f"{_megabytes(unet, judge):.2f} MB"
+    assert _megabytes(unet, mmdit, judge) <= 25, f"{_megabytes(unet, mmdit, judge):.2f} MB"
+    files = [p for folder in (unet, mmdit, judge) for p in folder.rglob("*") if p.is_file()]
     weights = [p for p in files if p.suffix in (".bin", ".safetensors", ".ckpt", ".pt")]
     assert weights and all(p.suffix == ".safetensors" for p in weights)
 
@@ -49,6 +71,20 @@ def test_seeded_generation_is_judged_right(embedded_pipeline, world_judge):
 
     prompts = [f"a {colour} {shape}" for colour in COLOURS for shape in SHAPES]
     items = generate(embedded_pipeline, prompts, seeds=[0, 1], settings=SamplerSettings(steps=25))
+    read = read_attributes(world_judge, [item.image for item in items])
+    shape_ok = np.mean([r["shape"] == item.prompt.split()[2] for r, item in zip(read, items)])
+    colour_ok = np.mean([r["colour"] == item.prompt.split()[1] for r, item in zip(read, items)])
+    assert shape_ok >= 0.8, f"shape right in {shape_ok:.3f} of {len(items)} images"
+    assert colour_ok >= 0.95, f"colour right in {colour_ok:.3f} of {len(items)} images"
+
+
+def test_the_mmdit_draws_what_it_is_asked(world_judge):
+    from erasectl.generation import SamplerSettings, generate
+    from erasectl.models import load_pipeline
+
+    pipeline = load_pipeline("shapes-mmdit")
+    prompts = [f"a {colour} {shape}" for colour in COLOURS for shape in SHAPES]
+    items = generate(pipeline, prompts, seeds=[0], settings=SamplerSettings(steps=28, guidance=7.0, batch_size=20))
     read = read_attributes(world_judge, [item.image for item in items])
     shape_ok = np.mean([r["shape"] == item.prompt.split()[2] for r, item in zip(read, items)])
     colour_ok = np.mean([r["colour"] == item.prompt.split()[1] for r, item in zip(read, items)])

@@ -152,15 +152,20 @@ def train_unet(
         noisy = noise_scheduler.add_noise(latents, noise, timesteps)
         prediction = unet(noisy, timesteps, text_encoder(ids).last_hidden_state).sample
         loss = F.mse_loss(prediction, noise)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
-        optimizer.step()
-        scheduler.step()
-        ema.step(parameters)
+        denoiser_step(loss, parameters, optimizer, scheduler, ema)
         report_stage(progress, "unet", step + 1, config.unet_steps, loss=loss.item())
     ema.copy_to(parameters)
     return unet.eval(), text_encoder.eval()
+
+
+def denoiser_step(loss: torch.Tensor, parameters: list, optimizer, schedule, ema) -> None:
+    """One step of a world model's training: clipped gradients, the learning-rate schedule, the EMA."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+    optimizer.step()
+    schedule.step()
+    ema.step(parameters)
 
 
 def _text_config(tokenizer) -> dict:

@@ -25,7 +25,7 @@ from erasectl.profiles import write_marker
 from erasectl.world import architecture
 from erasectl.world.profile import MMDiTWorldProfile
 from erasectl.world.tokenizer import t5_tokenizer, write_tokenizer
-from erasectl.world.train import cosine_lr, random_caption, report_stage, shared_stages, write_recipe
+from erasectl.world.train import cosine_lr, denoiser_step, random_caption, report_stage, shared_stages, write_recipe
 
 MMDIT_FOLDER = "shapes-mmdit"
 
@@ -97,12 +97,7 @@ def train_transformer(pipeline, latent_mean, latent_std, labels, config, progres
             pooled_projections=pooled,
         ).sample
         loss = F.mse_loss(velocity, noise - clean)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
-        optimizer.step()
-        schedule.step()
-        ema.step(parameters)
+        denoiser_step(loss, parameters, optimizer, schedule, ema)
         report_stage(progress, "transformer", step + 1, steps, loss=loss.item())
     ema.copy_to(parameters)
     for module in modules:
