@@ -43,6 +43,7 @@ class PeakRSS:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="shapes-unet", choices=["shapes-unet", "shapes-mmdit"])
     parser.add_argument("--methods", default="esd,ablate")
     parser.add_argument("--concept", default="circle")
     parser.add_argument("--anchor", default="shape")
@@ -53,13 +54,14 @@ def main() -> None:
     parser.add_argument(
         "--profile",
         default="shapes-world",
-        help="whose defaults: shapes-world (the embedded model's own) or paper (what a real model gets)",
+        help="whose defaults: shapes-world (the UNet model's own), shapes-world-mmdit (the MMDiT's) or paper (what a real model gets)",
     )
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
 
     import torch
 
+    from erasectl.architecture import component_name, denoiser
     from erasectl.erasure import ErasureRequest, build_config, erase_concepts
     from erasectl.judge import ClipJudge
     from erasectl.methods import get_method
@@ -71,9 +73,10 @@ def main() -> None:
 
     judge = ClipJudge.load()
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
-    base = shape_report(load_pipeline(), judge, seeds)
+    base = shape_report(load_pipeline(args.model), judge, seeds)
     profile = profile_named(args.profile)
     results = {
+        "model": args.model,
         "machine": f"{torch.get_num_threads()} torch threads",
         "versions": versions(),
         "profile": profile.name,
@@ -93,7 +96,7 @@ def main() -> None:
                 overrides[name] = field_type(value) if field_type is not bool else value.lower() in ("1", "true")
         concepts = args.concept.split(",")
         config = build_config(method, profile, overrides, len(concepts))  # as `erasectl erase` builds it
-        pipeline = load_pipeline()
+        pipeline = load_pipeline(args.model)
         preserve = [p for p in args.preserve.split(",") if p]
         request = ErasureRequest(
             concepts,
@@ -107,14 +110,15 @@ def main() -> None:
         with PeakRSS() as peak:
             checkpoint = erase_concepts(pipeline, method, request, config)
         wall = time.perf_counter() - started
-        base_tensors = load_pipeline().unet.state_dict()
+        reloaded = denoiser(load_pipeline(args.model))
+        prefix, base_tensors = f"{component_name(reloaded)}.", reloaded.state_dict()
         # moved by training: unequal to the base weight and to its bf16 rounding (bf16 training
         # stores rounded weights, which are not moves)
         changed = [
             ((tensor != base) & (tensor != base.to(torch.bfloat16).float())).float()
             for key, tensor in checkpoint.tensors.items()
-            if key.startswith("unet.")
-            for base in [base_tensors[key[len("unet.") :]]]
+            if key.startswith(prefix) and key[len(prefix) :] in base_tensors
+            for base in [base_tensors[key[len(prefix) :]]]
         ]
         report = shape_report(pipeline, judge, seeds)
         synonyms = shape_report(pipeline, judge, seeds, nouns=SYNONYMS)

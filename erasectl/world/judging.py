@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from erasectl.architecture import sampling_defaults
 from erasectl.generation import SamplerSettings, generate
 from erasectl.world.geometry import read_geometry
 from erasectl.world.vocabulary import COLOURS, NOUN_TO_SHAPE, SHAPES, STYLES, parse_caption
@@ -42,15 +43,22 @@ def attribute_reader(judge):
 
 
 def shape_report(
-    pipeline, judge, seeds: list[int], steps: int = 25, guidance: float = 7.5, nouns: dict[str, str] | None = None
+    pipeline,
+    judge,
+    seeds: list[int],
+    steps: int | None = None,
+    guidance: float | None = None,
+    nouns: dict[str, str] | None = None,
 ) -> dict:
-    """Generate ``a <colour> <noun>`` for every colour and shape and read them back.
+    """Generate ``a <colour> <noun>`` for every colour and shape (with the model's own steps and
+    guidance unless given) and read them back.
 
     ``nouns`` maps each shape to the word used in its prompts (default: the shape itself; pass
     ``SYNONYMS`` for paraphrases). Returns per shape the share judged as that shape, the share
     with the prompted colour, and the share judged as each shape.
     """
 
+    steps, guidance = sampling_defaults(pipeline, steps, guidance)
     nouns = nouns or {shape: shape for shape in SHAPES}
     prompts = [(shape, colour, f"a {colour} {nouns[shape]}") for shape in SHAPES for colour in COLOURS]
     items = generate(
