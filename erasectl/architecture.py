@@ -75,6 +75,14 @@ def sampling_defaults(pipeline, steps: int | None = None, guidance: float | None
     return own[0] if steps is None else steps, own[1] if guidance is None else guidance
 
 
+def call_options(pipeline) -> dict:
+    """What every pipeline call passes besides the prompt and sampler: a transformer family's T5
+    length, the one its erasures encode with (the pipelines' own defaults differ: FLUX's 512 for
+    schnell, and SD3's 256 for a T5 that reads fewer)."""
+    found = families.of(denoiser(pipeline))
+    return {} if found is None else {"max_sequence_length": found.sequence_length(pipeline)}
+
+
 def guidance_kind(module) -> str:
     """How the denoiser is guided when sampling (``erasectl.families.GUIDANCE_KINDS``)."""
     found = families.of(module)

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from erasectl.architecture import denoiser
+from erasectl.architecture import call_options, denoiser
 from erasectl.checkpoint import assign_tensors, checkpoint_name, component_tensors
 from erasectl.distributed import batch_part, gather_in_order, gather_parts, is_main_process, sum_over_processes, world
 from erasectl.errors import ConfigError
@@ -123,6 +123,7 @@ def generate_batches(
                 width=settings.width,
                 num_inference_steps=settings.steps,
                 guidance_scale=settings.guidance,
+                **call_options(pipeline),
             ).images
         yield start, [GeneratedImage(prompt, seed, image, dict(meta)) for (prompt, seed), image in zip(batch, images)]
 
@@ -154,6 +155,7 @@ def draw_latents(
                 guidance_scale=guidance,
                 output_type="latent",
                 **shape,
+                **call_options(pipeline),
             ).images
             latents.append(latents_of(pipeline, drawn, pixels))
     return gather_parts(torch.cat(latents)), which

@@ -56,7 +56,10 @@ class SD3(TransformerFamily):
         return 28, 7.0  # StableDiffusion3Pipeline's num_inference_steps and guidance_scale
 
     def sequence_length(self, pipeline) -> int:
-        return 256  # StableDiffusion3Pipeline's max_sequence_length default
+        # StableDiffusion3Pipeline's max_sequence_length default, or less where T5's tokenizer says
+        # so (the MMDiT shapes world reads 16 tokens; SD3's own T5 tokenizer allows 512)
+        tokenizer = getattr(pipeline, "tokenizer_3", None)
+        return 256 if tokenizer is None else min(256, int(tokenizer.model_max_length))
 
     def encode(self, pipeline, prompts):
         tokens, _, pooled, _ = pipeline.encode_prompt(
