@@ -77,31 +77,34 @@ def settings_markdown(names: list[str]) -> str:
     from erasectl.erasure import resolve_defaults
     from erasectl.methods import get_method
     from erasectl.profiles import PaperProfile
-    from erasectl.world.profile import WorldProfile
+    from erasectl.world.profile import MMDiTWorldProfile, WorldProfile
 
     lines = [
         "# Settings of every method",
         "",
         "Made by `erasectl defaults --markdown` from each method's declarations; `tests/test_methods.py` checks this page is current.",
-        "Real models get the paper's default; the embedded shapes world its own, chosen on tuning concepts and seeds (`docs/tuning/`).",
+        "Real models get the paper's default; the embedded shapes world its own, chosen on tuning concepts and seeds (`docs/tuning/`);",
+        "the MMDiT model of the same world (`--model shapes-mmdit`) the UNet model's unless its column says otherwise.",
     ]
     for name in names:
         method = get_method(name)
         paper, world = resolve_defaults(name, PaperProfile(), {}), resolve_defaults(name, WorldProfile(), {})
+        mmdit = resolve_defaults(name, MMDiTWorldProfile(), {})
         lines += [
             "",
             f"## {name}",
             "",
             method.summary,
             "",
-            "| option | meaning | real models | source | embedded world |",
-            "|---|---|---|---|---|",
+            "| option | meaning | real models | source | embedded world | MMDiT world |",
+            "|---|---|---|---|---|---|",
         ]
         for setting, declaration in method.config_class.declarations().items():
-            ours = world[setting][0]
+            ours, theirs = world[setting][0], mmdit[setting][0]
             cell = (
                 "same" if ours == paper[setting][0] else f"{ours} ({world[setting][1].removeprefix('shapes world: ')})"
             )
-            row = [f"`{declaration.option}`", declaration.help, f"{paper[setting][0]}", paper[setting][1], cell]
+            other = "same" if theirs == ours else f"{theirs} ({mmdit[setting][1].removeprefix('MMDiT shapes world: ')})"
+            row = [f"`{declaration.option}`", declaration.help, f"{paper[setting][0]}", paper[setting][1], cell, other]
             lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |")
     return "\n".join(lines) + "\n"

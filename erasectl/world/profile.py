@@ -88,6 +88,7 @@ class WorldProfile(PaperProfile):
         return anchor_filter(pipeline, ClipJudge.load(), concepts)
 
     method_defaults = WORLD_DEFAULTS
+    label = "shapes world"  # how a default's reason names where it was chosen
 
     def defaults(self, method_name: str, given: dict) -> dict[str, tuple[object, str]]:
         found = super().defaults(method_name, given)
@@ -97,7 +98,7 @@ class WorldProfile(PaperProfile):
             return found
         found.update(
             {
-                name: (value, f"shapes world: {reason}")
+                name: (value, f"{self.label}: {reason}")
                 for name, (value, reason) in self.method_defaults.get(method_name, {}).items()
             }
         )
@@ -142,3 +143,4 @@ class MMDiTWorldProfile(WorldProfile):
 
     name = SHAPES_WORLD_MMDIT
     method_defaults = MMDIT_DEFAULTS
+    label = "MMDiT shapes world"
