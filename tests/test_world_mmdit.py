@@ -33,3 +33,26 @@ def test_train_world_sd3_writes_a_stable_diffusion_3_folder_that_resumes_by_stag
     assert train_mmdit_world(tmp_path, longer)["pipeline"] == folders["pipeline"]
     assert (folders["pipeline"] / "transformer" / "diffusion_pytorch_model.safetensors").read_bytes() == before
     assert (tmp_path / "stages" / "latents.pt").is_file() and (tmp_path / "training-mmdit.json").is_file()
+
+
+def test_the_shipped_mmdit_has_its_own_profile_and_its_nullspace_erases_circle(world_judge):
+    from erasectl.erasure import ErasureRequest, build_config, erase_concepts
+    from erasectl.models import load_pipeline, model_profile
+    from erasectl.world.judging import shape_report
+    from erasectl.world.vocabulary import SHAPES
+
+    profile = model_profile("shapes-mmdit")
+    assert profile.name == "shapes-world-mmdit" and model_profile("shapes-unet").name == "shapes-world"
+    assert profile.defaults("esd", {})["lr"][0] != model_profile("shapes-unet").defaults("esd", {})["lr"][0]
+    seeds = [200, 201]
+    base = shape_report(load_pipeline("shapes-mmdit"), world_judge, seeds)
+    pipeline = load_pipeline("shapes-mmdit")
+    checkpoint = erase_concepts(
+        pipeline, "nullspace", ErasureRequest(["circle"], profile), build_config("nullspace", profile, {})
+    )
+    # the map every token row goes through before joint attention mixes text and image
+    assert {k.rsplit(".", 1)[0] for k in checkpoint.tensors} == {"transformer.context_embedder"}
+    report = shape_report(pipeline, world_judge, seeds)
+    assert report["circle"]["accuracy"] <= 0.1, report["circle"]
+    for shape in SHAPES[1:]:  # held out: nothing preserves them; the benchmarks measure how much is kept
+        assert report[shape]["accuracy"] >= 0.8 * base[shape]["accuracy"], (shape, report[shape])
