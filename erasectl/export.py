@@ -181,18 +181,20 @@ def transformer_kohya_factors(pipeline, factors: dict[str, LowRankFactor]) -> di
         own[name] = LowRankFactor(factor.down, up, factor.kept_energy)
     joined = {}
     for target, members in groups.items():
-        present = [own[members[order][0]] for order in sorted(members, key=str) if members[order][0] in own]
+        stem = f"lora_unet_{target.replace('.', '_')}"
+        if None in members:  # a module of its own
+            name = members[None][0]
+            if name in own:
+                joined[stem] = own[name]
+            continue
+        fused = [members[order] for order in sorted(members)]  # down's rows and up's columns both in this order
+        present = [own[name] for name, _ in fused if name in own]
         if not present:
             continue
-        stem = f"lora_unet_{target.replace('.', '_')}"
-        if None in members:
-            joined[stem] = present[0]
-            continue
-        rank = present[0].down.shape[0]  # down's rows in the fused order, as up's columns below
-        up = torch.zeros(sum(out for _, out in members.values()), rank * len(present))
+        rank = present[0].down.shape[0]
+        up = torch.zeros(sum(out for _, out in fused), rank * len(present))
         row = column = 0
-        for order in sorted(members):
-            name, out = members[order]
+        for name, out in fused:
             if name in own:
                 up[row : row + out, column : column + rank] = own[name].up
                 column += rank
@@ -448,6 +450,7 @@ def verify_export(
     import numpy as np
 
     pipeline_class = type(erased_pipeline)
+    comfyui_rule = kind == "kohya" and family(erased_pipeline) == "sd3"  # diffusers has no reader for these names
     if kind == "diffusers":
         folder = Path(result["folder"])
         reloaded = pipeline_class.from_pretrained(folder, local_files_only=True, **absent_components(folder))
@@ -456,7 +459,7 @@ def verify_export(
         reloaded.transformer = load_transformer_file(Path(result["file"]), Path(config_folder))
     elif kind == "single-file":
         reloaded = pipeline_class.from_single_file(result["file"], config=str(config_folder), local_files_only=True)
-    elif kind == "kohya" and family(erased_pipeline) == "sd3":
+    elif comfyui_rule:
         reloaded = load_base()
         _load_kohya_as_comfyui_does(reloaded, Path(result["file"]), config_folder)
     else:
@@ -485,9 +488,7 @@ def verify_export(
             "diffusers": "from_pretrained",
             "single-file": "from_single_file",
             "lora": "load_lora_weights",
-            "kohya": "ComfyUI's lora_unet_ key rule, then from_single_file"
-            if kind == "kohya" and family(erased_pipeline) == "sd3"
-            else "load_lora_weights",
+            "kohya": "ComfyUI's lora_unet_ key rule, then from_single_file" if comfyui_rule else "load_lora_weights",
         }[kind],
         "max_pixel_difference": difference,
         "images_compared": len(ours),

@@ -1,6 +1,6 @@
 """SD3 and FLUX (diffusion transformers, flow matching): tiny pipelines built offline load, draw,
-are erased by every method from the CLI, evaluated, attacked and exported; what does not support
-them yet (training T5, kohya-named LoRAs) refuses in one line."""
+are erased by every method from the CLI, evaluated, attacked and exported; what no reader loads
+(T5's deltas as a LoRA) refuses in one line."""
 
 import json
 

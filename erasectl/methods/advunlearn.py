@@ -360,7 +360,7 @@ class RetainTerm:
 
 class AdvUnlearn(esd.ESD):
     name = "advunlearn"
-    families = ALL_FAMILIES  # on SD3/FLUX with a denoiser group: its text-encoder training is CLIP's alone
+    families = ALL_FAMILIES  # on SD3/FLUX its text-encoder group trains T5's layers too
     summary = "AdvUnlearn (Zhang et al., NeurIPS 2024): ESD trained against a soft-prompt attack."
     config_class = AdvUnlearnConfig
     default_preservation = ("words", "retain-set")
