@@ -96,8 +96,7 @@ def flux_dev_pipeline(bpe: Path, folder: Path, double: int = 1, single: int = 1)
     from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
     from transformers import T5Config, T5EncoderModel
 
-    sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
-    from tiny_models import t5_tokenizer
+    from erasectl.world.tokenizer import t5_tokenizer
 
     side = sd15_text_side(clip_tokenizer_files(bpe, folder / "tokenizer"))  # FLUX's CLIP-L is SD 1.5's
     tokenizer, clip_l = side.tokenizer, side.text_encoder

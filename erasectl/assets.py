@@ -7,10 +7,11 @@ from pathlib import Path
 
 EMBEDDED_NAME = "embedded:shapes-sd"
 EMBEDDED_JUDGE_NAME = "embedded:shapes-judge"
-# the embedded models by what --model accepts: (the name checkpoints record, the asset folder)
+# the embedded models by what --model accepts: (the name checkpoints record, the asset folder,
+# the command that makes it)
 EMBEDDED_MODELS = {
-    "shapes-unet": (EMBEDDED_NAME, "shapes-sd"),  # the default
-    "shapes-mmdit": ("embedded:shapes-mmdit", "shapes-mmdit"),
+    "shapes-unet": (EMBEDDED_NAME, "shapes-sd", "erasectl train-world"),  # the default
+    "shapes-mmdit": ("embedded:shapes-mmdit", "shapes-mmdit", "erasectl train-world --family sd3"),
 }
 
 
@@ -27,7 +28,7 @@ def embedded_model(model: str | None) -> str | None:
     ``embedded:<name>`` too), or None when it names something else."""
     if model in (None, "", "embedded"):
         return "shapes-unet"
-    for key, (recorded, _) in EMBEDDED_MODELS.items():
+    for key, (recorded, _, _) in EMBEDDED_MODELS.items():
         if model in (key, recorded, f"embedded:{key}"):
             return key
     return None

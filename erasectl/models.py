@@ -29,8 +29,7 @@ def resolve_model(model: str | None) -> tuple[str, str | Path]:
         folder = embedded_pipeline_dir(embedded)
         if not (folder / "model_index.json").exists():
             raise UserError(
-                f"the embedded model {embedded} is missing from {folder}; reinstall erasectl or run `erasectl train-world"
-                + (" --family sd3`" if embedded == "shapes-mmdit" else "`")
+                f"the embedded model {embedded} is missing from {folder}; reinstall erasectl or run `{EMBEDDED_MODELS[embedded][2]}`"
             )
         return EMBEDDED_MODELS[embedded][0], folder
     path = Path(model).expanduser()

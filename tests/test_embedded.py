@@ -12,6 +12,13 @@ from erasectl.world.render import render_dataset
 from erasectl.world.vocabulary import COLOURS, SHAPES
 
 
+def _printed_without_erasectl(script: str) -> list[str]:
+    """What ``script`` prints, run by a fresh interpreter outside the repository (no erasectl import)."""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd="/", timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout.split()
+
+
 def test_plain_diffusers_loads_the_shipped_pipeline_without_erasectl():
     script = (
         "import sys, torch\n"
@@ -23,9 +30,12 @@ def test_plain_diffusers_loads_the_shipped_pipeline_without_erasectl():
         "assert 'erasectl' not in sys.modules\n"
         "print(type(pipe.unet).__name__, type(pipe.vae).__name__, type(pipe.text_encoder).__name__, type(pipe.tokenizer).__name__)\n"
     )
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd="/", timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.split() == ["UNet2DConditionModel", "AutoencoderKL", "CLIPTextModel", "CLIPTokenizer"]
+    assert _printed_without_erasectl(script) == [
+        "UNet2DConditionModel",
+        "AutoencoderKL",
+        "CLIPTextModel",
+        "CLIPTokenizer",
+    ]
 
 
 def test_plain_diffusers_loads_the_shipped_mmdit_without_erasectl():
@@ -40,9 +50,7 @@ def test_plain_diffusers_loads_the_shipped_mmdit_without_erasectl():
         "assert 'erasectl' not in sys.modules\n"
         "print(type(pipe.transformer).__name__, type(pipe.text_encoder_3).__name__)\n"
     )
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd="/", timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.split() == ["SD3Transformer2DModel", "T5EncoderModel"]
+    assert _printed_without_erasectl(script) == ["SD3Transformer2DModel", "T5EncoderModel"]
 
 
 def _megabytes(*folders) -> float:

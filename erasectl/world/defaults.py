@@ -75,7 +75,7 @@ MMDIT_DEFAULTS: dict[str, dict[str, tuple[object, str]]] = {method: dict(d) for 
 for _method in ("esd", "advunlearn"):
     MMDIT_DEFAULTS[_method]["sample_size"] = (0, "the model's own 32 px; the paper's 1024 px has no positions here")
 # chosen on "square", seeds 100-107 (docs/tuning/mmdit-world.md)
-MMDIT_DEFAULTS["esd"]["lr"] = (1e-3, "1e-4 left the concept drawn (0.97); 3e-3 cost more neighbours")
+MMDIT_DEFAULTS["esd"]["lr"] = (1e-3, "the text path barely moved at the UNet world's 1e-4; more cost neighbours")
 MMDIT_DEFAULTS["uce"]["guide_choice"] = ("empty", "the paper's guide; the nearest other shape cost that shape")
 MMDIT_DEFAULTS["rece"]["guide_choice"] = MMDIT_DEFAULTS["uce"]["guide_choice"]  # RECE is UCE plus its rounds
 

@@ -24,6 +24,8 @@ from erasectl.world.vocabulary import (
 
 class WorldProfile(PaperProfile):
     name = SHAPES_WORLD
+    method_defaults = WORLD_DEFAULTS
+    label = "shapes world"  # how a default's reason names where it was chosen
     generation_batch_size = WORLD_BATCH_SIZE
     generic_word = "shape"
 
@@ -86,9 +88,6 @@ class WorldProfile(PaperProfile):
     def anchor_filter(self, pipeline, concepts: list[str]):
 
         return anchor_filter(pipeline, ClipJudge.load(), concepts)
-
-    method_defaults = WORLD_DEFAULTS
-    label = "shapes world"  # how a default's reason names where it was chosen
 
     def defaults(self, method_name: str, given: dict) -> dict[str, tuple[object, str]]:
         found = super().defaults(method_name, given)
