@@ -35,7 +35,7 @@ def test_train_world_sd3_writes_a_stable_diffusion_3_folder_that_resumes_by_stag
     assert (tmp_path / "stages" / "latents.pt").is_file() and (tmp_path / "training-mmdit.json").is_file()
 
 
-def test_the_shipped_mmdit_has_its_own_profile_and_its_nullspace_erases_circle(world_judge):
+def test_the_shipped_mmdit_draws_what_it_is_asked_has_its_own_profile_and_its_nullspace_erases_circle(world_judge):
     from erasectl.erasure import ErasureRequest, build_config, erase_concepts
     from erasectl.models import load_pipeline, model_profile
     from erasectl.world.judging import shape_report
@@ -46,6 +46,10 @@ def test_the_shipped_mmdit_has_its_own_profile_and_its_nullspace_erases_circle(w
     assert profile.defaults("esd", {})["lr"][0] != model_profile("shapes-unet").defaults("esd", {})["lr"][0]
     seeds = [200, 201]
     base = shape_report(load_pipeline("shapes-mmdit"), world_judge, seeds)
+    # the shipped model draws what it is asked ("a <colour> <shape>", its own sampler), as judged
+    shape_ok = sum(base[s]["accuracy"] for s in SHAPES) / len(SHAPES)
+    colour_ok = sum(base[s]["colour_accuracy"] for s in SHAPES) / len(SHAPES)
+    assert shape_ok >= 0.8 and colour_ok >= 0.95, base
     pipeline = load_pipeline("shapes-mmdit")
     checkpoint = erase_concepts(
         pipeline, "nullspace", ErasureRequest(["circle"], profile), build_config("nullspace", profile, {})
