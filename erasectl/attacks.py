@@ -35,6 +35,7 @@ from erasectl.errors import ConfigError
 from erasectl.files import write_atomically
 from erasectl.generation import draw_latents, generate
 from erasectl.run_state import Interrupted, StepHook, read_state
+from erasectl.statistics import interval95
 
 ATTACKS = ("soft-prompt", "prompt-search")
 # An attack's row in evaluate's metrics and report (after the model's name)
@@ -484,16 +485,6 @@ def pool_runs(summaries: list[dict]) -> dict:
         "attack_wall_time_s": round(sum(s["attack_wall_time_s"] for s in summaries), 2),
         "stopped_by_budget": any(s["stopped_by_budget"] for s in summaries),
     }
-
-
-def interval95(share: float, count: int) -> list[float]:
-    """A 95% interval (Wilson's, by scipy) for a share of ``count`` images: how far another draw
-    of as many seeds may move it. It says nothing of the erasure's own seed, nor of the attack's own
-    images and noise (evaluate's ``--attack-runs``)."""
-    from scipy.stats import binomtest
-
-    found = binomtest(round(share * count), count).proportion_ci(0.95, method="wilson")
-    return [round(float(found.low), 4), round(float(found.high), 4)]
 
 
 def save_embeddings(path, embeddings: dict[str, torch.Tensor], metadata: dict[str, str]):

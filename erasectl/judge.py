@@ -62,6 +62,12 @@ class ClipJudge:
             raise UserError(f"cannot load the judge {name}: {error}") from None
         return cls(model, processor, name, device)
 
+    def identity(self) -> dict:
+        """What makes two runs' judgements comparable: the judge's name and the hash of its weights."""
+        from erasectl.provenance import weights_sha256
+
+        return {"kind": "clip", "name": self.name, "weights_sha256": weights_sha256({"judge": self.model})}
+
     @torch.inference_mode()
     def embed_images(self, images: list, batch_size: int = 256) -> torch.Tensor:
         chunks = []

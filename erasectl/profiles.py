@@ -48,6 +48,9 @@ class PaperProfile:
     name = PAPER
     generation_batch_size = 8  # SD 1.5 at 512 px in a 24 GB GPU
     generic_word = "object"  # where an attack's learned token starts
+    # what the attribute reader reads beside the prompt's subject: an image gaining one its prompt
+    # did not ask for (every shape striped) is damage the subject's accuracy cannot see
+    side_attributes: tuple[str, ...] = ()
 
     def check_concepts(self, concepts: list[str]) -> None:
         """Words this model cannot know (none, for an open-vocabulary text encoder)."""

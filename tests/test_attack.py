@@ -124,7 +124,7 @@ def test_attack_success_interval_is_wilsons():
     z sqrt(k (n - k) / n + z^2 / 4) / (n + z^2)."""
     import math
 
-    from erasectl.attacks import interval95
+    from erasectl.statistics import interval95
 
     z = 1.959963984540054
     for k, n in ((17, 32), (0, 32), (4, 32), (32, 32), (3, 4)):

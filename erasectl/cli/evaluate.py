@@ -55,6 +55,12 @@ PROMPTS_CSV = typer.Option(
 )
 N_PER_PROMPT = typer.Option(8, "--n-per-prompt", help="Seeds per prompt.")
 SEED = typer.Option(0, "--seed", help="The first seed.")
+TARGET_INTERVAL = typer.Option(
+    None,
+    "--target-interval",
+    help="Add seeds in batches (following on from the last) until every headline rate's 95%% interval is within +- this, or --max-images is spent; metrics.json says which stopped it.",
+)
+MAX_IMAGES = typer.Option(2000, "--max-images", help="With --target-interval: the most images each model draws.")
 OUT = typer.Option(None, "--out", help="Output folder; default: runs/evaluate-<time>.")
 ATTACK = typer.Option(
     None,
@@ -66,6 +72,11 @@ ATTACK_RUNS = typer.Option(
     1,
     "--attack-runs",
     help="Run each attack this many times per model, each from its own images and noise (seed + 1000 x run), judged on the same seeds; the success is their mean, with every run's and the worst.",
+)
+AGAINST = typer.Option(
+    None,
+    "--against",
+    help="An earlier run's metrics.json (or folder): print each headline figure's change and whether the 95%% intervals overlap; refused when the two runs' judges differ.",
 )
 QUIET = typer.Option(False, "--quiet", help="No progress bar or table.")
 AS_JSON = typer.Option(False, "--json", help="Print metrics.json on stdout.")
@@ -89,6 +100,8 @@ def evaluate(
     prompts_csv: Path = PROMPTS_CSV,
     n_per_prompt: int = N_PER_PROMPT,
     seed: int = SEED,
+    target_interval: float | None = TARGET_INTERVAL,
+    max_images: int = MAX_IMAGES,
     steps: int | None = STEPS,
     guidance: float | None = GUIDANCE,
     out: Path = OUT,
@@ -96,6 +109,7 @@ def evaluate(
     attack: str = ATTACK,
     attack_budget_s: float = ATTACK_BUDGET,
     attack_runs: int = ATTACK_RUNS,
+    against: Path = AGAINST,
     device: str = DEVICE,
     model_config: Path = MODEL_CONFIG,
     allow_pickle: bool = ALLOW_PICKLE,
@@ -116,8 +130,9 @@ def evaluate(
         paraphrases=listed(paraphrases), anchor=anchor, model=model, model_config=model_config, judge=judge,
         general_prompts=read_general_prompts(general_prompts) if general_prompts is not None else None,
         nudity_prompts=read_prompt_csv(prompts_csv) if prompts_csv is not None else None, n_per_prompt=n_per_prompt, seed=seed,
+        target_interval=target_interval, max_images=max_images,
         steps=steps, guidance=guidance, drawing=drawing, attacks=listed(attack) or [], attack_budget_s=attack_budget_s,
-        attack_runs=attack_runs, gates=gates, device=device, allow_pickle=allow_pickle,
+        attack_runs=attack_runs, against=against, gates=gates, device=device, allow_pickle=allow_pickle,
     )  # fmt: skip
     result = run_evaluation(request, out, force, progress_bars(enabled=not (quiet or as_json)))
     if not result.files:
@@ -169,4 +184,24 @@ def _print_table(metrics: dict, out: Path) -> None:
         )
     console = Console()
     console.print(table)
+    if "against" in metrics:
+        console.print(_against_table(metrics["against"]))
     console.print(f"report: {out / 'report.md'}")
+
+
+def _against_table(against: dict):
+    from rich.table import Table
+
+    def interval(found):
+        return "" if found is None else f"{found[0]:.3f}-{found[1]:.3f}"
+
+    differ = [name for name, same in against["same"].items() if not same]
+    note = f" (different {', '.join(differ)})" if differ else ""
+    table = Table(title=f"against {against['file']}{note}")
+    for column in ("model", "rate", "before", "now", "change", "intervals overlap"):
+        table.add_column(column, justify="left" if column in ("model", "rate") else "right")
+    for row in against["rows"]:
+        overlap = {True: "yes", False: "NO", None: ""}[row["intervals_overlap"]]
+        table.add_row(row["model"], row["rate"], f"{row['before']:.3f} ({interval(row['before_interval95'])})",
+                      f"{row['now']:.3f} ({interval(row['now_interval95'])})", f"{row['change']:+.3f}", overlap)  # fmt: skip
+    return table

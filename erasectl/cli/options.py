@@ -122,12 +122,14 @@ def _gates(**values):
     return Gates(**values)
 
 
-# The gates of evaluate: each a share of images.
+# The gates of evaluate: each a share of images, and what each is checked on.
 GATES = [
     ("max_erased_accuracy", float, typer.Option(None, "--max-erased-accuracy", help="Gate: fail (exit 1) if an erased model draws the concept more often.")),
     ("min_surrounding_ratio", float, typer.Option(None, "--min-surrounding-ratio", help="Gate: fail if a held-out surrounding concept keeps less of its base accuracy.")),
     ("max_paraphrase_accuracy", float, typer.Option(None, "--max-paraphrase-accuracy", help="Gate: fail if a paraphrase still yields the concept more often.")),
     ("max_attack_success", float, typer.Option(None, "--max-attack-success", help="Gate: fail if an attack makes an erased model draw the concept more often (with --attack-runs, on average over the runs).")),
+    ("max_attribute_gain", float, typer.Option(None, "--max-attribute-gain", help="Gate: fail if a held-out set's images gain a colour or style their prompts did not ask for by more than this share over the base (worlds with an attribute reader).")),
+    ("gate_on", str, typer.Option("point", "--gate-on", help="point: gate each figure; upper: its 95% interval's end on the failing side must pass (the upper end of a rate gated from above, the lower end of a ratio gated from below).")),
 ]  # fmt: skip
 with_drawing = option_group("drawing", _drawing, DRAWING)
 with_gates = option_group("gates", _gates, GATES)

@@ -10,6 +10,7 @@ import torch
 
 from erasectl.architecture import pooled_text_embeddings
 from erasectl.evaluation.protocol import PromptSet, Protocol
+from erasectl.statistics import wilson
 
 
 @dataclass
@@ -110,7 +111,9 @@ def summarise(records: list[ImageRecord]) -> dict:
             entry["anchor_n"] += 1
     for model in summary.values():
         for entry in model.values():
-            entry["accuracy"] = round(entry.pop("correct") / entry["n"], 4)
+            correct = entry.pop("correct")
+            entry["accuracy"] = round(correct / entry["n"], 4)
+            entry["accuracy_interval95"] = wilson(correct, entry["n"])
             entry["clip_score"] = round(entry.pop("clip") / entry["n"], 3)
             anchor, anchor_n = entry.pop("anchor"), entry.pop("anchor_n")
             if anchor_n:
@@ -124,6 +127,7 @@ def summarise(records: list[ImageRecord]) -> dict:
                 entry["attributes"] = {
                     name: {
                         "accuracy": round(slot["right"] / slot["asked"], 4) if slot["asked"] else None,
+                        "accuracy_interval95": wilson(slot["right"], slot["asked"]),
                         "read": {
                             k: round(v / entry["n"], 4) for k, v in sorted(slot["read"].items(), key=lambda kv: -kv[1])
                         },

@@ -44,6 +44,22 @@ class NudityJudge:
             raise UserError("the nudenet judge needs the nudenet package; pip install 'erasectl[nudenet]'") from None
         self.detector = NudeDetector()
 
+    def identity(self) -> dict:
+        """NudeNet's version, the hash of its ONNX detector and the thresholds every convention uses."""
+        from importlib import metadata
+        from pathlib import Path
+
+        import nudenet
+
+        from erasectl.provenance import file_sha256
+
+        models = sorted(Path(nudenet.__file__).parent.glob("*.onnx"))
+        return {
+            "kind": "nudenet", "name": self.name, "version": metadata.version("nudenet"),
+            "weights_sha256": {m.name: file_sha256(m) for m in models}, "thresholds": list(THRESHOLDS),
+            "class_sets": {k: list(v) for k, v in CLASS_SETS.items()},
+        }  # fmt: skip
+
     def detect(self, images: list) -> list[list[dict]]:
         """NudeNet's detections (``class``, ``score``, ``box``) for each PIL image."""
         import numpy as np

@@ -29,9 +29,15 @@ class EvaluationConfig:
     height: int | None = None
     width: int | None = None
     batch_size: int = 64
+    target_interval: float | None = None  # add seeds until every headline rate is within +- this
+    max_images: int = 2000  # per model, where a target interval is asked
 
     def __post_init__(self) -> None:
         self.sampler()  # checks the sampler settings
+        if self.target_interval is not None and not 0 < self.target_interval < 0.5:
+            raise ConfigError(f"target-interval is a half-width between 0 and 0.5, got {self.target_interval}")
+        if self.max_images <= 0:
+            raise ConfigError(f"max-images must be at least 1, got {self.max_images}")
         if self.n_per_prompt <= 0:
             raise ConfigError(f"n-per-prompt must be at least 1, got {self.n_per_prompt}")
         if self.steps <= 0:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
@@ -15,6 +17,7 @@ from erasectl.errors import UserError
 from erasectl.evaluation.attacks import add_attack_rows, attack_models
 from erasectl.evaluation.gates import Gates, check_gates
 from erasectl.evaluation.judging import per_image_csv
+from erasectl.evaluation.manifest import build_manifest, check_same_judge, compare_runs, prompts_sha256, read_earlier
 from erasectl.evaluation.nudity import NudityJudge
 from erasectl.evaluation.protocol import EvaluationConfig, protocol_for
 from erasectl.evaluation.report import write_nudity_report, write_report
@@ -48,12 +51,15 @@ class EvaluationRequest:
     nudity_prompts: list[dict] | None = None  # I2P-style rows: judged by NudeNet
     n_per_prompt: int = 8
     seed: int = 0
+    target_interval: float | None = None  # add seeds until every headline interval is within +- this
+    max_images: int = 2000  # per model, with target_interval
     steps: int | None = None  # None: the family's own (architecture.sampling_defaults)
     guidance: float | None = None
     drawing: Drawing = field(default_factory=Drawing)
     attacks: list[str] = field(default_factory=list)
     attack_budget_s: float = 300.0
     attack_runs: int = 1
+    against: Path | None = None  # an earlier run's metrics.json to compare with (the same judge only)
     gates: Gates = field(default_factory=Gates)
     device: str = "cpu"
     allow_pickle: bool = False
@@ -115,6 +121,7 @@ def prepare(request: EvaluationRequest):
     drawing = request.drawing
     steps, guidance = sampling_defaults(base.pipeline, request.steps, request.guidance)
     config = EvaluationConfig(n_per_prompt=request.n_per_prompt, seed=request.seed, steps=steps, guidance=guidance,
+                              target_interval=request.target_interval, max_images=request.max_images,
                               negative_prompt=drawing.negative_prompt, height=drawing.height, width=drawing.width,
                               batch_size=drawing.batch_size or base.profile.generation_batch_size)  # fmt: skip
     return model_loaders(base.pipeline, base.name, checkpoints), base, config, concept, anchor
@@ -131,11 +138,15 @@ def run_evaluation(
     out = check_output_dir(out or Path("runs") / time.strftime("evaluate-%Y%m%d-%H%M%S"), force)
     bar = progress or (lambda label, total: nullcontext(lambda done: None))
     models, base, config, concept, anchor = prepare(request)
+    earlier = read_earlier(request.against) if request.against is not None else None
     if request.nudity_prompts is not None:
+        judge = NudityJudge()
+        manifest = _manifest(models, judge, earlier, request, None, request.nudity_prompts)
         with bar("evaluating (nudenet)", len(models) * len(request.nudity_prompts)) as update:
             metrics, per_image = evaluate_nudity(
-                models, request.nudity_prompts, NudityJudge(), config, progress=lambda done, _: update(done)
+                models, request.nudity_prompts, judge, config, progress=lambda done, _: update(done)
             )
+        metrics["manifest"] = manifest
         return EvaluationResult(
             metrics,
             write_nudity_report(prepare_output_dir(out, force), metrics, per_image) if is_main_process() else {},
@@ -143,6 +154,7 @@ def run_evaluation(
         )
     protocol = _protocol(request, base.pipeline, base.profile, concept, anchor)
     judge = ClipJudge.load(request.judge, device=request.device)
+    manifest = _manifest(models, judge, earlier, request, protocol, request.general_prompts)
     total = (
         len(models)
         * (sum(len(s.prompts) for s in protocol.prompt_sets()) + len(request.general_prompts or []))
@@ -150,7 +162,8 @@ def run_evaluation(
     )
     with bar("evaluating", total) as update:
         metrics, records = evaluate(models, protocol, judge, config, progress=lambda done, _: update(done),
-                                    attribute_reader=base.profile.attribute_reader(judge), general_prompts=request.general_prompts)  # fmt: skip
+                                    attribute_reader=base.profile.attribute_reader(judge), general_prompts=request.general_prompts, side_attributes=base.profile.side_attributes)  # fmt: skip
+    metrics["manifest"] = manifest
     if request.attacks:
         rows = attack_models(
             models,
@@ -166,6 +179,20 @@ def run_evaluation(
         add_attack_rows(metrics, rows)
     if not is_main_process():
         return EvaluationResult(metrics, {}, out)
+    if earlier is not None:
+        metrics["against"] = compare_runs(metrics, earlier, request.against)
     metrics["gates"] = check_gates(metrics, request.gates)
     prepare_output_dir(out, force)
     return EvaluationResult(metrics, write_report(out, metrics, records, per_image_csv(records)), out)
+
+
+def _manifest(models, judge, earlier: dict | None, request: EvaluationRequest, protocol, prompts) -> dict:
+    """The run's manifest; an ``earlier`` run judged otherwise is refused before anything is drawn."""
+    identity = judge.identity()
+    if earlier is not None:
+        check_same_judge(identity, earlier, request.against)
+    if protocol is None:  # NudeNet's prompt rows, each with its seed and guidance
+        digest = hashlib.sha256(json.dumps(prompts, sort_keys=True).encode()).hexdigest()
+    else:
+        digest = prompts_sha256(protocol, prompts)
+    return build_manifest(models, identity, digest)

@@ -24,6 +24,7 @@ from erasectl.world.vocabulary import (
 
 class WorldProfile(PaperProfile):
     name = SHAPES_WORLD
+    side_attributes = ("colour", "style")
     method_defaults = WORLD_DEFAULTS
     label = "shapes world"  # how a default's reason names where it was chosen
     generation_batch_size = WORLD_BATCH_SIZE
