@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from erasectl.attacks import PLACEHOLDER, AttackConfig, run_attack, save_embeddings
+from erasectl.attacks import PLACEHOLDER, AttackConfig, save_embeddings
 from erasectl.checkpoint import ErasedCheckpoint, model_loaders
 from erasectl.errors import UserError
 from erasectl.evaluation.protocol import protocol_for
@@ -15,6 +15,7 @@ from erasectl.generation import Drawing, SamplerSettings
 from erasectl.grids import labelled_grid
 from erasectl.judge import ClipJudge
 from erasectl.models import latest_checkpoint, load_base
+from erasectl.prompt_free import attack
 from erasectl.provenance import versions
 
 
@@ -47,9 +48,9 @@ def attack_checkpoint(request: AttackRequest, out: Path, force: bool = False, pr
     (_, load_base_model, _), (_, load_erased, _) = model_loaders(loaded.pipeline, erased.base_model, [erased])
     seeds = list(range(request.config.seed, request.config.seed + request.n_per_prompt))
     settings = SamplerSettings(batch_size=loaded.profile.generation_batch_size)
-    summary, drawn = run_attack(
+    summary, drawn = attack(
         load_base_model, load_erased, concept, protocol, judge, request.method, request.config, seeds, settings, loaded.profile,
-        progress=progress, control=control,
+        progress=progress, control=control, recipe=erased.recipe,
     )  # fmt: skip
     prepare_output_dir(out, force)
     summary.update({"checkpoint": str(erased.path), "base_model": erased.base_model, "judge": judge.name, "candidates": protocol.candidates, "versions": versions()})  # fmt: skip
@@ -62,6 +63,8 @@ def attack_checkpoint(request: AttackRequest, out: Path, force: bool = False, pr
         file = save_embeddings(out / "embedding.safetensors", drawn["embeddings"], metadata)
         summary.update({"embedding": str(file), "token": PLACEHOLDER})
     summary["grid"] = str(_write_grid(out, protocol.prompt_sets()[0].prompts, drawn, len(seeds), request.method))
+    if request.method == "relearn":
+        summary["plot"] = str(relearn_plot(summary, out / "relearn.png"))
     write_atomically(out / "attack.json", lambda tmp: tmp.write_text(json.dumps(summary, indent=2) + "\n"))
     return summary
 
@@ -74,3 +77,31 @@ def _write_grid(out: Path, prompts: list[str], drawn: dict, n: int, method: str)
     ]
     grid = labelled_grid(rows, [p[:24] for p in prompts], ["base", "erased", f"erased + {method}"], cell=64)
     return write_atomically(out / "grid.png", lambda tmp: grid.save(tmp, format="PNG"))
+
+
+def relearn_plot(summary: dict, path: Path) -> Path:
+    """The relearn attack's success after each number of fine-tuning steps, with its 95% intervals."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curve = summary["details"]["curve"]
+    steps = [point["steps"] for point in curve]
+    success = [point["success"] for point in curve]
+    low = [point.get("interval95", [point["success"]] * 2)[0] for point in curve]
+    high = [point.get("interval95", [point["success"]] * 2)[1] for point in curve]
+    figure, axes = plt.subplots(figsize=(5.5, 3.6), dpi=120)
+    axes.fill_between(steps, low, high, alpha=0.25, label="95% interval")
+    axes.plot(steps, success, marker="o", label="attack success")
+    axes.axhline(0.5, color="grey", linewidth=0.8, linestyle="--")
+    axes.axhline(summary["base_accuracy"], color="green", linewidth=0.8, label="base model")
+    axes.set_xlabel("fine-tuning steps on the base's images of the concept")
+    axes.set_ylabel(f"share judged as {summary['concept']}")
+    axes.set_ylim(-0.02, 1.02)
+    axes.legend(fontsize=8)
+    axes.set_title("Relearning an erased concept")
+    figure.tight_layout()
+    write_atomically(path, lambda tmp: figure.savefig(tmp, format="png"))
+    plt.close(figure)
+    return path

@@ -37,7 +37,9 @@ from erasectl.generation import draw_latents, generate
 from erasectl.run_state import Interrupted, StepHook, read_state
 from erasectl.statistics import interval95
 
-ATTACKS = ("soft-prompt", "prompt-search")
+TEXT_ATTACKS = ("soft-prompt", "prompt-search")
+# The changes the compose attack makes to an erased model, each alone
+COMPOSE_CHANGES = ("bf16", "fp16", "int8", "erase")
 # An attack's row in evaluate's metrics and report (after the model's name)
 ATTACK_ROW = (
     "attack",
@@ -54,6 +56,7 @@ ATTACK_ROW = (
     "prefix",
     "attack_wall_time_s",
     "stopped_by_budget",
+    "details",  # the attacks that skip the prompt: relearn's curve, compose's changes
 )
 # A defence that runs the soft-prompt attack in its loop (rece's and nullspace's attack rounds)
 # draws its images and noise from the erase seed plus this, so that it never trains on the images
@@ -95,17 +98,36 @@ class AttackConfig:
     budget_s: float = 300.0
     seed: int = 0
     search_words: int = 1000  # prompt-search on a real model: the tokenizer's most frequent words
+    # relearn: LoRA fine-tuning steps after which success is judged, its rank and learning rate
+    # (diffusers' DreamBooth-LoRA example: rank 4, lr 1e-4, on to_q/to_k/to_v/to_out.0)
+    relearn_steps: tuple[int, ...] = (10, 25, 50, 100, 200)
+    relearn_rank: int = 4
+    relearn_lr: float = 1e-4
+    inversion_steps: int = 0  # inversion: DDIM (flow: Euler) steps; 0: the model's sampling steps
+    # compose: the later changes tried, each alone (erase: a second erasure of another concept on top)
+    compose: tuple[str, ...] = ("bf16", "fp16", "int8", "erase")
+    compose_concept: str | None = None  # the second erasure's concept; None: the first surrounding one
 
     def __post_init__(self) -> None:
         for name in ("images", "image_steps", "steps", "batch_size", "prefix_tokens", "candidates", "rounds", "draws"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        if not self.lr > 0 or not self.budget_s > 0:
-            raise ConfigError("lr and budget-s must be positive")
+        if not self.lr > 0 or not self.budget_s > 0 or not self.relearn_lr > 0:
+            raise ConfigError("lr, relearn-lr and budget-s must be positive")
+        if not self.relearn_steps or min(self.relearn_steps) <= 0 or self.relearn_rank <= 0:
+            raise ConfigError("relearn-steps must be positive step counts, and relearn-rank at least 1")
+        if self.inversion_steps < 0:
+            raise ConfigError(f"inversion-steps must be 0 (the model's) or more, got {self.inversion_steps}")
+        unknown = [c for c in self.compose if c not in COMPOSE_CHANGES]
+        if unknown or not self.compose:
+            raise ConfigError(f"compose changes are {', '.join(COMPOSE_CHANGES)}; got {', '.join(self.compose)}")
 
     def progress_total(self, attack: str) -> int:
-        """The steps an attack reports progress in: optimisation steps, or prefix positions."""
-        return self.steps if attack == "soft-prompt" else self.rounds * self.prefix_tokens
+        """The steps an attack reports progress in: optimisation steps, prefix positions, relearning
+        steps, changes composed, or one inversion."""
+        totals = {"soft-prompt": self.steps, "prompt-search": self.rounds * self.prefix_tokens,
+                  "relearn": max(self.relearn_steps), "compose": len(self.compose)}  # fmt: skip
+        return totals.get(attack, 1)
 
 
 def defence_config(erase_seed: int, round_index: int, steps: int) -> AttackConfig:
@@ -534,8 +556,8 @@ def run_attack(
     ``judged``, shared by the attacks and runs on one erased model with the same ``seeds``, keeps
     the base's and the plain prompts' judged images, which no attack changes, so they are drawn
     once. Returns ``(summary, images)``; ``images`` holds base / erased / attack items for a grid."""
-    if attack not in ATTACKS:
-        raise ConfigError(f"unknown attack {attack!r}; choose one of {', '.join(ATTACKS)}")
+    if attack not in TEXT_ATTACKS:
+        raise ConfigError(f"unknown text attack {attack!r}; choose one of {', '.join(TEXT_ATTACKS)}")
     prompts = protocol.prompt_sets()[0].prompts
     judged = {} if judged is None else judged
     base = load_base()

@@ -22,7 +22,13 @@ from erasectl.errors import UserError
 # fmt: off
 CHECKPOINT = typer.Option(None, "--checkpoint", help="The erased checkpoint to attack (its .safetensors file or erase's run folder); default: the newest in runs/.")
 CONCEPT = typer.Option(None, "--concept", help="The concept to recover; default: the checkpoint's first.")
-METHOD = typer.Option("soft-prompt", "--method", help="soft-prompt (textual inversion on the erased model) or prompt-search (a searched prefix of words).")
+METHOD = typer.Option("soft-prompt", "--method", help="soft-prompt (textual inversion on the erased model), prompt-search (a searched prefix of words); without the prompt: relearn (LoRA fine-tuning on the base's images of the concept), inversion (the base's images inverted to noise and redrawn under the empty prompt), compose (a cast, int8 weights or a second erasure on top).")
+RELEARN_STEPS = typer.Option("10,25,50,100,200", "--relearn-steps", help="relearn: comma-separated fine-tuning step counts after which success is judged.")
+RELEARN_LR = typer.Option(1e-4, "--relearn-lr", help="relearn: the LoRA's AdamW learning rate (diffusers' DreamBooth-LoRA example's).")
+RELEARN_RANK = typer.Option(4, "--relearn-rank", help="relearn: the LoRA's rank.")
+INVERSION_STEPS = typer.Option(0, "--inversion-steps", help="inversion: deterministic sampler steps; 0: the model's sampling steps.")
+COMPOSE = typer.Option("bf16,fp16,int8,erase", "--compose", help="compose: the later changes tried, each alone: bf16, fp16, int8, erase (a second erasure with the same method).")
+COMPOSE_CONCEPT = typer.Option(None, "--compose-concept", help="compose: the second erasure's concept; default: the first surrounding concept.")
 JUDGE = typer.Option(None, "--judge", help="A CLIPModel hub id or folder; default: the embedded world judge (a real model needs a real CLIP).")
 SURROUNDING = typer.Option(None, "--surrounding", help="Comma-separated concepts the judge may read instead (a real model needs them).")
 IMAGES = typer.Option(16, "--images", help="Images of the concept the base model draws to learn from.")
@@ -55,6 +61,12 @@ def attack(
     candidates: int = CANDIDATES,
     rounds: int = ROUNDS,
     budget_s: float = BUDGET,
+    relearn_steps: str = RELEARN_STEPS,
+    relearn_lr: float = RELEARN_LR,
+    relearn_rank: int = RELEARN_RANK,
+    inversion_steps: int = INVERSION_STEPS,
+    compose: str = COMPOSE,
+    compose_concept: str = COMPOSE_CONCEPT,
     n_per_prompt: int = N_PER_PROMPT,
     seed: int = SEED,
     out: Path = OUT,
@@ -69,15 +81,24 @@ def attack(
 ) -> None:
     """Try to make an erased model draw its concept again; write the prompts/embedding, a grid and the attack success rate."""
     from erasectl.attacking import AttackRequest, attack_checkpoint
-    from erasectl.attacks import ATTACKS, AttackConfig
+    from erasectl.attacks import AttackConfig
     from erasectl.files import check_output_dir
+    from erasectl.prompt_free import ATTACKS
     from erasectl.run_state import Interrupted
 
     if method not in ATTACKS:
         raise UserError(f"unknown attack --method {method!r}; choose one of {', '.join(ATTACKS)}")
     if n_per_prompt <= 0:
         raise UserError(f"--n-per-prompt must be at least 1, got {n_per_prompt}")
-    config = AttackConfig(images=images, steps=steps, lr=lr, prefix_tokens=prefix_tokens, candidates=candidates, rounds=rounds, budget_s=budget_s, seed=seed)  # fmt: skip
+    try:
+        schedule = tuple(int(s) for s in optional_list(relearn_steps) or [])
+    except ValueError:
+        raise UserError(
+            f"--relearn-steps takes comma-separated step counts, e.g. 10,25,50; got {relearn_steps!r}"
+        ) from None
+    config = AttackConfig(images=images, steps=steps, lr=lr, prefix_tokens=prefix_tokens, candidates=candidates, rounds=rounds, budget_s=budget_s, seed=seed,
+                          relearn_steps=schedule, relearn_lr=relearn_lr, relearn_rank=relearn_rank, inversion_steps=inversion_steps,
+                          compose=tuple(optional_list(compose) or []), compose_concept=compose_concept)  # fmt: skip
     request = AttackRequest(checkpoint, method, config, concept, judge, optional_list(surrounding), n_per_prompt, model_config, device, allow_pickle)  # fmt: skip
     if resume_from_checkpoint is not None and out is None:
         raise UserError("--resume_from_checkpoint needs the --out of the interrupted run")
@@ -101,11 +122,22 @@ def attack(
 
 
 def _sentence(summary: dict, method: str, out: Path) -> str:
+    details = summary.get("details") or {}
+    extra = ""
+    if method == "relearn":
+        half = details["steps_to_half"]
+        extra = (
+            f"; over 50% after {half} steps"
+            if half is not None
+            else f"; never over 50% within {details['curve'][-1]['steps']} steps"
+        )
+    elif method == "compose":
+        extra = "; " + ", ".join(f"{c['change']} {c['success']:.0%}" for c in details["changes"])
     outline = summary["attack_success_outline"]
     by_outline = f"; by outline {outline:.0%}" if outline is not None else ""
     low, high = summary["attack_success_interval95"]
     return (
         f"{method} on {summary['checkpoint']}: the erased model draws {summary['concept']} {summary['attack_success']:.0%} of the time "
         f"(95% interval {low:.0%}-{high:.0%}){by_outline} (plain prompts: {summary['erased_plain_accuracy']:.0%}, "
-        f"base: {summary['base_accuracy']:.0%}); {out}"
+        f"base: {summary['base_accuracy']:.0%}){extra}; {out}"
     )

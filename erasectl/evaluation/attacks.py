@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from contextlib import nullcontext
 
-from erasectl.attacks import ATTACK_ROW, AttackConfig, pool_runs, run_attack
+from erasectl.attacks import ATTACK_ROW, AttackConfig, pool_runs
+from erasectl.prompt_free import attack
 
 
 def attack_models(
@@ -16,7 +17,7 @@ def attack_models(
     ``progress(label, total)``: a context manager yielding ``update(done)``, or None."""
     rows = []
     base_load = models[0][1]
-    for name, load, _ in models[1:]:
+    for name, load, info in models[1:]:
         judged: dict = {}  # the base's and the plain prompts' images, the same for every attack and run
         for kind in attacks:
             summaries = []
@@ -27,9 +28,9 @@ def attack_models(
                     progress(label, attack_config.progress_total(kind)) if progress else nullcontext(lambda done: None)
                 )
                 with bar as update:
-                    summary, _ = run_attack(
+                    summary, _ = attack(
                         base_load, load, protocol.concept, protocol, judge, kind, attack_config, config.seeds, config.sampler(), profile,
-                        progress=lambda done, _, logs, update=update: update(done), judged=judged,
+                        progress=lambda done, _, logs, update=update: update(done), judged=judged, recipe=info.get("recipe"),
                     )  # fmt: skip
                 summaries.append(summary)
             rows.append({"model": name, **{k: v for k, v in pool_runs(summaries).items() if k in ATTACK_ROW}})

@@ -5,11 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from erasectl.attacks import ATTACK_ROW
+from erasectl.evaluation.verdict import verdict_lines
 from erasectl.files import write_atomically
 from erasectl.grids import labelled_grid
-
-ATTACK_COLUMNS = ["model", *(key for key in ATTACK_ROW if key != "concept")]
 
 
 def _list_separator(column: str) -> str:
@@ -26,8 +24,12 @@ def _markdown_table(rows: list[dict], columns: list[str]) -> str:
             return _list_separator(column).join(cell(v, column) for v in value)
         return f"{value:.3f}" if isinstance(value, float) else ("" if value is None else str(value))
 
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(cell(row.get(c), c) for c in columns) + " |" for row in rows]
+    def shown(row, column):
+        interval = row.get(f"{column}_interval95")
+        return cell(row.get(column), column) + (f" ({interval[0]:.2f}-{interval[1]:.2f})" if interval else "")
+
+    lines = ["| " + " | ".join(heading(c) for c in columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(shown(row, c) for c in columns) + " |" for row in rows]
     return "\n".join(lines) + "\n"
 
 
@@ -78,22 +80,46 @@ def thumbnail_grid(records, path: Path, per_model: int = 8) -> Path:
     return path
 
 
-# The columns each table shows, in the Markdown and the HTML report alike.
+# The columns each table shows, in the Markdown and the HTML report alike; a rate's 95% interval
+# is shown in its cell, after the figure.
 HEADLINE_COLUMNS = [
     "model", "erased_accuracy", "surrounding_accuracy", "held_out_surrounding", "held_out_colour_accuracy",
-    "held_out_style_accuracy", "erased_outline_accuracy", "held_out_outline_accuracy", "held_out_judge_distance",
-    "held_out_ssim", "preserved_surrounding_accuracy", "preserved_surrounding",
+    "held_out_style_accuracy", "held_out_attribute_gain", "held_out_attribute_gain_read", "held_out_outline_accuracy",
+    "held_out_judge_distance", "held_out_ssim", "preserved_surrounding_accuracy",
 ]  # fmt: skip
 REPLACEMENT_COLUMNS = ["model", "role", "concept", "judged_as", "shape_read", "colour_read", "style_read"]
 PER_CONCEPT_COLUMNS = [
-    "model", "role", "concept", "split", "in_prior", "accuracy", "base_accuracy", "ratio_to_base", "shape_accuracy",
-    "colour_accuracy", "base_colour_accuracy", "style_accuracy", "base_style_accuracy", "outline_accuracy",
-    "base_outline_accuracy", "judge_distance", "ssim", "clip_score", "base_clip_score",
+    "model", "role", "concept", "split", "accuracy", "base_accuracy", "ratio_to_base", "colour_accuracy",
+    "style_accuracy", "attribute_gain", "attribute_gain_read", "outline_accuracy", "judge_distance", "ssim",
+    "clip_score",
 ]  # fmt: skip
-DISTRIBUTION_COLUMNS = ["model", "over", "fid", "kid_mean", "kid_std", "n", "features"]
+DISTRIBUTION_COLUMNS = ["model", "over", "fid", "kid_mean", "kid_std", "n"]
 TIMING_COLUMNS = ["model", "method", "steps", "wall_time_s"]
 DISTANCE_COLUMNS = ["model", "concept", "split", "distance", "accuracy", "accuracy_drop"]
-GATE_COLUMNS = ["gate", "model", "concept", "limit", "value", "passed"]
+GATE_COLUMNS = ["gate", "model", "concept", "limit", "value", "on", "passed"]
+ATTACK_COLUMNS = ["model", "attack", "attack_success", "attack_success_runs", "erased_plain_accuracy", "base_accuracy",
+                  "attack_success_outline", "prefix", "attack_wall_time_s"]  # fmt: skip
+# What a person reads at the head of each column instead of its JSON key
+HEADINGS = {
+    "erased_accuracy": "erased concept drawn", "surrounding_accuracy": "held-out neighbours right",
+    "held_out_surrounding": "held-out sets", "held_out_colour_accuracy": "held-out colour right",
+    "held_out_style_accuracy": "held-out style right", "held_out_attribute_gain": "largest unasked attribute gain",
+    "held_out_attribute_gain_read": "where, what", "held_out_outline_accuracy": "held-out outline right",
+    "held_out_judge_distance": "judge distance to base", "held_out_ssim": "SSIM to base",
+    "preserved_surrounding_accuracy": "preserved neighbours right", "judged_as": "judged as",
+    "shape_read": "shapes read", "colour_read": "colours read", "style_read": "styles read",
+    "accuracy": "right", "base_accuracy": "base right", "ratio_to_base": "of base", "colour_accuracy": "colour right",
+    "style_accuracy": "style right", "attribute_gain": "unasked attribute gain", "attribute_gain_read": "gained",
+    "outline_accuracy": "outline right", "judge_distance": "judge distance", "ssim": "SSIM", "clip_score": "CLIP score",
+    "kid_mean": "KID", "kid_std": "KID std", "fid": "FID", "n": "images", "wall_time_s": "seconds",
+    "distance": "text distance", "accuracy_drop": "accuracy drop", "attack_success": "attack success",
+    "attack_success_runs": "each run", "erased_plain_accuracy": "plain prompts", "attack_success_outline": "by outline",
+    "prefix": "searched prefix", "attack_wall_time_s": "seconds", "on": "checked on",
+}  # fmt: skip
+
+
+def heading(column: str) -> str:
+    return HEADINGS.get(column, column.replace("_", " "))
 
 
 def write_report(out: Path, metrics: dict, records, csv_text: str) -> dict[str, Path]:
@@ -124,19 +150,19 @@ def report_markdown(metrics: dict) -> str:
     templates = ", ".join("`" + t + "`" for t in protocol["templates"])
     sections = [
         ("Erased concept against surrounding concepts", [
-            "Accuracy: the share of images the judge classifies as what the prompt names. "
-            "`surrounding_accuracy` is over the *held-out* surrounding concepts, those the erasure was not told to preserve; "
+            "A share \"right\" is of images the judge classifies as what the prompt names, with its 95% interval in brackets. "
+            "Held-out neighbours are the surrounding concepts the erasure was not told to preserve; "
             "the preserved ones are shown apart, since they score the preservation set against itself. "
-            "`ablation_convention_anchor_beats_concept` is Concept Ablation's measure: the share where CLIP(image, anchor) > CLIP(image, concept).",
+            "An unasked attribute gain is how much more often than the base the images show a colour or style their prompt did not ask for.",
             *[f"**Warning:** {w}" for w in metrics.get("warnings", [])],
-        ], _markdown_table(tables["erased_vs_surrounding"], [*HEADLINE_COLUMNS, "ablation_convention_anchor_beats_concept"])),
+        ], _markdown_table(tables["erased_vs_surrounding"], HEADLINE_COLUMNS)),
         ("What the judge reads instead", [
             "For the erased concept's and its paraphrases' prompts: the share of images judged as each class"
             " (and, where the model's world has them, as each shape, colour and style).",
         ], _markdown_table(_readable(tables.get("replacement", [])), REPLACEMENT_COLUMNS)),
     ]  # fmt: skip
     if metrics.get("gates"):
-        sections.append(("Gates", [], _markdown_table(metrics["gates"], ["gate", "model", "limit", "value", "passed"])))
+        sections.append(("Gates", [], _markdown_table(metrics["gates"], GATE_COLUMNS)))
     sections += [
         ("Every prompt set, base beside erased", [], _markdown_table(tables["per_concept"], PER_CONCEPT_COLUMNS)),
         ("Image drift and distribution distance", [
@@ -144,7 +170,9 @@ def report_markdown(metrics: dict) -> str:
             "`ssim` their structural similarity in pixels (1: the same picture). Below: FID and KID (torchmetrics) between the base's and the erased model's images, on the judge's image features.",
         ], _markdown_table(tables.get("distribution", []), DISTRIBUTION_COLUMNS)),
         ("Attacks", [
-            "Where `--attack` was given: the share of images the erased model draws as the concept when prompted with a learned token (soft-prompt) or a searched prefix (prompt-search), beside its plain prompts and the base.",
+            "Where `--attack` was given: the share of images the erased model draws as the concept under each attack, beside its plain prompts and the base: "
+            "a learned token (soft-prompt), a searched prefix (prompt-search), LoRA fine-tuning on the base's images (relearn), the base's images inverted and redrawn under the empty prompt (inversion), "
+            "or after a cast, int8 weights or a second erasure (compose, the worst change).",
         ], _markdown_table(tables.get("attacks", []), ATTACK_COLUMNS)),
         ("Erasure cost", [], _markdown_table(tables["timing"], TIMING_COLUMNS)),
         ("Distance to the erased concept against accuracy", [], _markdown_table(tables["distance_vs_accuracy"], DISTANCE_COLUMNS)
@@ -158,7 +186,11 @@ def report_markdown(metrics: dict) -> str:
         f"{metrics['config']['steps']} sampler steps, guidance {metrics['config']['guidance']}; templates: {templates}; "
         f"zero-shot classes (the judge's candidates, open set included): {', '.join(protocol['candidates'])}.",
         "",
+        "## Verdict",
+        "",
     ]
+    for model, lines in verdict_lines(metrics):
+        text += [f"**{model}**", "", *[f"- {line}" for line in lines], ""]
     for title, paragraphs, table in sections:
         text += [f"## {title}", "", *[line for p in paragraphs for line in (p, "")], table]
     return "\n".join(text)
@@ -179,11 +211,16 @@ def _html_table(rows: list[dict], columns: list[str]) -> str:
             return f"{value:.3f}"
         return "" if value is None else escape(str(value))
 
+    def shown(row, column):
+        interval = row.get(f"{column}_interval95")
+        reach = f"<br><small>{interval[0]:.2f}-{interval[1]:.2f}</small>" if interval else ""
+        return cell(row.get(column), column) + reach
+
     if not rows:
         return "<p><em>none</em></p>"
-    head = "".join(f"<th>{escape(c)}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(f"<td>{cell(row.get(c), c)}</td>" for c in columns) + "</tr>" for row in rows)
-    return f"<div style='overflow-x:auto'><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
+    head = "".join(f"<th>{escape(heading(c))}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(f"<td>{shown(row, c)}</td>" for c in columns) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def _inline_png(path: Path, alt: str) -> str:
@@ -214,6 +251,13 @@ def write_html(out: Path, metrics: dict, plot: Path, thumbnails: Path) -> Path:
         f"<h1>Erasure report: {concept}</h1>",
         f"<p>Judge <code>{escape(metrics['judge'])}</code>; seeds {seeds[0]}..{seeds[-1]} per prompt; "
         f"{config['steps']} sampler steps, guidance {config['guidance']}; zero-shot classes (the judge's candidates, open set included): {escape(', '.join(protocol['candidates']))}.</p>",
+        "<h2>Verdict</h2>",
+        *[
+            f"<div class='verdict'><h3>{escape(model)}</h3><ul>"
+            + "".join(f"<li>{escape(line)}</li>" for line in lines)
+            + "</ul></div>"
+            for model, lines in verdict_lines(metrics)
+        ],
         *[f"<p class='warning'><strong>Warning:</strong> {escape(w)}</p>" for w in metrics.get("warnings", [])],
         "<h2>Erased concept against held-out surrounding concepts</h2>",
         "<p>Surrounding accuracy is over the concepts the erasure was not told to preserve; the preserved ones are shown apart.</p>",
@@ -251,10 +295,13 @@ def write_html(out: Path, metrics: dict, plot: Path, thumbnails: Path) -> Path:
     return write_atomically(out / "report.html", lambda tmp: tmp.write_text("\n".join(parts), encoding="utf-8"))
 
 
+# Fits a 1280 px screen: tables take the page's width and wrap their cells rather than scroll
 STYLE = (
-    "body{font-family:sans-serif;margin:2em;max-width:75em}table{border-collapse:collapse;margin:1em 0}"
-    "th,td{border:1px solid #bbb;padding:.25em .6em;text-align:left}th{background:#eee}.warning{background:#fff3cd;padding:.5em}"
-    "img{max-width:100%}pre{background:#f6f6f6;padding:.5em;overflow-x:auto}"
+    "body{font-family:sans-serif;margin:1.5em;max-width:76em}table{border-collapse:collapse;margin:1em 0;width:100%;"
+    "font-size:13px}th,td{border:1px solid #bbb;padding:.2em .4em;text-align:left;overflow-wrap:anywhere}"
+    "th{background:#eee}small{color:#555}.warning{background:#fff3cd;padding:.5em}.verdict{background:#eef5ff;"
+    "padding:.2em 1em;margin:.5em 0}img{max-width:100%}pre{background:#f6f6f6;padding:.5em;white-space:pre-wrap;"
+    "overflow-wrap:anywhere}"
 )
 
 

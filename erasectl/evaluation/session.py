@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from erasectl.architecture import sampling_defaults
-from erasectl.attacks import ATTACKS
 from erasectl.checkpoint import ErasedCheckpoint, model_loaders
 from erasectl.distributed import is_main_process
 from erasectl.errors import UserError
@@ -27,6 +26,7 @@ from erasectl.generation import Drawing
 from erasectl.judge import ClipJudge
 from erasectl.models import latest_checkpoint, load_base
 from erasectl.neighbours import find_neighbours
+from erasectl.prompt_free import ATTACKS
 
 # progress(label, total) -> a context manager yielding update(done)
 ProgressFactory = Callable[[str, int], AbstractContextManager]
@@ -72,7 +72,7 @@ class EvaluationRequest:
         if self.attack_runs < 1:
             raise UserError(f"--attack-runs must be at least 1, got {self.attack_runs}")
         if self.gates.max_attack_success is not None and not self.attacks:
-            raise UserError("--max-attack-success needs --attack soft-prompt and/or prompt-search")
+            raise UserError("--max-attack-success needs --attack (e.g. --attack soft-prompt,relearn)")
         if self.surrounding is not None and self.auto_surrounding is not None:
             raise UserError("pass --surrounding or --auto-surrounding, not both")
         if (self.judge == "nudenet") != (self.nudity_prompts is not None):
