@@ -19,6 +19,7 @@ from erasectl.families.base import original_place, swap_halves
 from erasectl.files import give_usual_modes, prepare_output_dir, write_atomically
 from erasectl.generation import SamplerSettings, generate
 from erasectl.ldm_layout import pipeline_to_ldm
+from erasectl.model_card import model_card, read_evaluation
 from erasectl.models import absent_components, load_pipeline, load_transformer_file, model_profile, resolve_model
 from erasectl.profiles import write_marker
 
@@ -505,6 +506,7 @@ class ExportRequest:
     bias_deltas: bool = False
     verify: bool = True
     allow_pickle: bool = False
+    evaluation: Path | None = None  # an evaluate run of this checkpoint, for the model card
 
 
 def export_checkpoint(erased, request: ExportRequest, out: Path, force: bool = False) -> dict:
@@ -513,6 +515,7 @@ def export_checkpoint(erased, request: ExportRequest, out: Path, force: bool = F
 
     name, source = resolve_model(request.model or erased.base_model)
     model_config = request.model_config or erased.base_config
+    evaluation = read_evaluation(request.evaluation, erased) if request.evaluation is not None else None
 
     def load_base():
         return load_pipeline(name, allow_pickle=request.allow_pickle, config=model_config)
@@ -540,4 +543,6 @@ def export_checkpoint(erased, request: ExportRequest, out: Path, force: bool = F
         result["verification"] = verify_export(
             request.format, result, pipeline, model_config or source, load_base, seeds=[0, 1], prompts=prompts, steps=25
         )
+    card = model_card(erased, request.format, name, evaluation)
+    result["model_card"] = str(write_atomically(out / "README.md", lambda tmp: tmp.write_text(card)))
     return result

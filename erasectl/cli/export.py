@@ -22,6 +22,7 @@ RANK = typer.Option(None, "--rank", help="lora/kohya: a fixed rank for every mod
 ENERGY = typer.Option(0.999, "--energy", help="lora/kohya: otherwise the smallest rank keeping this share of each delta's squared singular values.")
 VERIFY = typer.Option(True, "--verify/--no-verify", help="Reload the export with its consumer's loader and compare images.")
 BIAS_DELTAS = typer.Option(False, "--bias-deltas", help="kohya: also carry the erasure's bias deltas (ESD-x trains attn2.to_out's bias) as .diff_b keys, which ComfyUI applies; diffusers' kohya reader refuses them.")
+EVALUATION = typer.Option(None, "--evaluation", help="An evaluate run (its folder or metrics.json) that measured this checkpoint: its headline figures, intervals and judge go into the model card (README.md).")
 AS_JSON = typer.Option(False, "--json", help="Print a JSON summary on stdout.")
 QUIET = typer.Option(False, "--quiet", help="Print nothing on stdout (errors still go to stderr); --json still prints its summary.")
 # fmt: on
@@ -38,6 +39,7 @@ def export(
     energy: float = ENERGY,
     verify: bool = VERIFY,
     bias_deltas: bool = BIAS_DELTAS,
+    evaluation: Path = EVALUATION,
     model_config: Path = MODEL_CONFIG,
     allow_pickle: bool = ALLOW_PICKLE,
     quiet: bool = QUIET,
@@ -58,7 +60,7 @@ def export(
         raise UserError("--bias-deltas is for --format kohya (ComfyUI reads them as .diff_b keys)")
     erased = ErasedCheckpoint.load(checkpoint)
     out = check_output_dir(out or erased.path.parent / f"export-{format}", force)
-    request = ExportRequest(format, model, model_config, rank, energy, bias_deltas, verify, allow_pickle)
+    request = ExportRequest(format, model, model_config, rank, energy, bias_deltas, verify, allow_pickle, evaluation)
     result = export_checkpoint(erased, request, out, force)
     if as_json or not quiet:  # --quiet: nothing on stdout unless --json asks for the summary
         typer.echo(json.dumps(result) if as_json else json.dumps(result, indent=2))
