@@ -59,6 +59,11 @@ def main() -> None:
     parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--json", default=None)
     parser.add_argument(
+        "--attacks",
+        default="soft-prompt,prompt-search",
+        help="evaluate's --attack: comma-separated attacks (add relearn,inversion,compose for those that skip the prompt)",
+    )
+    parser.add_argument(
         "--keep",
         default=None,
         help="a folder to write the checkpoints and evaluations to and keep (default: a temporary one)",
@@ -141,7 +146,7 @@ def main() -> None:
                     "--seed",
                     str(args.first_seed),
                     "--attack",
-                    "soft-prompt,prompt-search",
+                    args.attacks,
                     "--attack-runs",
                     str(args.attack_runs),
                     "--out",
@@ -167,7 +172,12 @@ def main() -> None:
                         "held_out_style": h["held_out_style_accuracy"],
                         "drift": h["held_out_judge_distance"],
                         "ssim": h["held_out_ssim"],
+                        "held_out_attribute_gain": h.get("held_out_attribute_gain"),
+                        "held_out_attribute_gain_read": h.get("held_out_attribute_gain_read"),
+                        "erased_accuracy_interval95": h.get("erased_accuracy_interval95"),
                         **{f"{k}_success": v["attack_success"] for k, v in mine.items()},
+                        **{f"{k}_interval95": v["attack_success_interval95"] for k, v in mine.items()},
+                        **{f"{k}_details": v["details"] for k, v in mine.items() if v.get("details")},
                         **{f"{k}_wall_s": v["attack_wall_time_s"] for k, v in mine.items()},
                         **(
                             {f"{k}_runs": v["attack_success_runs"] for k, v in mine.items()}

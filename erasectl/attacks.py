@@ -98,11 +98,11 @@ class AttackConfig:
     budget_s: float = 300.0
     seed: int = 0
     search_words: int = 1000  # prompt-search on a real model: the tokenizer's most frequent words
-    # relearn: LoRA fine-tuning steps after which success is judged, its rank and learning rate
-    # (diffusers' DreamBooth-LoRA example: rank 4, lr 1e-4, on to_q/to_k/to_v/to_out.0)
+    # relearn: LoRA fine-tuning steps after which success is judged, its rank (diffusers'
+    # DreamBooth-LoRA example's) and learning rate (None: the model's profile's)
     relearn_steps: tuple[int, ...] = (10, 25, 50, 100, 200)
     relearn_rank: int = 4
-    relearn_lr: float = 1e-4
+    relearn_lr: float | None = None
     inversion_steps: int = 0  # inversion: DDIM (flow: Euler) steps; 0: the model's sampling steps
     # compose: the later changes tried, each alone (erase: a second erasure of another concept on top)
     compose: tuple[str, ...] = ("bf16", "fp16", "int8", "erase")
@@ -112,7 +112,7 @@ class AttackConfig:
         for name in ("images", "image_steps", "steps", "batch_size", "prefix_tokens", "candidates", "rounds", "draws"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        if not self.lr > 0 or not self.budget_s > 0 or not self.relearn_lr > 0:
+        if not self.lr > 0 or not self.budget_s > 0 or (self.relearn_lr is not None and not self.relearn_lr > 0):
             raise ConfigError("lr, relearn-lr and budget-s must be positive")
         if not self.relearn_steps or min(self.relearn_steps) <= 0 or self.relearn_rank <= 0:
             raise ConfigError("relearn-steps must be positive step counts, and relearn-rank at least 1")

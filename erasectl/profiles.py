@@ -51,6 +51,7 @@ class PaperProfile:
     # what the attribute reader reads beside the prompt's subject: an image gaining one its prompt
     # did not ask for (every shape striped) is damage the subject's accuracy cannot see
     side_attributes: tuple[str, ...] = ()
+    relearn_lr = 1e-4  # the relearn attack's LoRA learning rate: diffusers' DreamBooth-LoRA example's
 
     def check_concepts(self, concepts: list[str]) -> None:
         """Words this model cannot know (none, for an open-vocabulary text encoder)."""

@@ -69,12 +69,12 @@ def attack(
     plain_rate, plain_items = judged["plain"]
     started = time.perf_counter()
 
-    def rate(pipeline, items=None):
-        return success_rate(pipeline, judge, protocol, prompts, seeds, settings, concept) if items is None else items
+    def rate(pipeline):
+        return success_rate(pipeline, judge, protocol, prompts, seeds, settings, concept)
 
     if kind == "relearn":
         found, attack_items = relearn(
-            erased, latents, which, prompts, config, lambda: rate(erased), progress, plain_rate
+            erased, latents, which, prompts, config, lambda: rate(erased), progress, plain_rate, profile.relearn_lr
         )
     elif kind == "inversion":
         found, attack_items = inversion(erased, base_items, config, judge, protocol, concept)
@@ -110,10 +110,11 @@ def _frozen(*modules):
             parameter.requires_grad_(flag)
 
 
-def relearn(pipeline, latents, which, prompts, config: AttackConfig, judge_now, progress, plain_rate):
+def relearn(pipeline, latents, which, prompts, config: AttackConfig, judge_now, progress, plain_rate, relearn_lr):
     """LoRA adapters (peft, through diffusers' ``add_adapter``) on the denoiser's attention, trained
     on the base's concept latents; judged after each of ``config.relearn_steps``. The adapters are
-    taken out afterwards, leaving the erased model as it was."""
+    taken out afterwards, leaving the erased model as it was. ``relearn_lr``: the model's profile's
+    learning rate, where the config leaves it open."""
     from peft import LoraConfig
 
     module = denoiser(pipeline)
@@ -127,7 +128,7 @@ def relearn(pipeline, latents, which, prompts, config: AttackConfig, judge_now, 
             trained = [p for n, p in module.named_parameters() if f".{RELEARN_ADAPTER}." in n]
             for parameter in trained:
                 parameter.requires_grad_(True)
-            optimizer = torch.optim.AdamW(trained, lr=config.relearn_lr)
+            optimizer = torch.optim.AdamW(trained, lr=config.relearn_lr or relearn_lr)
             for target in sorted(set(config.relearn_steps)):
                 for step in range(done, target):
                     index, noisy, timesteps, goal = noise_draws(pipeline, latents, config.batch_size, generator)
@@ -137,7 +138,7 @@ def relearn(pipeline, latents, which, prompts, config: AttackConfig, judge_now, 
                     optimizer.zero_grad(set_to_none=True)
                     losses.append(round(loss.item(), 5))
                     if progress is not None:
-                        progress(step + 1, max(config.relearn_steps), {"loss": float(loss)})
+                        progress(step + 1, max(config.relearn_steps), {"loss": losses[-1]})
                 done = target
                 share, items = judge_now()
                 curve.append({"steps": target, "success": share, "interval95": interval95(share, len(items))})
@@ -145,8 +146,8 @@ def relearn(pipeline, latents, which, prompts, config: AttackConfig, judge_now, 
             module.unload_lora()
     half = next((point["steps"] for point in curve if point["success"] > 0.5), None)
     worst = max(curve[1:], key=lambda point: point["success"])
-    return {"attack_success": curve[-1]["success"], "curve": curve, "steps_to_half": half,
-            "most_success": worst, "losses": losses}, items  # fmt: skip
+    return {"attack_success": curve[-1]["success"], "curve": curve, "steps_to_half": half, "most_success": worst,
+            "lr": config.relearn_lr or relearn_lr, "losses": losses}, items  # fmt: skip
 
 
 @torch.no_grad()

@@ -24,7 +24,7 @@ CHECKPOINT = typer.Option(None, "--checkpoint", help="The erased checkpoint to a
 CONCEPT = typer.Option(None, "--concept", help="The concept to recover; default: the checkpoint's first.")
 METHOD = typer.Option("soft-prompt", "--method", help="soft-prompt (textual inversion on the erased model), prompt-search (a searched prefix of words); without the prompt: relearn (LoRA fine-tuning on the base's images of the concept), inversion (the base's images inverted to noise and redrawn under the empty prompt), compose (a cast, int8 weights or a second erasure on top).")
 RELEARN_STEPS = typer.Option("10,25,50,100,200", "--relearn-steps", help="relearn: comma-separated fine-tuning step counts after which success is judged.")
-RELEARN_LR = typer.Option(1e-4, "--relearn-lr", help="relearn: the LoRA's AdamW learning rate (diffusers' DreamBooth-LoRA example's).")
+RELEARN_LR = typer.Option(None, "--relearn-lr", help="relearn: the LoRA's AdamW learning rate; default: 1e-4 on real models (diffusers' DreamBooth-LoRA example's), the embedded world's own.")
 RELEARN_RANK = typer.Option(4, "--relearn-rank", help="relearn: the LoRA's rank.")
 INVERSION_STEPS = typer.Option(0, "--inversion-steps", help="inversion: deterministic sampler steps; 0: the model's sampling steps.")
 COMPOSE = typer.Option("bf16,fp16,int8,erase", "--compose", help="compose: the later changes tried, each alone: bf16, fp16, int8, erase (a second erasure with the same method).")
@@ -62,7 +62,7 @@ def attack(
     rounds: int = ROUNDS,
     budget_s: float = BUDGET,
     relearn_steps: str = RELEARN_STEPS,
-    relearn_lr: float = RELEARN_LR,
+    relearn_lr: float | None = RELEARN_LR,
     relearn_rank: int = RELEARN_RANK,
     inversion_steps: int = INVERSION_STEPS,
     compose: str = COMPOSE,

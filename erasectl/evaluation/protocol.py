@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from erasectl.errors import ConfigError, UserError
 from erasectl.generation import SamplerSettings
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
 
 
 # Prompts around a concept for evaluating a real model: plain photo templates; the judge's text is

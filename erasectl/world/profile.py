@@ -25,6 +25,7 @@ from erasectl.world.vocabulary import (
 class WorldProfile(PaperProfile):
     name = SHAPES_WORLD
     side_attributes = ("colour", "style")
+    relearn_lr = 1e-3  # the tiny world model moves little at real models' 1e-4; chosen on square (docs/tuning/prompt-free-attacks.md)
     method_defaults = WORLD_DEFAULTS
     label = "shapes world"  # how a default's reason names where it was chosen
     generation_batch_size = WORLD_BATCH_SIZE
