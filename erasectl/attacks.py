@@ -103,7 +103,7 @@ class AttackConfig:
     relearn_steps: tuple[int, ...] = (10, 25, 50, 100, 200)
     relearn_rank: int = 4
     relearn_lr: float | None = None
-    inversion_steps: int = 0  # inversion: DDIM (flow: Euler) steps; 0: the model's sampling steps
+    inversion_steps: int = 50  # inversion: DDIM (flow: Euler) steps, as null-text inversion and TINA take
     # compose: the later changes tried, each alone (erase: a second erasure of another concept on top)
     compose: tuple[str, ...] = ("bf16", "fp16", "int8", "erase")
     compose_concept: str | None = None  # the second erasure's concept; None: the first surrounding one
@@ -116,8 +116,8 @@ class AttackConfig:
             raise ConfigError("lr, relearn-lr and budget-s must be positive")
         if not self.relearn_steps or min(self.relearn_steps) <= 0 or self.relearn_rank <= 0:
             raise ConfigError("relearn-steps must be positive step counts, and relearn-rank at least 1")
-        if self.inversion_steps < 0:
-            raise ConfigError(f"inversion-steps must be 0 (the model's) or more, got {self.inversion_steps}")
+        if self.inversion_steps <= 0:
+            raise ConfigError(f"inversion-steps must be at least 1, got {self.inversion_steps}")
         unknown = [c for c in self.compose if c not in COMPOSE_CHANGES]
         if unknown or not self.compose:
             raise ConfigError(f"compose changes are {', '.join(COMPOSE_CHANGES)}; got {', '.join(self.compose)}")

@@ -161,7 +161,7 @@ def inversion(pipeline, base_items, config: AttackConfig, judge, protocol, conce
         np.stack([np.asarray(item.image.convert("RGB"), dtype=np.float32) for item in base_items])
     )
     pixels = pixels.permute(0, 3, 1, 2) / 127.5 - 1
-    steps = config.inversion_steps or pipeline_steps(pipeline)
+    steps = config.inversion_steps
     redrawn_images = []
     for start in range(0, len(pixels), config.batch_size):
         chunk = pixels[start : start + config.batch_size]
@@ -182,12 +182,6 @@ def _pil(image: torch.Tensor):
     from PIL import Image
 
     return Image.fromarray(image.permute(1, 2, 0).round().to(torch.uint8).cpu().numpy())
-
-
-def pipeline_steps(pipeline) -> int:
-    from erasectl.architecture import sampling_defaults
-
-    return sampling_defaults(pipeline)[0]
 
 
 def _levels(pipeline, steps: int, latent_size: int) -> list[tuple[float, float]]:

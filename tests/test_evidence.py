@@ -111,10 +111,13 @@ def test_target_interval_adds_seeds_until_every_headline_rate_is_that_narrow(uce
     precision = json.loads((tmp_path / "sure" / "metrics.json").read_text())["precision"]
     assert precision["stopped_by"] == "target interval reached" and len(precision["seeds_per_round"]) >= 2, precision
     assert precision["widest"]["half_width"] <= 0.2
-    # a budget too small to get there stops at the budget and says so
-    result = runner.invoke(app, [*args, "--max-images", "40", "--out", str(tmp_path / "budget")])
+    # a budget too small to get there stops at the budget and says so (24 prompts a seed)
+    result = runner.invoke(app, [*args, "--max-images", "60", "--out", str(tmp_path / "budget")])
     precision = json.loads((tmp_path / "budget" / "metrics.json").read_text())["precision"]
-    assert precision["stopped_by"] == "image budget spent" and precision["images_per_model"] <= 40, precision
+    assert precision["stopped_by"] == "image budget spent" and precision["images_per_model"] <= 60, precision
+    # and one smaller than a single round is refused before anything is drawn
+    result = runner.invoke(app, [*args, "--max-images", "40", "--out", str(tmp_path / "none")])
+    assert result.exit_code == 2 and "less than one round of 48 images" in result.output, result.output
 
 
 def test_against_compares_runs_of_one_judge_and_refuses_another(uce_circle, evaluated, tmp_path):

@@ -26,7 +26,7 @@ METHOD = typer.Option("soft-prompt", "--method", help="soft-prompt (textual inve
 RELEARN_STEPS = typer.Option("10,25,50,100,200", "--relearn-steps", help="relearn: comma-separated fine-tuning step counts after which success is judged.")
 RELEARN_LR = typer.Option(None, "--relearn-lr", help="relearn: the LoRA's AdamW learning rate; default: 1e-4 on real models (diffusers' DreamBooth-LoRA example's), the embedded world's own.")
 RELEARN_RANK = typer.Option(4, "--relearn-rank", help="relearn: the LoRA's rank.")
-INVERSION_STEPS = typer.Option(0, "--inversion-steps", help="inversion: deterministic sampler steps; 0: the model's sampling steps.")
+INVERSION_STEPS = typer.Option(50, "--inversion-steps", help="inversion: deterministic sampler steps each way (50, as null-text inversion and TINA).")
 COMPOSE = typer.Option("bf16,fp16,int8,erase", "--compose", help="compose: the later changes tried, each alone: bf16, fp16, int8, erase (a second erasure with the same method).")
 COMPOSE_CONCEPT = typer.Option(None, "--compose-concept", help="compose: the second erasure's concept; default: the first surrounding concept.")
 JUDGE = typer.Option(None, "--judge", help="A CLIPModel hub id or folder; default: the embedded world judge (a real model needs a real CLIP).")

@@ -56,7 +56,7 @@ class Images:
         per_seed = {"e": erased, "en": erased_n, "b": base_hits, "bn": base_n}
         found = seed_bootstrap(per_seed, lambda s: (s["e"] / s["en"]) / (s["b"] / s["bn"]))
         alone = wilson(int(erased.sum()), int(erased_n.sum()))
-        base_share = base_hits.sum() / base_n.sum() if base_n.sum() else 0.0
+        base_share = float(base_hits.sum() / base_n.sum()) if base_n.sum() else 0.0
         return hull(found, [round(v / base_share, 4) for v in alone] if alone and base_share else None)
 
 
@@ -64,7 +64,7 @@ def hull(first: list[float] | None, second: list[float] | None) -> list[float] |
     """The smallest interval holding both."""
     if first is None or second is None:
         return first or second
-    return [min(first[0], second[0]), max(first[1], second[1])]
+    return [float(min(first[0], second[0])), float(max(first[1], second[1]))]
 
 
 def _correct(record: ImageRecord) -> bool:

@@ -80,7 +80,7 @@ def compare_runs(metrics: dict, earlier: dict, path) -> dict:
             if old is None or row.get(rate) is None or old.get(rate) is None:
                 continue
             now, then = row.get(f"{rate}_interval95"), old.get(f"{rate}_interval95")
-            overlap = None if now is None or then is None else now[0] <= then[1] and then[0] <= now[1]
+            overlap = None if now is None or then is None else bool(now[0] <= then[1] and then[0] <= now[1])
             rows.append({
                 "model": row["model"], "rate": rate, "before": old[rate], "now": row[rate],
                 "change": round(row[rate] - old[rate], 4), "before_interval95": then, "now_interval95": now,

@@ -16,6 +16,7 @@ from dataclasses import asdict
 import torch
 
 from erasectl.distributed import world
+from erasectl.errors import ConfigError
 from erasectl.evaluation.intervals import add_intervals
 from erasectl.evaluation.judging import ImageRecord, judge_images, summarise, text_distances
 from erasectl.evaluation.nudity import count_conventions
@@ -50,6 +51,11 @@ def evaluate(
 
     started = time.perf_counter()
     per_seed = sum(len(s.prompts) for s in protocol.prompt_sets())
+    if config.target_interval is not None and per_seed * config.n_per_prompt > config.max_images:
+        raise ConfigError(
+            f"--max-images {config.max_images} is less than one round of {per_seed * config.n_per_prompt} images "
+            f"({per_seed} prompts x {config.n_per_prompt} seeds); raise it or lower --n-per-prompt"
+        )
     seeds, rounds = config.seeds, []
     drawn = Drawn()
     while True:
