@@ -92,7 +92,7 @@ def read_state(path: Path, kind: str, description: str, config) -> tuple[dict[st
         raise UserError(f"cannot read the saved state {path} ({error}); it may be truncated") from None
     if metadata.get("erasectl.format") != kind:
         raise UserError(f"{path} is not an erasectl {description}")
-    if json.loads(metadata["config"]) != asdict(config):
+    if json.loads(metadata["config"]) != json.loads(json.dumps(asdict(config))):  # tuples come back as lists
         raise UserError(
             f"the state in {path} was saved with other settings; resume with the same options, or start a new --out"
         )

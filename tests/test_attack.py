@@ -217,7 +217,7 @@ def test_evaluate_attacks_every_model_and_gates_on_success(uce_checkpoint, tmp_p
     assert headline["run"]["erased_outline_accuracy"] <= 0.25 and rows[0]["attack_success_outline"] is not None
     low, high = rows[0]["attack_success_interval95"]
     assert low <= rows[0]["attack_success"] <= high
-    assert f"{low:.3f}-{high:.3f}" in (tmp_path / "ev" / "report.md").read_text()
+    assert f"({low:.2f}-{high:.2f})" in (tmp_path / "ev" / "report.md").read_text()
     gate = [g for g in metrics["gates"] if g["gate"] == "max-attack-success"]
     assert len(gate) == 1 and gate[0]["passed"] == (rows[0]["attack_success"] == 0)
     assert result.exit_code == (0 if gate[0]["passed"] else 1)
