@@ -5,8 +5,10 @@
 
 Without --report it erases "circle" with UCE (keeping square and triangle, so cross and ring are
 held out) and evaluates it. Chromium loads the file with no network, dumps the DOM after load, and
-takes a full-page screenshot; the script asserts that the tables are there and that both inline
-images decoded (each <img> records its decoded width on load).
+takes a full-page screenshot; the script asserts that the tables are there, that both inline
+images decoded (each <img> records its decoded width on load), that the verdict comes before the
+first table, and that at 1280 px wide the page needs no sideways scrolling (a copy of the report
+with one line of script records the page's scroll width after load).
 """
 
 from __future__ import annotations
@@ -79,6 +81,12 @@ def main() -> None:
         dom = subprocess.run(
             [*common, "--dump-dom", report.resolve().as_uri()], capture_output=True, text=True, timeout=120
         ).stdout
+        measured = Path(tmp) / "measured.html"
+        measured.write_text(report.read_text().replace("</body>", WIDTH_PROBE + "</body>"))
+        wide = subprocess.run(
+            [*common, "--window-size=1280,900", "--dump-dom", measured.resolve().as_uri()],
+            capture_output=True, text=True, timeout=120,
+        ).stdout  # fmt: skip
         subprocess.run(
             [
                 *common,
@@ -96,6 +104,17 @@ def main() -> None:
     assert tables >= 5, "the report's tables are missing"
     assert len(rendered) == 2 and all(w > 100 for w in rendered), "an inline image did not decode"
     assert "Warning" in dom or "held-out" in dom
+    width = int(re.search(r'data-scroll-width="(\d+)"', wide).group(1))
+    print(f"page width at a 1280 px window: {width} px")
+    assert width <= 1280, f"the report scrolls sideways at 1280 px: it is {width} px wide"
+    assert dom.index("Verdict") < dom.index("<table>"), "the verdict does not open the report"
+
+
+# Records the laid-out page's width on the body, for --dump-dom to show
+WIDTH_PROBE = (
+    "<script>addEventListener('load',()=>{document.body.dataset.scrollWidth="
+    "document.documentElement.scrollWidth})</script>"
+)
 
 
 if __name__ == "__main__":
