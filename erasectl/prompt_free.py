@@ -262,7 +262,8 @@ def _modules(pipeline) -> dict[str, torch.nn.Module]:
 def changed(pipeline, change: str, recipe: dict, second: str, profile):
     """The pipeline with one later change made; every weight (and dtype) restored afterwards."""
     modules = _modules(pipeline)
-    kept = {name: ({k: v.detach().clone() for k, v in m.state_dict().items()}, m.dtype) for name, m in modules.items()}
+    # kept in host memory: a second copy of a large model would not fit beside it on the device
+    kept = {name: ({k: v.detach().to("cpu", copy=True) for k, v in m.state_dict().items()}, m.dtype) for name, m in modules.items()}  # fmt: skip
     try:
         if change in ("bf16", "fp16"):
             pipeline.to(torch.bfloat16 if change == "bf16" else torch.float16)
