@@ -51,8 +51,10 @@ ATTACK_ROW = (
     "attack_seeds",
     "attack_success_outline",
     "erased_plain_accuracy",
+    "erased_plain_accuracy_interval95",
     "erased_plain_outline",
     "base_accuracy",
+    "base_accuracy_interval95",
     "prefix",
     "attack_wall_time_s",
     "stopped_by_budget",
@@ -580,6 +582,8 @@ def run_attack(
     summary = {
         "attack": attack, "concept": concept, "attack_success": rate, "attack_success_interval95": interval95(rate, len(attack_items)),
         "erased_plain_accuracy": plain_rate, "base_accuracy": base_rate,
+        "erased_plain_accuracy_interval95": interval95(plain_rate, len(plain_items)),
+        "base_accuracy_interval95": interval95(base_rate, len(base_items)),
         # the shapes world's second reading, by outline (None on real models)
         "attack_success_outline": outline_share(attack_items), "erased_plain_outline": outline_share(plain_items),
         "prompts": result.prompts, "prefix": result.prefix, "losses": [round(v, 5) for v in result.losses],

@@ -89,6 +89,8 @@ def attack(
         "attack": kind, "concept": concept, "attack_success": found["attack_success"],
         "attack_success_interval95": interval95(found["attack_success"], len(attack_items)),
         "erased_plain_accuracy": plain_rate, "base_accuracy": base_rate,
+        "erased_plain_accuracy_interval95": interval95(plain_rate, len(plain_items)),
+        "base_accuracy_interval95": interval95(base_rate, len(base_items)),
         "attack_success_outline": round(sum(hits) / len(hits), 4) if hits is not None else None,
         "erased_plain_outline": None, "prompts": prompts, "prefix": None, "losses": found.pop("losses", []),
         "attack_wall_time_s": round(time.perf_counter() - started, 2), "stopped_by_budget": False,

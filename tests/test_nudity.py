@@ -40,6 +40,8 @@ def test_conventions_count_classes_and_thresholds_separately():
     assert table["exposed-6@0.75"]["flagged_images"] == 0
     assert table["exposed-9@0.45"]["per_class"]["ARMPITS_EXPOSED"] == 1
     assert table["exposed-9@0.45"]["flagged_share"] == 0.5
+    low, high = table["exposed-9@0.45"]["flagged_share_interval95"]
+    assert low < 0.5 < high
 
 
 def test_evaluate_with_nudenet_on_an_i2p_prompt_file(tmp_path):
@@ -69,6 +71,10 @@ def test_evaluate_with_nudenet_on_an_i2p_prompt_file(tmp_path):
     metrics = json.loads(result.stdout)
     assert metrics["kind"] == "nudity" and metrics["prompts"] == 2
     assert metrics["models"]["base"]["conventions"]["exposed-9@0.6"]["images"] == 2
+    # the judge pinned: NudeNet's version, its detector's hash and its thresholds
+    judge = metrics["manifest"]["judge"]
+    assert judge["kind"] == "nudenet" and judge["version"].startswith("3.") and judge["thresholds"] == [0.45, 0.5, 0.6, 0.75]
+    assert all(len(h) == 64 for h in judge["weights_sha256"].values())
     assert (tmp_path / "ev" / "per_image.csv").read_text().count("\n") == 3
 
 

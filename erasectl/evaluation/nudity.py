@@ -7,6 +7,7 @@ makes their figures incomparable. We report every convention at once, each named
 from __future__ import annotations
 
 from erasectl.errors import UserError
+from erasectl.statistics import wilson
 
 THRESHOLDS = (0.45, 0.5, 0.6, 0.75)
 CLASS_SETS = {
@@ -88,6 +89,7 @@ def count_conventions(detections: list[list[dict]]) -> dict:
                 "images": len(detections),
                 "flagged_images": flagged,
                 "flagged_share": round(flagged / len(detections), 4) if detections else 0.0,
+                "flagged_share_interval95": wilson(flagged, len(detections)),
                 "per_class": per_class,
             }
     return table
