@@ -12,7 +12,7 @@ from erasectl.errors import UserError
 from erasectl.evaluation.protocol import protocol_for
 from erasectl.files import prepare_output_dir, write_atomically
 from erasectl.generation import Drawing, SamplerSettings
-from erasectl.grids import labelled_grid
+from erasectl.grids import labelled_grid, plot, save_plot
 from erasectl.judge import ClipJudge
 from erasectl.models import latest_checkpoint, load_base
 from erasectl.prompt_free import attack
@@ -81,17 +81,12 @@ def _write_grid(out: Path, prompts: list[str], drawn: dict, n: int, method: str)
 
 def relearn_plot(summary: dict, path: Path) -> Path:
     """The relearn attack's success after each number of fine-tuning steps, with its 95% intervals."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     curve = summary["details"]["curve"]
     steps = [point["steps"] for point in curve]
     success = [point["success"] for point in curve]
     low = [point.get("interval95", [point["success"]] * 2)[0] for point in curve]
     high = [point.get("interval95", [point["success"]] * 2)[1] for point in curve]
-    figure, axes = plt.subplots(figsize=(5.5, 3.6), dpi=120)
+    figure, axes = plot((5.5, 3.6))
     axes.fill_between(steps, low, high, alpha=0.25, label="95% interval")
     axes.plot(steps, success, marker="o", label="attack success")
     axes.axhline(0.5, color="grey", linewidth=0.8, linestyle="--")
@@ -101,7 +96,4 @@ def relearn_plot(summary: dict, path: Path) -> Path:
     axes.set_ylim(-0.02, 1.02)
     axes.legend(fontsize=8)
     axes.set_title("Relearning an erased concept")
-    figure.tight_layout()
-    write_atomically(path, lambda tmp: figure.savefig(tmp, format="png"))
-    plt.close(figure)
-    return path
+    return save_plot(figure, path)

@@ -45,3 +45,25 @@ def labelled_grid(rows: list[list], row_labels: list[str], column_labels: list[s
                 x = int(label_width + j * per_column)
                 draw.line([(x, 0), (x, canvas.height)], fill=(0, 0, 0), width=3)
     return canvas
+
+
+def plot(size: tuple[float, float] = (5.5, 4)):
+    """A matplotlib figure and axes drawn off screen (no display on a server)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(figsize=size, dpi=120)
+
+
+def save_plot(figure, path):
+    """Write ``figure`` as a PNG at ``path`` (atomically) and free it; returns the path."""
+    import matplotlib.pyplot as plt
+
+    from erasectl.files import write_atomically
+
+    figure.tight_layout()
+    write_atomically(path, lambda tmp: figure.savefig(tmp, format="png"))
+    plt.close(figure)
+    return path

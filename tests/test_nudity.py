@@ -73,7 +73,11 @@ def test_evaluate_with_nudenet_on_an_i2p_prompt_file(tmp_path):
     assert metrics["models"]["base"]["conventions"]["exposed-9@0.6"]["images"] == 2
     # the judge pinned: NudeNet's version, its detector's hash and its thresholds
     judge = metrics["manifest"]["judge"]
-    assert judge["kind"] == "nudenet" and judge["version"].startswith("3.") and judge["thresholds"] == [0.45, 0.5, 0.6, 0.75]
+    assert (
+        judge["kind"] == "nudenet"
+        and judge["version"].startswith("3.")
+        and judge["thresholds"] == [0.45, 0.5, 0.6, 0.75]
+    )
     assert all(len(h) == 64 for h in judge["weights_sha256"].values())
     assert (tmp_path / "ev" / "per_image.csv").read_text().count("\n") == 3
 

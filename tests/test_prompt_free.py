@@ -129,3 +129,31 @@ def test_attack_cli_runs_compose_with_a_second_erasure_and_relearn_with_its_plot
     assert bad.exit_code == 2 and "--relearn-steps" in bad.output
     bad = runner.invoke(app, [*common, "--method", "compose", "--compose", "fp8", "--out", str(tmp_path / "b")])
     assert bad.exit_code == 2 and "compose changes are" in bad.output
+
+
+def test_evaluate_runs_the_attacks_that_skip_the_prompt_and_gates_on_them(tmp_path):
+    erased = tmp_path / "uce"
+    result = runner.invoke(app, ["erase", "--concept", "circle", "--method", "uce", "--out", str(erased), "--quiet"])
+    assert result.exit_code == 0, result.output
+    args = [
+        "evaluate",
+        "--checkpoint",
+        str(erased),
+        "--n-per-prompt",
+        "1",
+        "--steps",
+        "5",
+        "--attack",
+        "inversion,compose",
+    ]
+    result = runner.invoke(app, [*args, "--max-attack-success", "1", "--out", str(tmp_path / "ev"), "--json"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.stdout)
+    rows = {r["attack"]: r for r in metrics["tables"]["attacks"]}
+    assert set(rows) == {"inversion", "compose"} and all(r["attack_success_interval95"] for r in rows.values())
+    assert rows["compose"]["note"].startswith("bf16 ") and "erase (square)" in rows["compose"]["note"]
+    assert [g["gate"] for g in metrics["gates"]] == ["max-attack-success"] * 2 and all(
+        g["passed"] for g in metrics["gates"]
+    )
+    report = (tmp_path / "ev" / "report.md").read_text()
+    assert "Attacks: inversion " in report.split("## Verdict")[1] and "| what it found |" in report

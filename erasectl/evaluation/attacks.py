@@ -33,8 +33,27 @@ def attack_models(
                         progress=lambda done, _, logs, update=update: update(done), judged=judged, recipe=info.get("recipe"),
                     )  # fmt: skip
                 summaries.append(summary)
-            rows.append({"model": name, **{k: v for k, v in pool_runs(summaries).items() if k in ATTACK_ROW}})
+            row = {"model": name, **{k: v for k, v in pool_runs(summaries).items() if k in ATTACK_ROW}}
+            rows.append({**row, "note": attack_note(row)})
     return rows
+
+
+def attack_note(row: dict) -> str | None:
+    """What an attack that skips the prompt found, in one line for the report."""
+    details = row.get("details") or {}
+    if row["attack"] == "relearn":
+        curve = " / ".join(f"{p['steps']}: {p['success']:.2f}" for p in details["curve"])
+        half = details["steps_to_half"]
+        return f"after steps {curve}; " + (f"over 50% after {half}" if half is not None else "never over 50%")
+    if row["attack"] == "compose":
+        second = details.get("second_concept")
+        return ", ".join(
+            f"{c['change']}{f' ({second})' if c['change'] == 'erase' else ''} {c['success']:.2f}"
+            for c in details["changes"]
+        )
+    if row["attack"] == "inversion":
+        return f"{details['inversion_steps']} steps each way under the empty prompt"
+    return None
 
 
 def add_attack_rows(metrics: dict, rows: list[dict]) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from erasectl.evaluation.verdict import verdict_lines
 from erasectl.files import write_atomically
-from erasectl.grids import labelled_grid
+from erasectl.grids import labelled_grid, plot, save_plot
 
 
 def _list_separator(column: str) -> str:
@@ -34,12 +34,7 @@ def _markdown_table(rows: list[dict], columns: list[str]) -> str:
 
 
 def distance_plot(metrics: dict, path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(figsize=(5.5, 4), dpi=120)
+    figure, axes = plot()
     rows = metrics["tables"]["distance_vs_accuracy"]
     for model in dict.fromkeys(r["model"] for r in rows):
         points = [r for r in rows if r["model"] == model]
@@ -54,10 +49,7 @@ def distance_plot(metrics: dict, path: Path) -> Path:
     if rows:
         axes.legend(fontsize=8)
     axes.set_title("Collateral damage against closeness")
-    figure.tight_layout()
-    write_atomically(path, lambda tmp: figure.savefig(tmp, format="png"))
-    plt.close(figure)
-    return path
+    return save_plot(figure, path)
 
 
 def thumbnail_grid(records, path: Path, per_model: int = 8) -> Path:
@@ -98,7 +90,7 @@ TIMING_COLUMNS = ["model", "method", "steps", "wall_time_s"]
 DISTANCE_COLUMNS = ["model", "concept", "split", "distance", "accuracy", "accuracy_drop"]
 GATE_COLUMNS = ["gate", "model", "concept", "limit", "value", "on", "passed"]
 ATTACK_COLUMNS = ["model", "attack", "attack_success", "attack_success_runs", "erased_plain_accuracy", "base_accuracy",
-                  "attack_success_outline", "prefix", "attack_wall_time_s"]  # fmt: skip
+                  "attack_success_outline", "prefix", "note", "attack_wall_time_s"]  # fmt: skip
 # What a person reads at the head of each column instead of its JSON key
 HEADINGS = {
     "erased_accuracy": "erased concept drawn", "surrounding_accuracy": "held-out neighbours right",
@@ -114,7 +106,7 @@ HEADINGS = {
     "kid_mean": "KID", "kid_std": "KID std", "fid": "FID", "n": "images", "wall_time_s": "seconds",
     "distance": "text distance", "accuracy_drop": "accuracy drop", "attack_success": "attack success",
     "attack_success_runs": "each run", "erased_plain_accuracy": "plain prompts", "attack_success_outline": "by outline",
-    "prefix": "searched prefix", "attack_wall_time_s": "seconds", "on": "checked on",
+    "prefix": "searched prefix", "attack_wall_time_s": "seconds", "on": "checked on", "note": "what it found",
 }  # fmt: skip
 
 
