@@ -9,6 +9,7 @@ from pathlib import Path
 from erasectl.attacks import PLACEHOLDER, AttackConfig, save_embeddings
 from erasectl.checkpoint import ErasedCheckpoint, model_loaders
 from erasectl.errors import UserError
+from erasectl.evaluation.manifest import build_manifest, prompts_sha256
 from erasectl.evaluation.protocol import protocol_for
 from erasectl.files import prepare_output_dir, write_atomically
 from erasectl.generation import Drawing, SamplerSettings
@@ -45,7 +46,8 @@ def attack_checkpoint(request: AttackRequest, out: Path, force: bool = False, pr
     loaded = load_base([erased], None, request.model_config, Drawing(), request.device, request.allow_pickle)
     protocol = protocol_for(loaded.profile, concept, request.surrounding, [], None, request.judge)
     judge = ClipJudge.load(request.judge, device=request.device)
-    (_, load_base_model, _), (_, load_erased, _) = model_loaders(loaded.pipeline, erased.base_model, [erased])
+    models = model_loaders(loaded.pipeline, erased.base_model, [erased])
+    (_, load_base_model, _), (_, load_erased, _) = models
     seeds = list(range(request.config.seed, request.config.seed + request.n_per_prompt))
     settings = SamplerSettings(batch_size=loaded.profile.generation_batch_size)
     summary, drawn = attack(
@@ -53,7 +55,8 @@ def attack_checkpoint(request: AttackRequest, out: Path, force: bool = False, pr
         progress=progress, control=control, recipe=erased.recipe,
     )  # fmt: skip
     prepare_output_dir(out, force)
-    summary.update({"checkpoint": str(erased.path), "base_model": erased.base_model, "judge": judge.name, "candidates": protocol.candidates, "versions": versions()})  # fmt: skip
+    summary.update({"checkpoint": str(erased.path), "base_model": erased.base_model, "judge": judge.name, "candidates": protocol.candidates, "versions": versions(),
+                    "manifest": build_manifest(models, judge.identity(), prompts_sha256(protocol))})  # fmt: skip
     if drawn["embeddings"] is not None:
         metadata = {
             "erasectl.token": PLACEHOLDER,

@@ -118,6 +118,8 @@ def test_attack_cli_runs_compose_with_a_second_erasure_and_relearn_with_its_plot
     summary = json.loads(compose.stdout)
     assert [c["change"] for c in summary["details"]["changes"]] == ["erase", "int8"]
     assert summary["details"]["second_concept"] == "square" and summary["attack_success_interval95"] is not None
+    manifest = summary["manifest"]  # attack.json pins its judge and checkpoint as metrics.json does
+    assert len(manifest["judge"]["weights_sha256"]) == 64 and list(manifest["checkpoints"]) == [summary["checkpoint"]]
     relearned = runner.invoke(
         app, [*common, "--method", "relearn", "--relearn-steps", "2,4", "--out", str(tmp_path / "r")]
     )

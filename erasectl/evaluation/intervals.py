@@ -129,7 +129,7 @@ def add_intervals(tables: dict, records: list[ImageRecord], base: str, infos: di
 def _per_concept_intervals(images: Images, row: dict, base: str, side_attributes) -> None:
     model, key = row["model"], f"{row['role']}:{row['concept']}"
     row["accuracy_interval95"] = images.wilson(model, key, _correct)
-    for name in ("colour", "style"):
+    for name in ("colour", "style", "outline"):
         if row.get(f"{name}_accuracy") is not None:
             row[f"{name}_accuracy_interval95"] = images.wilson(model, key, _right(name), _asked(name))
     if model == base:
@@ -153,8 +153,23 @@ def _headline_intervals(images: Images, row: dict, base: str, infos: dict, per_c
         for r in sets
         if r["role"] == "surrounding" and split_of(r["concept"], preserved) == "held-out"
     ]
+    kept = [
+        f"surrounding:{r['concept']}"
+        for r in sets
+        if r["role"] == "surrounding" and split_of(r["concept"], preserved) == "preserved"
+    ]
     row["erased_accuracy_interval95"] = images.wilson(model, erased_key, _correct)
     row["surrounding_accuracy_interval95"] = images.mean_over_sets(model, held_out, _correct)
+    if row.get("preserved_surrounding_accuracy") is not None:
+        row["preserved_surrounding_accuracy_interval95"] = images.mean_over_sets(model, kept, _correct)
+    if row.get("erased_outline_accuracy") is not None:
+        row["erased_outline_accuracy_interval95"] = images.wilson(
+            model, erased_key, _right("outline"), _asked("outline")
+        )
+    if row.get("held_out_outline_accuracy") is not None:
+        row["held_out_outline_accuracy_interval95"] = images.mean_over_sets(
+            model, held_out, _right("outline"), _asked("outline")
+        )
     for name in ("colour", "style"):
         if row.get(f"held_out_{name}_accuracy") is not None:
             row[f"held_out_{name}_accuracy_interval95"] = images.mean_over_sets(

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from erasectl.checkpoint import checkpoint_file
 from erasectl.errors import UserError
+from erasectl.evaluation.protocol import HEADLINE_RATES
 from erasectl.provenance import file_sha256, pipeline_modules, versions, weights_sha256
 from erasectl.statistics import half_width
 
@@ -70,8 +71,6 @@ def _named(identity: dict) -> str:
 def compare_runs(metrics: dict, earlier: dict, path) -> dict:
     """Each headline rate of each model both runs measured: the change, and whether the two 95%
     intervals overlap (if not, the change is more than another draw of seeds explains)."""
-    from erasectl.evaluation.run import HEADLINE_RATES
-
     before = {row["model"]: row for row in earlier["tables"]["erased_vs_surrounding"]}
     rows = []
     for row in metrics["tables"]["erased_vs_surrounding"]:

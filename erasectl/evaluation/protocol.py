@@ -8,6 +8,9 @@ from erasectl.errors import ConfigError, UserError
 from erasectl.generation import SamplerSettings
 
 SCHEMA_VERSION = "1.1"
+# The headline's rates, each with its interval: what --target-interval narrows and --against compares
+HEADLINE_RATES = ("erased_accuracy", "surrounding_accuracy", "held_out_colour_accuracy", "held_out_style_accuracy",
+                  "held_out_attribute_gain")  # fmt: skip
 
 
 # Prompts around a concept for evaluating a real model: plain photo templates; the judge's text is

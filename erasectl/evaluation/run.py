@@ -20,15 +20,11 @@ from erasectl.errors import ConfigError
 from erasectl.evaluation.intervals import add_intervals
 from erasectl.evaluation.judging import ImageRecord, judge_images, summarise, text_distances
 from erasectl.evaluation.nudity import count_conventions
-from erasectl.evaluation.protocol import SCHEMA_VERSION, EvaluationConfig, Protocol
+from erasectl.evaluation.protocol import HEADLINE_RATES, SCHEMA_VERSION, EvaluationConfig, Protocol
 from erasectl.evaluation.tables import build_tables, distribution_table, filter_warnings, held_out_warnings, image_drift
 from erasectl.generation import generate
 from erasectl.provenance import versions
 from erasectl.statistics import half_width
-
-# The headline's rates, each with its interval: what --target-interval narrows and a verdict reads
-HEADLINE_RATES = ("erased_accuracy", "surrounding_accuracy", "held_out_colour_accuracy", "held_out_style_accuracy",
-                  "held_out_attribute_gain")  # fmt: skip
 
 
 def evaluate(
