@@ -90,12 +90,7 @@ def attack(
         raise UserError(f"unknown attack --method {method!r}; choose one of {', '.join(ATTACKS)}")
     if n_per_prompt <= 0:
         raise UserError(f"--n-per-prompt must be at least 1, got {n_per_prompt}")
-    try:
-        schedule = tuple(int(s) for s in optional_list(relearn_steps) or [])
-    except ValueError:
-        raise UserError(
-            f"--relearn-steps takes comma-separated step counts, e.g. 10,25,50; got {relearn_steps!r}"
-        ) from None
+    schedule = _step_counts(relearn_steps)
     config = AttackConfig(images=images, steps=steps, lr=lr, prefix_tokens=prefix_tokens, candidates=candidates, rounds=rounds, budget_s=budget_s, seed=seed,
                           relearn_steps=schedule, relearn_lr=relearn_lr, relearn_rank=relearn_rank, inversion_steps=inversion_steps,
                           compose=tuple(optional_list(compose) or []), compose_concept=compose_concept)  # fmt: skip
@@ -119,6 +114,13 @@ def attack(
         typer.echo(json.dumps(summary))
     elif not quiet:
         typer.echo(_sentence(summary, method, out))
+
+
+def _step_counts(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(s) for s in optional_list(text) or [])
+    except ValueError:
+        raise UserError(f"--relearn-steps takes comma-separated step counts, e.g. 10,25,50; got {text!r}") from None
 
 
 def _sentence(summary: dict, method: str, out: Path) -> str:
