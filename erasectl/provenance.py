@@ -41,7 +41,7 @@ def weights_sha256(modules: dict) -> str:
     for component, module in sorted(modules.items()):
         for name, tensor in sorted(module.state_dict().items()):
             digest.update(f"{component}.{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
-            digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+            digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())  # no copy
     return digest.hexdigest()
 
 
