@@ -25,7 +25,9 @@ def attack_models(
                 attack_config = AttackConfig(seed=config.seed + 1000 * run, budget_s=budget_s)
                 label = f"attacking {name} ({kind})" + (f", run {run + 1} of {runs}" if runs > 1 else "")
                 bar = (
-                    progress(label, attack_config.progress_total(kind)) if progress else nullcontext(lambda done: None)
+                    progress(label, attack_config.progress_total(kind))
+                    if progress
+                    else nullcontext(lambda done, **_: None)
                 )
                 with bar as update:
                     summary, _ = attack(

@@ -28,7 +28,7 @@ from erasectl.models import latest_checkpoint, load_base
 from erasectl.neighbours import find_neighbours
 from erasectl.prompt_free import ATTACKS
 
-# progress(label, total) -> a context manager yielding update(done)
+# progress(label, total) -> a context manager yielding update(done, total=None): total changes when rounds are added
 ProgressFactory = Callable[[str, int], AbstractContextManager]
 
 
@@ -136,7 +136,7 @@ def run_evaluation(
     import time
 
     out = check_output_dir(out or Path("runs") / time.strftime("evaluate-%Y%m%d-%H%M%S"), force)
-    bar = progress or (lambda label, total: nullcontext(lambda done: None))
+    bar = progress or (lambda label, total: nullcontext(lambda done, **_: None))
     models, base, config, concept, anchor = prepare(request)
     earlier = read_earlier(request.against) if request.against is not None else None
     if request.nudity_prompts is not None:
@@ -161,7 +161,7 @@ def run_evaluation(
         * config.n_per_prompt
     )
     with bar("evaluating", total) as update:
-        metrics, records = evaluate(models, protocol, judge, config, progress=lambda done, _: update(done),
+        metrics, records = evaluate(models, protocol, judge, config, progress=lambda done, total: update(done, total=total),
                                     attribute_reader=base.profile.attribute_reader(judge), general_prompts=request.general_prompts, side_attributes=base.profile.side_attributes)  # fmt: skip
     metrics["manifest"] = manifest
     if request.attacks:
