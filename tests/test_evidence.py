@@ -87,7 +87,7 @@ def test_every_rate_has_an_interval_and_the_manifest_names_judge_model_and_check
 def test_verdict_opens_the_reports_with_intervals_and_readable_headings(evaluated):
     report = (evaluated / "report.md").read_text()
     verdict = report.split("## Verdict")[1].split("## ")[0]
-    assert "Erased: draws circle in" in verdict and "95% interval" in verdict and "Held-out neighbours" in verdict
+    assert "Erased: circle drawn in" in verdict and "95% interval" in verdict and "Held-out neighbours" in verdict
     assert "| erased concept drawn |" in report and "erased_accuracy" not in report
     page = (evaluated / "report.html").read_text()
     assert page.index("<h2>Verdict</h2>") < page.index("<table>") and "overflow-x:auto'" not in page

@@ -4,11 +4,13 @@ and how attacks fared, each figure with its 95% interval and its gate's outcome.
 from __future__ import annotations
 
 
-def _rate(value, interval) -> str:
+def _rate(value, interval, base=None) -> str:
+    """``41% (95% interval 24-61%; base 3%)``."""
     if value is None:
         return "not measured"
-    reach = f" (95% interval {interval[0]:.0%}-{interval[1]:.0%})" if interval else ""
-    return f"{value:.0%}{reach}"
+    notes = [f"95% interval {interval[0]:.0%}-{interval[1]:.0%}"] if interval else []
+    notes += [f"base {base:.0%}"] if base is not None else []
+    return f"{value:.0%}" + (f" ({'; '.join(notes)})" if notes else "")
 
 
 def _gates(metrics: dict, model: str, names: tuple[str, ...]) -> str:
@@ -29,16 +31,19 @@ def _base(metrics: dict, key: str):
 
 def _model_lines(metrics: dict, row: dict) -> list[str]:
     model, concept = row["model"], metrics["protocol"]["concept"]
+    erased = _rate(row["erased_accuracy"], row.get("erased_accuracy_interval95"), _base(metrics, "erased_accuracy"))
     lines = [
-        f"Erased: draws {concept} in {_rate(row['erased_accuracy'], row.get('erased_accuracy_interval95'))} "
-        f"of its images (base {_rate(_base(metrics, 'erased_accuracy'), None)})"
+        f"Erased: {concept} drawn in {erased} of its images"
         + _gates(metrics, model, ("max-erased-accuracy", "max-paraphrase-accuracy")),
     ]
     if row["held_out_surrounding"]:
+        kept = _rate(
+            row["surrounding_accuracy"],
+            row.get("surrounding_accuracy_interval95"),
+            _base(metrics, "surrounding_accuracy"),
+        )
         lines.append(
-            f"Held-out neighbours ({row['held_out_surrounding']} sets): "
-            f"{_rate(row['surrounding_accuracy'], row.get('surrounding_accuracy_interval95'))} drawn right "
-            f"(base {_rate(_base(metrics, 'surrounding_accuracy'), None)})"
+            f"Held-out neighbours ({row['held_out_surrounding']} sets): {kept} drawn right"
             + _gates(metrics, model, ("min-surrounding-ratio",))
         )
     else:
