@@ -12,6 +12,11 @@ least 90% of base, in at most 3x the time of their base method (esd; uce).
 
     python benchmarks/attacks.py --methods esd,advunlearn --erase-seeds 0,1 --json benchmarks/results-attacks-advunlearn.json
 
+The attacks that skip the prompt beside the text attacks (docs/attacks.md; its table printed by
+`python benchmarks/attacks.py --table benchmarks/results-attacks-prompt-free.json`):
+
+    python benchmarks/attacks.py --methods esd,ablate,uce,nullspace,rece,advunlearn --attacks soft-prompt,prompt-search,relearn,inversion,compose --json benchmarks/results-attacks-prompt-free.json
+
 docs/attacks.md's table (every method, three attack runs, 16 seeds per prompt):
 
     python benchmarks/attacks.py --methods esd,ablate,uce,nullspace,rece,advunlearn --erase-seeds 0,1 --attack-runs 3 --seeds 16 --json benchmarks/results-attacks-all-methods.json
@@ -241,5 +246,33 @@ def seed_means(rows: list[dict]) -> list[dict]:
     ]
 
 
+def markdown_table(results: dict) -> str:
+    """One row per concept and method: every attack's success with its interval and seconds."""
+    attacks = ["soft-prompt", "prompt-search", "relearn", "inversion", "compose"]
+    lines = [
+        "| concept | method | erased | held-out | " + " | ".join(attacks) + " | seconds (" + ", ".join(attacks) + ") |",
+        "|---|---|---|---|" + "---|" * len(attacks) + "---|",
+    ]
+    for concept, found in results["concepts"].items():
+        for row in found["rows"]:
+            cells = []
+            for kind in attacks:
+                success, interval = row.get(f"{kind}_success"), row.get(f"{kind}_interval95")
+                cells.append("" if success is None else f"{success:.2f} ({interval[0]:.2f}-{interval[1]:.2f})")
+            seconds = ", ".join(f"{row[f'{kind}_wall_s']:.0f}" for kind in attacks if f"{kind}_wall_s" in row)
+            held = row["held_out_surrounding"]
+            lines.append(
+                f"| {concept} | {row['method']} | {row['erased_accuracy']:.2f} | {held:.2f} | "
+                + " | ".join(cells)
+                + f" | {seconds} |"
+            )
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
-    main()
+    import sys
+
+    if sys.argv[1:2] == ["--table"]:  # python benchmarks/attacks.py --table RESULTS.json
+        print(markdown_table(json.loads(Path(sys.argv[2]).read_text())))
+    else:
+        main()
