@@ -465,7 +465,7 @@ def _maybe_save_search(control, done: int, config: AttackConfig, generator, pref
             raise Interrupted(path, done)
 
 
-def _outline_share(outline, concept: str):
+def outline_share(outline, concept: str):
     """The share of images whose outline shows ``concept``, where the model's world has an outline
     reader (the shapes world's second reading); None otherwise."""
 
@@ -578,14 +578,14 @@ def run_attack(
         result = prompt_search(erased, concept, prompts, latents, which, config, vocabulary, progress, control)
     with learned_token(erased, result.embeddings) if result.embeddings is not None else nullcontext():
         rate, attack_items = success_rate(erased, judge, protocol, result.prompts, seeds, settings, concept)
-    outline_share = _outline_share(profile.outline_reader(), concept)
+    share_by_outline = outline_share(profile.outline_reader(), concept)
     summary = {
         "attack": attack, "concept": concept, "attack_success": rate, "attack_success_interval95": interval95(rate, len(attack_items)),
         "erased_plain_accuracy": plain_rate, "base_accuracy": base_rate,
         "erased_plain_accuracy_interval95": interval95(plain_rate, len(plain_items)),
         "base_accuracy_interval95": interval95(base_rate, len(base_items)),
         # the shapes world's second reading, by outline (None on real models)
-        "attack_success_outline": outline_share(attack_items), "erased_plain_outline": outline_share(plain_items),
+        "attack_success_outline": share_by_outline(attack_items), "erased_plain_outline": share_by_outline(plain_items),
         "prompts": result.prompts, "prefix": result.prefix, "losses": [round(v, 5) for v in result.losses],
         "attack_wall_time_s": result.wall_time_s, "stopped_by_budget": result.stopped_by_budget,
         "images": len(attack_items), "seeds": seeds, "config": asdict(config),

@@ -32,11 +32,12 @@ from erasectl.attacks import (
     concept_latents,
     denoising_loss,
     noise_draws,
+    outline_share,
     run_attack,
     success_rate,
 )
 from erasectl.diffusion import flow_matching, prediction_type, sampling_scheduler, training_scheduler
-from erasectl.errors import ConfigError
+from erasectl.errors import ConfigError, UserError
 from erasectl.statistics import interval95
 
 PROMPT_FREE = ("relearn", "inversion", "compose")
@@ -81,18 +82,18 @@ def attack(
         if progress is not None:
             progress(1, 1, {"loss": 0.0})
     else:
-        second = config.compose_concept or protocol.surrounding[0]
+        second = config.compose_concept or (protocol.surrounding[0] if protocol.surrounding else None)
+        if second is None and "erase" in config.compose:
+            raise UserError("compose's second erasure needs a concept: pass --compose-concept")
         found, attack_items = compose(erased, config, lambda: rate(erased), recipe or {}, second, profile, progress)
-    outline = profile.outline_reader()
-    hits = outline([item.image for item in attack_items], concept) if outline else None
+    by_outline = outline_share(profile.outline_reader(), concept)
     summary = {
         "attack": kind, "concept": concept, "attack_success": found["attack_success"],
         "attack_success_interval95": interval95(found["attack_success"], len(attack_items)),
         "erased_plain_accuracy": plain_rate, "base_accuracy": base_rate,
         "erased_plain_accuracy_interval95": interval95(plain_rate, len(plain_items)),
         "base_accuracy_interval95": interval95(base_rate, len(base_items)),
-        "attack_success_outline": round(sum(hits) / len(hits), 4) if hits is not None else None,
-        "erased_plain_outline": None, "prompts": prompts, "prefix": None, "losses": found.pop("losses", []),
+        "attack_success_outline": by_outline(attack_items), "erased_plain_outline": by_outline(plain_items), "prompts": prompts, "prefix": None, "losses": found.pop("losses", []),
         "attack_wall_time_s": round(time.perf_counter() - started, 2), "stopped_by_budget": False,
         "images": len(attack_items), "seeds": seeds, "config": asdict(config), "details": found,
     }  # fmt: skip
