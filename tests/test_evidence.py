@@ -93,24 +93,32 @@ def test_verdict_opens_the_reports_with_intervals_and_readable_headings(evaluate
     assert page.index("<h2>Verdict</h2>") < page.index("<table>") and "overflow-x:auto'" not in page
 
 
-def test_gate_on_upper_fails_where_the_point_passes(uce_circle, tmp_path):
-    gate = ["--max-erased-accuracy", "0.05"]
-    base_args = ["evaluate", "--checkpoint", str(uce_circle), "--n-per-prompt", "2", *QUICK, *gate]
-    point = runner.invoke(app, [*base_args, "--out", str(tmp_path / "point")])
-    assert point.exit_code == 0, point.output
-    upper = runner.invoke(app, [*base_args, "--gate-on", "upper", "--out", str(tmp_path / "upper")])
-    assert upper.exit_code == 1 and "its interval's end" in upper.output, upper.output
-    bad = runner.invoke(app, [*base_args, "--gate-on", "lower", "--out", str(tmp_path / "bad")])
+def test_gate_on_upper_fails_where_the_point_passes(evaluated, uce_circle, tmp_path):
+    from erasectl.evaluation.gates import Gates, check_gates
+
+    metrics = json.loads((evaluated / "metrics.json").read_text())
+    point = check_gates(metrics, Gates(max_erased_accuracy=0.05))
+    upper = check_gates(metrics, Gates(max_erased_accuracy=0.05, gate_on="upper"))
+    erased = next(r for r in metrics["tables"]["per_concept"] if r["model"] != "base" and r["role"] == "erased")
+    assert erased["accuracy"] <= 0.05 < erased["accuracy_interval95"][1], erased
+    assert point[0]["passed"] and not upper[0]["passed"] and upper[0]["value"] == erased["accuracy_interval95"][1]
+    ratio = check_gates(metrics, Gates(min_surrounding_ratio=0.5, gate_on="upper"))
+    rows = {r["concept"]: r for r in metrics["tables"]["per_concept"] if r["model"] != "base" and r.get("split")}
+    assert all(g["value"] == rows[g["concept"]]["ratio_to_base_interval95"][0] for g in ratio)  # the lower end
+    args = ["evaluate", "--checkpoint", str(uce_circle), "--n-per-prompt", "1", *QUICK, "--max-erased-accuracy", "0.05"]
+    failed = runner.invoke(app, [*args, "--gate-on", "upper", "--out", str(tmp_path / "upper")])
+    assert failed.exit_code == 1 and "its interval's end" in failed.output, failed.output
+    bad = runner.invoke(app, [*args, "--gate-on", "lower", "--out", str(tmp_path / "bad")])
     assert bad.exit_code == 2 and "--gate-on is point or upper" in bad.output
 
 
 def test_target_interval_adds_seeds_until_every_headline_rate_is_that_narrow(uce_circle, tmp_path):
-    args = ["evaluate", "--checkpoint", str(uce_circle), "--n-per-prompt", "2", "--target-interval", "0.2", *QUICK]
+    args = ["evaluate", "--checkpoint", str(uce_circle), "--n-per-prompt", "2", "--target-interval", "0.25", *QUICK]
     result = runner.invoke(app, [*args, "--out", str(tmp_path / "sure")])
     assert result.exit_code == 0, result.output
     precision = json.loads((tmp_path / "sure" / "metrics.json").read_text())["precision"]
     assert precision["stopped_by"] == "target interval reached" and len(precision["seeds_per_round"]) >= 2, precision
-    assert precision["widest"]["half_width"] <= 0.2
+    assert precision["widest"]["half_width"] <= 0.25
     # a budget too small to get there stops at the budget and says so (24 prompts a seed)
     result = runner.invoke(app, [*args, "--max-images", "60", "--out", str(tmp_path / "budget")])
     precision = json.loads((tmp_path / "budget" / "metrics.json").read_text())["precision"]

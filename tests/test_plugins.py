@@ -106,7 +106,7 @@ def test_the_documented_plugin_erases_and_its_checkpoint_is_evaluated_and_export
         "--checkpoint",
         str(out),
         "--n-per-prompt",
-        "4",
+        "2",
         "--steps",
         "10",
         "--out",

@@ -50,7 +50,7 @@ def test_inverting_and_redrawing_with_the_base_gives_back_its_images(model, worl
     the same sampler forward: the base model's own pictures come back, judged as what they were."""
     pipeline = load_pipeline(model)
     protocol = world_protocol("circle", None, None, None)
-    items = generate(pipeline, protocol.prompt_sets()[0].prompts, [0, 1, 2], SamplerSettings(steps=25))
+    items = generate(pipeline, protocol.prompt_sets()[0].prompts, [0, 1], SamplerSettings(steps=25))
     found, redrawn = inversion(pipeline, items, AttackConfig(), world_judge, protocol, "circle")
     assert found["attack_success"] >= 0.75 and len(redrawn) == len(items), found
     # the round trip in latents, too: close, not just the same class
@@ -106,27 +106,20 @@ def test_int8_weights_round_each_output_channel_to_255_levels():
     assert all(len(torch.unique(row)) <= 255 for row in layer.weight)
 
 
-def test_attack_cli_runs_compose_with_a_second_erasure_and_relearn_with_its_plot(tmp_path):
+def test_attack_cli_relearns_with_its_plot_and_pins_its_judge(tmp_path):
     erased = tmp_path / "uce"
     result = runner.invoke(app, ["erase", "--concept", "circle", "--method", "uce", "--out", str(erased), "--quiet"])
     assert result.exit_code == 0, result.output
     common = ["attack", "--checkpoint", str(erased), "--n-per-prompt", "2", "--json"]
-    compose = runner.invoke(
-        app, [*common, "--method", "compose", "--compose", "erase,int8", "--out", str(tmp_path / "c")]
-    )
-    assert compose.exit_code == 0, compose.output
-    summary = json.loads(compose.stdout)
-    assert [c["change"] for c in summary["details"]["changes"]] == ["erase", "int8"]
-    assert summary["details"]["second_concept"] == "square" and summary["attack_success_interval95"] is not None
-    manifest = summary["manifest"]  # attack.json pins its judge and checkpoint as metrics.json does
-    assert len(manifest["judge"]["weights_sha256"]) == 64 and list(manifest["checkpoints"]) == [summary["checkpoint"]]
     relearned = runner.invoke(
         app, [*common, "--method", "relearn", "--relearn-steps", "2,4", "--out", str(tmp_path / "r")]
     )
     assert relearned.exit_code == 0, relearned.output
     summary = json.loads(relearned.stdout)
-    assert [p["steps"] for p in summary["details"]["curve"]] == [0, 2, 4]
+    assert [p["steps"] for p in summary["details"]["curve"]] == [0, 2, 4] and summary["attack_success_interval95"]
     assert (tmp_path / "r" / "relearn.png").stat().st_size > 1000 and (tmp_path / "r" / "grid.png").exists()
+    manifest = summary["manifest"]  # attack.json pins its judge and checkpoint as metrics.json does
+    assert len(manifest["judge"]["weights_sha256"]) == 64 and list(manifest["checkpoints"]) == [summary["checkpoint"]]
     bad = runner.invoke(app, [*common, "--method", "relearn", "--relearn-steps", "two", "--out", str(tmp_path / "b")])
     assert bad.exit_code == 2 and "--relearn-steps" in bad.output
     bad = runner.invoke(app, [*common, "--method", "compose", "--compose", "fp8", "--out", str(tmp_path / "b")])
@@ -154,6 +147,7 @@ def test_evaluate_runs_the_attacks_that_skip_the_prompt_and_gates_on_them(tmp_pa
     rows = {r["attack"]: r for r in metrics["tables"]["attacks"]}
     assert set(rows) == {"inversion", "compose"} and all(r["attack_success_interval95"] for r in rows.values())
     assert rows["compose"]["note"].startswith("bf16 ") and "erase (square)" in rows["compose"]["note"]
+    assert [c["change"] for c in rows["compose"]["details"]["changes"]] == ["bf16", "fp16", "int8", "erase"]
     assert [g["gate"] for g in metrics["gates"]] == ["max-attack-success"] * 2 and all(
         g["passed"] for g in metrics["gates"]
     )
@@ -161,7 +155,7 @@ def test_evaluate_runs_the_attacks_that_skip_the_prompt_and_gates_on_them(tmp_pa
     assert "Attacks: inversion " in report.split("## Verdict")[1] and "| what it found |" in report
 
 
-@pytest.mark.parametrize("family", ["sdxl", "sd3", "flux-dev"])
+@pytest.mark.parametrize("family", ["sdxl", "flux-dev"])
 def test_every_family_relearns_inverts_and_changes_and_is_left_as_it_was(family, tmp_path):
     """The three attacks' model-side steps on each family's structure (tiny random weights):
     LoRA on the denoiser's attention trains and comes out again, inversion runs both ways in the
