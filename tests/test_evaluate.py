@@ -29,7 +29,7 @@ def weak_checkpoint(tmp_path_factory):
 
 def test_base_model_draws_every_concept(tmp_path):
     result = runner.invoke(
-        app, ["evaluate", "--concept", "circle", "--n-per-prompt", "6", "--out", str(tmp_path / "ev"), "--json"]
+        app, ["evaluate", "--concept", "circle", "--n-per-prompt", "4", "--out", str(tmp_path / "ev"), "--json"]
     )
     assert result.exit_code == 0, result.output
     metrics = json.loads(result.stdout)

@@ -30,7 +30,7 @@ def uce_circle(tmp_path_factory):
 @pytest.fixture(scope="module")
 def evaluated(uce_circle, tmp_path_factory):
     out = tmp_path_factory.mktemp("ev") / "ev"
-    args = ["evaluate", "--checkpoint", str(uce_circle), "--n-per-prompt", "3", "--out", str(out), *QUICK]
+    args = ["evaluate", "--checkpoint", str(uce_circle), "--n-per-prompt", "2", "--out", str(out), *QUICK]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     return out
@@ -129,7 +129,7 @@ def test_target_interval_adds_seeds_until_every_headline_rate_is_that_narrow(uce
 
 
 def test_against_compares_runs_of_one_judge_and_refuses_another(uce_circle, evaluated, tmp_path):
-    args = ["evaluate", "--checkpoint", str(uce_circle), "--n-per-prompt", "3", "--seed", "50", *QUICK]
+    args = ["evaluate", "--checkpoint", str(uce_circle), "--n-per-prompt", "2", "--seed", "50", *QUICK]
     again = runner.invoke(app, [*args, "--against", str(evaluated), "--out", str(tmp_path / "again")])
     assert again.exit_code == 0, again.output
     against = json.loads((tmp_path / "again" / "metrics.json").read_text())["against"]
