@@ -71,10 +71,6 @@ def _correct(record: ImageRecord) -> bool:
     return record.correct
 
 
-def _reads(name: str, value: str):
-    return lambda r: r.attributes["read"].get(name) == value
-
-
 def _asked(name: str):
     return lambda r: r.attributes is not None and r.attributes["asked"].get(name) is not None
 
@@ -100,6 +96,8 @@ def attribute_gain(images: Images, model: str, base: str, key: str, attributes: 
             gain = erased.sum() / count.sum() - before.sum() / base_count.sum()
             if best is None or gain > best[0]:
                 best = (gain, name, value, {"e": erased, "en": count, "b": before, "bn": base_count})
+    if best is None:  # the reader read none of these attributes
+        return None
     gain, name, value, per_seed = best
     interval = seed_bootstrap(per_seed, lambda s: s["e"] / s["en"] - s["b"] / s["bn"])
     alone, before = (
