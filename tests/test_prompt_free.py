@@ -110,7 +110,7 @@ def test_attack_cli_relearns_with_its_plot_and_pins_its_judge(tmp_path):
     erased = tmp_path / "uce"
     result = runner.invoke(app, ["erase", "--concept", "circle", "--method", "uce", "--out", str(erased), "--quiet"])
     assert result.exit_code == 0, result.output
-    common = ["attack", "--checkpoint", str(erased), "--n-per-prompt", "2", "--json"]
+    common = ["attack", "--checkpoint", str(erased), "--n-per-prompt", "1", "--json"]
     relearned = runner.invoke(
         app, [*common, "--method", "relearn", "--relearn-steps", "2,4", "--out", str(tmp_path / "r")]
     )
@@ -155,11 +155,12 @@ def test_evaluate_runs_the_attacks_that_skip_the_prompt_and_gates_on_them(tmp_pa
     assert "Attacks: inversion " in report.split("## Verdict")[1] and "| what it found |" in report
 
 
-@pytest.mark.parametrize("family", ["sdxl", "flux-dev"])
-def test_every_family_relearns_inverts_and_changes_and_is_left_as_it_was(family, tmp_path):
-    """The three attacks' model-side steps on each family's structure (tiny random weights):
-    LoRA on the denoiser's attention trains and comes out again, inversion runs both ways in the
-    family's latents, and every change is undone."""
+@pytest.mark.parametrize("family", ["flux-dev"])
+def test_flux_relearns_inverts_and_changes_and_is_left_as_it_was(family, tmp_path):
+    """The three attacks' model-side steps on FLUX-dev's structure (tiny random weights: packed
+    latents, distilled guidance, single-stream blocks); the UNet and SD3's MMDiT run them above on
+    the shapes worlds. LoRA on the denoiser's attention trains and comes out again, inversion runs
+    both ways in the family's latents, and every change is undone."""
     from erasectl.architecture import latent_shape
 
     folder = tiny_pipeline(tmp_path, family) if family == "sdxl" else tiny_transformer_pipeline(tmp_path, family)
