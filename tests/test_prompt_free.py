@@ -158,8 +158,8 @@ def test_evaluate_runs_the_attacks_that_skip_the_prompt_and_gates_on_them(tmp_pa
 @pytest.mark.parametrize("family", ["flux-dev"])
 def test_flux_relearns_inverts_and_changes_and_is_left_as_it_was(family, tmp_path):
     """The three attacks' model-side steps on FLUX-dev's structure (tiny random weights: packed
-    latents, distilled guidance, single-stream blocks); the UNet and SD3's MMDiT run them above on
-    the shapes worlds. LoRA on the denoiser's attention trains and comes out again, inversion runs
+    latents, distilled guidance, single-stream blocks); above, inversion runs on both shapes worlds
+    (UNet and SD3's MMDiT), relearn and the changes on the UNet world. LoRA on the denoiser's attention trains and comes out again, inversion runs
     both ways in the family's latents, and every change is undone."""
     from erasectl.architecture import latent_shape
 
