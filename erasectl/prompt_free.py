@@ -38,6 +38,7 @@ from erasectl.attacks import (
 )
 from erasectl.diffusion import flow_matching, prediction_type, sampling_scheduler, training_scheduler
 from erasectl.errors import ConfigError, UserError
+from erasectl.provenance import pipeline_modules
 from erasectl.statistics import interval95
 
 PROMPT_FREE = ("relearn", "inversion", "compose")
@@ -124,7 +125,7 @@ def relearn(pipeline, latents, which, prompts, config: AttackConfig, judge_now, 
     generator = torch.Generator().manual_seed(config.seed)
     curve = [{"steps": 0, "success": plain_rate}]
     losses, items, done = [], None, 0
-    with _frozen(*_modules(pipeline).values()):
+    with _frozen(*pipeline_modules(pipeline).values()):
         lora = LoraConfig(r=config.relearn_rank, lora_alpha=config.relearn_rank, target_modules=RELEARN_TARGETS)
         module.add_adapter(lora, adapter_name=RELEARN_ADAPTER)
         try:
@@ -257,14 +258,10 @@ def compose(pipeline, config: AttackConfig, judge_now, recipe: dict, second: str
             "second_concept": second if "erase" in config.compose else None}, worst_items  # fmt: skip
 
 
-def _modules(pipeline) -> dict[str, torch.nn.Module]:
-    return {n: m for n, m in pipeline.components.items() if isinstance(m, torch.nn.Module)}
-
-
 @contextmanager
 def changed(pipeline, change: str, recipe: dict, second: str, profile):
     """The pipeline with one later change made; every weight (and dtype) restored afterwards."""
-    modules = _modules(pipeline)
+    modules = pipeline_modules(pipeline)
     # kept in host memory: a second copy of a large model would not fit beside it on the device
     kept = {name: ({k: v.detach().to("cpu", copy=True) for k, v in m.state_dict().items()}, m.dtype) for name, m in modules.items()}  # fmt: skip
     try:
