@@ -40,6 +40,19 @@ def _erase_circle(method: str, tmp_path_factory, config: dict, **request):
     return pipeline, checkpoint, path
 
 
+@pytest.fixture(scope="session")
+def uce_circle_checkpoint(tmp_path_factory):
+    """UCE's defaults erasing "circle", through the CLI: the checkpoint file (read, never changed)."""
+    from typer.testing import CliRunner
+
+    from erasectl.cli import app
+
+    out = tmp_path_factory.mktemp("uce-circle") / "run"
+    result = CliRunner().invoke(app, ["erase", "--concept", "circle", "--method", "uce", "--out", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    return out / "erased.safetensors"
+
+
 # Trained erasures here are short (their mechanisms are what tests check); what the defaults reach
 # end to end is measured by benchmarks/erase_world.py against its goals.
 @pytest.fixture(scope="session")

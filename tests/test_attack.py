@@ -38,20 +38,12 @@ def stop_at(count: int):
 
 
 @pytest.fixture(scope="module")
-def uce_checkpoint(tmp_path_factory):
-    out = tmp_path_factory.mktemp("uce") / "run"
-    result = runner.invoke(app, ["erase", "--concept", "circle", "--method", "uce", "--out", str(out), "--quiet"])
-    assert result.exit_code == 0, result.output
-    return out / "erased.safetensors"
-
-
-@pytest.fixture(scope="module")
 def concept_images():
     return concept_latents(load_pipeline(), PROMPTS, AttackConfig(images=8, image_steps=10))
 
 
-def test_soft_prompt_learns_a_token_the_erased_model_denoises_the_concept_with(uce_checkpoint, concept_images):
-    erased = load_erased_pipeline(uce_checkpoint)
+def test_soft_prompt_learns_a_token_the_erased_model_denoises_the_concept_with(uce_circle_checkpoint, concept_images):
+    erased = load_erased_pipeline(uce_circle_checkpoint)
     latents, which = concept_images
     config = AttackConfig(images=8, steps=25, batch_size=8)
     result = soft_prompt(erased, "circle", PROMPTS, latents, which, config, "shape")
@@ -68,18 +60,27 @@ def test_soft_prompt_learns_a_token_the_erased_model_denoises_the_concept_with(u
     assert not erased.text_encoder.get_input_embeddings()._forward_hooks
 
 
-def test_soft_prompt_resumes_to_the_same_embedding(uce_checkpoint, concept_images, tmp_path):
+def test_soft_prompt_resumes_to_the_same_embedding(uce_circle_checkpoint, concept_images, tmp_path):
     latents, which = concept_images
     config = AttackConfig(images=8, steps=8, batch_size=4)
-    straight = soft_prompt(load_erased_pipeline(uce_checkpoint), "circle", PROMPTS, latents, which, config, "shape")
+    straight = soft_prompt(
+        load_erased_pipeline(uce_circle_checkpoint), "circle", PROMPTS, latents, which, config, "shape"
+    )
     control = RunControl(state_dir=tmp_path / "states", stop_requested=stop_at(3))
     with pytest.raises(Interrupted):
         soft_prompt(
-            load_erased_pipeline(uce_checkpoint), "circle", PROMPTS, latents, which, config, "shape", control=control
+            load_erased_pipeline(uce_circle_checkpoint),
+            "circle",
+            PROMPTS,
+            latents,
+            which,
+            config,
+            "shape",
+            control=control,
         )
     resumed_control = RunControl(state_dir=tmp_path / "states", resume_from=control.latest())
     resumed = soft_prompt(
-        load_erased_pipeline(uce_checkpoint),
+        load_erased_pipeline(uce_circle_checkpoint),
         "circle",
         PROMPTS,
         latents,
@@ -92,8 +93,8 @@ def test_soft_prompt_resumes_to_the_same_embedding(uce_checkpoint, concept_image
     assert resumed.losses == straight.losses
 
 
-def test_prompt_search_reports_the_loss_of_the_prefix_it_returns(uce_checkpoint, concept_images):
-    erased = load_erased_pipeline(uce_checkpoint)
+def test_prompt_search_reports_the_loss_of_the_prefix_it_returns(uce_circle_checkpoint, concept_images):
+    erased = load_erased_pipeline(uce_circle_checkpoint)
     latents, which = concept_images
     vocabulary = ["shape", "ring", "square", "red", "striped", "circle", "disc"]
     result = prompt_search(
@@ -134,7 +135,7 @@ def test_attack_success_interval_is_wilsons():
 
 
 def test_attack_command_writes_embedding_grid_and_success_and_the_embedding_loads_in_diffusers(
-    uce_checkpoint, tmp_path
+    uce_circle_checkpoint, tmp_path
 ):
     out = tmp_path / "attack"
     result = runner.invoke(
@@ -142,7 +143,7 @@ def test_attack_command_writes_embedding_grid_and_success_and_the_embedding_load
         [
             "attack",
             "--checkpoint",
-            str(uce_checkpoint),
+            str(uce_circle_checkpoint),
             "--method",
             "soft-prompt",
             "--steps",
@@ -173,21 +174,21 @@ def test_attack_command_writes_embedding_grid_and_success_and_the_embedding_load
     from erasectl.architecture import encode_prompts
 
     learned = load_file(out / "embedding.safetensors")["emb_params"][0]
-    ours = load_erased_pipeline(uce_checkpoint)
+    ours = load_erased_pipeline(uce_circle_checkpoint)
     with learned_token(ours, {"clip_l": learned}):
         expected = encode_prompts(ours, [f"a red {PLACEHOLDER}"])
-    theirs = load_erased_pipeline(uce_checkpoint)
+    theirs = load_erased_pipeline(uce_circle_checkpoint)
     theirs.load_textual_inversion(str(out / "embedding.safetensors"), token="<stolen>")
     assert torch.allclose(encode_prompts(theirs, ["a red <stolen>"]), expected, atol=1e-5)
 
 
-def test_evaluate_attacks_every_model_and_gates_on_success(uce_checkpoint, tmp_path):
+def test_evaluate_attacks_every_model_and_gates_on_success(uce_circle_checkpoint, tmp_path):
     result = runner.invoke(
         app,
         [
             "evaluate",
             "--checkpoint",
-            str(uce_checkpoint),
+            str(uce_circle_checkpoint),
             "--n-per-prompt",
             "1",
             "--attack",
@@ -222,7 +223,8 @@ def test_evaluate_attacks_every_model_and_gates_on_success(uce_checkpoint, tmp_p
     assert len(gate) == 1 and gate[0]["passed"] == (rows[0]["attack_success"] == 0)
     assert result.exit_code == (0 if gate[0]["passed"] else 1)
     bad = runner.invoke(
-        app, ["evaluate", "--checkpoint", str(uce_checkpoint), "--attack", "jailbreak", "--out", str(tmp_path / "x")]
+        app,
+        ["evaluate", "--checkpoint", str(uce_circle_checkpoint), "--attack", "jailbreak", "--out", str(tmp_path / "x")],
     )
     assert bad.exit_code == 2 and "unknown --attack" in bad.output
     bad = runner.invoke(
@@ -230,7 +232,7 @@ def test_evaluate_attacks_every_model_and_gates_on_success(uce_checkpoint, tmp_p
         [
             "evaluate",
             "--checkpoint",
-            str(uce_checkpoint),
+            str(uce_circle_checkpoint),
             "--attack",
             "soft-prompt",
             "--attack-runs",
@@ -242,8 +244,8 @@ def test_evaluate_attacks_every_model_and_gates_on_success(uce_checkpoint, tmp_p
     assert bad.exit_code == 2 and "--attack-runs must be at least 1" in bad.output and not (tmp_path / "x").exists()
 
 
-def test_prompt_search_resumes_to_the_same_prefix(uce_checkpoint, concept_images, tmp_path):
-    erased = load_erased_pipeline(uce_checkpoint)
+def test_prompt_search_resumes_to_the_same_prefix(uce_circle_checkpoint, concept_images, tmp_path):
+    erased = load_erased_pipeline(uce_circle_checkpoint)
     latents, which = concept_images
     vocabulary = ["shape", "ring", "square", "red", "striped", "cross", "plus", "hoop"]
     config = AttackConfig(prefix_tokens=2, candidates=3, rounds=2, draws=8)

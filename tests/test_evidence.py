@@ -20,17 +20,9 @@ QUICK = ["--steps", "10", "--quiet"]
 
 
 @pytest.fixture(scope="module")
-def uce_circle(tmp_path_factory):
-    out = tmp_path_factory.mktemp("uce") / "run"
-    result = runner.invoke(app, ["erase", "--concept", "circle", "--method", "uce", "--out", str(out), "--quiet"])
-    assert result.exit_code == 0, result.output
-    return out / "erased.safetensors"
-
-
-@pytest.fixture(scope="module")
-def evaluated(uce_circle, tmp_path_factory):
+def evaluated(uce_circle_checkpoint, tmp_path_factory):
     out = tmp_path_factory.mktemp("ev") / "ev"
-    args = ["evaluate", "--checkpoint", str(uce_circle), "--n-per-prompt", "2", "--out", str(out), *QUICK]
+    args = ["evaluate", "--checkpoint", str(uce_circle_checkpoint), "--n-per-prompt", "2", "--out", str(out), *QUICK]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     return out
@@ -67,7 +59,7 @@ def test_attribute_gain_is_the_unasked_value_gained_over_the_base_on_the_same_se
     assert attribute_gain(Images(asked), "erased", "base", "surrounding:green square", ("style",))["gain"] <= 0
 
 
-def test_every_rate_has_an_interval_and_the_manifest_names_judge_model_and_checkpoint(evaluated, uce_circle):
+def test_every_rate_has_an_interval_and_the_manifest_names_judge_model_and_checkpoint(evaluated, uce_circle_checkpoint):
     metrics = json.loads((evaluated / "metrics.json").read_text())
     for row in metrics["tables"]["erased_vs_surrounding"]:
         for rate in ("erased_accuracy", "surrounding_accuracy", "held_out_colour_accuracy"):
@@ -80,7 +72,10 @@ def test_every_rate_has_an_interval_and_the_manifest_names_judge_model_and_check
     assert "attribute_gain" in erased and erased["attribute_gain_interval95"] is not None
     manifest = metrics["manifest"]
     assert manifest["judge"]["name"] == "embedded:shapes-judge" and len(manifest["judge"]["weights_sha256"]) == 64
-    assert list(manifest["checkpoints"]) == [str(uce_circle)] and len(manifest["base_model"]["weights_sha256"]) == 64
+    assert (
+        list(manifest["checkpoints"]) == [str(uce_circle_checkpoint)]
+        and len(manifest["base_model"]["weights_sha256"]) == 64
+    )
     assert metrics["precision"]["stopped_by"] == "no target interval"
 
 
@@ -93,7 +88,7 @@ def test_verdict_opens_the_reports_with_intervals_and_readable_headings(evaluate
     assert page.index("<h2>Verdict</h2>") < page.index("<table>") and "overflow-x:auto'" not in page
 
 
-def test_gate_on_upper_fails_where_the_point_passes(evaluated, uce_circle, tmp_path):
+def test_gate_on_upper_fails_where_the_point_passes(evaluated, uce_circle_checkpoint, tmp_path):
     from erasectl.evaluation.gates import Gates, check_gates
 
     metrics = json.loads((evaluated / "metrics.json").read_text())
@@ -105,15 +100,33 @@ def test_gate_on_upper_fails_where_the_point_passes(evaluated, uce_circle, tmp_p
     ratio = check_gates(metrics, Gates(min_surrounding_ratio=0.5, gate_on="upper"))
     rows = {r["concept"]: r for r in metrics["tables"]["per_concept"] if r["model"] != "base" and r.get("split")}
     assert all(g["value"] == rows[g["concept"]]["ratio_to_base_interval95"][0] for g in ratio)  # the lower end
-    args = ["evaluate", "--checkpoint", str(uce_circle), "--n-per-prompt", "1", *QUICK, "--max-erased-accuracy", "0.05"]
+    args = [
+        "evaluate",
+        "--checkpoint",
+        str(uce_circle_checkpoint),
+        "--n-per-prompt",
+        "1",
+        *QUICK,
+        "--max-erased-accuracy",
+        "0.05",
+    ]
     failed = runner.invoke(app, [*args, "--gate-on", "upper", "--out", str(tmp_path / "upper")])
     assert failed.exit_code == 1 and "its interval's end" in failed.output, failed.output
     bad = runner.invoke(app, [*args, "--gate-on", "lower", "--out", str(tmp_path / "bad")])
     assert bad.exit_code == 2 and "--gate-on is point or upper" in bad.output
 
 
-def test_target_interval_adds_seeds_until_every_headline_rate_is_that_narrow(uce_circle, tmp_path):
-    args = ["evaluate", "--checkpoint", str(uce_circle), "--n-per-prompt", "2", "--target-interval", "0.25", *QUICK]
+def test_target_interval_adds_seeds_until_every_headline_rate_is_that_narrow(uce_circle_checkpoint, tmp_path):
+    args = [
+        "evaluate",
+        "--checkpoint",
+        str(uce_circle_checkpoint),
+        "--n-per-prompt",
+        "2",
+        "--target-interval",
+        "0.25",
+        *QUICK,
+    ]
     result = runner.invoke(app, [*args, "--out", str(tmp_path / "sure")])
     assert result.exit_code == 0, result.output
     precision = json.loads((tmp_path / "sure" / "metrics.json").read_text())["precision"]
@@ -128,8 +141,8 @@ def test_target_interval_adds_seeds_until_every_headline_rate_is_that_narrow(uce
     assert result.exit_code == 2 and "less than one round of 48 images" in result.output, result.output
 
 
-def test_against_compares_runs_of_one_judge_and_refuses_another(uce_circle, evaluated, tmp_path):
-    args = ["evaluate", "--checkpoint", str(uce_circle), "--n-per-prompt", "2", "--seed", "50", *QUICK]
+def test_against_compares_runs_of_one_judge_and_refuses_another(uce_circle_checkpoint, evaluated, tmp_path):
+    args = ["evaluate", "--checkpoint", str(uce_circle_checkpoint), "--n-per-prompt", "2", "--seed", "50", *QUICK]
     again = runner.invoke(app, [*args, "--against", str(evaluated), "--out", str(tmp_path / "again")])
     assert again.exit_code == 0, again.output
     against = json.loads((tmp_path / "again" / "metrics.json").read_text())["against"]
@@ -151,10 +164,10 @@ def test_against_compares_runs_of_one_judge_and_refuses_another(uce_circle, eval
 
 
 def test_export_writes_a_model_card_with_the_evaluation_and_refuses_another_checkpoints(
-    uce_circle, evaluated, tmp_path
+    uce_circle_checkpoint, evaluated, tmp_path
 ):
     out = tmp_path / "lora"
-    args = ["export", str(uce_circle), "--format", "lora", "--no-verify", "--quiet"]
+    args = ["export", str(uce_circle_checkpoint), "--format", "lora", "--no-verify", "--quiet"]
     result = runner.invoke(app, [*args, "--evaluation", str(evaluated), "--out", str(out)])
     assert result.exit_code == 0, result.output
     card = (out / "README.md").read_text()

@@ -106,10 +106,8 @@ def test_int8_weights_round_each_output_channel_to_255_levels():
     assert all(len(torch.unique(row)) <= 255 for row in layer.weight)
 
 
-def test_attack_cli_relearns_with_its_plot_and_pins_its_judge(tmp_path):
-    erased = tmp_path / "uce"
-    result = runner.invoke(app, ["erase", "--concept", "circle", "--method", "uce", "--out", str(erased), "--quiet"])
-    assert result.exit_code == 0, result.output
+def test_attack_cli_relearns_with_its_plot_and_pins_its_judge(uce_circle_checkpoint, tmp_path):
+    erased = uce_circle_checkpoint
     common = ["attack", "--checkpoint", str(erased), "--n-per-prompt", "1", "--json"]
     relearned = runner.invoke(
         app, [*common, "--method", "relearn", "--relearn-steps", "2,4", "--out", str(tmp_path / "r")]
@@ -126,10 +124,8 @@ def test_attack_cli_relearns_with_its_plot_and_pins_its_judge(tmp_path):
     assert bad.exit_code == 2 and "compose changes are" in bad.output
 
 
-def test_evaluate_runs_the_attacks_that_skip_the_prompt_and_gates_on_them(tmp_path):
-    erased = tmp_path / "uce"
-    result = runner.invoke(app, ["erase", "--concept", "circle", "--method", "uce", "--out", str(erased), "--quiet"])
-    assert result.exit_code == 0, result.output
+def test_evaluate_runs_the_attacks_that_skip_the_prompt_and_gates_on_them(uce_circle_checkpoint, tmp_path):
+    erased = uce_circle_checkpoint
     args = [
         "evaluate",
         "--checkpoint",
